@@ -1,0 +1,388 @@
+//! One Roster shard: a single writer thread and the seqlock-published tables it owns.
+//!
+//! This crate is Roster's internal core and knows nothing of namespaces, capabilities or
+//! processes: a key is a slice of `u64` words with a caller-computed hash, an entry's owner
+//! is an opaque `u64`, and metadata is a slice of words. The engine (`roster`) gives them
+//! meaning and implements [`Hooks`] to answer "is this owner alive?".
+//!
+//! - Reads ([`Shard::read`]) take no lock, perform no read-modify-write and store nothing
+//!   to shared memory; after [`ShardConfig::read_attempts`] failed optimistic attempts under
+//!   a hot writer they ask the writer, which cannot starve.
+//! - Writes ([`Shard::insert`], [`Shard::remove`], [`Shard::update`]) go through a bounded
+//!   channel to the writer thread, which applies and publishes them before replying.
+//! - Owner deaths ([`Shard::owner_died`]) use a separate unbounded channel that the writer
+//!   always drains first.
+//!
+//! All `unsafe` code lives in `src/raw/`; its module docs hold the protocol and the proof.
+#![warn(missing_docs)]
+
+mod arena;
+pub mod raw;
+mod sync;
+mod writer;
+
+#[cfg(all(test, roster_loom))]
+mod tests;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+
+use raw::{Attempt, Published};
+use sync::{AtomicU64, Ordering};
+use writer::{Command, Notice, Writer};
+
+pub use raw::{MAX_KEY_WORDS, MAX_META_WORDS};
+
+/// What the engine tells a shard about owners. Called on the writer thread only.
+pub trait Hooks: Send + Sync + 'static {
+    /// Whether `owner` is alive. Entries of dead owners count as absent.
+    fn is_alive(&self, owner: u64) -> bool;
+    /// Called before shard `shard` stores an entry of `owner`. Returning `false` (the owner
+    /// is dead) refuses the insert. The engine records the shard so the owner's death
+    /// notifies it.
+    fn attach(&self, owner: u64, shard: usize) -> bool;
+    /// Called after shard `shard` removed every entry of `owner` on its death notice.
+    fn detached(&self, owner: u64, shard: usize) {
+        let _ = (owner, shard);
+    }
+    /// Called after an entry with `key` was stored.
+    fn inserted(&self, key: &[u64]) {
+        let _ = key;
+    }
+    /// Called after an entry with `key` was removed (by any path).
+    fn removed(&self, key: &[u64]) {
+        let _ = key;
+    }
+}
+
+/// Why a write was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The key is held by the live owner `owner`.
+    Exists {
+        /// The current holder.
+        owner: u64,
+    },
+    /// The writing owner is dead.
+    OwnerDead,
+    /// No live entry has this key.
+    NotFound,
+    /// The key is held by another live owner.
+    NotOwner {
+        /// The current holder.
+        owner: u64,
+    },
+    /// Key or metadata exceed [`MAX_KEY_WORDS`] / [`MAX_META_WORDS`].
+    TooLarge,
+    /// The shard's writer has stopped.
+    Closed,
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Exists { owner } => write!(f, "key held by owner {owner:#x}"),
+            WriteError::OwnerDead => f.write_str("owner is dead"),
+            WriteError::NotFound => f.write_str("no such key"),
+            WriteError::NotOwner { owner } => write!(f, "key held by other owner {owner:#x}"),
+            WriteError::TooLarge => f.write_str("key or metadata too large"),
+            WriteError::Closed => f.write_str("shard writer stopped"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// A read's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Present, held by `owner`, with `meta_words` words of metadata. They were copied
+    /// into the caller's buffer only if it was long enough; if not, read again with one of
+    /// at least `meta_words`.
+    Found {
+        /// The owner word.
+        owner: u64,
+        /// Metadata length, in words.
+        meta_words: usize,
+    },
+    /// Absent.
+    NotFound,
+    /// The reader fell back to the writer and the writer has stopped.
+    Closed,
+}
+
+/// How to build a shard.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// This shard's index (passed back in [`Hooks`] calls and used in the thread name).
+    pub index: usize,
+    /// Entries to make room for before the first growth.
+    pub capacity: usize,
+    /// Bound of the command channel.
+    pub queue: usize,
+    /// Most commands served between two checks of the death channel.
+    pub batch: usize,
+    /// Optimistic read attempts before a reader asks the writer.
+    pub read_attempts: u32,
+    /// Pin the writer thread to this core (an index into `core_affinity::get_core_ids`).
+    pub core: Option<usize>,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            index: 0,
+            capacity: 1024,
+            queue: 4096,
+            batch: 64,
+            read_attempts: 64,
+            core: None,
+        }
+    }
+}
+
+/// Memory a shard holds, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardMemory {
+    /// Slot tables, current and retired.
+    pub tables: u64,
+    /// Arena chunks allocated (live blocks, free blocks and unused tail).
+    pub arena: u64,
+    /// Arena bytes in live blocks.
+    pub live_blocks: u64,
+}
+
+/// A running shard. Dropping it stops and joins its writer.
+pub struct Shard {
+    shared: Arc<Published>,
+    cmds: Sender<Command>,
+    notices: Sender<Notice>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    read_attempts: u32,
+    live_bytes: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shard")
+            .field("len", &self.len())
+            .field("queue", &self.queue_len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Number of 64-bit words in each shard's first arena chunk, as a power of two (32 KiB).
+const ARENA_BASE_BITS: u32 = 12;
+
+impl Shard {
+    /// Starts a shard and its writer thread.
+    ///
+    /// # Errors
+    ///
+    /// Fails only if the OS refuses to start a thread.
+    pub fn spawn(config: ShardConfig, hooks: Arc<dyn Hooks>) -> std::io::Result<Shard> {
+        let slots = config.capacity.saturating_mul(4) / 3 + 1;
+        let (published, token) = Published::new(config.index, slots, ARENA_BASE_BITS);
+        let shared = Arc::new(published);
+        let (cmd_tx, cmd_rx) = bounded(config.queue.max(1));
+        let (notice_tx, notice_rx) = unbounded();
+        let live_bytes = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            shared: shared.clone(),
+            token,
+            alloc: Default::default(),
+            owners: Default::default(),
+            hooks,
+            batch: config.batch.max(1),
+            scratch: Vec::new(),
+            live_bytes: live_bytes.clone(),
+        };
+        let core = config.core;
+        let thread = std::thread::Builder::new()
+            .name(format!("roster-shard-{}", config.index))
+            .spawn(move || {
+                if let Some(core) = core {
+                    pin_to(core);
+                }
+                writer.run(cmd_rx, notice_rx);
+            })?;
+        Ok(Shard {
+            shared,
+            cmds: cmd_tx,
+            notices: notice_tx,
+            thread: Mutex::new(Some(thread)),
+            read_attempts: config.read_attempts.max(1),
+            live_bytes,
+        })
+    }
+
+    /// Reads `key` (whose hash is `hash`), copying its metadata into `out` if it fits.
+    ///
+    /// Lock-free: it retries optimistically up to `read_attempts` times while the writer
+    /// changes what it reads, then asks the writer (the only path that allocates).
+    #[inline]
+    pub fn read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Read {
+        for _ in 0..self.read_attempts {
+            match self.shared.try_read(hash, key, out) {
+                Attempt::Found { owner, meta_words } => return Read::Found { owner, meta_words },
+                Attempt::NotFound => return Read::NotFound,
+                Attempt::Retry => sync::spin_hint(),
+            }
+        }
+        self.read_slow(hash, key, out)
+    }
+
+    #[cold]
+    fn read_slow(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Read {
+        let (reply, rx) = bounded(1);
+        let cmd = Command::Read {
+            hash,
+            key: key.to_vec(),
+            reply,
+        };
+        if self.cmds.send(cmd).is_err() {
+            return Read::Closed;
+        }
+        match rx.recv() {
+            Ok(Some((owner, meta))) => {
+                if let Some(out) = out.get_mut(..meta.len()) {
+                    out.copy_from_slice(&meta);
+                }
+                Read::Found {
+                    owner,
+                    meta_words: meta.len(),
+                }
+            }
+            Ok(None) => Read::NotFound,
+            Err(_) => Read::Closed,
+        }
+    }
+
+    fn call(
+        &self,
+        make: impl FnOnce(Sender<Result<(), WriteError>>) -> Command,
+    ) -> Result<(), WriteError> {
+        let (reply, rx) = bounded(1);
+        self.cmds
+            .send(make(reply))
+            .map_err(|_| WriteError::Closed)?;
+        rx.recv().map_err(|_| WriteError::Closed)?
+    }
+
+    /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Exists`] with the live holder, [`WriteError::OwnerDead`],
+    /// [`WriteError::TooLarge`], or [`WriteError::Closed`].
+    pub fn insert(
+        &self,
+        hash: u64,
+        key: Vec<u64>,
+        owner: u64,
+        meta: Vec<u64>,
+    ) -> Result<(), WriteError> {
+        self.call(|reply| Command::Insert {
+            hash,
+            key,
+            owner,
+            meta,
+            reply,
+        })
+    }
+
+    /// Removes `key` if `owner` holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::NotFound`], [`WriteError::NotOwner`] with the live holder, or
+    /// [`WriteError::Closed`].
+    pub fn remove(&self, hash: u64, key: Vec<u64>, owner: u64) -> Result<(), WriteError> {
+        self.call(|reply| Command::Remove {
+            hash,
+            key,
+            owner,
+            reply,
+        })
+    }
+
+    /// Replaces the metadata of `key` if `owner` holds it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Shard::remove`], plus [`WriteError::TooLarge`].
+    pub fn update(
+        &self,
+        hash: u64,
+        key: Vec<u64>,
+        owner: u64,
+        meta: Vec<u64>,
+    ) -> Result<(), WriteError> {
+        self.call(|reply| Command::Update {
+            hash,
+            key,
+            owner,
+            meta,
+            reply,
+        })
+    }
+
+    /// Tells the writer that `owner` died; it removes the owner's entries ahead of any
+    /// queued command, then calls [`Hooks::detached`]. Returns `false` if the writer has
+    /// stopped (nothing will be removed).
+    pub fn owner_died(&self, owner: u64) -> bool {
+        self.notices.send(Notice::Died(owner)).is_ok()
+    }
+
+    /// Live entries (including those of dead owners not yet removed).
+    pub fn len(&self) -> usize {
+        self.shared.len.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether the shard holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commands waiting for the writer.
+    pub fn queue_len(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// Memory the shard holds.
+    pub fn memory(&self) -> ShardMemory {
+        ShardMemory {
+            tables: self.shared.table_bytes.load(Ordering::Relaxed),
+            arena: self.shared.arena.allocated_bytes(),
+            live_blocks: self.live_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the writer after the command it is applying and joins it. Commands still
+    /// queued are dropped: their callers get [`WriteError::Closed`]. Idempotent.
+    pub fn shutdown(&self) {
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = self.notices.send(Notice::Stop);
+            // A writer that panicked has already dropped its channels; nothing to report.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn pin_to(core: usize) {
+    if let Some(ids) = core_affinity::get_core_ids() {
+        if !ids.is_empty() {
+            core_affinity::set_for_current(ids[core % ids.len()]);
+        }
+    }
+}

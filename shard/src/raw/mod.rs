@@ -1,0 +1,338 @@
+//! The raw core: the only code in Roster with `unsafe`, and the seqlock protocol.
+//!
+//! # Algorithm
+//!
+//! A shard publishes one current [`RawTable`] (an `AtomicPtr`) and one arena
+//! ([`AtomicWords`]). Each slot is a seqlock over four atomic words; the key and metadata
+//! live in an arena block that the slot's `loc` word points at. One writer thread (holding
+//! the shard's [`WriterToken`]) changes both; any number of readers read both with plain
+//! loads, no lock, no RMW, no store to shared memory.
+//!
+//! Reader (`Published::read`), one attempt:
+//! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd means retry.
+//! 2. Probe from the key's home. For each slot: `s1 = seq.load(Acquire)` (odd: retry);
+//!    `hash.load(Relaxed)`. Empty: go to 4. Tag differs: next slot.
+//! 3. Tag matches: load `owner`, `loc`, the block's key words and (into the caller's buffer)
+//!    its metadata words, all `Relaxed`; then `fence(Acquire)` and `seq.load(Relaxed)`:
+//!    changed means retry; else a key match is a hit, and a mismatch moves on.
+//! 4. Miss: `fence(Acquire)`, then `moves.load(Relaxed)` must still equal `m1`.
+//!
+//! Writer rules:
+//! - W1: every store into a slot or into the arena happens inside a write section
+//!   (`seq := odd; fence(Release); stores; seq := even (Release)`), after its fence.
+//! - W2: a retired table gets all its `seq` words and its `moves` word made odd, followed
+//!   by a `fence(Release)`, before the writer stores anything else.
+//! - W3: a backward shift runs between `moves := odd; fence(Release)` and
+//!   `moves := even (Release)`.
+//! - W4: a table is published with a `Release` store of `current` after it is filled, and
+//!   it is never freed before the shard's [`Published`] drops.
+//! - W5: arena memory is reused freely; W1 makes every reuse visible to validation.
+//!
+//! # Invariants and why a validated read is right
+//!
+//! - R1 (no torn hit): if a reader's `Relaxed` load in step 3 returned a value stored by a
+//!   write section that began after the reader's `s1` was stored, then that section's
+//!   opening `fence(Release)` synchronises with the reader's `fence(Acquire)` (fence-fence
+//!   synchronisation through the `Relaxed` load), so the section's odd `seq` store happens
+//!   before the reader's second `seq` load, which therefore differs from `s1`. Arena
+//!   stores for *another* slot that reuse this block are covered by W1 the same way: their
+//!   section's fence comes after (in the writer's order) the store that freed the block,
+//!   which changed this slot's `seq`. A retired table is covered by W2.
+//! - R2 (no stale hit): `s1` is loaded `Acquire` and pairs with the `Release` that closed
+//!   the section which wrote it, so the payload read is at least that new.
+//! - R3 (no false miss): by the probe invariant T1, a key present for the whole read is
+//!   found unless a shift moved it; a shift's stores are after `moves` turned odd (W3),
+//!   so the same fence argument as R1 makes the miss validation in step 4 fail.
+//! - R4 (memory safety): tables and arena chunks are never freed while `&Published` is
+//!   borrowed (W4, and [`AtomicWords`]' invariants); every word is an atomic; offsets read
+//!   from racy words are bounds-checked before use. Nothing a reader does can be UB, even on
+//!   garbage it later discards.
+//!
+//! Sequence words are 64-bit and grow by 2 per write, so they never wrap in practice.
+//!
+//! # Growth and reclamation
+//!
+//! When a table passes 3/4 full the writer builds one of twice the size, copies the live
+//! slots (the blocks stay where they are), publishes it (W4) and retires the old one (W2).
+//! Retired tables are kept, chained through `prev`, until the shard drops: readers pay no
+//! RMW and no store for reclamation. Because tables only double (no tombstones means no
+//! same-size rebuilds), retired tables together hold fewer slots than the current one.
+//!
+//! # Sources
+//!
+//! The seqlock with fences follows crossbeam-utils' `atomic/seq_lock.rs` and Boehm, "Can
+//! seqlocks get along with programming language memory models?" (MSPC 2012), which is the
+//! argument R1 uses; retiring instead of freeing follows the "leak until drop" option of
+//! crossbeam-epoch's docs on deferred destruction.
+
+mod table;
+mod words;
+
+pub use table::{
+    tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS, MAX_META_WORDS,
+};
+pub use words::AtomicWords;
+
+use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
+
+/// One optimistic read's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The key is present: its owner and metadata length. The metadata was copied into the
+    /// caller's buffer only if it fit (`meta_words <= out.len()`).
+    Found {
+        /// The owner word.
+        owner: u64,
+        /// Metadata length, in words.
+        meta_words: usize,
+    },
+    /// The key was absent at some moment during the read.
+    NotFound,
+    /// A write overlapped the read; nothing can be concluded.
+    Retry,
+}
+
+/// A shard's memory as readers see it: the current table and the arena.
+pub struct Published {
+    /// The current table (W4): from `Box::into_raw`, never null, freed only in `Drop`.
+    current: AtomicPtr<RawTable>,
+    /// Arena of atomic words holding every entry's `[header | key | metadata]` block.
+    pub arena: AtomicWords,
+    /// Live entries, stored by the writer after each change.
+    pub len: AtomicU64,
+    /// Bytes of tables (current and retired), stored by the writer.
+    pub table_bytes: AtomicU64,
+}
+
+impl Published {
+    /// Makes the published state of shard `shard` with a first table of at least
+    /// `capacity` slots, and its one writer token.
+    pub fn new(shard: usize, capacity: usize, arena_base_bits: u32) -> (Published, WriterToken) {
+        let table = Box::new(RawTable::with_capacity(capacity));
+        let bytes = table.bytes();
+        let p = Published {
+            current: AtomicPtr::new(Box::into_raw(table)),
+            arena: AtomicWords::new(arena_base_bits),
+            len: AtomicU64::new(0),
+            table_bytes: AtomicU64::new(bytes),
+        };
+        (p, WriterToken::new(shard))
+    }
+
+    /// The current table.
+    #[inline]
+    pub fn table(&self) -> &RawTable {
+        let p = self.current.load(Ordering::Acquire);
+        // SAFETY:
+        // 1. `p` is non-null: it is set in `new` and `install` from `Box::into_raw`.
+        // 2. The `Acquire` load pairs with the `Release` store that published it (W4), so
+        //    the table's contents as filled before publication are visible.
+        // 3. Tables are freed only in `Drop for Published` (W4), which needs `&mut self`,
+        //    so the table outlives the `&self` borrow the result is tied to.
+        // 4. Every field reached through `&RawTable` is an atomic or immutable.
+        unsafe { &*p }
+    }
+
+    /// Publishes `new` as the current table and retires the old one (W2, W4). The old
+    /// table stays allocated, chained from `new`, until `self` drops.
+    pub fn install(&self, t: &WriterToken, new: Box<RawTable>) {
+        let old = self.current.load(Ordering::Relaxed);
+        new.prev.store(old, Ordering::Relaxed);
+        let bytes = self.table_bytes.load(Ordering::Relaxed) + new.bytes();
+        let new = Box::into_raw(new);
+        self.current.store(new, Ordering::Release);
+        self.table_bytes.store(bytes, Ordering::Relaxed);
+        // SAFETY: `old` was the current table: non-null and alive until `self` drops (W4);
+        // `new` now owns it through `prev`, and nothing frees it before `Drop`.
+        unsafe { &*old }.retire(t);
+    }
+
+    /// One optimistic read of `key` (hash `hash`); metadata is copied into `out` when it
+    /// fits. Never blocks, never writes to shared memory.
+    #[inline]
+    pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
+        let t = self.table();
+        let m1 = t.moves.load(Ordering::Acquire);
+        if m1 & 1 == 1 {
+            return Attempt::Retry;
+        }
+        let want = tag(hash);
+        let mut i = t.home(hash);
+        for _ in 0..t.capacity() {
+            let slot = &t.slots[i];
+            let s1 = slot.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                return Attempt::Retry;
+            }
+            let h = slot.hash.load(Ordering::Relaxed);
+            if h == 0 {
+                break;
+            }
+            if h == want {
+                let owner = slot.owner.load(Ordering::Relaxed);
+                let loc = Loc(slot.loc.load(Ordering::Relaxed));
+                let matched = self.read_block(loc, key, out);
+                fence(Ordering::Acquire);
+                if slot.seq.load(Ordering::Relaxed) != s1 {
+                    return Attempt::Retry;
+                }
+                if matched {
+                    return Attempt::Found {
+                        owner,
+                        meta_words: loc.meta_words(),
+                    };
+                }
+            }
+            i = t.next(i);
+        }
+        fence(Ordering::Acquire);
+        if t.moves.load(Ordering::Relaxed) != m1 {
+            return Attempt::Retry;
+        }
+        Attempt::NotFound
+    }
+
+    /// Compares the block's key with `key` and, on a match, copies its metadata into `out`
+    /// if it fits. Any `loc` is answered (torn ones are out of range or mismatch).
+    #[inline]
+    fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> bool {
+        let kw = loc.key_words();
+        if kw != key.len() {
+            return false;
+        }
+        let Some(block) = self.arena.range(loc.offset(), loc.block_words() as u64) else {
+            return false;
+        };
+        let stored = &block[HEADER_WORDS..HEADER_WORDS + kw];
+        if !stored
+            .iter()
+            .zip(key)
+            .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
+        {
+            return false;
+        }
+        let meta = &block[HEADER_WORDS + kw..];
+        if let Some(out) = out.get_mut(..meta.len()) {
+            for (o, m) in out.iter_mut().zip(meta) {
+                *o = m.load(Ordering::Relaxed);
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let mut p = self.current.load(Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: every table in the `prev` chain came from `Box::into_raw` (in `new`
+            // or `install`), appears in the chain exactly once, and `&mut self` proves no
+            // reader holds a borrow (W4).
+            let table = unsafe { Box::from_raw(p) };
+            p = table.prev.load(Ordering::Acquire);
+        }
+    }
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod tests {
+    use super::*;
+
+    /// Writes an entry into slot `i` of the current table with its block at `off`.
+    fn put(
+        p: &Published,
+        t: &WriterToken,
+        i: usize,
+        hash: u64,
+        key: &[u64],
+        meta: &[u64],
+        off: u64,
+    ) {
+        let loc = Loc::new(off, key.len(), meta.len());
+        p.arena.ensure(off + loc.block_words() as u64);
+        let block = p.arena.range(off, loc.block_words() as u64).unwrap();
+        let v = SlotView {
+            hash: tag(hash),
+            owner: 9,
+            loc,
+        };
+        p.table().write(t, i, v, || {
+            for (w, x) in block[HEADER_WORDS..].iter().zip(key.iter().chain(meta)) {
+                w.store(*x, Ordering::Relaxed);
+            }
+        });
+    }
+
+    #[test]
+    fn read_finds_written_entry_and_copies_metadata() {
+        let (p, t) = Published::new(0, 8, 4);
+        let hash = 0xdead_beef_0000_0000;
+        let i = p.table().home(hash);
+        put(&p, &t, i, hash, &[1, 2], &[10, 20, 30], 0);
+        let mut out = [0u64; 4];
+        assert_eq!(
+            p.try_read(hash, &[1, 2], &mut out),
+            Attempt::Found {
+                owner: 9,
+                meta_words: 3
+            }
+        );
+        assert_eq!(&out[..3], &[10, 20, 30]);
+        // Same hash, other key: a miss. Other hash: a miss.
+        assert_eq!(p.try_read(hash, &[1, 3], &mut out), Attempt::NotFound);
+        assert_eq!(p.try_read(0, &[1, 2], &mut out), Attempt::NotFound);
+    }
+
+    #[test]
+    fn small_buffer_reports_length_without_copying() {
+        let (p, t) = Published::new(0, 8, 4);
+        put(&p, &t, 0, 5, &[7], &[1, 2, 3, 4, 5], 0);
+        let mut out = [0u64; 2];
+        assert_eq!(
+            p.try_read(5, &[7], &mut out),
+            Attempt::Found {
+                owner: 9,
+                meta_words: 5
+            }
+        );
+        assert_eq!(out, [0, 0]);
+    }
+
+    #[test]
+    fn odd_seq_or_moves_forces_retry() {
+        let (p, t) = Published::new(0, 8, 4);
+        put(&p, &t, 0, 5, &[7], &[1], 0);
+        p.table().begin_moves(&t);
+        assert_eq!(p.try_read(5, &[8], &mut []), Attempt::Retry);
+        p.table().end_moves(&t);
+        assert_eq!(p.try_read(5, &[8], &mut []), Attempt::NotFound);
+        p.table().slots[0].seq.store(3, Ordering::Relaxed);
+        assert_eq!(p.try_read(5, &[7], &mut []), Attempt::Retry);
+    }
+
+    #[test]
+    fn install_retires_the_old_table_and_readers_follow() {
+        let (p, t) = Published::new(0, 8, 4);
+        put(&p, &t, 0, 5, &[7], &[1], 0);
+        let old: *const RawTable = p.table();
+        p.install(&t, Box::new(RawTable::with_capacity(16)));
+        assert!(!std::ptr::eq(old, p.table()));
+        assert_eq!(p.table().capacity(), 16);
+        // The new table is empty, so the key is gone; the old one is retired, not freed.
+        assert_eq!(p.try_read(5, &[7], &mut []), Attempt::NotFound);
+        assert_eq!(p.table_bytes.load(Ordering::Relaxed), (8 + 16) * 32);
+    }
+
+    #[test]
+    fn torn_loc_is_answered_not_trusted() {
+        let (p, t) = Published::new(0, 8, 4);
+        // A slot whose loc points far outside the arena: the read must not fault.
+        let v = SlotView {
+            hash: tag(5),
+            owner: 1,
+            loc: Loc::new((1 << 40) - 1, 1, 1),
+        };
+        p.table().write(&t, 0, v, || {});
+        assert_eq!(p.try_read(5, &[7], &mut [0; 1]), Attempt::NotFound);
+    }
+}

@@ -1,0 +1,322 @@
+//! The slot table: an open-addressing array of 4-word slots, linear probing, backward-shift
+//! deletion (no tombstones), and the writer's half of the seqlock protocol.
+//!
+//! Slot layout (32 bytes, two slots per cache line):
+//!
+//! ```text
+//! +--------+-------------------+-------------+--------------------------------------+
+//! |  seq   |       hash        |    owner    |                 loc                  |
+//! +--------+-------------------+-------------+--------------------------------------+
+//!  even=stable  0 = empty,        opaque u64    offset:40 | key_words:8 | meta_words:16
+//!  odd=writing  else hash | 1     (a pid)       (block in the shard's arena)
+//! ```
+//!
+//! Probe invariant (T1): for every entry at slot `j` with home `h`, no slot in `[h, j)`
+//! (cyclically) is empty. Inserts take the first empty slot of the probe; deletes close the
+//! gap by shifting later entries of the cluster back. So a reader that meets an empty slot
+//! may stop: its key is not further on, unless a shift is running, which `moves` reveals.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
+
+/// Words at the start of every arena block, before the key: `[hash, owner_index]`. They are
+/// the writer's bookkeeping; readers never look at them.
+pub const HEADER_WORDS: usize = 2;
+/// Largest key, in words.
+pub const MAX_KEY_WORDS: usize = (1 << Loc::KEY_BITS) - 1;
+/// Largest metadata, in words.
+pub const MAX_META_WORDS: usize = (1 << Loc::META_BITS) - 1;
+
+/// Where an entry's block lives in the arena and how it splits into key and metadata.
+/// Packed as `offset:40 | key_words:8 | meta_words:16` in the slot's `loc` word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc(pub u64);
+
+impl Loc {
+    const KEY_BITS: u32 = 8;
+    const META_BITS: u32 = 16;
+
+    /// Packs a location; the writer checks the limits before calling.
+    pub fn new(offset: u64, key_words: usize, meta_words: usize) -> Loc {
+        debug_assert!(offset < 1 << 40 && key_words <= MAX_KEY_WORDS);
+        debug_assert!(meta_words <= MAX_META_WORDS);
+        Loc(offset << 24 | (key_words as u64) << 16 | meta_words as u64)
+    }
+
+    /// Arena offset of the block's first (header) word.
+    #[inline]
+    pub fn offset(self) -> u64 {
+        self.0 >> 24
+    }
+
+    /// Key length in words.
+    #[inline]
+    pub fn key_words(self) -> usize {
+        (self.0 >> 16) as usize & MAX_KEY_WORDS
+    }
+
+    /// Metadata length in words.
+    #[inline]
+    pub fn meta_words(self) -> usize {
+        self.0 as usize & MAX_META_WORDS
+    }
+
+    /// Words the block spans: header, key and metadata.
+    #[inline]
+    pub fn block_words(self) -> usize {
+        HEADER_WORDS + self.key_words() + self.meta_words()
+    }
+}
+
+/// One slot; every field is read by readers concurrently with the writer, so all are atomics.
+#[repr(C, align(32))]
+pub struct Slot {
+    /// Seqlock word: even = stable, odd = the writer is changing this slot. 64 bits, so it
+    /// never wraps.
+    pub(crate) seq: AtomicU64,
+    /// 0 for an empty slot, otherwise the key's hash with the low bit set.
+    pub(crate) hash: AtomicU64,
+    /// The entry's owner (opaque to the shard; the engine stores a pid).
+    pub(crate) owner: AtomicU64,
+    /// A packed [`Loc`].
+    pub(crate) loc: AtomicU64,
+}
+
+/// A snapshot of a slot's payload, as the writer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    /// The stored tag (0 = empty).
+    pub hash: u64,
+    /// The owner word.
+    pub owner: u64,
+    /// The block location.
+    pub loc: Loc,
+}
+
+impl SlotView {
+    /// The empty slot.
+    pub const EMPTY: SlotView = SlotView {
+        hash: 0,
+        owner: 0,
+        loc: Loc(0),
+    };
+}
+
+/// Proof that the holder is the one writer of a shard. It is `!Sync` (so it cannot be
+/// shared) and not `Clone`; `Published::new` makes exactly one per shard, and the writer
+/// thread owns it. Every method that stores into published memory asks for it.
+pub struct WriterToken {
+    pub(crate) shard: usize,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl WriterToken {
+    pub(crate) fn new(shard: usize) -> WriterToken {
+        WriterToken {
+            shard,
+            _not_sync: PhantomData,
+        }
+    }
+}
+
+/// The tag stored for a hash: never 0, so 0 can mean "empty".
+#[inline]
+pub fn tag(hash: u64) -> u64 {
+    hash | 1
+}
+
+/// A fixed-capacity table. Its capacity never changes; growth builds a new one.
+pub struct RawTable {
+    /// Even: stable. Odd: a backward shift is moving entries, or (forever) the table is
+    /// retired. Bumped around every shift so a reader's miss can be validated.
+    pub(crate) moves: AtomicU64,
+    /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
+    shift: u32,
+    mask: usize,
+    pub(crate) slots: Box<[Slot]>,
+    /// The table this one replaced (null for the first). Only `Published::drop` follows it.
+    pub(crate) prev: AtomicPtr<RawTable>,
+}
+
+impl RawTable {
+    /// Smallest capacity handed out.
+    pub const MIN_CAPACITY: usize = 8;
+
+    /// A table with room for at least `capacity` slots (rounded up to a power of two).
+    pub fn with_capacity(capacity: usize) -> RawTable {
+        let cap = capacity.max(Self::MIN_CAPACITY).next_power_of_two();
+        let slots = (0..cap)
+            .map(|_| Slot {
+                seq: AtomicU64::new(0),
+                hash: AtomicU64::new(0),
+                owner: AtomicU64::new(0),
+                loc: AtomicU64::new(0),
+            })
+            .collect();
+        RawTable {
+            moves: AtomicU64::new(0),
+            shift: 64 - cap.trailing_zeros(),
+            mask: cap - 1,
+            slots,
+            prev: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Number of slots.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Most entries the table takes before the writer grows it: 3/4 of the slots.
+    pub fn max_len(&self) -> usize {
+        self.capacity() / 4 * 3
+    }
+
+    /// The home slot of a hash.
+    #[inline]
+    pub fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// The slot after `i`, wrapping.
+    #[inline]
+    pub fn next(&self, i: usize) -> usize {
+        (i + 1) & self.mask
+    }
+
+    /// Cyclic distance from slot `from` forward to slot `to`.
+    #[inline]
+    pub fn distance(&self, from: usize, to: usize) -> usize {
+        to.wrapping_sub(from) & self.mask
+    }
+
+    /// Bytes of slot memory.
+    pub fn bytes(&self) -> u64 {
+        (self.capacity() * std::mem::size_of::<Slot>()) as u64
+    }
+
+    /// The payload of slot `i`. Only the writer calls this: it sees its own latest stores,
+    /// so `Relaxed` loads are exact and no validation is needed.
+    #[inline]
+    pub fn view(&self, t: &WriterToken, i: usize) -> SlotView {
+        let _ = t;
+        let s = &self.slots[i];
+        SlotView {
+            hash: s.hash.load(Ordering::Relaxed),
+            owner: s.owner.load(Ordering::Relaxed),
+            loc: Loc(s.loc.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Replaces slot `i` with `v` under the slot's seqlock. `before` runs inside the write
+    /// section, after the opening fence: every store into the arena must happen there (or
+    /// in another section), never before one, so readers validating any slot that used the
+    /// same memory before see their `seq` change (rule W1 in `raw`'s docs).
+    pub fn write(&self, t: &WriterToken, i: usize, v: SlotView, before: impl FnOnce()) {
+        let _ = t;
+        let s = &self.slots[i];
+        let seq = s.seq.load(Ordering::Relaxed);
+        debug_assert!(seq & 1 == 0, "slot {i} left mid-write");
+        s.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        before();
+        s.hash.store(v.hash, Ordering::Relaxed);
+        s.owner.store(v.owner, Ordering::Relaxed);
+        s.loc.store(v.loc.0, Ordering::Relaxed);
+        s.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// Opens a shift: readers that miss while `moves` is odd or changed will retry.
+    pub fn begin_moves(&self, t: &WriterToken) {
+        let _ = t;
+        let m = self.moves.load(Ordering::Relaxed);
+        debug_assert!(m & 1 == 0);
+        self.moves.store(m + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+
+    /// Closes a shift opened by [`RawTable::begin_moves`].
+    pub fn end_moves(&self, t: &WriterToken) {
+        let _ = t;
+        let m = self.moves.load(Ordering::Relaxed);
+        self.moves.store(m + 1, Ordering::Release);
+    }
+
+    /// Retires the table after a newer one was published: every slot's `seq` and the
+    /// `moves` word turn odd for good, so a reader still on this table retries (and reloads
+    /// the current table) instead of trusting arena blocks that the writer will now reuse.
+    pub fn retire(&self, t: &WriterToken) {
+        let _ = t;
+        self.moves
+            .store(self.moves.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        for s in self.slots.iter() {
+            s.seq
+                .store(s.seq.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        }
+        // Later arena stores come after this fence (and after each section's own), so a
+        // reader that sees one of them also sees the odd words above (rule W2).
+        fence(Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loc_round_trips_its_fields() {
+        let l = Loc::new((1 << 40) - 1, MAX_KEY_WORDS, MAX_META_WORDS);
+        assert_eq!(l.offset(), (1 << 40) - 1);
+        assert_eq!(l.key_words(), MAX_KEY_WORDS);
+        assert_eq!(l.meta_words(), MAX_META_WORDS);
+        let l = Loc::new(12345, 3, 7);
+        assert_eq!((l.offset(), l.key_words(), l.meta_words()), (12345, 3, 7));
+        assert_eq!(l.block_words(), HEADER_WORDS + 10);
+    }
+
+    #[test]
+    fn slot_is_a_half_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::align_of::<Slot>(), 32);
+    }
+
+    #[test]
+    fn home_uses_high_bits_and_distance_wraps() {
+        let t = RawTable::with_capacity(16);
+        assert_eq!(t.capacity(), 16);
+        assert_eq!(t.home(u64::MAX), 15);
+        assert_eq!(t.home(1), 0);
+        assert_eq!(t.distance(14, 1), 3);
+        assert_eq!(t.next(15), 0);
+        assert_eq!(t.max_len(), 12);
+    }
+
+    #[test]
+    fn write_bumps_seq_by_two_and_retire_makes_it_odd() {
+        let tok = WriterToken::new(0);
+        let t = RawTable::with_capacity(8);
+        let v = SlotView {
+            hash: tag(42),
+            owner: 7,
+            loc: Loc::new(3, 1, 1),
+        };
+        let mut ran = false;
+        t.write(&tok, 2, v, || ran = true);
+        assert!(ran);
+        assert_eq!(t.slots[2].seq.load(Ordering::Relaxed), 2);
+        assert_eq!(t.view(&tok, 2), v);
+        t.begin_moves(&tok);
+        assert_eq!(t.moves.load(Ordering::Relaxed), 1);
+        t.end_moves(&tok);
+        assert_eq!(t.moves.load(Ordering::Relaxed), 2);
+        t.retire(&tok);
+        assert!(t
+            .slots
+            .iter()
+            .all(|s| s.seq.load(Ordering::Relaxed) & 1 == 1));
+        assert_eq!(t.moves.load(Ordering::Relaxed) & 1, 1);
+    }
+}

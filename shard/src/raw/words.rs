@@ -1,0 +1,241 @@
+//! A growable vector of atomic words whose memory never moves and is never freed while the
+//! vector lives, so any thread may keep reading a word it found, with no lock and no RMW.
+//!
+//! Layout: chunk `k` holds `base << k` words and covers indexes
+//! `[base * (2^k - 1), base * (2^(k+1) - 1))`. Chunk pointers live in a fixed directory of
+//! [`MAX_CHUNKS`] `AtomicPtr`s, null until the chunk is allocated:
+//!
+//! ```text
+//! chunks: [ptr0 | ptr1 | ptr2 | ... | null | null ]
+//!           |      |      '-> 4*base words
+//!           |      '-> 2*base words
+//!           '-> base words
+//! ```
+//!
+//! Invariants:
+//! 1. A non-null `chunks[k]` came from `Box::<[AtomicU64]>::into_raw` of exactly
+//!    `chunk_len(k)` zeroed words, and never changes again.
+//! 2. Chunks are freed only in `Drop`, which has `&mut self`: no shared borrow outlives them.
+//!
+//! Ordering: a chunk is published with a `Release` CAS and found with an `Acquire` load, so
+//! a reader that sees the pointer also sees the chunk's initialised words.
+
+use std::ptr;
+
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+
+/// Directory size: with the smallest base (1 word) this still addresses 2^40 words.
+const MAX_CHUNKS: usize = 40;
+
+/// A growable, never-moving vector of `AtomicU64`, all zero when first reached.
+pub struct AtomicWords {
+    /// See the module docs for the chunk layout; each entry is null or a chunk (invariant 1).
+    chunks: [AtomicPtr<AtomicU64>; MAX_CHUNKS],
+    /// log2 of the first chunk's length.
+    base_bits: u32,
+}
+
+// The directory holds raw pointers, so the auto traits need our word.
+// SAFETY (Send + Sync): the pointers own heap chunks of `AtomicU64`, which are themselves
+// `Send + Sync`; every access to a chunk goes through `&AtomicU64` (shared, atomic) and
+// the chunks are freed only with `&mut self` (invariant 2). Moving or sharing the directory
+// across threads therefore moves or shares nothing more than atomics.
+unsafe impl Send for AtomicWords {}
+// SAFETY: see the `Send` impl just above.
+unsafe impl Sync for AtomicWords {}
+
+impl AtomicWords {
+    /// Makes an empty vector whose first chunk (allocated on first use) has
+    /// `2^base_bits` words. `base_bits` is clamped to `0..=24`.
+    pub fn new(base_bits: u32) -> AtomicWords {
+        AtomicWords {
+            chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            base_bits: base_bits.min(24),
+        }
+    }
+
+    fn chunk_len(&self, k: usize) -> u64 {
+        1u64 << (self.base_bits as usize + k)
+    }
+
+    /// Returns `(chunk, index inside the chunk, chunk length)` for word `i`.
+    #[inline]
+    fn locate(&self, i: u64) -> Option<(usize, u64, u64)> {
+        let q = (i >> self.base_bits).checked_add(1)?;
+        let k = (63 - q.leading_zeros()) as usize;
+        if k >= MAX_CHUNKS {
+            return None;
+        }
+        let start = ((1u64 << k) - 1) << self.base_bits;
+        Some((k, i - start, self.chunk_len(k)))
+    }
+
+    /// First index past the end of the chunk holding index `i`: a run of words that must
+    /// stay in one chunk (see [`AtomicWords::range`]) has to end at or before it.
+    pub fn chunk_end(&self, i: u64) -> u64 {
+        match self.locate(i) {
+            Some((_, inner, len)) => i - inner + len,
+            None => u64::MAX,
+        }
+    }
+
+    #[inline]
+    fn chunk(&self, k: usize) -> Option<&[AtomicU64]> {
+        let p = self.chunks[k].load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY:
+        // 1. `p` is non-null, so by invariant 1 it points at `chunk_len(k)` initialised
+        //    `AtomicU64`s from a leaked box; the `Acquire` load pairs with the `Release` CAS
+        //    that published it, so their initialisation is visible here.
+        // 2. By invariant 2 the chunk lives as long as `&self`, the lifetime we hand out.
+        // 3. Only shared references to atomics are ever made, so aliasing is fine.
+        Some(unsafe { std::slice::from_raw_parts(p, self.chunk_len(k) as usize) })
+    }
+
+    /// The word at index `i`, or `None` if its chunk was never allocated.
+    #[inline]
+    pub fn get(&self, i: u64) -> Option<&AtomicU64> {
+        let (k, inner, _) = self.locate(i)?;
+        self.chunk(k).map(|c| &c[inner as usize])
+    }
+
+    /// The `len` words starting at `start`, if they are allocated and lie in one chunk.
+    /// Readers use this on possibly torn offsets, so any input is answered, never panics.
+    #[inline]
+    pub fn range(&self, start: u64, len: u64) -> Option<&[AtomicU64]> {
+        let (k, inner, clen) = self.locate(start)?;
+        let end = inner.checked_add(len)?;
+        if end > clen {
+            return None;
+        }
+        self.chunk(k).map(|c| &c[inner as usize..end as usize])
+    }
+
+    /// Makes sure every index below `len` is backed by memory. Safe to call from several
+    /// threads: a chunk is installed by one CAS and a loser frees its own allocation.
+    pub fn ensure(&self, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let Some((last, _, _)) = self.locate(len - 1) else {
+            return;
+        };
+        for k in 0..=last {
+            if !self.chunks[k].load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            let n = self.chunk_len(k) as usize;
+            let chunk: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+            let p = Box::into_raw(chunk) as *mut AtomicU64;
+            if let Err(_won) = self.chunks[k].compare_exchange(
+                ptr::null_mut(),
+                p,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // SAFETY: `p` came from `Box::into_raw` of a slice of `n` words just above
+                // and was never published (the CAS failed), so this thread owns it alone.
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, n)) });
+            }
+        }
+    }
+
+    /// Number of words backed by allocated chunks (a prefix of the index space).
+    pub fn capacity(&self) -> u64 {
+        let mut total = 0;
+        for k in 0..MAX_CHUNKS {
+            if self.chunks[k].load(Ordering::Acquire).is_null() {
+                break;
+            }
+            total += self.chunk_len(k);
+        }
+        total
+    }
+
+    /// Bytes held by allocated chunks.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.capacity() * 8
+    }
+}
+
+impl Drop for AtomicWords {
+    fn drop(&mut self) {
+        for k in 0..MAX_CHUNKS {
+            let p = self.chunks[k].load(Ordering::Acquire);
+            if !p.is_null() {
+                let n = self.chunk_len(k) as usize;
+                // SAFETY: by invariant 1 `p` is a leaked `Box<[AtomicU64]>` of `n` words;
+                // `&mut self` proves no reader borrows it (invariant 2), and each chunk is
+                // freed once because the directory is dropped once.
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, n)) });
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_covers_index_space_without_gaps() {
+        let w = AtomicWords::new(2);
+        let mut expect_chunk = 0;
+        let mut expect_inner = 0;
+        for i in 0..200u64 {
+            let (k, inner, len) = w.locate(i).unwrap();
+            assert_eq!((k, inner), (expect_chunk, expect_inner), "index {i}");
+            expect_inner += 1;
+            if expect_inner == len {
+                expect_chunk += 1;
+                expect_inner = 0;
+            }
+        }
+    }
+
+    #[test]
+    fn ensure_backs_every_index_and_words_start_zero() {
+        let w = AtomicWords::new(1);
+        assert!(w.get(0).is_none());
+        w.ensure(37);
+        for i in 0..37 {
+            let word = w.get(i).expect("allocated");
+            assert_eq!(word.load(Ordering::Relaxed), 0);
+            word.store(i + 1, Ordering::Relaxed);
+        }
+        for i in 0..37 {
+            assert_eq!(w.get(i).unwrap().load(Ordering::Relaxed), i + 1);
+        }
+        assert!(w.capacity() >= 37);
+    }
+
+    #[test]
+    fn range_refuses_runs_that_cross_a_chunk_or_overflow() {
+        let w = AtomicWords::new(2);
+        w.ensure(64);
+        let end = w.chunk_end(5);
+        assert_eq!(end, 12);
+        assert!(w.range(5, 7).is_some());
+        assert!(w.range(5, 8).is_none());
+        assert!(w.range(u64::MAX - 1, 4).is_none());
+        assert!(w.range(1 << 50, 1).is_none());
+    }
+
+    #[test]
+    fn concurrent_ensure_installs_each_chunk_once() {
+        let w = std::sync::Arc::new(AtomicWords::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || w.ensure(100))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        w.get(99).unwrap().store(7, Ordering::Relaxed);
+        assert_eq!(w.get(99).unwrap().load(Ordering::Relaxed), 7);
+    }
+}

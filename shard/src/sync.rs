@@ -1,0 +1,16 @@
+//! The one place the shard takes its atomics from: `std` normally, loom's model-checked
+//! versions under `cfg(roster_loom)`. Nothing else in the crate names `std::sync::atomic`.
+
+#[cfg(roster_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU64, Ordering};
+#[cfg(not(roster_loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU64, Ordering};
+
+/// Tells the CPU (or loom's scheduler) that this thread is waiting for another one.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(roster_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(roster_loom))]
+    std::hint::spin_loop();
+}

@@ -1,0 +1,663 @@
+//! The shard's writer thread: the only code that changes a shard's tables and arena.
+//!
+//! It drains two channels: owner-death notices (unbounded, always served first: SPEC L6)
+//! and ordinary commands (bounded, taken in batches of up to `batch`). Each command is
+//! applied and published before its caller is answered, so a caller that sees `Ok` can
+//! read its own write from any thread.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
+use hashbrown::HashMap;
+
+use crate::arena::{class_words, ArenaAlloc};
+use crate::raw::{
+    tag, Loc, Published, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
+    MAX_META_WORDS,
+};
+use crate::sync::{AtomicU64, Ordering};
+use crate::{Hooks, WriteError};
+
+/// What a caller asks the writer to do. Each carries its own reply channel.
+pub(crate) enum Command {
+    Insert {
+        hash: u64,
+        key: Vec<u64>,
+        owner: u64,
+        meta: Vec<u64>,
+        reply: Sender<Result<(), WriteError>>,
+    },
+    Remove {
+        hash: u64,
+        key: Vec<u64>,
+        owner: u64,
+        reply: Sender<Result<(), WriteError>>,
+    },
+    Update {
+        hash: u64,
+        key: Vec<u64>,
+        owner: u64,
+        meta: Vec<u64>,
+        reply: Sender<Result<(), WriteError>>,
+    },
+    /// A reader's fallback after too many optimistic retries.
+    Read {
+        hash: u64,
+        key: Vec<u64>,
+        reply: Sender<Option<(u64, Vec<u64>)>>,
+    },
+}
+
+/// Served ahead of every [`Command`].
+pub(crate) enum Notice {
+    /// Remove every entry of this owner.
+    Died(u64),
+    /// Leave the loop; queued commands are dropped, so their callers see the shard closed.
+    Stop,
+}
+
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Published>,
+    pub(crate) token: WriterToken,
+    pub(crate) alloc: ArenaAlloc,
+    /// Owner -> arena offsets of its blocks; each block's header word 1 is its index here.
+    pub(crate) owners: HashMap<u64, Vec<u64>>,
+    pub(crate) hooks: Arc<dyn Hooks>,
+    pub(crate) batch: usize,
+    /// Reused buffer for keys handed to `Hooks::removed`.
+    pub(crate) scratch: Vec<u64>,
+    /// Bytes of arena blocks in use, shared with readers of the shard's stats.
+    pub(crate) live_bytes: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, cmds: Receiver<Command>, notices: Receiver<Notice>) {
+        loop {
+            loop {
+                match notices.try_recv() {
+                    Ok(Notice::Died(owner)) => self.owner_died(owner),
+                    Ok(Notice::Stop) | Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            let mut served = 0;
+            while served < self.batch {
+                match cmds.try_recv() {
+                    Ok(c) => self.apply(c),
+                    Err(_) => break,
+                }
+                served += 1;
+            }
+            if served > 0 {
+                continue;
+            }
+            select! {
+                recv(notices) -> n => match n {
+                    Ok(Notice::Died(owner)) => self.owner_died(owner),
+                    Ok(Notice::Stop) | Err(_) => return,
+                },
+                recv(cmds) -> c => match c {
+                    Ok(c) => self.apply(c),
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+
+    pub(crate) fn apply(&mut self, c: Command) {
+        // A caller that stopped waiting is fine: the reply is simply dropped.
+        match c {
+            Command::Insert {
+                hash,
+                key,
+                owner,
+                meta,
+                reply,
+            } => drop(reply.send(self.insert(hash, &key, owner, &meta))),
+            Command::Remove {
+                hash,
+                key,
+                owner,
+                reply,
+            } => drop(reply.send(self.remove(hash, &key, owner))),
+            Command::Update {
+                hash,
+                key,
+                owner,
+                meta,
+                reply,
+            } => drop(reply.send(self.update(hash, &key, owner, &meta))),
+            Command::Read { hash, key, reply } => drop(reply.send(self.read(hash, &key))),
+        }
+    }
+
+    fn table(&self) -> &RawTable {
+        self.shared.table()
+    }
+
+    fn block(&self, loc: Loc) -> &[AtomicU64] {
+        block_of(&self.shared, loc)
+    }
+
+    fn key_matches(&self, loc: Loc, key: &[u64]) -> bool {
+        loc.key_words() == key.len()
+            && self.block(loc)[HEADER_WORDS..HEADER_WORDS + key.len()]
+                .iter()
+                .zip(key)
+                .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
+    }
+
+    /// The slot holding `key`, if any.
+    fn find(&self, hash: u64, key: &[u64]) -> Option<usize> {
+        let t = self.table();
+        let want = tag(hash);
+        let mut i = t.home(hash);
+        loop {
+            let v = t.view(&self.token, i);
+            if v.hash == 0 {
+                return None;
+            }
+            if v.hash == want && self.key_matches(v.loc, key) {
+                return Some(i);
+            }
+            i = t.next(i);
+        }
+    }
+
+    /// The slot whose block starts at `off` (the block's header holds its hash).
+    fn find_block(&self, off: u64) -> Option<usize> {
+        let hash = self.shared.arena.get(off)?.load(Ordering::Relaxed);
+        let t = self.table();
+        let mut i = t.home(hash);
+        loop {
+            let v = t.view(&self.token, i);
+            if v.hash == 0 {
+                return None;
+            }
+            if v.loc.offset() == off {
+                return Some(i);
+            }
+            i = t.next(i);
+        }
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
+    ) -> Result<(), WriteError> {
+        if key.len() > MAX_KEY_WORDS || meta.len() > MAX_META_WORDS {
+            return Err(WriteError::TooLarge);
+        }
+        if let Some(i) = self.find(hash, key) {
+            let v = self.table().view(&self.token, i);
+            if self.hooks.is_alive(v.owner) {
+                return Err(WriteError::Exists { owner: v.owner });
+            }
+            // The holder is dead and awaiting cleanup: reclaim its entry now.
+            self.remove_slot(i, true);
+        }
+        if !self.hooks.attach(owner, self.token.shard) {
+            return Err(WriteError::OwnerDead);
+        }
+        if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
+            self.grow();
+        }
+        let n = HEADER_WORDS + key.len() + meta.len();
+        let off = self.alloc.alloc(&self.shared.arena, n);
+        let list = self.owners.entry(owner).or_default();
+        let index = list.len() as u64;
+        list.push(off);
+        let loc = Loc::new(off, key.len(), meta.len());
+        let t = self.table();
+        let mut i = t.home(hash);
+        while t.view(&self.token, i).hash != 0 {
+            i = t.next(i);
+        }
+        let block = self.block(loc);
+        let v = SlotView {
+            hash: tag(hash),
+            owner,
+            loc,
+        };
+        t.write(&self.token, i, v, || {
+            block[0].store(hash, Ordering::Relaxed);
+            block[1].store(index, Ordering::Relaxed);
+            for (w, x) in block[HEADER_WORDS..].iter().zip(key.iter().chain(meta)) {
+                w.store(*x, Ordering::Relaxed);
+            }
+        });
+        self.shared.len.fetch_add(1, Ordering::Relaxed);
+        self.live_bytes
+            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        self.hooks.inserted(key);
+        Ok(())
+    }
+
+    /// Looks `key` up for an owner-checked change. A dead holder's entry counts as absent.
+    fn owned_slot(&self, hash: u64, key: &[u64], owner: u64) -> Result<usize, WriteError> {
+        let i = self.find(hash, key).ok_or(WriteError::NotFound)?;
+        let holder = self.table().view(&self.token, i).owner;
+        if holder == owner {
+            Ok(i)
+        } else if self.hooks.is_alive(holder) {
+            Err(WriteError::NotOwner { owner: holder })
+        } else {
+            Err(WriteError::NotFound)
+        }
+    }
+
+    pub(crate) fn remove(&mut self, hash: u64, key: &[u64], owner: u64) -> Result<(), WriteError> {
+        let i = self.owned_slot(hash, key, owner)?;
+        self.remove_slot(i, true);
+        Ok(())
+    }
+
+    pub(crate) fn update(
+        &mut self,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
+    ) -> Result<(), WriteError> {
+        if meta.len() > MAX_META_WORDS {
+            return Err(WriteError::TooLarge);
+        }
+        let i = self.owned_slot(hash, key, owner)?;
+        let t = self.table();
+        let v = t.view(&self.token, i);
+        let old = v.loc;
+        let n = HEADER_WORDS + key.len() + meta.len();
+        let kw = key.len();
+        if class_words(n) == class_words(old.block_words()) {
+            let loc = Loc::new(old.offset(), kw, meta.len());
+            let block = self.block(loc);
+            t.write(&self.token, i, SlotView { loc, ..v }, || {
+                for (w, x) in block[HEADER_WORDS + kw..].iter().zip(meta) {
+                    w.store(*x, Ordering::Relaxed);
+                }
+            });
+            return Ok(());
+        }
+        let off = self.alloc.alloc(&self.shared.arena, n);
+        let loc = Loc::new(off, kw, meta.len());
+        let (src, dst) = (self.block(old), self.block(loc));
+        let index = src[1].load(Ordering::Relaxed);
+        let t = self.table();
+        t.write(&self.token, i, SlotView { loc, ..v }, || {
+            for (d, s) in dst.iter().zip(&src[..HEADER_WORDS + kw]) {
+                d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            for (w, x) in dst[HEADER_WORDS + kw..].iter().zip(meta) {
+                w.store(*x, Ordering::Relaxed);
+            }
+        });
+        self.alloc.free(old.offset(), old.block_words());
+        if let Some(list) = self.owners.get_mut(&v.owner) {
+            list[index as usize] = off;
+        }
+        self.live_bytes
+            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn read(&self, hash: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
+        let i = self.find(hash, key)?;
+        let v = self.table().view(&self.token, i);
+        let meta = self.block(v.loc)[HEADER_WORDS + key.len()..]
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        Some((v.owner, meta))
+    }
+
+    /// Removes every entry of a dead owner, then tells the hooks this shard is done.
+    pub(crate) fn owner_died(&mut self, owner: u64) {
+        for off in self.owners.remove(&owner).unwrap_or_default() {
+            if let Some(i) = self.find_block(off) {
+                self.remove_slot(i, false);
+            } else {
+                debug_assert!(false, "owner list names block {off} that no slot holds");
+            }
+        }
+        self.hooks.detached(owner, self.token.shard);
+    }
+
+    /// Empties slot `i` with a backward shift (keeping probe invariant T1), frees its block,
+    /// and (if `unlink`) drops it from its owner's list.
+    fn remove_slot(&mut self, i: usize, unlink: bool) {
+        let t = self.shared.table();
+        let gone = t.view(&self.token, i);
+        let mut shifting = false;
+        let mut hole = i;
+        let mut j = t.next(i);
+        loop {
+            let v = t.view(&self.token, j);
+            if v.hash == 0 {
+                break;
+            }
+            if t.distance(t.home(v.hash), j) >= t.distance(hole, j) {
+                if !shifting {
+                    t.begin_moves(&self.token);
+                    shifting = true;
+                }
+                t.write(&self.token, hole, v, || {});
+                hole = j;
+            }
+            j = t.next(j);
+        }
+        t.write(&self.token, hole, SlotView::EMPTY, || {});
+        if shifting {
+            t.end_moves(&self.token);
+        }
+
+        let loc = gone.loc;
+        let block = block_of(&self.shared, loc);
+        self.scratch.clear();
+        self.scratch.extend(
+            block[HEADER_WORDS..HEADER_WORDS + loc.key_words()]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed)),
+        );
+        if unlink {
+            let index = block[1].load(Ordering::Relaxed) as usize;
+            if let Some(list) = self.owners.get_mut(&gone.owner) {
+                list.swap_remove(index);
+                if let Some(&moved) = list.get(index) {
+                    // Header words are never read by readers, so no write section is needed.
+                    let arena = &self.shared.arena;
+                    if let Some(w) = arena.get(moved + 1) {
+                        w.store(index as u64, Ordering::Relaxed);
+                    }
+                }
+                if list.is_empty() {
+                    self.owners.remove(&gone.owner);
+                }
+            }
+        }
+        self.alloc.free(loc.offset(), loc.block_words());
+        self.shared.len.fetch_sub(1, Ordering::Relaxed);
+        self.live_bytes
+            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        self.hooks.removed(&self.scratch);
+    }
+
+    /// Doubles the table: copy every live slot into a new table, publish it, retire the old.
+    fn grow(&mut self) {
+        let old = self.table();
+        let new = RawTable::with_capacity(old.capacity() * 2);
+        for i in 0..old.capacity() {
+            let v = old.view(&self.token, i);
+            if v.hash != 0 {
+                let mut j = new.home(v.hash);
+                while new.view(&self.token, j).hash != 0 {
+                    j = new.next(j);
+                }
+                new.write(&self.token, j, v, || {});
+            }
+        }
+        self.shared.install(&self.token, Box::new(new));
+    }
+}
+
+/// The block at `loc`; the writer only asks for blocks it allocated.
+fn block_of(shared: &Published, loc: Loc) -> &[AtomicU64] {
+    shared
+        .arena
+        .range(loc.offset(), loc.block_words() as u64)
+        .expect("writer's own block is allocated")
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod tests {
+    use std::collections::HashMap as StdMap;
+    use std::sync::Mutex;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::raw::Attempt;
+
+    /// Owners below 1000 are alive; the test kills others by listing them.
+    #[derive(Default)]
+    struct TestHooks {
+        dead: Mutex<Vec<u64>>,
+        detached: Mutex<Vec<(u64, usize)>>,
+    }
+
+    impl Hooks for TestHooks {
+        fn is_alive(&self, owner: u64) -> bool {
+            !self.dead.lock().unwrap().contains(&owner)
+        }
+        fn attach(&self, owner: u64, _shard: usize) -> bool {
+            self.is_alive(owner)
+        }
+        fn detached(&self, owner: u64, shard: usize) {
+            self.detached.lock().unwrap().push((owner, shard));
+        }
+    }
+
+    fn writer(capacity: usize) -> (Writer, Arc<TestHooks>) {
+        let hooks = Arc::new(TestHooks::default());
+        let (p, token) = Published::new(3, capacity, 2);
+        let w = Writer {
+            shared: Arc::new(p),
+            token,
+            alloc: ArenaAlloc::default(),
+            owners: HashMap::new(),
+            hooks: hooks.clone(),
+            batch: 8,
+            scratch: Vec::new(),
+            live_bytes: Arc::new(AtomicU64::new(0)),
+        };
+        (w, hooks)
+    }
+
+    /// A hash whose top bits (the home slot) come from `home` and whose rest from `k`, so
+    /// tests can force collisions.
+    fn hash(home: u64, k: u64) -> u64 {
+        home << 58 | k << 1
+    }
+
+    fn read(w: &Writer, h: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
+        let mut out = [0u64; 64];
+        match w.shared.try_read(h, key, &mut out) {
+            Attempt::Found { owner, meta_words } => Some((owner, out[..meta_words].to_vec())),
+            Attempt::NotFound => None,
+            Attempt::Retry => panic!("no concurrent writer, yet asked to retry"),
+        }
+    }
+
+    /// Checks invariant T1 (no empty slot between an entry's home and its slot) directly.
+    fn assert_probe_invariant(w: &Writer) {
+        let t = w.table();
+        for j in 0..t.capacity() {
+            let v = t.view(&w.token, j);
+            if v.hash != 0 {
+                let mut i = t.home(v.hash);
+                while i != j {
+                    assert_ne!(t.view(&w.token, i).hash, 0, "gap before slot {j}");
+                    i = t.next(i);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backward_shift_keeps_colliding_keys_reachable() {
+        let (mut w, _) = writer(8);
+        for k in 0..5 {
+            w.insert(hash(1, k), &[k], 1, &[k * 10]).unwrap();
+        }
+        w.remove(hash(1, 0), &[0], 1).unwrap();
+        w.remove(hash(1, 2), &[2], 1).unwrap();
+        assert_probe_invariant(&w);
+        for k in [1, 3, 4] {
+            assert_eq!(
+                read(&w, hash(1, k), &[k]),
+                Some((1, vec![k * 10])),
+                "key {k}"
+            );
+        }
+        assert_eq!(read(&w, hash(1, 0), &[0]), None);
+        assert_eq!(w.shared.len.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn growth_keeps_every_entry_and_retires_the_old_table() {
+        let (mut w, _) = writer(4);
+        let first = w.table().capacity();
+        for k in 0..100u64 {
+            w.insert(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), &[k, k], 7, &[k; 3])
+                .unwrap();
+        }
+        assert!(w.table().capacity() > first);
+        assert!(w.table().capacity() >= 100 * 4 / 3);
+        for k in 0..100u64 {
+            let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(read(&w, h, &[k, k]), Some((7, vec![k; 3])));
+        }
+        assert_probe_invariant(&w);
+    }
+
+    #[test]
+    fn dead_holder_counts_as_absent_and_live_holder_is_named() {
+        let (mut w, hooks) = writer(8);
+        w.insert(hash(0, 1), &[1], 10, &[]).unwrap();
+        assert_eq!(
+            w.insert(hash(0, 1), &[1], 11, &[]),
+            Err(WriteError::Exists { owner: 10 })
+        );
+        assert_eq!(
+            w.remove(hash(0, 1), &[1], 11),
+            Err(WriteError::NotOwner { owner: 10 })
+        );
+        assert_eq!(
+            w.update(hash(0, 1), &[1], 11, &[]),
+            Err(WriteError::NotOwner { owner: 10 })
+        );
+        hooks.dead.lock().unwrap().push(10);
+        assert_eq!(w.remove(hash(0, 1), &[1], 11), Err(WriteError::NotFound));
+        w.insert(hash(0, 1), &[1], 11, &[5]).unwrap();
+        assert_eq!(read(&w, hash(0, 1), &[1]), Some((11, vec![5])));
+        assert_eq!(
+            w.insert(hash(0, 2), &[2], 10, &[]),
+            Err(WriteError::OwnerDead)
+        );
+        // The dead owner's notice finds nothing left, and still reports the shard done.
+        w.owner_died(10);
+        assert_eq!(*hooks.detached.lock().unwrap(), vec![(10, 3)]);
+        assert_eq!(w.shared.len.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn owner_death_removes_exactly_its_entries() {
+        let (mut w, _) = writer(8);
+        for k in 0..40u64 {
+            w.insert(hash(k % 4, k), &[k], k % 3, &[k]).unwrap();
+        }
+        // Relocate some blocks first, so the owner lists must follow them.
+        for k in (0..40u64).step_by(5) {
+            w.update(hash(k % 4, k), &[k], k % 3, &[k; 30]).unwrap();
+        }
+        w.owner_died(1);
+        assert_probe_invariant(&w);
+        for k in 0..40u64 {
+            let got = read(&w, hash(k % 4, k), &[k]);
+            assert_eq!(got.is_some(), k % 3 != 1, "key {k}");
+        }
+        assert!(!w.owners.contains_key(&1));
+        w.owner_died(0);
+        w.owner_died(2);
+        assert_eq!(w.shared.len.load(Ordering::Relaxed), 0);
+        assert!(w.owners.is_empty());
+        assert_eq!(
+            w.alloc.live_bytes(),
+            0,
+            "every block back in the free lists"
+        );
+    }
+
+    #[test]
+    fn update_in_place_and_relocated() {
+        let (mut w, _) = writer(8);
+        w.insert(hash(2, 1), &[1], 4, &[1, 2, 3]).unwrap();
+        w.update(hash(2, 1), &[1], 4, &[9, 9, 9]).unwrap();
+        assert_eq!(read(&w, hash(2, 1), &[1]), Some((4, vec![9, 9, 9])));
+        w.update(hash(2, 1), &[1], 4, &[7; 40]).unwrap();
+        assert_eq!(read(&w, hash(2, 1), &[1]), Some((4, vec![7; 40])));
+        w.update(hash(2, 1), &[1], 4, &[]).unwrap();
+        assert_eq!(read(&w, hash(2, 1), &[1]), Some((4, vec![])));
+        w.remove(hash(2, 1), &[1], 4).unwrap();
+        assert_eq!(w.alloc.live_bytes(), 0);
+        assert!(w.owners.is_empty());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u64, u64, u8),
+        Remove(u64, u64),
+        Update(u64, u64, u8),
+        Die(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few keys, few homes, few owners: lots of collisions, shifts and conflicts.
+        prop_oneof![
+            (0..24u64, 0..4u64, 0..20u8).prop_map(|(k, o, m)| Op::Insert(k, o, m)),
+            (0..24u64, 0..4u64).prop_map(|(k, o)| Op::Remove(k, o)),
+            (0..24u64, 0..4u64, 0..20u8).prop_map(|(k, o, m)| Op::Update(k, o, m)),
+            (0..4u64).prop_map(Op::Die),
+        ]
+    }
+
+    proptest! {
+        /// Differential test of the writer and the reader protocol against a `HashMap`.
+        #[test]
+        fn writer_matches_hashmap_oracle(ops in proptest::collection::vec(op(), 1..200)) {
+            let (mut w, _) = writer(4);
+            let mut oracle: StdMap<u64, (u64, Vec<u64>)> = StdMap::new();
+            let h = |k: u64| hash(k % 3, k);
+            for op in ops {
+                match op {
+                    Op::Insert(k, o, m) => {
+                        let meta = vec![k ^ o; m as usize];
+                        let want = match oracle.get(&k) {
+                            Some((holder, _)) => Err(WriteError::Exists { owner: *holder }),
+                            None => { oracle.insert(k, (o, meta.clone())); Ok(()) }
+                        };
+                        prop_assert_eq!(w.insert(h(k), &[k, 1], o, &meta), want);
+                    }
+                    Op::Remove(k, o) => {
+                        let want = match oracle.get(&k) {
+                            None => Err(WriteError::NotFound),
+                            Some((holder, _)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
+                            Some(_) => { oracle.remove(&k); Ok(()) }
+                        };
+                        prop_assert_eq!(w.remove(h(k), &[k, 1], o), want);
+                    }
+                    Op::Update(k, o, m) => {
+                        let meta = vec![k + m as u64; m as usize];
+                        let want = match oracle.get_mut(&k) {
+                            None => Err(WriteError::NotFound),
+                            Some((holder, _)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
+                            Some((_, old)) => { *old = meta.clone(); Ok(()) }
+                        };
+                        prop_assert_eq!(w.update(h(k), &[k, 1], o, &meta), want);
+                    }
+                    Op::Die(o) => {
+                        oracle.retain(|_, (holder, _)| *holder != o);
+                        w.owner_died(o);
+                    }
+                }
+                assert_probe_invariant(&w);
+                for k in 0..24u64 {
+                    prop_assert_eq!(read(&w, h(k), &[k, 1]), oracle.get(&k).cloned(), "key {}", k);
+                }
+                prop_assert_eq!(w.shared.len.load(Ordering::Relaxed) as usize, oracle.len());
+            }
+        }
+    }
+}
