@@ -65,7 +65,7 @@ impl ArenaAlloc {
     }
 
     /// Bytes in free lists, ready for reuse.
-    #[cfg(test)]
+    #[cfg(all(test, not(roster_loom)))]
     pub(crate) fn free_bytes(&self) -> u64 {
         self.free_words * 8
     }

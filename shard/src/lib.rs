@@ -17,7 +17,7 @@
 #![warn(missing_docs)]
 
 mod arena;
-pub mod raw;
+mod raw;
 mod sync;
 mod writer;
 
@@ -34,7 +34,7 @@ use raw::{Attempt, Published};
 use sync::{AtomicU64, Ordering};
 use writer::{Command, Notice, Writer};
 
-pub use raw::{MAX_KEY_WORDS, MAX_META_WORDS};
+pub use raw::{AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
 pub trait Hooks: Send + Sync + 'static {

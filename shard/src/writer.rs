@@ -131,7 +131,7 @@ impl Writer {
         }
     }
 
-    fn table(&self) -> &RawTable {
+    pub(crate) fn table(&self) -> &RawTable {
         self.shared.table()
     }
 

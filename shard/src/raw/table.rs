@@ -142,7 +142,7 @@ pub struct RawTable {
 
 impl RawTable {
     /// Smallest capacity handed out.
-    pub const MIN_CAPACITY: usize = 8;
+    pub const MIN_CAPACITY: usize = if cfg!(roster_loom) { 4 } else { 8 };
 
     /// A table with room for at least `capacity` slots (rounded up to a power of two).
     pub fn with_capacity(capacity: usize) -> RawTable {

@@ -1,1 +1,69 @@
-//! Loom models; filled in below.
+//! Loom models of the seqlock and publish protocol (`cfg(roster_loom)`): one writer, two
+//! readers, tiny tables. Run with
+//! `RUSTFLAGS="--cfg roster_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p roster-shard --release`.
+
+mod loom_grow;
+mod loom_seqlock;
+
+use std::sync::Arc;
+
+use crate::arena::ArenaAlloc;
+use crate::raw::{Attempt, Published};
+use crate::sync::AtomicU64;
+use crate::writer::Writer;
+use crate::Hooks;
+
+/// Every owner is alive.
+struct Alive;
+
+impl Hooks for Alive {
+    fn is_alive(&self, _: u64) -> bool {
+        true
+    }
+    fn attach(&self, _: u64, _: usize) -> bool {
+        true
+    }
+}
+
+fn writer(capacity: usize) -> Writer {
+    let (p, token) = Published::new(0, capacity, 3);
+    Writer {
+        shared: Arc::new(p),
+        token,
+        alloc: ArenaAlloc::default(),
+        owners: Default::default(),
+        hooks: Arc::new(Alive),
+        batch: 1,
+        scratch: Vec::new(),
+        live_bytes: Arc::new(AtomicU64::new(0)),
+    }
+}
+
+/// What a bounded read concluded.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Hit(Vec<u64>),
+    Miss,
+    /// Every attempt overlapped a write; the real reader would now ask the writer.
+    GaveUp,
+}
+
+/// Up to three optimistic attempts, as the real reader makes (with a larger bound) before
+/// it falls back; bounding them keeps loom from feeding a spinning reader stale values
+/// forever.
+fn read(p: &Published, hash: u64, key: &[u64]) -> Seen {
+    let mut out = [0u64; 4];
+    for _ in 0..3 {
+        match p.try_read(hash, key, &mut out) {
+            Attempt::Found { meta_words, .. } => return Seen::Hit(out[..meta_words].to_vec()),
+            Attempt::NotFound => return Seen::Miss,
+            Attempt::Retry => loom::thread::yield_now(),
+        }
+    }
+    Seen::GaveUp
+}
+
+/// A hash with home slot `home` in a 4-slot table, distinct per `k`.
+fn hash(home: u64, k: u64) -> u64 {
+    home << 62 | k << 1
+}

@@ -1,0 +1,202 @@
+//! [`Entry`]: the owned copy of an entry that a lookup returns.
+//!
+//! A lookup copies the entry's encoded metadata words into the entry's inline buffer
+//! ([`INLINE_WORDS`] words, enough for a dozen capabilities and a few short attributes)
+//! and allocates nothing; larger metadata spills into a heap buffer that
+//! [`Registry::lookup_into`](crate::Registry::lookup_into) reuses across calls. Accessors
+//! decode from the words on demand.
+
+use std::fmt;
+
+use crate::key::{words_for, Node};
+use crate::metadata::{
+    Capability, Health, Metadata, ValueRef, KIND_BOOL, KIND_BYTES, KIND_FLOAT, KIND_INT, KIND_STR,
+};
+use crate::process::Pid;
+use crate::Registry;
+
+/// Metadata words an [`Entry`] holds without allocating.
+pub const INLINE_WORDS: usize = 24;
+
+/// A registered process's entry, as read by a lookup: its pid and metadata.
+#[derive(Clone)]
+pub struct Entry {
+    pid: Pid,
+    len: usize,
+    inline: [u64; INLINE_WORDS],
+    /// Used instead of `inline` once a lookup needed more room; kept for reuse.
+    spill: Vec<u64>,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry::new()
+    }
+}
+
+impl Entry {
+    /// An empty entry, to pass to [`Registry::lookup_into`].
+    pub fn new() -> Entry {
+        Entry {
+            pid: Pid::NONE,
+            len: 0,
+            inline: [0; INLINE_WORDS],
+            spill: Vec::new(),
+        }
+    }
+
+    /// The buffer a read copies into.
+    pub(crate) fn buffer(&mut self) -> &mut [u64] {
+        if self.spill.is_empty() {
+            &mut self.inline
+        } else {
+            &mut self.spill
+        }
+    }
+
+    /// Makes the buffer hold at least `words`.
+    pub(crate) fn reserve(&mut self, words: usize) {
+        if words > self.buffer().len() {
+            self.spill.resize(words, 0);
+        }
+    }
+
+    pub(crate) fn set(&mut self, pid: Pid, len: usize) {
+        self.pid = pid;
+        self.len = len;
+    }
+
+    fn words(&self) -> &[u64] {
+        let all = if self.spill.is_empty() {
+            &self.inline[..]
+        } else {
+            &self.spill[..]
+        };
+        &all[..self.len.min(all.len())]
+    }
+
+    fn head(&self) -> u64 {
+        self.words().first().copied().unwrap_or(0)
+    }
+
+    /// The process that registered the entry.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The health it reported.
+    pub fn health(&self) -> Health {
+        Health::from_bits(self.head())
+    }
+
+    /// The node it runs on.
+    pub fn node(&self) -> Node {
+        Node((self.head() >> 32) as u32)
+    }
+
+    fn cap_count(&self) -> usize {
+        (self.head() >> 8) as usize & 0xff
+    }
+
+    /// Its capabilities, in id order. Names come from
+    /// [`Registry::capability_name`](crate::Registry::capability_name).
+    pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
+        let n = self.cap_count();
+        let words = self.words().get(1..).unwrap_or(&[]);
+        (0..n).map_while(move |i| {
+            let w = words.get(i / 2)?;
+            Some(Capability((w >> (32 * (i % 2))) as u32))
+        })
+    }
+
+    /// Whether it has capability `c`.
+    pub fn has_capability(&self, c: Capability) -> bool {
+        self.capabilities().any(|x| x == c)
+    }
+
+    /// Its attributes, sorted by key.
+    pub fn attributes(&self) -> Attributes<'_> {
+        let start = 1 + self.cap_count().div_ceil(2);
+        Attributes {
+            words: self.words().get(start..).unwrap_or(&[]),
+            left: (self.head() >> 16) as usize & 0xff,
+        }
+    }
+
+    /// The value of attribute `key`, if set.
+    pub fn attribute(&self, key: &str) -> Option<ValueRef<'_>> {
+        self.attributes().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The metadata this entry was registered with, capability names resolved through
+    /// `registry` (the one it was read from).
+    pub fn to_metadata(&self, registry: &Registry) -> Metadata {
+        let mut m = Metadata::new().health(self.health()).node(self.node());
+        for c in self.capabilities() {
+            if let Some(name) = registry.capability_name(c) {
+                m = m.capability(&*name);
+            }
+        }
+        for (k, v) in self.attributes() {
+            m = m.attribute(k, v.to_owned());
+        }
+        m
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("pid", &self.pid)
+            .field("health", &self.health())
+            .field("node", &self.node())
+            .field("capabilities", &self.capabilities().collect::<Vec<_>>())
+            .field("attributes", &self.attributes().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Iterator over an entry's attributes; see [`Entry::attributes`].
+#[derive(Clone, Debug)]
+pub struct Attributes<'a> {
+    words: &'a [u64],
+    left: usize,
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (&'a str, ValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let (&head, rest) = self.words.split_first()?;
+        let key_len = head as usize & 0xffff;
+        let kind = (head >> 16) & 0xff;
+        let val_len = (head >> 32) as usize;
+        let kw = words_for(key_len);
+        let key = str_of(rest.get(..kw)?, key_len)?;
+        let rest = &rest[kw..];
+        let vw = words_for(val_len).max(1);
+        let val = rest.get(..vw)?;
+        self.words = &rest[vw..];
+        let value = match kind {
+            KIND_BOOL => ValueRef::Bool(val[0] != 0),
+            KIND_INT => ValueRef::Int(val[0] as i64),
+            KIND_FLOAT => ValueRef::Float(f64::from_bits(val[0])),
+            KIND_STR => ValueRef::Str(str_of(val, val_len)?),
+            KIND_BYTES => ValueRef::Bytes(bytes_of(val, val_len)?),
+            _ => return None,
+        };
+        Some((key, value))
+    }
+}
+
+fn bytes_of(words: &[u64], len: usize) -> Option<&[u8]> {
+    bytemuck::cast_slice::<u64, u8>(words).get(..len)
+}
+
+fn str_of(words: &[u64], len: usize) -> Option<&str> {
+    std::str::from_utf8(bytes_of(words, len)?).ok()
+}

@@ -1,0 +1,120 @@
+//! The one public error type. Every fallible call returns it; none panics on any input.
+
+use std::fmt;
+
+use crate::process::Pid;
+
+/// An error from a registry call. [`Error::kind`] says what happened and carries what the
+/// caller needs to act on it (the holder of a taken key, the limit that was exceeded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+}
+
+/// What went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The key is registered by a live process (S1: exactly one concurrent registration of
+    /// a key wins; the others get this, naming the winner).
+    AlreadyRegistered {
+        /// The process holding the key.
+        owner: Pid,
+    },
+    /// No live entry has this key.
+    NotFound,
+    /// The key is held by another live process; only its owner may change it.
+    NotOwner {
+        /// The process holding the key.
+        owner: Pid,
+    },
+    /// The process handle belongs to another registry.
+    ForeignProcess,
+    /// The process is dead: it can no longer register.
+    ProcessDead {
+        /// The dead process.
+        pid: Pid,
+    },
+    /// The key is malformed.
+    InvalidKey {
+        /// What is wrong with it.
+        reason: &'static str,
+        /// The limit that applies.
+        limit: usize,
+        /// What was given.
+        actual: usize,
+    },
+    /// The metadata breaks a limit; nothing was stored (SPEC I4).
+    InvalidMetadata {
+        /// The field at fault: `capabilities`, `capability name`, `attributes`,
+        /// `attribute key`, `attribute value` or `metadata` (the encoded total).
+        field: &'static str,
+        /// The limit.
+        limit: usize,
+        /// What was given.
+        actual: usize,
+    },
+    /// A namespace name is empty, too long, or the registry holds too many namespaces.
+    InvalidNamespace {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The builder was given settings that cannot work.
+    InvalidConfig {
+        /// Which setting and why.
+        reason: String,
+    },
+    /// The registry was shut down (or its shard writer stopped); nothing was applied.
+    ShuttingDown,
+    /// The operating system refused to start a shard thread.
+    Spawn {
+        /// The OS error, as text.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Error {
+        Error { kind }
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::AlreadyRegistered { owner } => {
+                write!(f, "key already registered by live process {owner}")
+            }
+            ErrorKind::NotFound => f.write_str("no live entry with this key"),
+            ErrorKind::NotOwner { owner } => {
+                write!(
+                    f,
+                    "key is held by process {owner}; only its owner may change it"
+                )
+            }
+            ErrorKind::ForeignProcess => f.write_str("process belongs to another registry"),
+            ErrorKind::ProcessDead { pid } => write!(f, "process {pid} is dead"),
+            ErrorKind::InvalidKey {
+                reason,
+                limit,
+                actual,
+            } => write!(f, "invalid key: {reason}: {actual} given, limit {limit}"),
+            ErrorKind::InvalidMetadata {
+                field,
+                limit,
+                actual,
+            } => write!(f, "invalid metadata: {field} is {actual}, limit {limit}"),
+            ErrorKind::InvalidNamespace { reason } => write!(f, "invalid namespace: {reason}"),
+            ErrorKind::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
+            ErrorKind::ShuttingDown => f.write_str("registry is shut down"),
+            ErrorKind::Spawn { reason } => write!(f, "cannot start shard thread: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,246 @@
+//! Keys: a namespace, a node and a local name (an integer or a UTF-8 string).
+//!
+//! A key is encoded into words for the shard, on the caller's stack (no allocation):
+//!
+//! ```text
+//! word 0: node:32 | namespace:20 | name_len:12   (name_len = 0xfff for an integer name)
+//! word 1..: the name: one word for an integer, else its bytes, zero-padded to words
+//! ```
+
+use std::fmt;
+
+use arrayvec::ArrayVec;
+
+use crate::error::{Error, ErrorKind};
+
+/// Longest string name any registry accepts, in bytes (what fits the shard's key words).
+pub const MAX_NAME_LEN: usize = (roster_shard::MAX_KEY_WORDS - 1) * 8;
+
+/// Most namespaces one registry holds.
+pub const MAX_NAMESPACES: u32 = (1 << 20) - 1;
+
+const INT_NAME: u64 = 0xfff;
+
+/// A namespace of one registry, from [`Registry::namespace`](crate::Registry::namespace).
+/// No operation in one namespace observes or changes another's entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(pub(crate) u32);
+
+impl Namespace {
+    /// The namespace's index in its registry.
+    pub fn id(self) -> u32 {
+        self.0
+    }
+}
+
+/// The node (machine, cluster member) a key or a process belongs to. Node ids are the
+/// embedder's; [`Node::LOCAL`] is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node(pub u32);
+
+impl Node {
+    /// The default node, 0.
+    pub const LOCAL: Node = Node(0);
+}
+
+/// A key's local name: an integer or a UTF-8 string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Name<'a> {
+    /// An integer name.
+    Int(u64),
+    /// A string name, 1 byte to the registry's `max_name_len`.
+    Str(&'a str),
+}
+
+impl From<u64> for Name<'_> {
+    fn from(n: u64) -> Self {
+        Name::Int(n)
+    }
+}
+
+impl<'a> From<&'a str> for Name<'a> {
+    fn from(s: &'a str) -> Self {
+        Name::Str(s)
+    }
+}
+
+impl<'a> From<&'a String> for Name<'a> {
+    fn from(s: &'a String) -> Self {
+        Name::Str(s)
+    }
+}
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Name::Int(n) => write!(f, "{n}"),
+            Name::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// A registry key: namespace + node + local name. Borrowed, so building one costs nothing.
+///
+/// # Examples
+///
+/// ```
+/// use roster::{Key, Node, Registry};
+///
+/// let registry = Registry::builder().shards(1).build()?;
+/// let agents = registry.namespace("agents")?;
+/// let by_name = Key::new(agents, "planner");
+/// let by_number = Key::new(agents, 42).on_node(Node(3));
+/// assert_ne!(by_name, by_number);
+/// # Ok::<(), roster::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key<'a> {
+    namespace: Namespace,
+    node: Node,
+    name: Name<'a>,
+}
+
+impl<'a> Key<'a> {
+    /// A key on [`Node::LOCAL`].
+    pub fn new(namespace: Namespace, name: impl Into<Name<'a>>) -> Key<'a> {
+        Key {
+            namespace,
+            node: Node::LOCAL,
+            name: name.into(),
+        }
+    }
+
+    /// The same key on another node.
+    pub fn on_node(self, node: Node) -> Key<'a> {
+        Key { node, ..self }
+    }
+
+    /// The key's namespace.
+    pub fn namespace(&self) -> Namespace {
+        self.namespace
+    }
+
+    /// The key's node.
+    pub fn node(&self) -> Node {
+        self.node
+    }
+
+    /// The key's local name.
+    pub fn name(&self) -> Name<'a> {
+        self.name
+    }
+
+    /// Encodes the key into shard words, checking the name against `max_name_len`.
+    pub(crate) fn encode(&self, max_name_len: usize) -> Result<KeyWords, Error> {
+        let mut w = KeyWords::new();
+        let head = (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12;
+        match self.name {
+            Name::Int(n) => {
+                w.push(head | INT_NAME);
+                w.push(n);
+            }
+            Name::Str(s) => {
+                let len = s.len();
+                if len == 0 {
+                    return Err(Error::new(ErrorKind::InvalidKey {
+                        reason: "empty name",
+                        limit: 1,
+                        actual: 0,
+                    }));
+                }
+                if len > max_name_len {
+                    return Err(Error::new(ErrorKind::InvalidKey {
+                        reason: "name too long (bytes)",
+                        limit: max_name_len,
+                        actual: len,
+                    }));
+                }
+                w.push(head | len as u64);
+                pack_bytes(s.as_bytes(), |word| w.push(word));
+            }
+        }
+        Ok(w)
+    }
+}
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ns{}/node{}/{}",
+            self.namespace.0, self.node.0, self.name
+        )
+    }
+}
+
+/// Encoded key words; room for the longest key, on the stack.
+pub(crate) type KeyWords = ArrayVec<u64, { roster_shard::MAX_KEY_WORDS }>;
+
+/// The namespace id stored in an encoded key's first word.
+pub(crate) fn namespace_of(words: &[u64]) -> u32 {
+    words
+        .first()
+        .map_or(0, |w| (w >> 12) as u32 & MAX_NAMESPACES)
+}
+
+/// Packs bytes into native-endian words, zero-padding the last one.
+pub(crate) fn pack_bytes(bytes: &[u8], mut push: impl FnMut(u64)) {
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        push(u64::from_ne_bytes(c.try_into().expect("8 bytes")));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        push(u64::from_ne_bytes(last));
+    }
+}
+
+/// Words needed for `len` bytes.
+pub(crate) fn words_for(len: usize) -> usize {
+    len.div_ceil(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_and_string_names_never_encode_alike() {
+        let ns = Namespace(5);
+        let a = Key::new(ns, 0x6261u64).encode(64).unwrap();
+        let b = Key::new(ns, "ab").encode(64).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(namespace_of(&a), 5);
+        assert_eq!(namespace_of(&b), 5);
+    }
+
+    #[test]
+    fn node_and_namespace_are_part_of_the_key() {
+        let k = Key::new(Namespace(1), "x");
+        let e = k.encode(64).unwrap();
+        assert_ne!(e, k.on_node(Node(2)).encode(64).unwrap());
+        assert_ne!(e, Key::new(Namespace(2), "x").encode(64).unwrap());
+    }
+
+    #[test]
+    fn name_limits_are_checked_and_named() {
+        let ns = Namespace(0);
+        let err = Key::new(ns, "").encode(64).unwrap_err();
+        assert!(err.to_string().contains("empty name"), "{err}");
+        let long = "x".repeat(65);
+        let err = Key::new(ns, long.as_str()).encode(64).unwrap_err();
+        assert!(err.to_string().contains("limit 64"), "{err}");
+        let max = "y".repeat(MAX_NAME_LEN);
+        let w = Key::new(ns, max.as_str()).encode(MAX_NAME_LEN).unwrap();
+        assert_eq!(w.len(), roster_shard::MAX_KEY_WORDS);
+    }
+
+    #[test]
+    fn string_names_of_255_bytes_and_more_work() {
+        let name = "é".repeat(200);
+        let w = Key::new(Namespace(0), name.as_str()).encode(1024).unwrap();
+        assert_eq!(w.len(), 1 + words_for(400));
+    }
+}

@@ -1,0 +1,476 @@
+//! Metadata: capabilities (interned), health, node and a bounded map of typed attributes,
+//! validated on the caller's thread (SPEC I4) and encoded into words for the shard:
+//!
+//! ```text
+//! word 0      health:8 | capabilities:8 | attributes:8 | unused:8 | node:32
+//! caps        capability ids, u32, two per word, sorted and unique
+//! per attr    header: key_len:16 | kind:8 | unused:8 | value_len:32
+//!             key bytes (zero-padded to words), then the value: one word for bool, int and
+//!             float, else its bytes zero-padded to words
+//! ```
+//! Attributes are sorted by key, so equal metadata encodes to equal words.
+
+use crate::error::{Error, ErrorKind};
+use crate::key::{pack_bytes, words_for, Node};
+
+/// A process's health as its owner reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Health {
+    /// Not reported.
+    #[default]
+    Unknown,
+    /// Working normally.
+    Healthy,
+    /// Working, with reduced capacity or quality.
+    Degraded,
+    /// Not working.
+    Unhealthy,
+}
+
+impl Health {
+    pub(crate) fn to_bits(self) -> u64 {
+        match self {
+            Health::Unknown => 0,
+            Health::Healthy => 1,
+            Health::Degraded => 2,
+            Health::Unhealthy => 3,
+        }
+    }
+
+    pub(crate) fn from_bits(b: u64) -> Health {
+        match b & 0xff {
+            1 => Health::Healthy,
+            2 => Health::Degraded,
+            3 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// An interned capability name of one registry: see
+/// [`Registry::capability`](crate::Registry::capability).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Capability(pub(crate) u32);
+
+impl Capability {
+    /// The capability's index in its registry's interner.
+    pub fn id(self) -> u32 {
+        self.0
+    }
+}
+
+/// A typed attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// UTF-8 text.
+    Str(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+}
+
+/// A borrowed attribute value, as read from an [`Entry`](crate::Entry).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ValueRef<'a> {
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// UTF-8 text.
+    Str(&'a str),
+    /// Raw bytes.
+    Bytes(&'a [u8]),
+}
+
+impl ValueRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> Value {
+        match *self {
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(x) => Value::Float(x),
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
+        }
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::Int(v.into())
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Str(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Str(v)
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+
+pub(crate) const KIND_BOOL: u64 = 0;
+pub(crate) const KIND_INT: u64 = 1;
+pub(crate) const KIND_FLOAT: u64 = 2;
+pub(crate) const KIND_STR: u64 = 3;
+pub(crate) const KIND_BYTES: u64 = 4;
+
+impl Value {
+    fn kind_and_len(&self) -> (u64, usize) {
+        match self {
+            Value::Bool(_) => (KIND_BOOL, 1),
+            Value::Int(_) => (KIND_INT, 8),
+            Value::Float(_) => (KIND_FLOAT, 8),
+            Value::Str(s) => (KIND_STR, s.len()),
+            Value::Bytes(b) => (KIND_BYTES, b.len()),
+        }
+    }
+
+    fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(x) => ValueRef::Float(*x),
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Bytes(b) => ValueRef::Bytes(b),
+        }
+    }
+}
+
+/// What a process registers with its key.
+///
+/// # Examples
+///
+/// ```
+/// use roster::{Health, Metadata, Node};
+///
+/// let meta = Metadata::new()
+///     .capability("plan")
+///     .capability("search")
+///     .health(Health::Healthy)
+///     .node(Node(2))
+///     .attribute("region", "eu-west")
+///     .attribute("max_tasks", 8);
+/// assert_eq!(meta.capabilities().count(), 2);
+/// assert_eq!(meta.attributes().count(), 2);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metadata {
+    capabilities: Vec<String>,
+    health: Health,
+    node: Node,
+    /// Sorted by key, keys unique.
+    attributes: Vec<(String, Value)>,
+}
+
+impl Metadata {
+    /// Empty metadata: no capability, [`Health::Unknown`], [`Node::LOCAL`], no attribute.
+    pub fn new() -> Metadata {
+        Metadata::default()
+    }
+
+    /// Adds a capability (a set: adding one twice keeps one).
+    pub fn capability(mut self, name: impl Into<String>) -> Metadata {
+        let name = name.into();
+        if !self.capabilities.contains(&name) {
+            self.capabilities.push(name);
+        }
+        self
+    }
+
+    /// Sets the health.
+    pub fn health(mut self, health: Health) -> Metadata {
+        self.health = health;
+        self
+    }
+
+    /// Sets the node the process runs on.
+    pub fn node(mut self, node: Node) -> Metadata {
+        self.node = node;
+        self
+    }
+
+    /// Sets an attribute (a map: setting a key again replaces its value).
+    pub fn attribute(mut self, key: impl Into<String>, value: impl Into<Value>) -> Metadata {
+        let key = key.into();
+        let value = value.into();
+        match self
+            .attributes
+            .binary_search_by(|(k, _)| k.as_str().cmp(&key))
+        {
+            Ok(i) => self.attributes[i].1 = value,
+            Err(i) => self.attributes.insert(i, (key, value)),
+        }
+        self
+    }
+
+    /// The capability names, in the order added.
+    pub fn capabilities(&self) -> impl Iterator<Item = &str> + '_ {
+        self.capabilities.iter().map(String::as_str)
+    }
+
+    /// The health.
+    pub fn get_health(&self) -> Health {
+        self.health
+    }
+
+    /// The node.
+    pub fn get_node(&self) -> Node {
+        self.node
+    }
+
+    /// The attributes, sorted by key.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, ValueRef<'_>)> + '_ {
+        self.attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
+    /// Checks every limit, interns the capabilities with `intern`, and encodes.
+    pub(crate) fn encode(
+        &self,
+        limits: &Limits,
+        mut intern: impl FnMut(&str) -> Result<u32, Error>,
+    ) -> Result<Vec<u64>, Error> {
+        let invalid = |field, limit, actual| {
+            Err(Error::new(ErrorKind::InvalidMetadata {
+                field,
+                limit,
+                actual,
+            }))
+        };
+        if self.capabilities.len() > limits.max_capabilities {
+            return invalid(
+                "capabilities",
+                limits.max_capabilities,
+                self.capabilities.len(),
+            );
+        }
+        if self.attributes.len() > limits.max_attributes {
+            return invalid("attributes", limits.max_attributes, self.attributes.len());
+        }
+        let mut words = 1 + self.capabilities.len().div_ceil(2);
+        for c in &self.capabilities {
+            if c.is_empty() || c.len() > limits.max_capability_len {
+                return invalid("capability name", limits.max_capability_len, c.len());
+            }
+        }
+        for (k, v) in &self.attributes {
+            if k.is_empty() || k.len() > limits.max_attribute_key_len {
+                return invalid("attribute key", limits.max_attribute_key_len, k.len());
+            }
+            let (_, len) = v.kind_and_len();
+            if len > limits.max_attribute_value_len {
+                return invalid("attribute value", limits.max_attribute_value_len, len);
+            }
+            words += 1 + words_for(k.len()) + words_for(len).max(1);
+        }
+        if words * 8 > limits.max_metadata_bytes {
+            return invalid("metadata", limits.max_metadata_bytes, words * 8);
+        }
+
+        let mut caps = self
+            .capabilities
+            .iter()
+            .map(|c| intern(c))
+            .collect::<Result<Vec<u32>, Error>>()?;
+        caps.sort_unstable();
+        caps.dedup();
+
+        let mut out = Vec::with_capacity(words);
+        out.push(
+            self.health.to_bits()
+                | (caps.len() as u64) << 8
+                | (self.attributes.len() as u64) << 16
+                | (self.node.0 as u64) << 32,
+        );
+        for pair in caps.chunks(2) {
+            out.push(pair[0] as u64 | pair.get(1).map_or(0, |&c| (c as u64) << 32));
+        }
+        for (k, v) in &self.attributes {
+            let (kind, len) = v.kind_and_len();
+            out.push(k.len() as u64 | kind << 16 | (len as u64) << 32);
+            pack_bytes(k.as_bytes(), |w| out.push(w));
+            match v {
+                Value::Bool(b) => out.push(*b as u64),
+                Value::Int(i) => out.push(*i as u64),
+                Value::Float(x) => out.push(x.to_bits()),
+                Value::Str(s) => push_padded(s.as_bytes(), &mut out),
+                Value::Bytes(b) => push_padded(b, &mut out),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn push_padded(bytes: &[u8], out: &mut Vec<u64>) {
+    if bytes.is_empty() {
+        out.push(0);
+    } else {
+        pack_bytes(bytes, |w| out.push(w));
+    }
+}
+
+/// Size limits a registry enforces on keys and metadata. Every limit is checked on the
+/// caller's thread before anything reaches a shard; a breach names the field and the limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest string name, in bytes (default 1024; at most [`MAX_NAME_LEN`](crate::MAX_NAME_LEN)).
+    pub max_name_len: usize,
+    /// Most capabilities per entry (default 32; at most 255).
+    pub max_capabilities: usize,
+    /// Longest capability name, in bytes (default 128).
+    pub max_capability_len: usize,
+    /// Most attributes per entry (default 32; at most 255).
+    pub max_attributes: usize,
+    /// Longest attribute key, in bytes (default 128; at most 65535).
+    pub max_attribute_key_len: usize,
+    /// Longest string or bytes attribute value, in bytes (default 1024).
+    pub max_attribute_value_len: usize,
+    /// Largest encoded metadata, in bytes (default 4096; at most 524280).
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_name_len: 1024,
+            max_capabilities: 32,
+            max_capability_len: 128,
+            max_attributes: 32,
+            max_attribute_key_len: 128,
+            max_attribute_value_len: 1024,
+            max_metadata_bytes: 4096,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the limits against what the encodings can hold.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let max_meta = roster_shard::MAX_META_WORDS * 8;
+        let checks = [
+            ("max_name_len", self.max_name_len, crate::key::MAX_NAME_LEN),
+            ("max_capabilities", self.max_capabilities, 255),
+            ("max_attributes", self.max_attributes, 255),
+            ("max_attribute_key_len", self.max_attribute_key_len, 65535),
+            (
+                "max_attribute_value_len",
+                self.max_attribute_value_len,
+                u32::MAX as usize,
+            ),
+            ("max_metadata_bytes", self.max_metadata_bytes, max_meta),
+        ];
+        for (name, value, max) in checks {
+            if value > max {
+                return Err(format!("{name} is {value}, at most {max} is supported"));
+            }
+        }
+        if self.max_name_len == 0 || self.max_metadata_bytes < 8 {
+            return Err("max_name_len and max_metadata_bytes must allow something".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(m: &Metadata) -> Result<Vec<u64>, Error> {
+        let mut names: Vec<String> = Vec::new();
+        m.encode(&Limits::default(), |c| {
+            Ok(match names.iter().position(|n| n == c) {
+                Some(i) => i as u32,
+                None => {
+                    names.push(c.to_owned());
+                    names.len() as u32 - 1
+                }
+            })
+        })
+    }
+
+    #[test]
+    fn equal_metadata_encodes_equally_whatever_the_order() {
+        let a = Metadata::new().attribute("b", 2).attribute("a", "x");
+        let b = Metadata::new().attribute("a", "x").attribute("b", 2);
+        assert_eq!(encode(&a).unwrap(), encode(&b).unwrap());
+        let c = Metadata::new().attribute("a", "x").attribute("a", "y");
+        assert_eq!(c.attributes().count(), 1);
+    }
+
+    #[test]
+    fn each_limit_names_its_field() {
+        let l = Limits::default();
+        let cases = [
+            (
+                (0..33).fold(Metadata::new(), |m, i| m.capability(format!("c{i}"))),
+                "capabilities",
+            ),
+            (
+                Metadata::new().capability("x".repeat(129)),
+                "capability name",
+            ),
+            (Metadata::new().capability(""), "capability name"),
+            (
+                (0..33).fold(Metadata::new(), |m, i| m.attribute(format!("a{i}"), i)),
+                "attributes",
+            ),
+            (
+                Metadata::new().attribute("k".repeat(129), 1),
+                "attribute key",
+            ),
+            (
+                Metadata::new().attribute("k", "v".repeat(1025)),
+                "attribute value",
+            ),
+            (
+                (0..8).fold(Metadata::new(), |m, i| {
+                    m.attribute(format!("a{i}"), "v".repeat(1000))
+                }),
+                "metadata",
+            ),
+        ];
+        for (m, field) in cases {
+            match encode(&m).unwrap_err().kind() {
+                ErrorKind::InvalidMetadata { field: f, .. } => assert_eq!(*f, field),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(l.check().is_ok());
+        let bad = Limits {
+            max_capabilities: 300,
+            ..Limits::default()
+        };
+        assert!(bad.check().unwrap_err().contains("max_capabilities"));
+    }
+}

@@ -1,0 +1,289 @@
+//! Processes: the registry issues [`Pid`]s and owner guards ([`Process`]).
+//!
+//! The process table is a vector of atomic words, `STRIDE` words per pid index:
+//!
+//! ```text
+//! [ state | pending | shard mask words ... ]
+//!   state:   generation:63 | alive:1   (a Pid matches only its own generation)
+//!   pending: shards that still have to clean up after the death
+//!   mask:    bit s set = shard s may hold entries of this process
+//! ```
+//!
+//! Death and registration race safely by a store-load handshake (both sides `SeqCst`):
+//! a shard writer sets its mask bit and then checks that the process is alive before
+//! storing an entry; a killer flips `state` to dead and then reads the mask. At least one
+//! sees the other, so either the insert is refused or the shard gets a death notice.
+//! An index is reused (with the next generation) only after every notified shard has
+//! removed the dead process's entries, so a stale `Pid` never matches a new process.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
+
+use roster_shard::{AtomicWords, Hooks};
+
+use crate::key::namespace_of;
+use crate::registry::Inner;
+
+/// A process identity: index and generation in its registry's process table. `Copy`, and
+/// safe to keep after the process died: it then never matches again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pid(pub(crate) u64);
+
+impl Pid {
+    /// A pid no process ever has (used by empty entries).
+    pub const NONE: Pid = Pid(0);
+
+    fn new(index: u32, generation: u32) -> Pid {
+        Pid((generation as u64) << 32 | index as u64)
+    }
+
+    /// The slot index in the process table.
+    pub fn index(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The generation of that slot this pid was issued for (starts at 1).
+    pub fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The packed form, as stored in shard slots.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}.{}>", self.index(), self.generation())
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+struct Free {
+    /// Indexes ready for reuse.
+    list: Vec<u32>,
+    /// First never-used index.
+    next: u32,
+}
+
+/// The registry's process table; also the [`Hooks`] the shard writers call.
+pub(crate) struct ProcessTable {
+    words: AtomicWords,
+    stride: u64,
+    free: Mutex<Free>,
+    /// Live processes.
+    live: AtomicU64,
+    /// Entries per namespace id.
+    counts: AtomicWords,
+}
+
+const STATE: u64 = 0;
+const PENDING: u64 = 1;
+const MASK: u64 = 2;
+
+impl ProcessTable {
+    pub(crate) fn new(shards: usize) -> ProcessTable {
+        ProcessTable {
+            words: AtomicWords::new(10),
+            stride: MASK + shards.div_ceil(64) as u64,
+            free: Mutex::new(Free {
+                list: Vec::new(),
+                next: 0,
+            }),
+            live: AtomicU64::new(0),
+            counts: AtomicWords::new(6),
+        }
+    }
+
+    fn word(&self, index: u32, field: u64) -> Option<&AtomicU64> {
+        self.words.get(index as u64 * self.stride + field)
+    }
+
+    /// Issues a new live pid.
+    pub(crate) fn spawn(&self) -> Pid {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match free.list.pop() {
+            Some(i) => i,
+            None => {
+                let i = free.next;
+                free.next += 1;
+                self.words.ensure((i as u64 + 1) * self.stride);
+                i
+            }
+        };
+        drop(free);
+        let state = self.word(index, STATE).expect("ensured");
+        let generation = (state.load(Ordering::Relaxed) >> 1) as u32 + 1;
+        for f in PENDING..self.stride {
+            self.word(index, f)
+                .expect("ensured")
+                .store(0, Ordering::Relaxed);
+        }
+        self.live.fetch_add(1, Ordering::Relaxed);
+        state.store((generation as u64) << 1 | 1, Ordering::SeqCst);
+        Pid::new(index, generation)
+    }
+
+    /// One atomic load.
+    #[inline]
+    pub(crate) fn is_alive(&self, pid: Pid) -> bool {
+        self.word(pid.index(), STATE)
+            .is_some_and(|w| w.load(Ordering::Acquire) == (pid.generation() as u64) << 1 | 1)
+    }
+
+    /// Marks `pid` dead; returns the shards to notify, or `None` if it was not alive.
+    /// The caller must notify each returned shard (or call [`ProcessTable::release`]
+    /// for those it cannot reach).
+    pub(crate) fn kill(&self, pid: Pid) -> Option<Vec<usize>> {
+        let state = self.word(pid.index(), STATE)?;
+        let alive = (pid.generation() as u64) << 1 | 1;
+        state
+            .compare_exchange(alive, alive & !1, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()?;
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        let mut shards = Vec::new();
+        for m in MASK..self.stride {
+            let mut bits = self.word(pid.index(), m)?.load(Ordering::SeqCst);
+            while bits != 0 {
+                shards.push((m - MASK) as usize * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+        let pending = self.word(pid.index(), PENDING)?;
+        pending.store(shards.len() as u64, Ordering::SeqCst);
+        if shards.is_empty() {
+            self.recycle(pid.index());
+        }
+        Some(shards)
+    }
+
+    /// One notified shard finished (or cannot run) its cleanup of `pid`.
+    pub(crate) fn release(&self, pid: Pid) {
+        if let Some(pending) = self.word(pid.index(), PENDING) {
+            if pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.recycle(pid.index());
+            }
+        }
+    }
+
+    fn recycle(&self, index: u32) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.list.push(index);
+    }
+
+    pub(crate) fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn ensure_namespace(&self, ns: u32) {
+        self.counts.ensure(ns as u64 + 1);
+    }
+
+    pub(crate) fn count(&self, ns: u32) -> u64 {
+        self.counts
+            .get(ns as u64)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+}
+
+impl Hooks for ProcessTable {
+    fn is_alive(&self, owner: u64) -> bool {
+        ProcessTable::is_alive(self, Pid(owner))
+    }
+
+    fn attach(&self, owner: u64, shard: usize) -> bool {
+        let pid = Pid(owner);
+        let Some(mask) = self.word(pid.index(), MASK + shard as u64 / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (shard % 64);
+        if mask.load(Ordering::SeqCst) & bit == 0 {
+            mask.fetch_or(bit, Ordering::SeqCst);
+        }
+        // Paired with `kill`: SeqCst store-then-load on both sides.
+        self.word(pid.index(), STATE)
+            .is_some_and(|w| w.load(Ordering::SeqCst) == (pid.generation() as u64) << 1 | 1)
+    }
+
+    fn detached(&self, owner: u64, _shard: usize) {
+        self.release(Pid(owner));
+    }
+
+    fn inserted(&self, key: &[u64]) {
+        if let Some(c) = self.counts.get(namespace_of(key) as u64) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn removed(&self, key: &[u64]) {
+        if let Some(c) = self.counts.get(namespace_of(key) as u64) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The owner guard of a process: proof of authority over its pid. Only its holder can
+/// register under the pid or change the pid's entries. Dropping it (also by unwinding from
+/// a panic) or calling [`Process::exit`] kills the pid: lookups stop returning its entries
+/// at once, and the shards remove them.
+///
+/// # Examples
+///
+/// ```
+/// use roster::{Key, Metadata, Registry};
+///
+/// let registry = Registry::builder().shards(2).build()?;
+/// let ns = registry.namespace("workers")?;
+/// let worker = registry.spawn();
+/// registry.register(&worker, &Key::new(ns, 1), &Metadata::new())?;
+/// assert!(registry.lookup(&Key::new(ns, 1))?.is_some());
+///
+/// let pid = worker.pid();
+/// drop(worker);
+/// assert!(!registry.is_alive(pid));
+/// assert!(registry.lookup(&Key::new(ns, 1))?.is_none());
+/// # Ok::<(), roster::Error>(())
+/// ```
+pub struct Process {
+    pid: Pid,
+    registry: Weak<Inner>,
+}
+
+impl Process {
+    pub(crate) fn new(pid: Pid, registry: Weak<Inner>) -> Process {
+        Process { pid, registry }
+    }
+
+    /// The process's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub(crate) fn registry(&self) -> &Weak<Inner> {
+        &self.registry
+    }
+
+    /// Ends the process now (the same as dropping the guard).
+    pub fn exit(self) {}
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process").field("pid", &self.pid).finish()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(inner) = self.registry.upgrade() {
+            inner.kill(self.pid);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! One helper runs a test against every configuration (papaya's `with_map`).
+
+use roster::Registry;
+
+/// Shard counts and read-retry bounds each test runs with. `read_attempts(1)` drives the
+/// fallback path (asking the writer) whenever a read overlaps a write.
+pub fn configs() -> Vec<(usize, u32)> {
+    vec![(1, 64), (2, 64), (4, 1), (8, 64)]
+}
+
+/// Runs `test` against a fresh registry of each configuration.
+pub fn with_registry(mut test: impl FnMut(Registry)) {
+    for (shards, attempts) in configs() {
+        let registry = Registry::builder()
+            .shards(shards)
+            .read_attempts(attempts)
+            .capacity(16)
+            .build()
+            .expect("registry builds");
+        test(registry);
+    }
+}
+
+/// Scales a test size down under Miri.
+pub fn scaled(n: usize) -> usize {
+    if cfg!(miri) {
+        (n / 100).max(2)
+    } else {
+        n
+    }
+}

@@ -1,0 +1,5 @@
+mod bad_input;
+mod common;
+mod lifecycle;
+mod model;
+mod stress;
