@@ -1,1 +1,113 @@
-fn main() {}
+//! Criterion benches of the core operations at 1M entries: lookup (hit, miss) and
+//! register (a synchronous round trip through the shard writer), next to SPEC P1/P2.
+//!
+//! `cargo bench -p roster-benches --bench registry`; `ROSTER_BENCH_ENTRIES` overrides the
+//! prefill size.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use roster::{Entry, Health, Key, Metadata, Namespace, Process, Registry};
+
+fn entries() -> u64 {
+    std::env::var("ROSTER_BENCH_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// Metadata as SPEC P4 sizes it: 3 capabilities and 32 bytes of attributes.
+fn meta(i: u64) -> Metadata {
+    Metadata::new()
+        .capability("plan")
+        .capability(if i % 2 == 0 { "search" } else { "code" })
+        .capability(format!("shard-{}", i % 16))
+        .health(Health::Healthy)
+        .attribute("region", "eu-west-1-az2")
+        .attribute("load", (i % 100) as i64)
+}
+
+/// A registry holding `n` entries, registered from two threads.
+fn filled(n: u64) -> (Registry, Namespace, Vec<Process>) {
+    let r = Registry::builder()
+        .capacity(n as usize * 2)
+        .build()
+        .expect("registry");
+    let ns = r.namespace("bench").expect("namespace");
+    let owners = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2u64)
+            .map(|t| {
+                let r = &r;
+                s.spawn(move || {
+                    let p = r.spawn();
+                    for i in (t..n).step_by(2) {
+                        r.register(&p, &Key::new(ns, i), &meta(i)).expect("prefill");
+                    }
+                    p
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    (r, ns, owners)
+}
+
+/// SplitMix64 step, to pick keys without a bench-visible pattern.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn bench(c: &mut Criterion) {
+    let n = entries();
+    let (r, ns, _owners) = filled(n);
+    let mut g = c.benchmark_group(format!("registry/{n}"));
+    g.throughput(Throughput::Elements(1));
+
+    let mut entry = Entry::new();
+    let mut i = 0u64;
+    g.bench_function("lookup_hit", |b| {
+        b.iter(|| {
+            i += 1;
+            let key = Key::new(ns, mix(i) % n);
+            assert!(r.lookup_into(black_box(&key), &mut entry).unwrap());
+            black_box(entry.pid())
+        })
+    });
+    g.bench_function("lookup_miss", |b| {
+        b.iter(|| {
+            i += 1;
+            let key = Key::new(ns, n + mix(i) % n);
+            assert!(!r.lookup_into(black_box(&key), &mut entry).unwrap());
+        })
+    });
+    g.bench_function("lookup_hit_owned", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(r.lookup(&Key::new(ns, mix(i) % n)).unwrap())
+        })
+    });
+
+    let p = r.spawn();
+    let mut next = 10 * n;
+    g.bench_function("register", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                (next, meta(next))
+            },
+            |(k, m)| r.register(&p, &Key::new(ns, k), &m).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = bench
+}
+criterion_main!(benches);

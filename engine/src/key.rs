@@ -130,9 +130,12 @@ impl<'a> Key<'a> {
         self.name
     }
 
-    /// Encodes the key into shard words, checking the name against `max_name_len`.
-    pub(crate) fn encode(&self, max_name_len: usize) -> Result<KeyWords, Error> {
-        let mut w = KeyWords::new();
+    /// Encodes the key into shard words in `w` (cleared first), checking the name against
+    /// `max_name_len`. The buffer is the caller's: returning a 2 KiB `ArrayVec` by value
+    /// would cost a copy of all of it on every lookup.
+    #[inline]
+    pub(crate) fn encode(&self, max_name_len: usize, w: &mut KeyWords) -> Result<(), Error> {
+        w.clear();
         let head = (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12;
         match self.name {
             Name::Int(n) => {
@@ -159,7 +162,7 @@ impl<'a> Key<'a> {
                 pack_bytes(s.as_bytes(), |word| w.push(word));
             }
         }
-        Ok(w)
+        Ok(())
     }
 }
 
@@ -206,11 +209,18 @@ pub(crate) fn words_for(len: usize) -> usize {
 mod tests {
     use super::*;
 
+    impl Key<'_> {
+        fn words(&self, max: usize) -> Result<KeyWords, Error> {
+            let mut w = KeyWords::new();
+            self.encode(max, &mut w).map(|()| w)
+        }
+    }
+
     #[test]
     fn int_and_string_names_never_encode_alike() {
         let ns = Namespace(5);
-        let a = Key::new(ns, 0x6261u64).encode(64).unwrap();
-        let b = Key::new(ns, "ab").encode(64).unwrap();
+        let a = Key::new(ns, 0x6261u64).words(64).unwrap();
+        let b = Key::new(ns, "ab").words(64).unwrap();
         assert_ne!(a, b);
         assert_eq!(namespace_of(&a), 5);
         assert_eq!(namespace_of(&b), 5);
@@ -219,28 +229,28 @@ mod tests {
     #[test]
     fn node_and_namespace_are_part_of_the_key() {
         let k = Key::new(Namespace(1), "x");
-        let e = k.encode(64).unwrap();
-        assert_ne!(e, k.on_node(Node(2)).encode(64).unwrap());
-        assert_ne!(e, Key::new(Namespace(2), "x").encode(64).unwrap());
+        let e = k.words(64).unwrap();
+        assert_ne!(e, k.on_node(Node(2)).words(64).unwrap());
+        assert_ne!(e, Key::new(Namespace(2), "x").words(64).unwrap());
     }
 
     #[test]
     fn name_limits_are_checked_and_named() {
         let ns = Namespace(0);
-        let err = Key::new(ns, "").encode(64).unwrap_err();
+        let err = Key::new(ns, "").words(64).unwrap_err();
         assert!(err.to_string().contains("empty name"), "{err}");
         let long = "x".repeat(65);
-        let err = Key::new(ns, long.as_str()).encode(64).unwrap_err();
+        let err = Key::new(ns, long.as_str()).words(64).unwrap_err();
         assert!(err.to_string().contains("limit 64"), "{err}");
         let max = "y".repeat(MAX_NAME_LEN);
-        let w = Key::new(ns, max.as_str()).encode(MAX_NAME_LEN).unwrap();
+        let w = Key::new(ns, max.as_str()).words(MAX_NAME_LEN).unwrap();
         assert_eq!(w.len(), roster_shard::MAX_KEY_WORDS);
     }
 
     #[test]
     fn string_names_of_255_bytes_and_more_work() {
         let name = "é".repeat(200);
-        let w = Key::new(Namespace(0), name.as_str()).encode(1024).unwrap();
+        let w = Key::new(Namespace(0), name.as_str()).words(1024).unwrap();
         assert_eq!(w.len(), 1 + words_for(400));
     }
 }

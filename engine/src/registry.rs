@@ -8,7 +8,7 @@ use roster_shard::{Read, Shard, ShardConfig, WriteError};
 
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind};
-use crate::key::{Key, Namespace, MAX_NAMESPACES};
+use crate::key::{Key, KeyWords, Namespace, MAX_NAMESPACES};
 use crate::metadata::{Capability, Limits, Metadata};
 use crate::process::{Pid, Process, ProcessTable};
 
@@ -409,7 +409,8 @@ impl Registry {
     ) -> Result<(), Error> {
         self.check_open()?;
         let pid = self.owned_pid(process)?;
-        let words = key.encode(self.inner.limits.max_name_len)?;
+        let mut words = KeyWords::new();
+        key.encode(self.inner.limits.max_name_len, &mut words)?;
         let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
         let (hash, shard) = self.route(&words);
         shard
@@ -426,7 +427,8 @@ impl Registry {
     pub fn unregister(&self, process: &Process, key: &Key<'_>) -> Result<(), Error> {
         self.check_open()?;
         let pid = self.owned_pid(process)?;
-        let words = key.encode(self.inner.limits.max_name_len)?;
+        let mut words = KeyWords::new();
+        key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
         shard
             .remove(hash, words.to_vec(), pid.as_u64())
@@ -446,7 +448,8 @@ impl Registry {
     ) -> Result<(), Error> {
         self.check_open()?;
         let pid = self.owned_pid(process)?;
-        let words = key.encode(self.inner.limits.max_name_len)?;
+        let mut words = KeyWords::new();
+        key.encode(self.inner.limits.max_name_len, &mut words)?;
         let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
         let (hash, shard) = self.route(&words);
         shard
@@ -477,7 +480,8 @@ impl Registry {
     #[inline]
     pub fn lookup_into(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         self.check_open()?;
-        let words = key.encode(self.inner.limits.max_name_len)?;
+        let mut words = KeyWords::new();
+        key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
         loop {
             match shard.read(hash, &words, entry.buffer()) {

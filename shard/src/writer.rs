@@ -614,6 +614,12 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 3 } else { 256 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
         /// Differential test of the writer and the reader protocol against a `HashMap`.
         #[test]
         fn writer_matches_hashmap_oracle(ops in proptest::collection::vec(op(), 1..200)) {
