@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
 use raw::{Attempt, Published};
 use sync::{AtomicU64, Ordering};
@@ -161,6 +161,9 @@ pub struct Shard {
     cmds: Sender<Command>,
     notices: Sender<Notice>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Never carries a message; disconnects when the writer thread ends (returns or
+    /// unwinds), which wakes every caller still waiting for a reply.
+    writer_gone: Receiver<()>,
     read_attempts: u32,
     live_bytes: Arc<AtomicU64>,
 }
@@ -201,9 +204,12 @@ impl Shard {
             live_bytes: live_bytes.clone(),
         };
         let core = config.core;
+        let (gone_tx, gone_rx) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name(format!("roster-shard-{}", config.index))
             .spawn(move || {
+                // Dropped when this closure ends, by return or by unwinding.
+                let _gone = gone_tx;
                 if let Some(core) = core {
                     pin_to(core);
                 }
@@ -214,6 +220,7 @@ impl Shard {
             cmds: cmd_tx,
             notices: notice_tx,
             thread: Mutex::new(Some(thread)),
+            writer_gone: gone_rx,
             read_attempts: config.read_attempts.max(1),
             live_bytes,
         })
@@ -246,8 +253,8 @@ impl Shard {
         if self.cmds.send(cmd).is_err() {
             return Read::Closed;
         }
-        match rx.recv() {
-            Ok(Some((owner, meta))) => {
+        match self.reply(rx) {
+            Some(Some((owner, meta))) => {
                 if let Some(out) = out.get_mut(..meta.len()) {
                     out.copy_from_slice(&meta);
                 }
@@ -256,8 +263,21 @@ impl Shard {
                     meta_words: meta.len(),
                 }
             }
-            Ok(None) => Read::NotFound,
-            Err(_) => Read::Closed,
+            Some(None) => Read::NotFound,
+            None => Read::Closed,
+        }
+    }
+
+    /// Waits for the writer's reply to a sent command; `None` if the writer ended without
+    /// answering. Commands still queued when the writer stops stay in the channel's buffer
+    /// (crossbeam frees a bounded channel's messages only when both sides are gone), so
+    /// waiting on the reply alone could hang: the writer's end is watched too. A reply
+    /// sent before the writer ended is still taken, so an applied write never reads as
+    /// failed.
+    fn reply<T>(&self, rx: Receiver<T>) -> Option<T> {
+        select! {
+            recv(rx) -> r => r.ok(),
+            recv(self.writer_gone) -> _ => rx.try_recv().ok(),
         }
     }
 
@@ -269,7 +289,7 @@ impl Shard {
         self.cmds
             .send(make(reply))
             .map_err(|_| WriteError::Closed)?;
-        rx.recv().map_err(|_| WriteError::Closed)?
+        self.reply(rx).ok_or(WriteError::Closed)?
     }
 
     /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner.
@@ -383,6 +403,113 @@ fn pin_to(core: usize) {
     if let Some(ids) = core_affinity::get_core_ids() {
         if !ids.is_empty() {
             core_affinity::set_for_current(ids[core % ids.len()]);
+        }
+    }
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod shard_tests {
+    use std::sync::atomic::{AtomicBool, Ordering as O};
+
+    use super::*;
+
+    struct Alive;
+
+    impl Hooks for Alive {
+        fn is_alive(&self, _: u64) -> bool {
+            true
+        }
+        fn attach(&self, _: u64, _: usize) -> bool {
+            true
+        }
+    }
+
+    /// Metadata whose words check each other: `[v, v * 3 + 1, v ^ 0x55, ...]`.
+    fn meta(v: u64) -> Vec<u64> {
+        let mut m = vec![v, v.wrapping_mul(3) + 1];
+        m.extend(std::iter::repeat_n(v ^ 0x55, (v % 9) as usize));
+        m
+    }
+
+    fn check(m: &[u64]) {
+        let v = m[0];
+        assert_eq!(m[1], v.wrapping_mul(3) + 1, "torn: {m:?}");
+        assert_eq!(m.len(), 2 + (v % 9) as usize, "torn length: {m:?}");
+        assert!(m[2..].iter().all(|&x| x == v ^ 0x55), "torn tail: {m:?}");
+    }
+
+    /// The writer thread and two reader threads run the real protocol concurrently
+    /// (under Miri this is what its data-race detector checks); every read is either a
+    /// miss or one whole written value, through growth, updates and removals.
+    #[test]
+    fn concurrent_readers_see_only_whole_writes() {
+        let ops = if cfg!(miri) { 40 } else { 20_000 };
+        let keys = 24u64;
+        let shard = Shard::spawn(
+            ShardConfig {
+                capacity: 4,
+                read_attempts: 2,
+                ..ShardConfig::default()
+            },
+            Arc::new(Alive),
+        )
+        .unwrap();
+        let hash = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut out = [0u64; 16];
+                    while !stop.load(O::Relaxed) {
+                        for k in 0..keys {
+                            if let Read::Found { owner, meta_words } =
+                                shard.read(hash(k), &[k], &mut out)
+                            {
+                                assert_eq!(owner, k + 100);
+                                check(&out[..meta_words]);
+                            }
+                        }
+                    }
+                });
+            }
+            for i in 0..ops {
+                let k = i % keys;
+                let v = i / keys + k;
+                match i % 3 {
+                    0 => drop(shard.insert(hash(k), vec![k], k + 100, meta(v))),
+                    1 => drop(shard.update(hash(k), vec![k], k + 100, meta(v + 1))),
+                    _ => drop(shard.remove(hash(k), vec![k], k + 100)),
+                }
+            }
+            stop.store(true, O::Relaxed);
+        });
+        assert!(shard.memory().tables > 0);
+        shard.shutdown();
+        assert_eq!(shard.insert(1, vec![1], 1, vec![]), Err(WriteError::Closed));
+        assert_eq!(shard.read(1, &[1], &mut []), Read::NotFound);
+    }
+
+    /// Commands still queued when the writer stops are answered `Closed`, never hang.
+    #[test]
+    fn shutdown_answers_queued_callers() {
+        let shard = Arc::new(Shard::spawn(ShardConfig::default(), Arc::new(Alive)).unwrap());
+        let callers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let shard = shard.clone();
+                std::thread::spawn(move || {
+                    for k in 0..50 {
+                        match shard.insert(k * 4 + t, vec![k * 4 + t], 1, vec![]) {
+                            Ok(()) => {}
+                            Err(WriteError::Closed) => return,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        shard.shutdown();
+        for c in callers {
+            c.join().unwrap();
         }
     }
 }

@@ -35,14 +35,8 @@ pub struct AtomicWords {
     base_bits: u32,
 }
 
-// The directory holds raw pointers, so the auto traits need our word.
-// SAFETY (Send + Sync): the pointers own heap chunks of `AtomicU64`, which are themselves
-// `Send + Sync`; every access to a chunk goes through `&AtomicU64` (shared, atomic) and
-// the chunks are freed only with `&mut self` (invariant 2). Moving or sharing the directory
-// across threads therefore moves or shares nothing more than atomics.
-unsafe impl Send for AtomicWords {}
-// SAFETY: see the `Send` impl just above.
-unsafe impl Sync for AtomicWords {}
+// `Send + Sync` come for free: the directory is made of `AtomicPtr`s, and the chunks they
+// point at are only ever reached as `&AtomicU64`.
 
 impl AtomicWords {
     /// Makes an empty vector whose first chunk (allocated on first use) has
