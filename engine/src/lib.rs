@@ -39,16 +39,22 @@
 mod entry;
 mod error;
 mod key;
+mod lag;
+mod lease;
 mod metadata;
+mod monitor;
 mod process;
 mod registry;
 
 pub use entry::{Attributes, Entry, INLINE_WORDS};
 pub use error::{Error, ErrorKind};
 pub use key::{Key, Name, Namespace, Node, MAX_NAMESPACES, MAX_NAME_LEN};
+pub use lag::CleanupLag;
+pub use lease::{Clock, ManualClock, SystemClock};
 pub use metadata::{Capability, Health, Limits, Metadata, Value, ValueRef};
-pub use process::{Pid, Process};
-pub use registry::{Registry, RegistryBuilder, MAX_NAMESPACE_LEN};
+pub use monitor::{Down, ExitReason, Monitor};
+pub use process::{Authority, Pid, Process};
+pub use registry::{Audit, Registry, RegistryBuilder, Spawn, MAX_NAMESPACE_LEN};
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
@@ -59,6 +65,8 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Registry>();
     assert_send_sync::<Process>();
+    assert_send_sync::<Authority>();
+    assert_send_sync::<Monitor>();
     assert_send_sync::<Entry>();
     assert_send_sync::<Error>();
     assert_send_sync::<Pid>();

@@ -3,10 +3,12 @@
 //! The process table is a vector of atomic words, `STRIDE` words per pid index:
 //!
 //! ```text
-//! [ state | pending | shard mask words ... ]
-//!   state:   generation:63 | alive:1   (a Pid matches only its own generation)
-//!   pending: shards that still have to clean up after the death
-//!   mask:    bit s set = shard s may hold entries of this process
+//! [ state | pending | deadline | killed_at | shard mask words ... ]
+//!   state:     generation:63 | alive:1   (a Pid matches only its own generation)
+//!   pending:   shards that still have to clean up after the death
+//!   deadline:  lease deadline in lease-clock ns; 0 = no lease, u64::MAX = expired
+//!   killed_at: when it died (ns since the table's epoch), for the cleanup-lag histogram
+//!   mask:      bit s set = shard s may hold entries of this process
 //! ```
 //!
 //! Death and registration race safely by a store-load handshake (both sides `SeqCst`):
@@ -17,12 +19,18 @@
 //! removed the dead process's entries, so a stale `Pid` never matches a new process.
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use roster_shard::{AtomicWords, Hooks};
 
+use crate::error::{Error, ErrorKind};
 use crate::key::namespace_of;
+use crate::lag::{CleanupLag, LagHistogram};
+use crate::lease::EXPIRED;
+use crate::monitor::ExitReason;
 use crate::registry::Inner;
 
 /// A process identity: index and generation in its registry's process table. `Copy`, and
@@ -82,11 +90,27 @@ pub(crate) struct ProcessTable {
     live: AtomicU64,
     /// Entries per namespace id.
     counts: AtomicWords,
+    /// Origin of `killed_at`.
+    epoch: Instant,
+    /// Death -> fully reclaimed.
+    lag: LagHistogram,
 }
 
 const STATE: u64 = 0;
 const PENDING: u64 = 1;
-const MASK: u64 = 2;
+const DEADLINE: u64 = 2;
+const KILLED_AT: u64 = 3;
+const MASK: u64 = 4;
+
+/// What the lease reaper found for a due pid.
+pub(crate) enum Expiry {
+    /// Renewed meanwhile: check again at this deadline.
+    Renewed(u64),
+    /// The lease expired and this caller won the right to kill the pid.
+    Expired,
+    /// Already dead or expired by someone else.
+    Gone,
+}
 
 impl ProcessTable {
     pub(crate) fn new(shards: usize) -> ProcessTable {
@@ -99,6 +123,8 @@ impl ProcessTable {
             }),
             live: AtomicU64::new(0),
             counts: AtomicWords::new(6),
+            epoch: Instant::now(),
+            lag: LagHistogram::new(),
         }
     }
 
@@ -106,8 +132,8 @@ impl ProcessTable {
         self.words.get(index as u64 * self.stride + field)
     }
 
-    /// Issues a new live pid.
-    pub(crate) fn spawn(&self) -> Pid {
+    /// Issues a new live pid; `deadline` is its lease deadline (0 for none).
+    pub(crate) fn spawn(&self, deadline: u64) -> Pid {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let index = match free.list.pop() {
             Some(i) => i,
@@ -120,12 +146,19 @@ impl ProcessTable {
         };
         drop(free);
         let state = self.word(index, STATE).expect("ensured");
-        let generation = (state.load(Ordering::Relaxed) >> 1) as u32 + 1;
+        // Generation 0 is never issued, so `Pid::NONE` never matches. After 2^32 - 1
+        // reuses of one index a generation repeats; a pid kept that long could match again.
+        let generation = ((state.load(Ordering::Relaxed) >> 1) as u32)
+            .wrapping_add(1)
+            .max(1);
         for f in PENDING..self.stride {
             self.word(index, f)
                 .expect("ensured")
                 .store(0, Ordering::Relaxed);
         }
+        self.word(index, DEADLINE)
+            .expect("ensured")
+            .store(deadline, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
         state.store((generation as u64) << 1 | 1, Ordering::SeqCst);
         Pid::new(index, generation)
@@ -148,6 +181,9 @@ impl ProcessTable {
             .compare_exchange(alive, alive & !1, Ordering::SeqCst, Ordering::SeqCst)
             .ok()?;
         self.live.fetch_sub(1, Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.word(pid.index(), KILLED_AT)?
+            .store(now, Ordering::Relaxed);
         let mut shards = Vec::new();
         for m in MASK..self.stride {
             let mut bits = self.word(pid.index(), m)?.load(Ordering::SeqCst);
@@ -174,8 +210,72 @@ impl ProcessTable {
     }
 
     fn recycle(&self, index: u32) {
+        if let Some(at) = self.word(index, KILLED_AT) {
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            let lag = now.saturating_sub(at.load(Ordering::Relaxed));
+            self.lag.record(Duration::from_nanos(lag));
+        }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         free.list.push(index);
+    }
+
+    pub(crate) fn cleanup_lag(&self) -> CleanupLag {
+        self.lag.snapshot()
+    }
+
+    /// Moves `pid`'s lease deadline to `deadline`, if the lease has not expired by `now`.
+    /// A pid without a lease is left alone. A lease found past its deadline is expired
+    /// here (returns `Expired`: the caller must kill the pid).
+    pub(crate) fn renew(&self, pid: Pid, now: u64, deadline: u64) -> Result<(), Expiry> {
+        let word = self.word(pid.index(), DEADLINE).ok_or(Expiry::Gone)?;
+        loop {
+            if !self.is_alive(pid) {
+                return Err(Expiry::Gone);
+            }
+            let cur = word.load(Ordering::Acquire);
+            if cur == 0 {
+                return Ok(());
+            }
+            if cur == EXPIRED {
+                return Err(Expiry::Gone);
+            }
+            let (next, outcome) = if cur <= now {
+                (EXPIRED, Err(Expiry::Expired))
+            } else {
+                (deadline, Ok(()))
+            };
+            if word
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return outcome;
+            }
+        }
+    }
+
+    /// The reaper's check of a pid whose queued deadline came due at `now`.
+    pub(crate) fn expire(&self, pid: Pid, now: u64) -> Expiry {
+        let Some(word) = self.word(pid.index(), DEADLINE) else {
+            return Expiry::Gone;
+        };
+        loop {
+            if !self.is_alive(pid) {
+                return Expiry::Gone;
+            }
+            let cur = word.load(Ordering::Acquire);
+            if cur == 0 || cur == EXPIRED {
+                return Expiry::Gone;
+            }
+            if cur > now {
+                return Expiry::Renewed(cur);
+            }
+            if word
+                .compare_exchange(cur, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Expiry::Expired;
+            }
+        }
     }
 
     pub(crate) fn live(&self) -> u64 {
@@ -229,10 +329,39 @@ impl Hooks for ProcessTable {
     }
 }
 
-/// The owner guard of a process: proof of authority over its pid. Only its holder can
-/// register under the pid or change the pid's entries. Dropping it (also by unwinding from
-/// a panic) or calling [`Process::exit`] kills the pid: lookups stop returning its entries
-/// at once, and the shards remove them.
+/// Authority over a process: what [`Registry::register`](crate::Registry::register),
+/// `unregister` and `update_metadata` ask for. The [`Process`] guard is one (it derefs to
+/// its `Authority`); [`Process::authority`] hands out clones for other threads or tasks
+/// that act on the process's behalf. It cannot be forged: the only way to get one is from
+/// the guard, and it is void once the process is dead.
+#[derive(Clone)]
+pub struct Authority {
+    pid: Pid,
+    registry: Weak<Inner>,
+}
+
+impl Authority {
+    /// The process this authority is over.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub(crate) fn registry(&self) -> &Weak<Inner> {
+        &self.registry
+    }
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority").field("pid", &self.pid).finish()
+    }
+}
+
+/// The owner guard of a process: proof of authority over its pid. Only its holder (or
+/// an [`Authority`] it handed out) can register under the pid or change the pid's entries.
+/// Dropping it (also by unwinding from a panic) or calling [`Process::exit`] kills the
+/// pid: lookups stop returning its entries at once, monitors are told, and the shards
+/// remove the entries.
 ///
 /// # Examples
 ///
@@ -252,38 +381,82 @@ impl Hooks for ProcessTable {
 /// # Ok::<(), roster::Error>(())
 /// ```
 pub struct Process {
-    pid: Pid,
-    registry: Weak<Inner>,
+    authority: Authority,
+    /// The lease TTL, for leased processes.
+    ttl: Option<Duration>,
 }
 
 impl Process {
-    pub(crate) fn new(pid: Pid, registry: Weak<Inner>) -> Process {
-        Process { pid, registry }
+    pub(crate) fn new(pid: Pid, registry: Weak<Inner>, ttl: Option<Duration>) -> Process {
+        Process {
+            authority: Authority { pid, registry },
+            ttl,
+        }
     }
 
-    /// The process's pid.
-    pub fn pid(&self) -> Pid {
-        self.pid
+    /// An authority over this process, for code acting on its behalf elsewhere.
+    pub fn authority(&self) -> Authority {
+        self.authority.clone()
     }
 
-    pub(crate) fn registry(&self) -> &Weak<Inner> {
-        &self.registry
+    /// The lease TTL, if this is a leased process.
+    pub fn lease_ttl(&self) -> Option<Duration> {
+        self.ttl
     }
 
-    /// Ends the process now (the same as dropping the guard).
-    pub fn exit(self) {}
+    /// Renews the lease: the process now lives until one TTL from now. A process
+    /// without a lease needs no renewal (this returns `Ok`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ProcessDead`] if the process died, its lease included (a lease found
+    /// past its deadline is expired by this call).
+    pub fn keepalive(&self) -> Result<(), Error> {
+        let pid = self.authority.pid;
+        let dead = || Error::new(ErrorKind::ProcessDead { pid });
+        let (Some(ttl), Some(inner)) = (self.ttl, self.authority.registry.upgrade()) else {
+            return match self.ttl {
+                Some(_) => Err(dead()),
+                None => Ok(()),
+            };
+        };
+        inner.keepalive(pid, ttl).map_err(|()| dead())
+    }
+
+    /// Ends the process now, telling monitors `reason`.
+    pub fn exit(self, reason: ExitReason) {
+        if let Some(inner) = self.authority.registry.upgrade() {
+            inner.kill(self.authority.pid, reason);
+        }
+    }
+}
+
+impl Deref for Process {
+    type Target = Authority;
+
+    fn deref(&self) -> &Authority {
+        &self.authority
+    }
 }
 
 impl fmt::Debug for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Process").field("pid", &self.pid).finish()
+        f.debug_struct("Process")
+            .field("pid", &self.authority.pid)
+            .field("lease_ttl", &self.ttl)
+            .finish()
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if let Some(inner) = self.registry.upgrade() {
-            inner.kill(self.pid);
+        if let Some(inner) = self.authority.registry.upgrade() {
+            let reason = if std::thread::panicking() {
+                ExitReason::Panicked
+            } else {
+                ExitReason::Dropped
+            };
+            inner.kill(self.authority.pid, reason);
         }
     }
 }

@@ -1,16 +1,22 @@
 //! [`Registry`] and [`RegistryBuilder`].
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
 
 use roster_shard::{Read, Shard, ShardConfig, WriteError};
 
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind};
 use crate::key::{Key, KeyWords, Namespace, MAX_NAMESPACES};
+use crate::lag::CleanupLag;
+use crate::lease::{Clock, Leases, SystemClock};
 use crate::metadata::{Capability, Limits, Metadata};
-use crate::process::{Pid, Process, ProcessTable};
+use crate::monitor::{ExitReason, Monitor, Monitors};
+use crate::process::{Authority, Expiry, Pid, Process, ProcessTable};
 
 /// Longest namespace name, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 256;
@@ -30,7 +36,7 @@ pub const MAX_NAMESPACE_LEN: usize = 256;
 /// assert_eq!(registry.shard_count(), 4);
 /// # Ok::<(), roster::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RegistryBuilder {
     shards: Option<usize>,
     capacity: usize,
@@ -38,6 +44,23 @@ pub struct RegistryBuilder {
     pin: bool,
     queue: usize,
     read_attempts: u32,
+    idle_polls: u32,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("shards", &self.shards)
+            .field("capacity", &self.capacity)
+            .field("limits", &self.limits)
+            .field("pin", &self.pin)
+            .field("queue", &self.queue)
+            .field("read_attempts", &self.read_attempts)
+            .field("idle_polls", &self.idle_polls)
+            .field("manual_clock", &self.clock.is_some())
+            .finish()
+    }
 }
 
 impl Default for RegistryBuilder {
@@ -49,6 +72,8 @@ impl Default for RegistryBuilder {
             pin: false,
             queue: 4096,
             read_attempts: 64,
+            idle_polls: 64,
+            clock: None,
         }
     }
 }
@@ -93,6 +118,21 @@ impl RegistryBuilder {
         self
     }
 
+    /// How many times an idle shard writer yields and re-checks its queues before it
+    /// parks. Polling spares synchronous writers a thread wake-up (tens of microseconds)
+    /// at the price of some CPU while writes trickle in; 0 parks at once. Default 64.
+    pub fn writer_idle_polls(mut self, n: u32) -> Self {
+        self.idle_polls = n;
+        self
+    }
+
+    /// The clock leases read (default: the system's monotonic clock). Tests pass a
+    /// [`ManualClock`](crate::ManualClock) to expire leases deterministically.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Starts the shard threads.
     ///
     /// # Errors
@@ -126,6 +166,7 @@ impl RegistryBuilder {
                     queue: self.queue,
                     batch: 64,
                     read_attempts: self.read_attempts.max(1),
+                    idle_polls: self.idle_polls,
                     core: self.pin.then_some(index),
                 },
                 procs.clone(),
@@ -137,17 +178,173 @@ impl RegistryBuilder {
             })?;
             list.push(shard);
         }
-        Ok(Registry {
-            inner: Arc::new(Inner {
-                shards: list.into_boxed_slice(),
-                mask: shards as u64 - 1,
-                procs,
-                hasher: ahash::RandomState::new(),
-                limits: self.limits,
-                names: RwLock::new(Names::default()),
-                closed: AtomicBool::new(false),
-            }),
-        })
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock::default()));
+        let inner = Arc::new(Inner {
+            shards: list.into_boxed_slice(),
+            mask: shards as u64 - 1,
+            procs,
+            hasher: ahash::RandomState::new(),
+            limits: self.limits,
+            names: RwLock::new(Names::default()),
+            closed: AtomicBool::new(false),
+            monitors: Monitors::new(),
+            leases: Arc::new(Leases::new(clock)),
+            handles: Handles::new(),
+            reaper: Mutex::new(None),
+        });
+        let reaper = spawn_reaper(Arc::downgrade(&inner), inner.leases.clone()).map_err(|e| {
+            Error::new(ErrorKind::Spawn {
+                reason: e.to_string(),
+            })
+        })?;
+        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+        Ok(Registry { inner })
+    }
+}
+
+/// The lease reaper: expires due leases, then sleeps until the next may be due. It holds
+/// the registry only while it works, so dropping the last `Registry` stops it.
+fn spawn_reaper(
+    registry: Weak<Inner>,
+    leases: Arc<Leases>,
+) -> std::io::Result<(JoinHandle<()>, ThreadId)> {
+    let handle = std::thread::Builder::new()
+        .name("roster-leases".into())
+        .spawn(move || loop {
+            match registry.upgrade() {
+                Some(inner) if !inner.closed.load(Ordering::Relaxed) => inner.expire_leases(),
+                _ => return,
+            }
+            if !leases.wait() {
+                return;
+            }
+        })?;
+    let id = handle.thread().id();
+    Ok((handle, id))
+}
+
+/// A stored handle, type-erased.
+type AnyHandle = Arc<dyn Any + Send + Sync>;
+
+/// The embedder's per-process handles (an agent's mailbox sender, an actor ref).
+struct Handles {
+    maps: Box<[RwLock<HashMap<Pid, AnyHandle>>]>,
+}
+
+impl Handles {
+    const LOCKS: usize = 64;
+
+    fn new() -> Handles {
+        Handles {
+            maps: (0..Self::LOCKS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn map(&self, pid: Pid) -> &RwLock<HashMap<Pid, AnyHandle>> {
+        &self.maps[pid.index() as usize % Self::LOCKS]
+    }
+
+    fn insert(&self, pid: Pid, handle: AnyHandle) {
+        self.map(pid)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, handle);
+    }
+
+    fn get(&self, pid: Pid) -> Option<AnyHandle> {
+        self.map(pid)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .cloned()
+    }
+
+    fn remove(&self, pid: Pid) {
+        self.map(pid)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    }
+
+    fn len(&self) -> usize {
+        self.maps
+            .iter()
+            .map(|m| m.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// What [`Registry::audit`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Entries in the shards' tables.
+    pub entries: usize,
+    /// Of those, entries of dead processes not yet removed.
+    pub dead_entries: usize,
+    /// Bytes of entry blocks, as accounted.
+    pub block_bytes: u64,
+    /// Live processes.
+    pub live_processes: u64,
+    /// Monitors registered and not yet fired (dropped ones may linger until pruned).
+    pub monitors: usize,
+    /// Stored process handles.
+    pub handles: usize,
+    /// Lease deadlines queued.
+    pub leases_queued: usize,
+    /// Broken invariants, described; empty when all hold.
+    pub problems: Vec<String>,
+}
+
+/// How to start a process: see [`Registry::spawn_with`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use roster::{Registry, Spawn};
+///
+/// let registry = Registry::builder().shards(1).build()?;
+/// // A remote agent: a lease it must renew, and the handle used to reach it.
+/// let agent = registry.spawn_with(Spawn::new().lease(Duration::from_secs(30)).handle("tcp://10.1.2.3:7000"));
+/// assert_eq!(registry.handle::<&str>(agent.pid()), Some("tcp://10.1.2.3:7000"));
+/// # Ok::<(), roster::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Spawn {
+    ttl: Option<Duration>,
+    handle: Option<AnyHandle>,
+}
+
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawn")
+            .field("ttl", &self.ttl)
+            .field("handle", &self.handle.is_some())
+            .finish()
+    }
+}
+
+impl Spawn {
+    /// A plain process: no lease, no handle.
+    pub fn new() -> Spawn {
+        Spawn::default()
+    }
+
+    /// The process dies unless [`Process::keepalive`] renews it within `ttl`.
+    pub fn lease(mut self, ttl: Duration) -> Spawn {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Stores `handle` with the process (once, however many keys it registers), for
+    /// [`Registry::handle`] to return while the process lives.
+    pub fn handle<H: Clone + Send + Sync + 'static>(mut self, handle: H) -> Spawn {
+        self.handle = Some(Arc::new(handle));
+        self
     }
 }
 
@@ -167,29 +364,75 @@ pub(crate) struct Inner {
     limits: Limits,
     names: RwLock<Names>,
     closed: AtomicBool,
+    monitors: Monitors,
+    leases: Arc<Leases>,
+    handles: Handles,
+    reaper: Mutex<Option<(JoinHandle<()>, ThreadId)>>,
 }
 
 impl Inner {
-    /// Kills `pid` and sends its death notice to exactly the shards that may hold it.
-    pub(crate) fn kill(&self, pid: Pid) {
-        if let Some(shards) = self.procs.kill(pid) {
-            for s in shards {
-                let sent = self
-                    .shards
-                    .get(s)
-                    .is_some_and(|sh| sh.owner_died(pid.as_u64()));
-                if !sent {
-                    self.procs.release(pid);
+    /// Kills `pid`: sends its death notice to exactly the shards that may hold it (they
+    /// serve it ahead of other writes), drops its handle and tells its monitors. Returns
+    /// whether this call killed it (only one caller ever does).
+    pub(crate) fn kill(&self, pid: Pid, reason: ExitReason) -> bool {
+        let Some(shards) = self.procs.kill(pid) else {
+            return false;
+        };
+        for s in shards {
+            let sent = self
+                .shards
+                .get(s)
+                .is_some_and(|sh| sh.owner_died(pid.as_u64()));
+            if !sent {
+                self.procs.release(pid);
+            }
+        }
+        self.handles.remove(pid);
+        self.monitors.fire(pid, &reason);
+        true
+    }
+
+    /// Renews `pid`'s lease by `ttl`; `Err` if it is dead or just expired.
+    pub(crate) fn keepalive(&self, pid: Pid, ttl: Duration) -> Result<(), ()> {
+        let now = self.leases.now();
+        match self.procs.renew(pid, now, self.leases.deadline(ttl)) {
+            Ok(()) => Ok(()),
+            Err(Expiry::Expired) => {
+                self.kill(pid, ExitReason::LeaseExpired);
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Kills every leased pid whose deadline passed; re-queues renewed ones.
+    fn expire_leases(&self) {
+        let now = self.leases.now();
+        for (_, pid) in self.leases.due(now) {
+            match self.procs.expire(pid, now) {
+                Expiry::Renewed(deadline) => self.leases.schedule(pid, deadline),
+                Expiry::Expired => {
+                    self.kill(pid, ExitReason::LeaseExpired);
                 }
+                Expiry::Gone => {}
             }
         }
     }
 
     fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.leases.stop();
+        let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((handle, id)) = reaper {
+            // The reaper itself may drop the last `Registry`; it must not join itself.
+            if id != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
         for s in self.shards.iter() {
             s.shutdown();
         }
+        self.monitors.fire_all(&ExitReason::Shutdown);
     }
 }
 
@@ -336,8 +579,69 @@ impl Registry {
 
     /// Starts a new process and returns its owner guard.
     pub fn spawn(&self) -> Process {
-        let pid = self.inner.procs.spawn();
-        Process::new(pid, Arc::downgrade(&self.inner))
+        self.spawn_with(Spawn::new())
+    }
+
+    /// Starts a leased process: it dies unless [`Process::keepalive`] renews it within
+    /// `ttl` (for agents outside this process, kept alive by heartbeats).
+    pub fn spawn_leased(&self, ttl: Duration) -> Process {
+        self.spawn_with(Spawn::new().lease(ttl))
+    }
+
+    /// Starts a process as `options` say (lease, handle).
+    pub fn spawn_with(&self, options: Spawn) -> Process {
+        let leases = &self.inner.leases;
+        let deadline = options.ttl.map_or(0, |ttl| leases.deadline(ttl));
+        let pid = self.inner.procs.spawn(deadline);
+        if let Some(h) = options.handle {
+            self.inner.handles.insert(pid, h);
+        }
+        if options.ttl.is_some() {
+            leases.schedule(pid, deadline);
+        }
+        Process::new(pid, Arc::downgrade(&self.inner), options.ttl)
+    }
+
+    /// The handle stored with `pid` by [`Spawn::handle`], if `pid` is alive and the
+    /// handle is an `H`. Costs a read lock and a clone; plain lookups never pay it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use roster::{Key, Metadata, Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let (mailbox, inbox) = mpsc::channel::<String>();
+    /// let agent = registry.spawn_with(Spawn::new().handle(mailbox));
+    /// registry.register(&agent, &Key::new(ns, "echo"), &Metadata::new())?;
+    ///
+    /// let entry = registry.lookup(&Key::new(ns, "echo"))?.unwrap();
+    /// let to_agent = registry.handle::<mpsc::Sender<String>>(entry.pid()).unwrap();
+    /// to_agent.send("hello".into()).unwrap();
+    /// assert_eq!(inbox.recv().unwrap(), "hello");
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn handle<H: Clone + Send + Sync + 'static>(&self, pid: Pid) -> Option<H> {
+        let h = self.inner.handles.get(pid)?.downcast_ref::<H>()?.clone();
+        // Checked after the clone: a process that died meanwhile gives nothing back.
+        self.is_alive(pid).then_some(h)
+    }
+
+    /// A one-shot notice of `pid`'s death, with the reason. A pid that is already dead
+    /// is reported at once, with [`ExitReason::NoProc`].
+    pub fn monitor(&self, pid: Pid) -> Monitor {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return self.inner.monitors.add(pid, || false);
+        }
+        self.inner.monitors.add(pid, || self.is_alive(pid))
+    }
+
+    /// Cleanup lag so far: for each fully reclaimed dead process, the time from its
+    /// death until every shard removed its entries.
+    pub fn cleanup_lag(&self) -> CleanupLag {
+        self.inner.procs.cleanup_lag()
     }
 
     /// Whether `pid` is alive: one atomic load.
@@ -350,11 +654,11 @@ impl Registry {
         self.inner.procs.live()
     }
 
-    fn owned_pid(&self, process: &Process) -> Result<Pid, Error> {
-        if !std::ptr::eq(process.registry().as_ptr(), Arc::as_ptr(&self.inner)) {
+    fn owned_pid(&self, owner: &Authority) -> Result<Pid, Error> {
+        if !std::ptr::eq(owner.registry().as_ptr(), Arc::as_ptr(&self.inner)) {
             return Err(Error::new(ErrorKind::ForeignProcess));
         }
-        Ok(process.pid())
+        Ok(owner.pid())
     }
 
     #[inline]
@@ -378,7 +682,8 @@ impl Registry {
         })
     }
 
-    /// Registers `key` for `process` with `metadata`, if the key is free. Of concurrent
+    /// Registers `key` for the process `owner` is over (pass the [`Process`] guard, or
+    /// an [`Authority`] from it) with `metadata`, if the key is free. Of concurrent
     /// registrations of one key exactly one succeeds (SPEC S1). A key held by a dead
     /// process counts as free. When this returns `Ok`, every lookup sees the entry.
     ///
@@ -403,12 +708,12 @@ impl Registry {
     /// ```
     pub fn register(
         &self,
-        process: &Process,
+        owner: &Authority,
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
         self.check_open()?;
-        let pid = self.owned_pid(process)?;
+        let pid = self.owned_pid(owner)?;
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
@@ -418,15 +723,15 @@ impl Registry {
             .map_err(|e| Self::write_error(e, pid))
     }
 
-    /// Removes `key`, which `process` must hold.
+    /// Removes `key`, which the process `owner` is over must hold.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::NotFound`], [`ErrorKind::NotOwner`] naming the holder,
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::ForeignProcess`], [`ErrorKind::ShuttingDown`].
-    pub fn unregister(&self, process: &Process, key: &Key<'_>) -> Result<(), Error> {
+    pub fn unregister(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
         self.check_open()?;
-        let pid = self.owned_pid(process)?;
+        let pid = self.owned_pid(owner)?;
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
@@ -435,19 +740,19 @@ impl Registry {
             .map_err(|e| Self::write_error(e, pid))
     }
 
-    /// Replaces the metadata of `key`, which `process` must hold.
+    /// Replaces the metadata of `key`, which the process `owner` is over must hold.
     ///
     /// # Errors
     ///
     /// As [`Registry::unregister`], plus [`ErrorKind::InvalidMetadata`].
     pub fn update_metadata(
         &self,
-        process: &Process,
+        owner: &Authority,
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
         self.check_open()?;
-        let pid = self.owned_pid(process)?;
+        let pid = self.owned_pid(owner)?;
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
@@ -517,6 +822,34 @@ impl Registry {
     /// Entries stored in namespace `ns` (counted as [`Registry::len`] counts).
     pub fn count(&self, ns: Namespace) -> usize {
         self.inner.procs.count(ns.0) as usize
+    }
+
+    /// Checks the registry's state and reports what it holds: every shard's owner lists
+    /// against its table (SPEC I5), its byte accounting (S4) and entries of dead processes
+    /// still awaiting cleanup (I6 once the cleanup window has passed). O(entries), and each
+    /// shard serves nothing else while it checks: a test and debugging aid.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ShuttingDown`].
+    pub fn audit(&self) -> Result<Audit, Error> {
+        self.check_open()?;
+        let mut a = Audit {
+            live_processes: self.inner.procs.live(),
+            monitors: self.inner.monitors.pending(),
+            handles: self.inner.handles.len(),
+            leases_queued: self.inner.leases.queued(),
+            ..Audit::default()
+        };
+        for (i, s) in self.inner.shards.iter().enumerate() {
+            let r = s.audit().map_err(|_| Error::new(ErrorKind::ShuttingDown))?;
+            a.entries += r.entries;
+            a.dead_entries += r.dead_entries;
+            a.block_bytes += r.block_bytes;
+            a.problems
+                .extend(r.problems.into_iter().map(|p| format!("shard {i}: {p}")));
+        }
+        Ok(a)
     }
 
     /// Stops every shard writer and joins it. Calls waiting on a writer get

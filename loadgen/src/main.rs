@@ -43,6 +43,10 @@ struct Args {
     /// Register round trips to time.
     #[arg(long, default_value_t = 50_000)]
     registers: u64,
+    /// Yielding polls an idle shard writer makes before parking (see
+    /// `RegistryBuilder::writer_idle_polls`).
+    #[arg(long, default_value_t = 64)]
+    writer_idle_polls: u32,
     /// Seed for key choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -84,7 +88,9 @@ fn main() {
     let args = Args::parse();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(cores).max(1);
-    let mut builder = Registry::builder().capacity(args.entries as usize + 100_000);
+    let mut builder = Registry::builder()
+        .capacity(args.entries as usize + 100_000)
+        .writer_idle_polls(args.writer_idle_polls);
     if let Some(s) = args.shards {
         builder = builder.shards(s);
     }

@@ -127,6 +127,8 @@ pub struct ShardConfig {
     pub batch: usize,
     /// Optimistic read attempts before a reader asks the writer.
     pub read_attempts: u32,
+    /// Yielding polls an idle writer makes before it parks (0 parks at once).
+    pub idle_polls: u32,
     /// Pin the writer thread to this core (an index into `core_affinity::get_core_ids`).
     pub core: Option<usize>,
 }
@@ -139,9 +141,25 @@ impl Default for ShardConfig {
             queue: 4096,
             batch: 64,
             read_attempts: 64,
+            idle_polls: 64,
             core: None,
         }
     }
+}
+
+/// What a shard's writer found when it checked its own state ([`Shard::audit`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Entries in the table.
+    pub entries: usize,
+    /// Entries whose owner is dead (awaiting cleanup).
+    pub dead_entries: usize,
+    /// Owners with at least one entry.
+    pub owners: usize,
+    /// Arena bytes in live blocks, as accounted.
+    pub block_bytes: u64,
+    /// Broken invariants, described; empty when all hold.
+    pub problems: Vec<String>,
 }
 
 /// Memory a shard holds, in bytes.
@@ -200,6 +218,7 @@ impl Shard {
             owners: Default::default(),
             hooks,
             batch: config.batch.max(1),
+            idle_polls: config.idle_polls,
             scratch: Vec::new(),
             live_bytes: live_bytes.clone(),
         };
@@ -348,6 +367,21 @@ impl Shard {
             meta,
             reply,
         })
+    }
+
+    /// Asks the writer to check its state: the owner lists against the table (SPEC I5),
+    /// the probe invariant, the entry count and the byte accounting. O(entries); the
+    /// writer serves nothing else meanwhile, so this is a test and debugging aid.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Closed`] if the writer has stopped.
+    pub fn audit(&self) -> Result<Audit, WriteError> {
+        let (reply, rx) = bounded(1);
+        self.cmds
+            .send(Command::Audit { reply })
+            .map_err(|_| WriteError::Closed)?;
+        self.reply(rx).ok_or(WriteError::Closed)
     }
 
     /// Tells the writer that `owner` died; it removes the owner's entries ahead of any

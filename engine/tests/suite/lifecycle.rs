@@ -52,7 +52,7 @@ fn exit_and_panic_unwinding_kill_the_pid() {
     let pid = p.pid();
     r.register(&p, &Key::new(ns, "a"), &Metadata::new())
         .unwrap();
-    p.exit();
+    p.exit(roster::ExitReason::Normal);
     assert!(!r.is_alive(pid));
 
     let r2 = r.clone();

@@ -1,5 +1,6 @@
 mod bad_input;
 mod common;
 mod lifecycle;
+mod liveness;
 mod model;
 mod stress;

@@ -34,6 +34,7 @@ fn writer(capacity: usize) -> Writer {
         owners: Default::default(),
         hooks: Arc::new(Alive),
         batch: 1,
+        idle_polls: 0,
         scratch: Vec::new(),
         live_bytes: Arc::new(AtomicU64::new(0)),
     }
