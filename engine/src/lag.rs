@@ -41,9 +41,27 @@ impl LagHistogram {
         }
     }
 
-    pub(crate) fn record(&self, d: Duration) {
-        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
-        self.counts[index(ns)].fetch_add(1, Ordering::Relaxed);
+    #[cfg(test)]
+    fn record(&self, d: Duration) {
+        self.record_many(&[d.as_nanos().min(u64::MAX as u128) as u64]);
+    }
+
+    /// Records many lags (ns), touching each bucket once: writers record whole batches
+    /// of deaths, and sharing a bucket's cache line per death would slow them down.
+    pub(crate) fn record_many(&self, lags: &[u64]) {
+        match lags {
+            [] => {}
+            [one] => {
+                self.counts[index(*one)].fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                let mut idx: Vec<usize> = lags.iter().map(|&v| index(v)).collect();
+                idx.sort_unstable();
+                for run in idx.chunk_by(|a, b| a == b) {
+                    self.counts[run[0]].fetch_add(run.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     pub(crate) fn snapshot(&self) -> CleanupLag {
@@ -85,6 +103,26 @@ impl CleanupLag {
             }
         }
         Duration::from_nanos(u64::MAX)
+    }
+
+    /// Deaths whose lag exceeded `window` (bucket precision: a lag up to 12.5% above
+    /// `window` may count as within it).
+    pub fn over(&self, window: Duration) -> u64 {
+        let w = window.as_nanos().min(u64::MAX as u128) as u64;
+        let first = index(w) + 1;
+        self.counts.iter().skip(first).sum()
+    }
+
+    /// What was recorded after `earlier` (a snapshot of the same registry).
+    pub fn since(&self, earlier: &CleanupLag) -> CleanupLag {
+        CleanupLag {
+            counts: self
+                .counts
+                .iter()
+                .zip(earlier.counts.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
     }
 
     /// The largest lag recorded (within 12.5%).

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -183,12 +184,18 @@ type MonitorMap = HashMap<Pid, Vec<Arc<Slot>>>;
 /// Registered monitors by pid, spread over `LOCKS` mutexes by pid index.
 pub(crate) struct Monitors {
     maps: Box<[Mutex<MonitorMap>]>,
+    /// Monitor slots registered (or being registered); while 0, a death takes no lock.
+    /// `add` counts itself before it checks liveness and `fire` loads this after the pid
+    /// was marked dead, both `SeqCst`: a `fire` that reads 0 is ordered before the `add`'s
+    /// liveness check, which therefore sees the death.
+    watched: AtomicUsize,
 }
 
 impl Monitors {
     pub(crate) fn new() -> Monitors {
         Monitors {
             maps: (0..LOCKS).map(|_| Mutex::new(HashMap::new())).collect(),
+            watched: AtomicUsize::new(0),
         }
     }
 
@@ -202,16 +209,22 @@ impl Monitors {
     /// happens concurrently either sees this monitor or this call sees the death.
     pub(crate) fn add(&self, pid: Pid, alive: impl FnOnce() -> bool) -> Monitor {
         let slot = Arc::new(Slot::default());
+        self.watched.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let mut map = self.map(pid);
         if alive() {
             let list = map.entry(pid).or_default();
             // Forget cancelled monitors (their `Monitor` was dropped) as the list grows.
             if list.len() >= 8 && list.len().is_power_of_two() {
+                let before = list.len();
                 list.retain(|s| Arc::strong_count(s) > 1);
+                self.watched
+                    .fetch_sub(before - list.len(), Ordering::Relaxed);
             }
             list.push(slot.clone());
         } else {
             drop(map);
+            self.watched.fetch_sub(1, Ordering::Relaxed);
             slot.fire(ExitReason::NoProc);
         }
         Monitor { pid, slot }
@@ -219,7 +232,12 @@ impl Monitors {
 
     /// Delivers `reason` to every monitor of `pid`. Called after `pid` was marked dead.
     pub(crate) fn fire(&self, pid: Pid, reason: &ExitReason) {
+        // A monitor added after this load saw the pid dead (it checks under the lock).
+        if self.watched.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let slots = self.map(pid).remove(&pid).unwrap_or_default();
+        self.watched.fetch_sub(slots.len(), Ordering::Relaxed);
         for s in slots {
             s.fire(reason.clone());
         }

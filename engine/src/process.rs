@@ -88,8 +88,10 @@ pub(crate) struct ProcessTable {
     free: Mutex<Free>,
     /// Live processes.
     live: AtomicU64,
-    /// Entries per namespace id.
+    /// Entries per (namespace, shard): word `ns * shards + shard`, so shard writers never
+    /// share a counter's cache line.
     counts: AtomicWords,
+    shards: u64,
     /// Origin of `killed_at`.
     epoch: Instant,
     /// Death -> fully reclaimed.
@@ -123,6 +125,7 @@ impl ProcessTable {
             }),
             live: AtomicU64::new(0),
             counts: AtomicWords::new(6),
+            shards: shards as u64,
             epoch: Instant::now(),
             lag: LagHistogram::new(),
         }
@@ -202,19 +205,36 @@ impl ProcessTable {
 
     /// One notified shard finished (or cannot run) its cleanup of `pid`.
     pub(crate) fn release(&self, pid: Pid) {
-        if let Some(pending) = self.word(pid.index(), PENDING) {
+        self.release_many(&[pid.as_u64()]);
+    }
+
+    /// [`ProcessTable::release`] for many pids: indexes whose last shard finished are
+    /// recycled under one lock, and their lags recorded in one pass.
+    fn release_many(&self, pids: &[u64]) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let mut done = Vec::new();
+        let mut lags = Vec::new();
+        for &p in pids {
+            let index = Pid(p).index();
+            let Some(pending) = self.word(index, PENDING) else {
+                continue;
+            };
             if pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.recycle(pid.index());
+                if let Some(at) = self.word(index, KILLED_AT) {
+                    lags.push(now.saturating_sub(at.load(Ordering::Relaxed)));
+                }
+                done.push(index);
             }
+        }
+        if !done.is_empty() {
+            self.lag.record_many(&lags);
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.list.extend_from_slice(&done);
         }
     }
 
     fn recycle(&self, index: u32) {
-        if let Some(at) = self.word(index, KILLED_AT) {
-            let now = self.epoch.elapsed().as_nanos() as u64;
-            let lag = now.saturating_sub(at.load(Ordering::Relaxed));
-            self.lag.record(Duration::from_nanos(lag));
-        }
+        self.lag.record_many(&[0]);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         free.list.push(index);
     }
@@ -283,13 +303,19 @@ impl ProcessTable {
     }
 
     pub(crate) fn ensure_namespace(&self, ns: u32) {
-        self.counts.ensure(ns as u64 + 1);
+        self.counts.ensure((ns as u64 + 1) * self.shards);
+    }
+
+    fn counter(&self, key: &[u64], shard: usize) -> Option<&AtomicU64> {
+        self.counts
+            .get(namespace_of(key) as u64 * self.shards + shard as u64)
     }
 
     pub(crate) fn count(&self, ns: u32) -> u64 {
-        self.counts
-            .get(ns as u64)
-            .map_or(0, |w| w.load(Ordering::Relaxed))
+        (0..self.shards)
+            .filter_map(|s| self.counts.get(ns as u64 * self.shards + s))
+            .map(|w| w.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -312,18 +338,18 @@ impl Hooks for ProcessTable {
             .is_some_and(|w| w.load(Ordering::SeqCst) == (pid.generation() as u64) << 1 | 1)
     }
 
-    fn detached(&self, owner: u64, _shard: usize) {
-        self.release(Pid(owner));
+    fn detached(&self, owners: &[u64], _shard: usize) {
+        self.release_many(owners);
     }
 
-    fn inserted(&self, key: &[u64]) {
-        if let Some(c) = self.counts.get(namespace_of(key) as u64) {
+    fn inserted(&self, key: &[u64], shard: usize) {
+        if let Some(c) = self.counter(key, shard) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn removed(&self, key: &[u64]) {
-        if let Some(c) = self.counts.get(namespace_of(key) as u64) {
+    fn removed(&self, key: &[u64], shard: usize) {
+        if let Some(c) = self.counter(key, shard) {
             c.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -392,6 +418,12 @@ impl Process {
             authority: Authority { pid, registry },
             ttl,
         }
+    }
+
+    /// Detaches the guard from its registry, so dropping it does nothing: for callers that
+    /// already killed the pid themselves (`exit_all`).
+    pub(crate) fn defuse(&mut self) {
+        self.authority.registry = Weak::new();
     }
 
     /// An authority over this process, for code acting on its behalf elsewhere.

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -46,6 +46,7 @@ pub struct RegistryBuilder {
     read_attempts: u32,
     idle_polls: u32,
     clock: Option<Arc<dyn Clock>>,
+    cleanup_window: Duration,
 }
 
 impl std::fmt::Debug for RegistryBuilder {
@@ -59,6 +60,7 @@ impl std::fmt::Debug for RegistryBuilder {
             .field("read_attempts", &self.read_attempts)
             .field("idle_polls", &self.idle_polls)
             .field("manual_clock", &self.clock.is_some())
+            .field("cleanup_window", &self.cleanup_window)
             .finish()
     }
 }
@@ -74,6 +76,7 @@ impl Default for RegistryBuilder {
             read_attempts: 64,
             idle_polls: 64,
             clock: None,
+            cleanup_window: Duration::from_millis(100),
         }
     }
 }
@@ -123,6 +126,15 @@ impl RegistryBuilder {
     /// at the price of some CPU while writes trickle in; 0 parks at once. Default 64.
     pub fn writer_idle_polls(mut self, n: u32) -> Self {
         self.idle_polls = n;
+        self
+    }
+
+    /// The time within which a dead process's entries must be reclaimed (SPEC I6, L3;
+    /// default 100 ms). Death notices are served ahead of all other writes, so this is
+    /// the bound the registry is measured against: [`Registry::cleanup_lag`] counts the
+    /// deaths that took longer ([`CleanupLag::over`]).
+    pub fn cleanup_window(mut self, window: Duration) -> Self {
+        self.cleanup_window = window;
         self
     }
 
@@ -193,6 +205,7 @@ impl RegistryBuilder {
             leases: Arc::new(Leases::new(clock)),
             handles: Handles::new(),
             reaper: Mutex::new(None),
+            cleanup_window: self.cleanup_window,
         });
         let reaper = spawn_reaper(Arc::downgrade(&inner), inner.leases.clone()).map_err(|e| {
             Error::new(ErrorKind::Spawn {
@@ -231,6 +244,8 @@ type AnyHandle = Arc<dyn Any + Send + Sync>;
 /// The embedder's per-process handles (an agent's mailbox sender, an actor ref).
 struct Handles {
     maps: Box<[RwLock<HashMap<Pid, AnyHandle>>]>,
+    /// Handles stored; while 0, a death takes no lock here.
+    stored: AtomicUsize,
 }
 
 impl Handles {
@@ -241,6 +256,7 @@ impl Handles {
             maps: (0..Self::LOCKS)
                 .map(|_| RwLock::new(HashMap::new()))
                 .collect(),
+            stored: AtomicUsize::new(0),
         }
     }
 
@@ -249,10 +265,10 @@ impl Handles {
     }
 
     fn insert(&self, pid: Pid, handle: AnyHandle) {
-        self.map(pid)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pid, handle);
+        let mut map = self.map(pid).write().unwrap_or_else(|e| e.into_inner());
+        if map.insert(pid, handle).is_none() {
+            self.stored.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn get(&self, pid: Pid) -> Option<AnyHandle> {
@@ -264,10 +280,13 @@ impl Handles {
     }
 
     fn remove(&self, pid: Pid) {
-        self.map(pid)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&pid);
+        if self.stored.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = self.map(pid).write().unwrap_or_else(|e| e.into_inner());
+        if map.remove(&pid).is_some() {
+            self.stored.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn len(&self) -> usize {
@@ -368,6 +387,7 @@ pub(crate) struct Inner {
     leases: Arc<Leases>,
     handles: Handles,
     reaper: Mutex<Option<(JoinHandle<()>, ThreadId)>>,
+    cleanup_window: Duration,
 }
 
 impl Inner {
@@ -390,6 +410,40 @@ impl Inner {
         self.handles.remove(pid);
         self.monitors.fire(pid, &reason);
         true
+    }
+
+    /// Kills many pids at once: all are marked dead first (so all vanish from lookups
+    /// together), then each shard gets one notice listing its share. Returns how many
+    /// this call killed.
+    pub(crate) fn kill_many(
+        &self,
+        pids: impl IntoIterator<Item = Pid>,
+        reason: &ExitReason,
+    ) -> usize {
+        let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); self.shards.len()];
+        let mut killed = Vec::new();
+        for pid in pids {
+            if let Some(shards) = self.procs.kill(pid) {
+                for s in shards {
+                    per_shard[s].push(pid.as_u64());
+                }
+                killed.push(pid);
+            }
+        }
+        for (shard, owners) in self.shards.iter().zip(per_shard) {
+            if owners.is_empty() {
+                continue;
+            }
+            let unsent = owners.clone();
+            if !shard.owners_died(owners) {
+                unsent.into_iter().for_each(|o| self.procs.release(Pid(o)));
+            }
+        }
+        for &pid in &killed {
+            self.handles.remove(pid);
+            self.monitors.fire(pid, reason);
+        }
+        killed.len()
     }
 
     /// Renews `pid`'s lease by `ttl`; `Err` if it is dead or just expired.
@@ -602,6 +656,50 @@ impl Registry {
         Process::new(pid, Arc::downgrade(&self.inner), options.ttl)
     }
 
+    /// Ends many processes at once, telling their monitors `reason`: every pid is marked
+    /// dead before any cleanup starts, and each shard gets one batched notice, so a mass
+    /// death (a supervisor stopping its children, a node going away) costs one message
+    /// per shard instead of one per process. Processes of another registry are dropped
+    /// as usual (killed by their own registry).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(2).build()?;
+    /// let ns = registry.namespace("pool")?;
+    /// let workers: Vec<_> = (0..100u64)
+    ///     .map(|i| {
+    ///         let w = registry.spawn();
+    ///         registry.register(&w, &Key::new(ns, i), &Metadata::new()).map(|()| w)
+    ///     })
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(registry.exit_all(workers, ExitReason::Normal), 100);
+    /// assert!(registry.lookup(&Key::new(ns, 7))?.is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn exit_all(
+        &self,
+        processes: impl IntoIterator<Item = Process>,
+        reason: ExitReason,
+    ) -> usize {
+        let mut processes: Vec<Process> = processes.into_iter().collect();
+        let ours = |p: &Process| std::ptr::eq(p.registry().as_ptr(), Arc::as_ptr(&self.inner));
+        let pids: Vec<Pid> = processes
+            .iter()
+            .filter(|p| ours(p))
+            .map(|p| p.pid())
+            .collect();
+        let killed = self.inner.kill_many(pids, &reason);
+        // Their pids are dead: dropping the guards needs no registry round trip.
+        processes
+            .iter_mut()
+            .filter(|p| ours(p))
+            .for_each(Process::defuse);
+        killed
+    }
+
     /// The handle stored with `pid` by [`Spawn::handle`], if `pid` is alive and the
     /// handle is an `H`. Costs a read lock and a clone; plain lookups never pay it.
     ///
@@ -636,6 +734,11 @@ impl Registry {
             return self.inner.monitors.add(pid, || false);
         }
         self.inner.monitors.add(pid, || self.is_alive(pid))
+    }
+
+    /// The configured cleanup window.
+    pub fn cleanup_window(&self) -> Duration {
+        self.inner.cleanup_window
     }
 
     /// Cleanup lag so far: for each fully reclaimed dead process, the time from its

@@ -4,6 +4,10 @@
 //! - `lookup` (P1): uniform random lookups of prefilled keys, on `--threads` threads, while
 //!   one writer thread keeps registering and unregistering other keys.
 //! - `register` (P2): synchronous register round trips of fresh keys, one thread.
+//! - `death-storm` (P6): `--deaths` processes, one entry each, all killed at once from two
+//!   threads while readers look their keys up; reports the time until every entry is
+//!   reclaimed, per-death cleanup lag, and stale reads (an entry returned for a process
+//!   whose death had completed before the lookup began; must be 0).
 //!
 //! Latency here is closed-loop (each op timed from its own start). The full tool (open-loop
 //! schedules, HDR reports, verdict files, compare, plots) is its own issue.
@@ -11,7 +15,7 @@
 
 mod stats;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,15 @@ struct Args {
     /// `RegistryBuilder::writer_idle_polls`).
     #[arg(long, default_value_t = 64)]
     writer_idle_polls: u32,
+    /// Processes killed at once by the death-storm workload.
+    #[arg(long, default_value_t = 100_000)]
+    deaths: u64,
+    /// Reader threads looking up keys during the death storm.
+    #[arg(long, default_value_t = 2)]
+    storm_readers: u64,
+    /// Workloads to run (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = ["lookup", "register", "death-storm"])]
+    only: Vec<String>,
     /// Seed for key choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -118,13 +131,131 @@ fn main() {
         args.entries as f64 / start.elapsed().as_secs_f64()
     );
 
+    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
     let mut report = Report::default();
-    report
-        .rows
-        .push(lookup_workload(&registry, ns, &args, threads));
-    report.rows.push(register_workload(&registry, ns, &args));
+    if wants("lookup") {
+        report
+            .rows
+            .push(lookup_workload(&registry, ns, &args, threads));
+    }
+    if wants("register") {
+        report.rows.push(register_workload(&registry, ns, &args));
+    }
+    if wants("death-storm") {
+        report.storms.push(death_storm(&registry, &args, false));
+        report.storms.push(death_storm(&registry, &args, true));
+    }
     drop(owners);
     println!("{}", report.table());
+}
+
+/// P6: `args.deaths` processes die at once while readers look their keys up: dropped
+/// one by one from two threads, or (`batch`) ended by one `exit_all` call.
+fn death_storm(registry: &Registry, args: &Args, batch: bool) -> stats::Storm {
+    let mode = if batch { "batch" } else { "drops" };
+    let ns = registry
+        .namespace(&format!("death-storm-{mode}"))
+        .expect("valid namespace");
+    let n = args.deaths.max(1);
+    const KILLERS: u64 = 2;
+    eprintln!("loadgen: death-storm: spawning {n} processes with one entry each...");
+    // Process i is killed by killer i % KILLERS, as its (i / KILLERS)-th victim.
+    let mut victims: Vec<Vec<roster::Process>> = (0..KILLERS).map(|_| Vec::new()).collect();
+    for i in 0..n {
+        let p = registry.spawn();
+        registry
+            .register(&p, &Key::new(ns, i), &agent_meta(i))
+            .expect("storm register");
+        victims[(i % KILLERS) as usize].push(p);
+    }
+    let killed: Vec<AtomicU64> = (0..KILLERS).map(|_| AtomicU64::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    let (stale, lookups) = (AtomicU64::new(0), AtomicU64::new(0));
+    let lag_before = registry.cleanup_lag();
+    let barrier = Barrier::new(KILLERS as usize + 1);
+    let (kill_time, reclaim_time) = std::thread::scope(|s| {
+        for t in 0..args.storm_readers {
+            let (killed, stop, stale, lookups) = (&killed, &stop, &stale, &lookups);
+            s.spawn(move || {
+                let mut rng = Rng(args.seed ^ 0xdead ^ t);
+                while !stop.load(Ordering::Relaxed) {
+                    let i = rng.below(n);
+                    // Dead before this lookup began: its killer had moved past it.
+                    let dead = killed[(i % KILLERS) as usize].load(Ordering::Acquire) > i / KILLERS;
+                    let found = registry.lookup(&Key::new(ns, i)).expect("lookup").is_some();
+                    if dead && found {
+                        stale.fetch_add(1, Ordering::Relaxed);
+                    }
+                    lookups.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        if batch {
+            let (killed, barrier) = (&killed, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let sizes: Vec<u64> = victims.iter().map(|v| v.len() as u64).collect();
+                registry.exit_all(victims.into_iter().flatten(), roster::ExitReason::Shutdown);
+                for (k, len) in killed.iter().zip(sizes) {
+                    k.store(len, Ordering::Release);
+                }
+            });
+            // The barrier counts KILLERS waiters besides this thread.
+            for _ in 1..KILLERS {
+                s.spawn(move || barrier.wait());
+            }
+        } else {
+            for (t, list) in victims.into_iter().enumerate() {
+                let (killed, barrier) = (&killed, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    for (j, p) in list.into_iter().enumerate() {
+                        drop(p);
+                        killed[t].store(j as u64 + 1, Ordering::Release);
+                    }
+                });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        barrier.wait();
+        let t0 = Instant::now();
+        // Poll with short sleeps: a spinning observer would steal a core from the writers.
+        while killed
+            .iter()
+            .map(|k| k.load(Ordering::Relaxed))
+            .sum::<u64>()
+            < n
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let kill_time = t0.elapsed();
+        while registry.count(ns) > 0 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let reclaim_time = t0.elapsed();
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::Relaxed);
+        (kill_time, reclaim_time)
+    });
+    let lag = registry.cleanup_lag().since(&lag_before);
+    eprintln!(
+        "loadgen: death-storm ({mode}): {n} deaths issued in {kill_time:.2?}, all reclaimed after {reclaim_time:.2?}; {} lookups, {} stale",
+        lookups.load(Ordering::Relaxed),
+        stale.load(Ordering::Relaxed)
+    );
+    stats::Storm {
+        mode,
+        deaths: n,
+        kill_time,
+        reclaim_time,
+        lag_p50: lag.quantile(0.5),
+        lag_p99: lag.quantile(0.99),
+        lag_max: lag.max(),
+        over_window: lag.over(registry.cleanup_window()),
+        window: registry.cleanup_window(),
+        lookups: lookups.load(Ordering::Relaxed),
+        stale: stale.load(Ordering::Relaxed),
+    }
 }
 
 /// Registers `n` entries from `threads` threads; returns the owning processes.

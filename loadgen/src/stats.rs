@@ -70,9 +70,37 @@ pub fn human(ns: u64) -> String {
     }
 }
 
+/// The death-storm workload's outcome (P6).
+pub struct Storm {
+    /// `drops` (guards dropped one by one) or `batch` (one `exit_all`).
+    pub mode: &'static str,
+    pub deaths: u64,
+    pub kill_time: Duration,
+    pub reclaim_time: Duration,
+    pub lag_p50: Duration,
+    pub lag_p99: Duration,
+    pub lag_max: Duration,
+    pub over_window: u64,
+    pub window: Duration,
+    pub lookups: u64,
+    pub stale: u64,
+}
+
+impl Storm {
+    /// P6: fully reclaimed within 100 ms, no stale read.
+    fn verdict(&self) -> &'static str {
+        if self.reclaim_time <= Duration::from_millis(100) && self.stale == 0 {
+            "pass"
+        } else {
+            "MISS"
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Report {
     pub rows: Vec<Row>,
+    pub storms: Vec<Storm>,
 }
 
 impl Report {
@@ -106,6 +134,27 @@ impl Report {
                 human(r.max),
                 format!("{} / {} / {}", t[0], t[1], t[2]),
                 r.verdict()
+            );
+        }
+        for s in &self.storms {
+            let ns = |d: Duration| human(d.as_nanos() as u64);
+            let _ = writeln!(
+                out,
+                "{:<10} {:>4} {:>10} {}: reclaimed all in {} (deaths issued in {}); lag p50 {} p99 {} max {}; {} over the {} window; {} stale of {} lookups  target: <= 100.0 ms, 0 stale  {}",
+                "death",
+                "P6",
+                s.deaths,
+                s.mode,
+                ns(s.reclaim_time),
+                ns(s.kill_time),
+                ns(s.lag_p50),
+                ns(s.lag_p99),
+                ns(s.lag_max),
+                s.over_window,
+                ns(s.window),
+                s.stale,
+                s.lookups,
+                s.verdict()
             );
         }
         let _ = write!(

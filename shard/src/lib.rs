@@ -44,17 +44,18 @@ pub trait Hooks: Send + Sync + 'static {
     /// is dead) refuses the insert. The engine records the shard so the owner's death
     /// notifies it.
     fn attach(&self, owner: u64, shard: usize) -> bool;
-    /// Called after shard `shard` removed every entry of `owner` on its death notice.
-    fn detached(&self, owner: u64, shard: usize) {
-        let _ = (owner, shard);
+    /// Called after shard `shard` removed every entry of each of `owners` on their
+    /// death notice (one call per notice, so a mass death is one call).
+    fn detached(&self, owners: &[u64], shard: usize) {
+        let _ = (owners, shard);
     }
-    /// Called after an entry with `key` was stored.
-    fn inserted(&self, key: &[u64]) {
-        let _ = key;
+    /// Called after shard `shard` stored an entry with `key`.
+    fn inserted(&self, key: &[u64], shard: usize) {
+        let _ = (key, shard);
     }
-    /// Called after an entry with `key` was removed (by any path).
-    fn removed(&self, key: &[u64]) {
-        let _ = key;
+    /// Called after shard `shard` removed an entry with `key` (by any path).
+    fn removed(&self, key: &[u64], shard: usize) {
+        let _ = (key, shard);
     }
 }
 
@@ -389,6 +390,11 @@ impl Shard {
     /// stopped (nothing will be removed).
     pub fn owner_died(&self, owner: u64) -> bool {
         self.notices.send(Notice::Died(owner)).is_ok()
+    }
+
+    /// [`Shard::owner_died`] for many owners in one message (a mass death).
+    pub fn owners_died(&self, owners: Vec<u64>) -> bool {
+        self.notices.send(Notice::DiedMany(owners)).is_ok()
     }
 
     /// Live entries (including those of dead owners not yet removed).

@@ -54,6 +54,8 @@ pub(crate) enum Command {
 pub(crate) enum Notice {
     /// Remove every entry of this owner.
     Died(u64),
+    /// Remove every entry of each of these owners (a mass death, sent as one message).
+    DiedMany(Vec<u64>),
     /// Leave the loop; queued commands are dropped, so their callers see the shard closed.
     Stop,
 }
@@ -79,7 +81,14 @@ impl Writer {
         'serve: loop {
             loop {
                 match notices.try_recv() {
-                    Ok(Notice::Died(owner)) => self.owner_died(owner),
+                    Ok(Notice::Died(owner)) => {
+                        self.owner_died(owner);
+                        self.hooks.detached(&[owner], self.token.shard);
+                    }
+                    Ok(Notice::DiedMany(owners)) => {
+                        owners.iter().for_each(|&o| self.owner_died(o));
+                        self.hooks.detached(&owners, self.token.shard);
+                    }
                     Ok(Notice::Stop) | Err(TryRecvError::Disconnected) => return,
                     Err(TryRecvError::Empty) => break,
                 }
@@ -106,7 +115,14 @@ impl Writer {
             }
             select! {
                 recv(notices) -> n => match n {
-                    Ok(Notice::Died(owner)) => self.owner_died(owner),
+                    Ok(Notice::Died(owner)) => {
+                        self.owner_died(owner);
+                        self.hooks.detached(&[owner], self.token.shard);
+                    }
+                    Ok(Notice::DiedMany(owners)) => {
+                        owners.iter().for_each(|&o| self.owner_died(o));
+                        self.hooks.detached(&owners, self.token.shard);
+                    }
                     Ok(Notice::Stop) | Err(_) => return,
                 },
                 recv(cmds) -> c => match c {
@@ -246,7 +262,7 @@ impl Writer {
         self.shared.len.fetch_add(1, Ordering::Relaxed);
         self.live_bytes
             .store(self.alloc.live_bytes(), Ordering::Relaxed);
-        self.hooks.inserted(key);
+        self.hooks.inserted(key, self.token.shard);
         Ok(())
     }
 
@@ -392,7 +408,7 @@ impl Writer {
         a
     }
 
-    /// Removes every entry of a dead owner, then tells the hooks this shard is done.
+    /// Removes every entry of a dead owner (the caller then tells the hooks).
     pub(crate) fn owner_died(&mut self, owner: u64) {
         for off in self.owners.remove(&owner).unwrap_or_default() {
             if let Some(i) = self.find_block(off) {
@@ -401,7 +417,6 @@ impl Writer {
                 debug_assert!(false, "owner list names block {off} that no slot holds");
             }
         }
-        self.hooks.detached(owner, self.token.shard);
     }
 
     /// Empties slot `i` with a backward shift (keeping probe invariant T1), frees its block,
@@ -460,7 +475,7 @@ impl Writer {
         self.shared.len.fetch_sub(1, Ordering::Relaxed);
         self.live_bytes
             .store(self.alloc.live_bytes(), Ordering::Relaxed);
-        self.hooks.removed(&self.scratch);
+        self.hooks.removed(&self.scratch, self.token.shard);
     }
 
     /// Doubles the table: copy every live slot into a new table, publish it, retire the old.
@@ -513,8 +528,9 @@ mod tests {
         fn attach(&self, owner: u64, _shard: usize) -> bool {
             self.is_alive(owner)
         }
-        fn detached(&self, owner: u64, shard: usize) {
-            self.detached.lock().unwrap().push((owner, shard));
+        fn detached(&self, owners: &[u64], shard: usize) {
+            let mut log = self.detached.lock().unwrap();
+            log.extend(owners.iter().map(|&o| (o, shard)));
         }
     }
 
@@ -626,9 +642,8 @@ mod tests {
             w.insert(hash(0, 2), &[2], 10, &[]),
             Err(WriteError::OwnerDead)
         );
-        // The dead owner's notice finds nothing left, and still reports the shard done.
+        // The dead owner's notice finds nothing left.
         w.owner_died(10);
-        assert_eq!(*hooks.detached.lock().unwrap(), vec![(10, 3)]);
         assert_eq!(w.shared.len.load(Ordering::Relaxed), 1);
     }
 
@@ -673,6 +688,78 @@ mod tests {
         w.remove(hash(2, 1), &[1], 4).unwrap();
         assert_eq!(w.alloc.live_bytes(), 0);
         assert!(w.owners.is_empty());
+    }
+
+    /// Logs inserts and removals in the order the writer made them.
+    #[derive(Default)]
+    struct OrderHooks {
+        log: Mutex<Vec<(&'static str, u64)>>,
+    }
+
+    impl Hooks for OrderHooks {
+        fn is_alive(&self, _: u64) -> bool {
+            true
+        }
+        fn attach(&self, _: u64, _: usize) -> bool {
+            true
+        }
+        fn inserted(&self, key: &[u64], _: usize) {
+            self.log.lock().unwrap().push(("insert", key[0]));
+        }
+        fn removed(&self, key: &[u64], _: usize) {
+            self.log.lock().unwrap().push(("remove", key[0]));
+        }
+    }
+
+    /// SPEC L6: a death notice queued behind ordinary writes is served before them.
+    #[test]
+    fn l6_death_notices_go_ahead_of_queued_writes() {
+        let hooks = Arc::new(OrderHooks::default());
+        let (p, token) = Published::new(0, 64, 4);
+        let mut w = Writer {
+            shared: Arc::new(p),
+            token,
+            alloc: ArenaAlloc::default(),
+            owners: HashMap::new(),
+            hooks: hooks.clone(),
+            batch: 4,
+            idle_polls: 0,
+            scratch: Vec::new(),
+            live_bytes: Arc::new(AtomicU64::new(0)),
+        };
+        for k in 100..103 {
+            w.insert(hash(1, k), &[k], 7, &[]).unwrap();
+        }
+        hooks.log.lock().unwrap().clear();
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(64);
+        let (notice_tx, notice_rx) = crossbeam_channel::unbounded();
+        let mut replies = Vec::new();
+        for k in 0..10u64 {
+            let (reply, rx) = crossbeam_channel::bounded(1);
+            let meta = Vec::new();
+            cmd_tx
+                .send(Command::Insert {
+                    hash: hash(2, k),
+                    key: vec![k],
+                    owner: 1,
+                    meta,
+                    reply,
+                })
+                .unwrap();
+            replies.push(rx);
+        }
+        notice_tx.send(Notice::Died(7)).unwrap();
+        let writer = std::thread::spawn(move || w.run(cmd_rx, notice_rx));
+        for rx in replies {
+            rx.recv().unwrap().unwrap();
+        }
+        notice_tx.send(Notice::Stop).unwrap();
+        writer.join().unwrap();
+        let log = hooks.log.lock().unwrap();
+        let first_insert = log.iter().position(|(op, _)| *op == "insert").unwrap();
+        let last_remove = log.iter().rposition(|(op, _)| *op == "remove").unwrap();
+        assert!(last_remove < first_insert, "deaths must go first: {log:?}");
+        assert_eq!(log.len(), 13);
     }
 
     #[derive(Clone, Debug)]

@@ -403,3 +403,36 @@ fn chaos_deaths_under_concurrent_lookups() {
     assert_eq!(r.count(ns), 0);
     assert!(r.cleanup_lag().count() > 0);
 }
+
+#[test]
+fn exit_all_kills_in_one_batch_and_cleans_up() {
+    with_registry(|r| {
+        let ns = r.namespace("batch").unwrap();
+        let n = scaled(2000) as u64;
+        let procs: Vec<_> = (0..n)
+            .map(|i| {
+                let p = r.spawn();
+                r.register(&p, &Key::new(ns, i), &Metadata::new()).unwrap();
+                p
+            })
+            .collect();
+        let pids: Vec<Pid> = procs.iter().map(|p| p.pid()).collect();
+        let watched = r.monitor(pids[0]);
+        let other = Registry::builder().shards(1).build().unwrap();
+        let stranger = other.spawn();
+        let stranger_pid = stranger.pid();
+        let all = procs.into_iter().chain(std::iter::once(stranger));
+        assert_eq!(r.exit_all(all, ExitReason::Shutdown), n as usize);
+        assert!(pids.iter().all(|&p| !r.is_alive(p)));
+        assert!(
+            !other.is_alive(stranger_pid),
+            "dropped as usual by its own registry"
+        );
+        assert!(r.lookup(&Key::new(ns, n / 2)).unwrap().is_none());
+        assert_eq!(watched.recv().reason, ExitReason::Shutdown);
+        eventually("batched cleanup", || r.is_empty());
+        let audit = r.audit().unwrap();
+        assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+        assert_eq!(r.cleanup_lag().count(), n);
+    });
+}
