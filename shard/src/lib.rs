@@ -128,7 +128,8 @@ pub struct ShardConfig {
     pub batch: usize,
     /// Optimistic read attempts before a reader asks the writer.
     pub read_attempts: u32,
-    /// Yielding polls an idle writer makes before it parks (0 parks at once).
+    /// Yielding polls an idle writer makes before it parks (0 parks at once); callers
+    /// waiting for a reply poll as often.
     pub idle_polls: u32,
     /// Pin the writer thread to this core (an index into `core_affinity::get_core_ids`).
     pub core: Option<usize>,
@@ -184,6 +185,8 @@ pub struct Shard {
     /// unwinds), which wakes every caller still waiting for a reply.
     writer_gone: Receiver<()>,
     read_attempts: u32,
+    /// Yielding polls of a reply before the caller parks (the writer's `idle_polls`).
+    reply_polls: u32,
     live_bytes: Arc<AtomicU64>,
 }
 
@@ -242,6 +245,7 @@ impl Shard {
             thread: Mutex::new(Some(thread)),
             writer_gone: gone_rx,
             read_attempts: config.read_attempts.max(1),
+            reply_polls: config.idle_polls,
             live_bytes,
         })
     }
@@ -295,6 +299,14 @@ impl Shard {
     /// sent before the writer ended is still taken, so an applied write never reads as
     /// failed.
     fn reply<T>(&self, rx: Receiver<T>) -> Option<T> {
+        // A reply usually comes within microseconds: poll (yielding) before parking, so a
+        // synchronous write does not pay a thread wake-up on top of the writer's work.
+        for _ in 0..self.reply_polls {
+            if let Ok(r) = rx.try_recv() {
+                return Some(r);
+            }
+            std::thread::yield_now();
+        }
         select! {
             recv(rx) -> r => r.ok(),
             recv(self.writer_gone) -> _ => rx.try_recv().ok(),
