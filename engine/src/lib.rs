@@ -54,7 +54,7 @@ pub use lease::{Clock, ManualClock, SystemClock};
 pub use metadata::{Capability, Health, Limits, Metadata, Value, ValueRef};
 pub use monitor::{Down, ExitReason, Monitor};
 pub use process::{Authority, Pid, Process};
-pub use registry::{Audit, Registry, RegistryBuilder, Spawn, MAX_NAMESPACE_LEN};
+pub use registry::{Audit, Memory, Registry, RegistryBuilder, Spawn, MAX_NAMESPACE_LEN};
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

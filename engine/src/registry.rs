@@ -297,6 +297,24 @@ impl Handles {
     }
 }
 
+/// Bytes a registry's shards hold; see [`Registry::memory`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Slot tables, current and retired.
+    pub tables: u64,
+    /// Arena chunks allocated (live blocks, free blocks, unused tail).
+    pub arena: u64,
+    /// Arena bytes in live entry blocks.
+    pub live_blocks: u64,
+}
+
+impl Memory {
+    /// Tables plus arena: what the shards have allocated.
+    pub fn total(&self) -> u64 {
+        self.tables + self.arena
+    }
+}
+
 /// What [`Registry::audit`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Audit {
@@ -915,6 +933,20 @@ impl Registry {
     /// shard removes them, within the cleanup window).
     pub fn len(&self) -> usize {
         self.inner.shards.iter().map(Shard::len).sum()
+    }
+
+    /// Memory the shards hold for entries: slot tables (current and retired), arena
+    /// chunks, and the part of the arena in live entry blocks. Process-table, interner
+    /// and index memory are not counted yet.
+    pub fn memory(&self) -> Memory {
+        let mut m = Memory::default();
+        for s in self.inner.shards.iter() {
+            let sm = s.memory();
+            m.tables += sm.tables;
+            m.arena += sm.arena;
+            m.live_blocks += sm.live_blocks;
+        }
+        m
     }
 
     /// Whether no entry is stored.
