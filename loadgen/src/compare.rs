@@ -79,15 +79,7 @@ pub fn table(a: &Summary, b: &Summary, a_name: &str, b_name: &str) -> String {
             s.verdicts
                 .iter()
                 .filter(|v| &v.id == id)
-                .map(|v| {
-                    if v.pass {
-                        "pass"
-                    } else if v.measured.starts_with("not measured") {
-                        "-"
-                    } else {
-                        "MISS"
-                    }
-                })
+                .map(|v| v.label())
                 .collect::<Vec<_>>()
                 .join("/")
         };

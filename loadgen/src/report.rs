@@ -168,13 +168,7 @@ impl Summary {
                 "id", "verdict", "target"
             );
             for v in &self.verdicts {
-                let verdict = if v.pass {
-                    "pass"
-                } else if v.measured.starts_with("not measured") {
-                    "-"
-                } else {
-                    "MISS"
-                };
+                let verdict = v.label();
                 let _ = writeln!(
                     out,
                     "{:<4} {:<6} {:<46} {}",
@@ -215,12 +209,9 @@ impl Summary {
                 "| id | target | measured | verdict |\n|---|---|---|---|"
             );
             for v in &self.verdicts {
-                let verdict = if v.pass {
-                    "pass"
-                } else if v.measured.starts_with("not measured") {
-                    "-"
-                } else {
-                    "**miss**"
+                let verdict = match v.label() {
+                    "MISS" => "**miss**",
+                    other => other,
                 };
                 let _ = writeln!(
                     md,

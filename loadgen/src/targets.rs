@@ -88,6 +88,19 @@ pub struct Verdict {
     pub pass: bool,
 }
 
+impl Verdict {
+    /// "pass", "MISS", or "-" when the target was not measured.
+    pub fn label(&self) -> &'static str {
+        if self.pass {
+            "pass"
+        } else if self.measured.starts_with("not measured") {
+            "-"
+        } else {
+            "MISS"
+        }
+    }
+}
+
 /// Nanoseconds for people.
 pub fn human_ns(ns: f64) -> String {
     if ns < 10_000.0 {

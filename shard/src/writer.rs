@@ -81,15 +81,12 @@ impl Writer {
         'serve: loop {
             loop {
                 match notices.try_recv() {
-                    Ok(Notice::Died(owner)) => {
-                        self.owner_died(owner);
-                        self.hooks.detached(&[owner], self.token.shard);
+                    Ok(n) => {
+                        if !self.notice(n) {
+                            return;
+                        }
                     }
-                    Ok(Notice::DiedMany(owners)) => {
-                        owners.iter().for_each(|&o| self.owner_died(o));
-                        self.hooks.detached(&owners, self.token.shard);
-                    }
-                    Ok(Notice::Stop) | Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Disconnected) => return,
                     Err(TryRecvError::Empty) => break,
                 }
             }
@@ -113,24 +110,30 @@ impl Writer {
                 }
                 std::thread::yield_now();
             }
-            select! {
-                recv(notices) -> n => match n {
-                    Ok(Notice::Died(owner)) => {
-                        self.owner_died(owner);
-                        self.hooks.detached(&[owner], self.token.shard);
-                    }
-                    Ok(Notice::DiedMany(owners)) => {
-                        owners.iter().for_each(|&o| self.owner_died(o));
-                        self.hooks.detached(&owners, self.token.shard);
-                    }
-                    Ok(Notice::Stop) | Err(_) => return,
-                },
-                recv(cmds) -> c => match c {
-                    Ok(c) => self.apply(c),
-                    Err(_) => return,
-                },
+            let go_on = select! {
+                recv(notices) -> n => n.is_ok_and(|n| self.notice(n)),
+                recv(cmds) -> c => c.map(|c| self.apply(c)).is_ok(),
+            };
+            if !go_on {
+                return;
             }
         }
+    }
+
+    /// Serves a notice; `false` means stop.
+    fn notice(&mut self, n: Notice) -> bool {
+        match n {
+            Notice::Died(owner) => {
+                self.owner_died(owner);
+                self.hooks.detached(&[owner], self.token.shard);
+            }
+            Notice::DiedMany(owners) => {
+                owners.iter().for_each(|&o| self.owner_died(o));
+                self.hooks.detached(&owners, self.token.shard);
+            }
+            Notice::Stop => return false,
+        }
+        true
     }
 
     pub(crate) fn apply(&mut self, c: Command) {

@@ -29,3 +29,15 @@ pub fn scaled(n: usize) -> usize {
         n
     }
 }
+
+/// Waits (bounded, 10 s) until `f` holds: cleanup is asynchronous by design.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

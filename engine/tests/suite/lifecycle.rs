@@ -1,24 +1,10 @@
 //! Processes, ownership and cleanup (SPEC I1, I3, S2), and entry contents.
 
-use std::time::{Duration, Instant};
-
 use roster::{
     Entry, ErrorKind, Health, Key, Metadata, Node, Registry, Value, ValueRef, INLINE_WORDS,
 };
 
-use super::common::with_registry;
-
-/// Waits (bounded) until `f` holds; cleanup is asynchronous by design.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+use super::common::{eventually, with_registry};
 
 #[test]
 fn i1_s2_dropping_the_guard_hides_entries_at_once_and_shards_remove_them() {

@@ -7,22 +7,11 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use roster::{Authority, ErrorKind, ExitReason, Key, ManualClock, Metadata, Pid, Registry, Spawn};
 
-use super::common::{scaled, with_registry};
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+use super::common::{eventually, scaled, with_registry};
 
 /// A minimal executor: parks the thread until its waker is called.
 fn block_on<F: Future>(f: F) -> F::Output {

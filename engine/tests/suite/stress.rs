@@ -5,7 +5,7 @@ use std::sync::{Arc, Barrier};
 
 use roster::{ErrorKind, Key, Metadata, ValueRef};
 
-use super::common::{scaled, with_registry};
+use super::common::{eventually, scaled, with_registry};
 
 fn scale(n: usize) -> usize {
     let k = std::env::var("ROSTER_STRESS")
@@ -106,6 +106,8 @@ fn readers_never_see_torn_metadata_and_writers_read_their_writes() {
                 })
             })
             .collect();
+        // Writes race readers that are already running, and readers keep reading after.
+        eventually("readers started", || reads.load(Ordering::Relaxed) > 0);
         for v in 1..=writes as i64 {
             let k = v as u64 % keys;
             r.update_metadata(&owner, &Key::new(ns, k), &versioned(v))
@@ -114,11 +116,14 @@ fn readers_never_see_torn_metadata_and_writers_read_their_writes() {
             let e = r.lookup(&Key::new(ns, k)).unwrap().unwrap();
             assert_eq!(e.attribute("v"), Some(ValueRef::Int(v)));
         }
+        let after = reads.load(Ordering::Relaxed);
+        eventually("readers read after the writes", || {
+            reads.load(Ordering::Relaxed) > after
+        });
         stop.store(true, Ordering::Relaxed);
         for h in readers {
             h.join().unwrap();
         }
-        assert!(reads.load(Ordering::Relaxed) > 0);
     });
 }
 
