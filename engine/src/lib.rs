@@ -44,6 +44,7 @@ mod lease;
 mod metadata;
 mod monitor;
 mod process;
+mod query;
 mod registry;
 
 pub use entry::{Attributes, Entry, INLINE_WORDS};
@@ -54,6 +55,7 @@ pub use lease::{Clock, ManualClock, SystemClock};
 pub use metadata::{Capability, Health, Limits, Metadata, Value, ValueRef};
 pub use monitor::{Down, ExitReason, Monitor};
 pub use process::{Authority, Pid, Process};
+pub use query::{Hit, OwnedKey, OwnedName, Query};
 pub use registry::{Audit, Memory, Registry, RegistryBuilder, Spawn, MAX_NAMESPACE_LEN};
 
 #[doc = include_str!("../../README.md")]

@@ -322,7 +322,9 @@ pub struct Audit {
     pub entries: usize,
     /// Of those, entries of dead processes not yet removed.
     pub dead_entries: usize,
-    /// Bytes of entry blocks, as accounted.
+    /// Postings in the secondary indexes (one per entry and index term).
+    pub postings: usize,
+    /// Bytes of entry and posting blocks, as accounted.
     pub block_bytes: u64,
     /// Live processes.
     pub live_processes: u64,
@@ -576,7 +578,11 @@ impl Registry {
         &self.inner.limits
     }
 
-    fn check_open(&self) -> Result<(), Error> {
+    pub(crate) fn shards(&self) -> &[Shard] {
+        &self.inner.shards
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
         if self.inner.closed.load(Ordering::Relaxed) {
             Err(Error::new(ErrorKind::ShuttingDown))
         } else {
@@ -838,9 +844,10 @@ impl Registry {
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
+        let terms = crate::query::entry_terms(key.namespace().id(), &meta);
         let (hash, shard) = self.route(&words);
         shard
-            .insert(hash, words.to_vec(), pid.as_u64(), meta)
+            .insert(hash, words.to_vec(), pid.as_u64(), meta, terms)
             .map_err(|e| Self::write_error(e, pid))
     }
 
@@ -877,9 +884,10 @@ impl Registry {
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
+        let terms = crate::query::entry_terms(key.namespace().id(), &meta);
         let (hash, shard) = self.route(&words);
         shard
-            .update(hash, words.to_vec(), pid.as_u64(), meta)
+            .update(hash, words.to_vec(), pid.as_u64(), meta, terms)
             .map_err(|e| Self::write_error(e, pid))
     }
 
@@ -980,6 +988,7 @@ impl Registry {
             let r = s.audit().map_err(|_| Error::new(ErrorKind::ShuttingDown))?;
             a.entries += r.entries;
             a.dead_entries += r.dead_entries;
+            a.postings += r.postings;
             a.block_bytes += r.block_bytes;
             a.problems
                 .extend(r.problems.into_iter().map(|p| format!("shard {i}: {p}")));

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+mod index;
 mod raw;
 mod sync;
 mod writer;
@@ -35,6 +36,7 @@ use sync::{AtomicU64, Ordering};
 use writer::{Command, Notice, Writer};
 
 pub use raw::{AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
+pub use writer::MAX_TERMS;
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
 pub trait Hooks: Send + Sync + 'static {
@@ -158,6 +160,8 @@ pub struct Audit {
     pub dead_entries: usize,
     /// Owners with at least one entry.
     pub owners: usize,
+    /// Postings in the index (one per entry and term).
+    pub postings: usize,
     /// Arena bytes in live blocks, as accounted.
     pub block_bytes: u64,
     /// Broken invariants, described; empty when all hold.
@@ -215,17 +219,14 @@ impl Shard {
         let (cmd_tx, cmd_rx) = bounded(config.queue.max(1));
         let (notice_tx, notice_rx) = unbounded();
         let live_bytes = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            shared: shared.clone(),
+        let mut writer = Writer::new(
+            shared.clone(),
             token,
-            alloc: Default::default(),
-            owners: Default::default(),
             hooks,
-            batch: config.batch.max(1),
-            idle_polls: config.idle_polls,
-            scratch: Vec::new(),
-            live_bytes: live_bytes.clone(),
-        };
+            config.batch,
+            config.idle_polls,
+        );
+        writer.live_bytes = live_bytes.clone();
         let core = config.core;
         let (gone_tx, gone_rx) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
@@ -256,10 +257,20 @@ impl Shard {
     /// changes what it reads, then asks the writer (the only path that allocates).
     #[inline]
     pub fn read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Read {
+        self.read_at(hash, key, out).0
+    }
+
+    /// [`Shard::read`], also giving the entry's block offset (0 if not found).
+    #[inline]
+    fn read_at(&self, hash: u64, key: &[u64], out: &mut [u64]) -> (Read, u64) {
         for _ in 0..self.read_attempts {
             match self.shared.try_read(hash, key, out) {
-                Attempt::Found { owner, meta_words } => return Read::Found { owner, meta_words },
-                Attempt::NotFound => return Read::NotFound,
+                Attempt::Found {
+                    owner,
+                    meta_words,
+                    block,
+                } => return (Read::Found { owner, meta_words }, block),
+                Attempt::NotFound => return (Read::NotFound, 0),
                 Attempt::Retry => sync::spin_hint(),
             }
         }
@@ -267,7 +278,7 @@ impl Shard {
     }
 
     #[cold]
-    fn read_slow(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Read {
+    fn read_slow(&self, hash: u64, key: &[u64], out: &mut [u64]) -> (Read, u64) {
         let (reply, rx) = bounded(1);
         let cmd = Command::Read {
             hash,
@@ -275,20 +286,21 @@ impl Shard {
             reply,
         };
         if self.cmds.send(cmd).is_err() {
-            return Read::Closed;
+            return (Read::Closed, 0);
         }
         match self.reply(rx) {
-            Some(Some((owner, meta))) => {
+            Some(Some((owner, meta, block))) => {
                 if let Some(out) = out.get_mut(..meta.len()) {
                     out.copy_from_slice(&meta);
                 }
-                Read::Found {
+                let found = Read::Found {
                     owner,
                     meta_words: meta.len(),
-                }
+                };
+                (found, block)
             }
-            Some(None) => Read::NotFound,
-            None => Read::Closed,
+            Some(None) => (Read::NotFound, 0),
+            None => (Read::Closed, 0),
         }
     }
 
@@ -324,7 +336,9 @@ impl Shard {
         self.reply(rx).ok_or(WriteError::Closed)?
     }
 
-    /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner.
+    /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner, and
+    /// indexes it under each of `terms` (distinct, non-zero opaque words; see
+    /// [`Shard::postings`]).
     ///
     /// # Errors
     ///
@@ -336,12 +350,14 @@ impl Shard {
         key: Vec<u64>,
         owner: u64,
         meta: Vec<u64>,
+        terms: Vec<u64>,
     ) -> Result<(), WriteError> {
         self.call(|reply| Command::Insert {
             hash,
             key,
             owner,
             meta,
+            terms,
             reply,
         })
     }
@@ -361,7 +377,7 @@ impl Shard {
         })
     }
 
-    /// Replaces the metadata of `key` if `owner` holds it.
+    /// Replaces the metadata and index terms of `key` if `owner` holds it.
     ///
     /// # Errors
     ///
@@ -372,14 +388,79 @@ impl Shard {
         key: Vec<u64>,
         owner: u64,
         meta: Vec<u64>,
+        terms: Vec<u64>,
     ) -> Result<(), WriteError> {
         self.call(|reply| Command::Update {
             hash,
             key,
             owner,
             meta,
+            terms,
             reply,
         })
+    }
+
+    /// The postings (entry references) of index term `term`, into `out`: lock-free,
+    /// validated as a whole, with the same bounded retries and writer fallback as
+    /// [`Shard::read`]. Resolve each with [`Shard::read_posting`].
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Closed`] if the fallback found the writer stopped.
+    pub fn postings(&self, term: u64, out: &mut Vec<u64>) -> Result<(), WriteError> {
+        for _ in 0..self.read_attempts {
+            match self.shared.try_read_postings(term, Some(out)) {
+                Attempt::Found { .. } => return Ok(()),
+                Attempt::NotFound => {
+                    out.clear();
+                    return Ok(());
+                }
+                Attempt::Retry => sync::spin_hint(),
+            }
+        }
+        let (reply, rx) = bounded(1);
+        self.cmds
+            .send(Command::Postings { term, reply })
+            .map_err(|_| WriteError::Closed)?;
+        *out = self.reply(rx).ok_or(WriteError::Closed)?;
+        Ok(())
+    }
+
+    /// How many postings `term` has (0 if none); `usize::MAX` if a hot writer kept every
+    /// optimistic attempt from concluding (callers use it to pick the shortest list).
+    pub fn postings_len(&self, term: u64) -> usize {
+        for _ in 0..self.read_attempts {
+            match self.shared.try_read_postings(term, None) {
+                Attempt::Found { meta_words, .. } => return meta_words,
+                Attempt::NotFound => return 0,
+                Attempt::Retry => sync::spin_hint(),
+            }
+        }
+        usize::MAX
+    }
+
+    /// Reads the entry a posting refers to: its key into `key`, then a validated read of
+    /// that key (as [`Shard::read`]). A posting that went stale meanwhile reads as
+    /// `NotFound`, or as whichever live entry now has the key it points at.
+    pub fn read_posting(&self, posting: u64, key: &mut Vec<u64>, out: &mut [u64]) -> Read {
+        let arena = &self.shared.arena;
+        let Some(head) = arena.range(posting, 2) else {
+            return Read::NotFound;
+        };
+        // Hints only (the writer may be reusing the block): the read below validates.
+        let hash = head[0].load(Ordering::Relaxed);
+        let w1 = writer::W1::unpack(head[1].load(Ordering::Relaxed));
+        let Some(words) = arena.range(posting + 2, w1.key_words as u64) else {
+            return Read::NotFound;
+        };
+        key.clear();
+        key.extend(words.iter().map(|w| w.load(Ordering::Relaxed)));
+        match self.read_at(hash, key, out) {
+            // Found under its key but in another block: the posting went stale (the block
+            // was reused); that entry is reached through its own posting.
+            (Read::Found { .. }, block) if block != posting => Read::NotFound,
+            (read, _) => read,
+        }
     }
 
     /// Asks the writer to check its state: the owner lists against the table (SPEC I5),
@@ -528,8 +609,14 @@ mod shard_tests {
                 let k = i % keys;
                 let v = i / keys + k;
                 match i % 3 {
-                    0 => drop(shard.insert(hash(k), vec![k], k + 100, meta(v))),
-                    1 => drop(shard.update(hash(k), vec![k], k + 100, meta(v + 1))),
+                    0 => drop(shard.insert(hash(k), vec![k], k + 100, meta(v), vec![k % 3 + 1])),
+                    1 => drop(shard.update(
+                        hash(k),
+                        vec![k],
+                        k + 100,
+                        meta(v + 1),
+                        vec![(k + v) % 3 + 1],
+                    )),
                     _ => drop(shard.remove(hash(k), vec![k], k + 100)),
                 }
             }
@@ -537,7 +624,10 @@ mod shard_tests {
         });
         assert!(shard.memory().tables > 0);
         shard.shutdown();
-        assert_eq!(shard.insert(1, vec![1], 1, vec![]), Err(WriteError::Closed));
+        assert_eq!(
+            shard.insert(1, vec![1], 1, vec![], vec![]),
+            Err(WriteError::Closed)
+        );
         assert_eq!(shard.read(1, &[1], &mut []), Read::NotFound);
     }
 
@@ -550,7 +640,7 @@ mod shard_tests {
                 let shard = shard.clone();
                 std::thread::spawn(move || {
                     for k in 0..50 {
-                        match shard.insert(k * 4 + t, vec![k * 4 + t], 1, vec![]) {
+                        match shard.insert(k * 4 + t, vec![k * 4 + t], 1, vec![], vec![]) {
                             Ok(()) => {}
                             Err(WriteError::Closed) => return,
                             Err(e) => panic!("{e}"),

@@ -4,6 +4,18 @@
 //! and ordinary commands (bounded, taken in batches of up to `batch`). Each command is
 //! applied and published before its caller is answered, so a caller that sees `Ok` can
 //! read its own write from any thread.
+//!
+//! Entry block layout in the arena (`loc` in the slot points at word 0):
+//!
+//! ```text
+//! [ hash | w1 | key words ... | metadata words ... | tail: one word per index term ]
+//!   w1 = owner_index:28 | terms:9 | key_words:8 | meta_words:16   (writer-only)
+//!   tail word = term_id:32 | position:32: where this entry sits in that term's postings
+//! ```
+//!
+//! Readers read only the key and metadata; the header and the tail are the writer's
+//! bookkeeping (the owner list index for O(1) unlinking, the postings positions for O(1)
+//! index removal). Posting lists live in `index.rs`.
 
 use std::sync::Arc;
 
@@ -11,12 +23,54 @@ use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 use hashbrown::HashMap;
 
 use crate::arena::{class_words, ArenaAlloc};
+use crate::index::Terms;
 use crate::raw::{
     tag, Loc, Published, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
     MAX_META_WORDS,
 };
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Hooks, WriteError};
+
+/// Most index terms one entry may have.
+pub const MAX_TERMS: usize = (1 << 9) - 1;
+
+/// Header word 1 of an entry block, unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct W1 {
+    pub(crate) owner_index: usize,
+    pub(crate) terms: usize,
+    pub(crate) key_words: usize,
+    pub(crate) meta_words: usize,
+}
+
+impl W1 {
+    pub(crate) fn pack(self) -> u64 {
+        debug_assert!(self.owner_index < 1 << 28 && self.terms <= MAX_TERMS);
+        self.owner_index as u64
+            | (self.terms as u64) << 28
+            | (self.key_words as u64) << 37
+            | (self.meta_words as u64) << 45
+    }
+
+    pub(crate) fn unpack(w: u64) -> W1 {
+        W1 {
+            owner_index: (w & ((1 << 28) - 1)) as usize,
+            terms: (w >> 28) as usize & MAX_TERMS,
+            key_words: (w >> 37) as usize & 0xff,
+            meta_words: (w >> 45) as usize & 0xffff,
+        }
+    }
+
+    /// Words of the whole block, tail included.
+    pub(crate) fn block_words(self) -> usize {
+        HEADER_WORDS + self.key_words + self.meta_words + self.terms
+    }
+
+    /// Offset of the tail inside the block.
+    pub(crate) fn tail(self) -> usize {
+        HEADER_WORDS + self.key_words + self.meta_words
+    }
+}
 
 /// What a caller asks the writer to do. Each carries its own reply channel.
 pub(crate) enum Command {
@@ -25,6 +79,7 @@ pub(crate) enum Command {
         key: Vec<u64>,
         owner: u64,
         meta: Vec<u64>,
+        terms: Vec<u64>,
         reply: Sender<Result<(), WriteError>>,
     },
     Remove {
@@ -38,6 +93,7 @@ pub(crate) enum Command {
         key: Vec<u64>,
         owner: u64,
         meta: Vec<u64>,
+        terms: Vec<u64>,
         reply: Sender<Result<(), WriteError>>,
     },
     /// Check the writer's own state (see [`crate::Audit`]).
@@ -46,8 +102,10 @@ pub(crate) enum Command {
     Read {
         hash: u64,
         key: Vec<u64>,
-        reply: Sender<Option<(u64, Vec<u64>)>>,
+        reply: Sender<Option<(u64, Vec<u64>, u64)>>,
     },
+    /// A query's fallback: the postings of one term.
+    Postings { term: u64, reply: Sender<Vec<u64>> },
 }
 
 /// Served ahead of every [`Command`].
@@ -64,8 +122,10 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Published>,
     pub(crate) token: WriterToken,
     pub(crate) alloc: ArenaAlloc,
-    /// Owner -> arena offsets of its blocks; each block's header word 1 is its index here.
+    /// Owner -> arena offsets of its blocks; each block's `w1.owner_index` is its index.
     pub(crate) owners: HashMap<u64, Vec<u64>>,
+    /// Index terms and their ids (see `index.rs`).
+    pub(crate) terms: Terms,
     pub(crate) hooks: Arc<dyn Hooks>,
     pub(crate) batch: usize,
     /// Yielding polls of the queues before an idle writer parks.
@@ -77,6 +137,28 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// A writer over `shared`, whose token it owns.
+    pub(crate) fn new(
+        shared: Arc<Published>,
+        token: WriterToken,
+        hooks: Arc<dyn Hooks>,
+        batch: usize,
+        idle_polls: u32,
+    ) -> Writer {
+        Writer {
+            shared,
+            token,
+            alloc: ArenaAlloc::default(),
+            owners: HashMap::new(),
+            terms: Terms::default(),
+            hooks,
+            batch: batch.max(1),
+            idle_polls,
+            scratch: Vec::new(),
+            live_bytes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     pub(crate) fn run(mut self, cmds: Receiver<Command>, notices: Receiver<Notice>) {
         'serve: loop {
             loop {
@@ -137,31 +219,38 @@ impl Writer {
     }
 
     pub(crate) fn apply(&mut self, c: Command) {
-        // A caller that stopped waiting is fine: the reply is simply dropped.
-        match c {
+        // A caller that stopped waiting is fine: its reply is simply dropped.
+        let _ = match c {
             Command::Insert {
                 hash,
                 key,
                 owner,
                 meta,
+                terms,
                 reply,
-            } => drop(reply.send(self.insert(hash, &key, owner, &meta))),
+            } => reply
+                .send(self.insert(hash, &key, owner, &meta, &terms))
+                .is_ok(),
             Command::Remove {
                 hash,
                 key,
                 owner,
                 reply,
-            } => drop(reply.send(self.remove(hash, &key, owner))),
+            } => reply.send(self.remove(hash, &key, owner)).is_ok(),
             Command::Update {
                 hash,
                 key,
                 owner,
                 meta,
+                terms,
                 reply,
-            } => drop(reply.send(self.update(hash, &key, owner, &meta))),
-            Command::Read { hash, key, reply } => drop(reply.send(self.read(hash, &key))),
-            Command::Audit { reply } => drop(reply.send(self.audit())),
-        }
+            } => reply
+                .send(self.update(hash, &key, owner, &meta, &terms))
+                .is_ok(),
+            Command::Read { hash, key, reply } => reply.send(self.read(hash, &key)).is_ok(),
+            Command::Audit { reply } => reply.send(self.audit()).is_ok(),
+            Command::Postings { term, reply } => reply.send(self.postings_of(term)).is_ok(),
+        };
     }
 
     pub(crate) fn table(&self) -> &RawTable {
@@ -169,7 +258,24 @@ impl Writer {
     }
 
     fn block(&self, loc: Loc) -> &[AtomicU64] {
-        block_of(&self.shared, loc)
+        block_of(&self.shared, loc.offset(), loc.block_words())
+    }
+
+    /// Header word 1 of the entry block at `off`.
+    pub(crate) fn w1(&self, off: u64) -> W1 {
+        W1::unpack(
+            self.shared
+                .arena
+                .get(off + 1)
+                .map_or(0, |w| w.load(Ordering::Relaxed)),
+        )
+    }
+
+    pub(crate) fn set_w1(&self, off: u64, w1: W1) {
+        // Header words are never read by readers: no write section is needed.
+        if let Some(w) = self.shared.arena.get(off + 1) {
+            w.store(w1.pack(), Ordering::Relaxed);
+        }
     }
 
     fn key_matches(&self, loc: Loc, key: &[u64]) -> bool {
@@ -214,14 +320,20 @@ impl Writer {
         }
     }
 
+    fn account(&self) {
+        self.live_bytes
+            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+    }
+
     pub(crate) fn insert(
         &mut self,
         hash: u64,
         key: &[u64],
         owner: u64,
         meta: &[u64],
+        terms: &[u64],
     ) -> Result<(), WriteError> {
-        if key.len() > MAX_KEY_WORDS || meta.len() > MAX_META_WORDS {
+        if key.len() > MAX_KEY_WORDS || meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
             return Err(WriteError::TooLarge);
         }
         if let Some(i) = self.find(hash, key) {
@@ -238,18 +350,25 @@ impl Writer {
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
             self.grow();
         }
-        let n = HEADER_WORDS + key.len() + meta.len();
-        let off = self.alloc.alloc(&self.shared.arena, n);
         let list = self.owners.entry(owner).or_default();
-        let index = list.len() as u64;
-        list.push(off);
+        let w1 = W1 {
+            owner_index: list.len(),
+            terms: terms.len(),
+            key_words: key.len(),
+            meta_words: meta.len(),
+        };
+        let off = self.alloc.alloc(&self.shared.arena, w1.block_words());
+        self.owners.get_mut(&owner).expect("just made").push(off);
+        // Postings first: a query that meets one before the entry exists finds no entry
+        // under its key and skips it.
+        let tail: Vec<u64> = terms.iter().map(|&t| self.postings_add(t, off)).collect();
         let loc = Loc::new(off, key.len(), meta.len());
         let t = self.table();
         let mut i = t.home(hash);
         while t.view(&self.token, i).hash != 0 {
             i = t.next(i);
         }
-        let block = self.block(loc);
+        let block = block_of(&self.shared, off, w1.block_words());
         let v = SlotView {
             hash: tag(hash),
             owner,
@@ -257,14 +376,14 @@ impl Writer {
         };
         t.write(&self.token, i, v, || {
             block[0].store(hash, Ordering::Relaxed);
-            block[1].store(index, Ordering::Relaxed);
-            for (w, x) in block[HEADER_WORDS..].iter().zip(key.iter().chain(meta)) {
+            block[1].store(w1.pack(), Ordering::Relaxed);
+            let words = key.iter().chain(meta).chain(&tail);
+            for (w, x) in block[HEADER_WORDS..].iter().zip(words) {
                 w.store(*x, Ordering::Relaxed);
             }
         });
         self.shared.len.fetch_add(1, Ordering::Relaxed);
-        self.live_bytes
-            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        self.account();
         self.hooks.inserted(key, self.token.shard);
         Ok(())
     }
@@ -288,70 +407,83 @@ impl Writer {
         Ok(())
     }
 
+    /// Replaces the metadata and index terms of `key`. The entry's postings are removed
+    /// and re-added (a query racing the update may miss the entry meanwhile); the block
+    /// is rewritten in place when its size class allows, else moved.
     pub(crate) fn update(
         &mut self,
         hash: u64,
         key: &[u64],
         owner: u64,
         meta: &[u64],
+        terms: &[u64],
     ) -> Result<(), WriteError> {
-        if meta.len() > MAX_META_WORDS {
+        if meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
             return Err(WriteError::TooLarge);
         }
         let i = self.owned_slot(hash, key, owner)?;
-        let t = self.table();
-        let v = t.view(&self.token, i);
-        let old = v.loc;
-        let n = HEADER_WORDS + key.len() + meta.len();
-        let kw = key.len();
-        if class_words(n) == class_words(old.block_words()) {
-            let loc = Loc::new(old.offset(), kw, meta.len());
-            let block = self.block(loc);
-            t.write(&self.token, i, SlotView { loc, ..v }, || {
-                for (w, x) in block[HEADER_WORDS + kw..].iter().zip(meta) {
+        let v = self.table().view(&self.token, i);
+        let old_off = v.loc.offset();
+        let old = self.w1(old_off);
+        self.unindex(old_off, old);
+        let w1 = W1 {
+            terms: terms.len(),
+            meta_words: meta.len(),
+            ..old
+        };
+        let off = if class_words(w1.block_words()) == class_words(old.block_words()) {
+            old_off
+        } else {
+            self.alloc.alloc(&self.shared.arena, w1.block_words())
+        };
+        let tail: Vec<u64> = terms.iter().map(|&t| self.postings_add(t, off)).collect();
+        let loc = Loc::new(off, key.len(), meta.len());
+        let src = block_of(&self.shared, old_off, old.block_words());
+        let dst = block_of(&self.shared, off, w1.block_words());
+        self.table()
+            .write(&self.token, i, SlotView { loc, ..v }, || {
+                if off != old_off {
+                    for (d, s) in dst.iter().zip(&src[..HEADER_WORDS + key.len()]) {
+                        d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                }
+                dst[1].store(w1.pack(), Ordering::Relaxed);
+                for (w, x) in dst[HEADER_WORDS + key.len()..]
+                    .iter()
+                    .zip(meta.iter().chain(&tail))
+                {
                     w.store(*x, Ordering::Relaxed);
                 }
             });
-            return Ok(());
-        }
-        let off = self.alloc.alloc(&self.shared.arena, n);
-        let loc = Loc::new(off, kw, meta.len());
-        let (src, dst) = (self.block(old), self.block(loc));
-        let index = src[1].load(Ordering::Relaxed);
-        let t = self.table();
-        t.write(&self.token, i, SlotView { loc, ..v }, || {
-            for (d, s) in dst.iter().zip(&src[..HEADER_WORDS + kw]) {
-                d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+        if off != old_off {
+            self.alloc.free(old_off, old.block_words());
+            if let Some(list) = self.owners.get_mut(&v.owner) {
+                list[old.owner_index] = off;
             }
-            for (w, x) in dst[HEADER_WORDS + kw..].iter().zip(meta) {
-                w.store(*x, Ordering::Relaxed);
-            }
-        });
-        self.alloc.free(old.offset(), old.block_words());
-        if let Some(list) = self.owners.get_mut(&v.owner) {
-            list[index as usize] = off;
         }
-        self.live_bytes
-            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        self.account();
         Ok(())
     }
 
-    pub(crate) fn read(&self, hash: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
+    /// The owner, metadata and block offset of `key` (the readers' fallback).
+    pub(crate) fn read(&self, hash: u64, key: &[u64]) -> Option<(u64, Vec<u64>, u64)> {
         let i = self.find(hash, key)?;
         let v = self.table().view(&self.token, i);
         let meta = self.block(v.loc)[HEADER_WORDS + key.len()..]
             .iter()
             .map(|w| w.load(Ordering::Relaxed))
             .collect();
-        Some((v.owner, meta))
+        Some((v.owner, meta, v.loc.offset()))
     }
 
-    /// Checks the table against the owner lists (SPEC I5), the probe invariant T1, the
-    /// entry count and the byte accounting (S4). O(capacity + entries).
+    /// Checks the table against the owner lists (SPEC I5) and the posting lists (I2), the
+    /// probe invariant T1, the entry count and the byte accounting (S4).
+    /// O(capacity + entries x terms).
     pub(crate) fn audit(&self) -> crate::Audit {
         let mut a = crate::Audit::default();
         let t = self.table();
         let mut bytes = 0u64;
+        let mut postings = 0usize;
         for j in 0..t.capacity() {
             let v = t.view(&self.token, j);
             if v.hash == 0 {
@@ -361,19 +493,25 @@ impl Writer {
             if !self.hooks.is_alive(v.owner) {
                 a.dead_entries += 1;
             }
-            bytes += class_words(v.loc.block_words()) as u64 * 8;
-            let index = self
-                .shared
-                .arena
-                .get(v.loc.offset() + 1)
-                .map_or(u64::MAX, |w| w.load(Ordering::Relaxed)) as usize;
-            let listed = self.owners.get(&v.owner).and_then(|l| l.get(index));
-            if listed != Some(&v.loc.offset()) {
+            let off = v.loc.offset();
+            let w1 = self.w1(off);
+            bytes += class_words(w1.block_words()) as u64 * 8;
+            if (w1.key_words, w1.meta_words) != (v.loc.key_words(), v.loc.meta_words()) {
+                a.problems
+                    .push(format!("slot {j}: header lengths disagree with its loc"));
+            }
+            let listed = self
+                .owners
+                .get(&v.owner)
+                .and_then(|l| l.get(w1.owner_index));
+            if listed != Some(&off) {
                 a.problems.push(format!(
                     "I5: slot {j} (owner {:#x}) is missing from its owner's list",
                     v.owner
                 ));
             }
+            postings += w1.terms;
+            self.audit_postings(off, w1, &mut a.problems);
             let mut i = t.home(v.hash);
             while i != j {
                 if t.view(&self.token, i).hash == 0 {
@@ -396,16 +534,24 @@ impl Writer {
             a.problems
                 .push("I5: an owner with an empty list was kept".into());
         }
+        let (indexed, index_bytes) = self.index_totals(&mut a.problems);
+        if indexed != postings {
+            a.problems.push(format!(
+                "I2: posting lists hold {indexed} postings, the entries {postings}"
+            ));
+        }
+        a.postings = indexed;
         let len = self.shared.len.load(Ordering::Relaxed) as usize;
         if len != a.entries {
             a.problems
                 .push(format!("len says {len}, the table holds {}", a.entries));
         }
         a.block_bytes = self.alloc.live_bytes();
-        if bytes != a.block_bytes {
+        if bytes + index_bytes != a.block_bytes {
             a.problems.push(format!(
-                "S4: accounting says {} block bytes, the table holds {bytes}",
-                a.block_bytes
+                "S4: accounting says {} block bytes, the tables hold {}",
+                a.block_bytes,
+                bytes + index_bytes
             ));
         }
         a
@@ -422,11 +568,8 @@ impl Writer {
         }
     }
 
-    /// Empties slot `i` with a backward shift (keeping probe invariant T1), frees its block,
-    /// and (if `unlink`) drops it from its owner's list.
-    fn remove_slot(&mut self, i: usize, unlink: bool) {
-        let t = self.shared.table();
-        let gone = t.view(&self.token, i);
+    /// Empties slot `i` of `t` with a backward shift, keeping probe invariant T1.
+    pub(crate) fn vacate(&self, t: &RawTable, i: usize) {
         let mut shifting = false;
         let mut hole = i;
         let mut j = t.next(i);
@@ -449,35 +592,45 @@ impl Writer {
         if shifting {
             t.end_moves(&self.token);
         }
+    }
 
-        let loc = gone.loc;
-        let block = block_of(&self.shared, loc);
+    /// Removes the entry in slot `i`: the slot (backward shift), its postings, its block,
+    /// and (if `unlink`) its place in its owner's list.
+    fn remove_slot(&mut self, i: usize, unlink: bool) {
+        let gone = self.table().view(&self.token, i);
+        self.vacate(self.shared.table(), i);
+        let off = gone.loc.offset();
+        let w1 = self.w1(off);
+        self.unindex(off, w1);
+        let block = block_of(&self.shared, off, w1.block_words());
         self.scratch.clear();
         self.scratch.extend(
-            block[HEADER_WORDS..HEADER_WORDS + loc.key_words()]
+            block[HEADER_WORDS..HEADER_WORDS + w1.key_words]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed)),
         );
         if unlink {
-            let index = block[1].load(Ordering::Relaxed) as usize;
             if let Some(list) = self.owners.get_mut(&gone.owner) {
-                list.swap_remove(index);
-                if let Some(&moved) = list.get(index) {
-                    // Header words are never read by readers, so no write section is needed.
-                    let arena = &self.shared.arena;
-                    if let Some(w) = arena.get(moved + 1) {
-                        w.store(index as u64, Ordering::Relaxed);
-                    }
-                }
+                list.swap_remove(w1.owner_index);
+                let moved = list.get(w1.owner_index).copied();
                 if list.is_empty() {
                     self.owners.remove(&gone.owner);
                 }
+                if let Some(moved) = moved {
+                    let m = self.w1(moved);
+                    self.set_w1(
+                        moved,
+                        W1 {
+                            owner_index: w1.owner_index,
+                            ..m
+                        },
+                    );
+                }
             }
         }
-        self.alloc.free(loc.offset(), loc.block_words());
+        self.alloc.free(off, w1.block_words());
         self.shared.len.fetch_sub(1, Ordering::Relaxed);
-        self.live_bytes
-            .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        self.account();
         self.hooks.removed(&self.scratch, self.token.shard);
     }
 
@@ -485,25 +638,55 @@ impl Writer {
     fn grow(&mut self) {
         let old = self.table();
         let new = RawTable::with_capacity(old.capacity() * 2);
-        for i in 0..old.capacity() {
-            let v = old.view(&self.token, i);
-            if v.hash != 0 {
-                let mut j = new.home(v.hash);
-                while new.view(&self.token, j).hash != 0 {
-                    j = new.next(j);
-                }
-                new.write(&self.token, j, v, || {});
-            }
-        }
+        copy_into(&self.token, old, &new);
         self.shared.install(&self.token, Box::new(new));
     }
 }
 
-/// The block at `loc`; the writer only asks for blocks it allocated.
-fn block_of(shared: &Published, loc: Loc) -> &[AtomicU64] {
+#[cfg(test)]
+impl Writer {
+    /// `insert` with no index terms.
+    pub(crate) fn insert_plain(
+        &mut self,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
+    ) -> Result<(), WriteError> {
+        self.insert(hash, key, owner, meta, &[])
+    }
+
+    /// `update` with no index terms.
+    pub(crate) fn update_plain(
+        &mut self,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
+    ) -> Result<(), WriteError> {
+        self.update(hash, key, owner, meta, &[])
+    }
+}
+
+/// Re-inserts every live slot of `old` into the empty table `new` (not yet published).
+pub(crate) fn copy_into(token: &WriterToken, old: &RawTable, new: &RawTable) {
+    for i in 0..old.capacity() {
+        let v = old.view(token, i);
+        if v.hash != 0 {
+            let mut j = new.home(v.hash);
+            while new.view(token, j).hash != 0 {
+                j = new.next(j);
+            }
+            new.write(token, j, v, || {});
+        }
+    }
+}
+
+/// The `words` words at `off`; the writer only asks for blocks it allocated.
+pub(crate) fn block_of(shared: &Published, off: u64, words: usize) -> &[AtomicU64] {
     shared
         .arena
-        .range(loc.offset(), loc.block_words() as u64)
+        .range(off, words as u64)
         .expect("writer's own block is allocated")
 }
 
@@ -540,17 +723,7 @@ mod tests {
     fn writer(capacity: usize) -> (Writer, Arc<TestHooks>) {
         let hooks = Arc::new(TestHooks::default());
         let (p, token) = Published::new(3, capacity, 2);
-        let w = Writer {
-            shared: Arc::new(p),
-            token,
-            alloc: ArenaAlloc::default(),
-            owners: HashMap::new(),
-            hooks: hooks.clone(),
-            batch: 8,
-            idle_polls: 0,
-            scratch: Vec::new(),
-            live_bytes: Arc::new(AtomicU64::new(0)),
-        };
+        let w = Writer::new(Arc::new(p), token, hooks.clone(), 8, 0);
         (w, hooks)
     }
 
@@ -563,7 +736,9 @@ mod tests {
     fn read(w: &Writer, h: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
         let mut out = [0u64; 64];
         match w.shared.try_read(h, key, &mut out) {
-            Attempt::Found { owner, meta_words } => Some((owner, out[..meta_words].to_vec())),
+            Attempt::Found {
+                owner, meta_words, ..
+            } => Some((owner, out[..meta_words].to_vec())),
             Attempt::NotFound => None,
             Attempt::Retry => panic!("no concurrent writer, yet asked to retry"),
         }
@@ -588,7 +763,7 @@ mod tests {
     fn backward_shift_keeps_colliding_keys_reachable() {
         let (mut w, _) = writer(8);
         for k in 0..5 {
-            w.insert(hash(1, k), &[k], 1, &[k * 10]).unwrap();
+            w.insert_plain(hash(1, k), &[k], 1, &[k * 10]).unwrap();
         }
         w.remove(hash(1, 0), &[0], 1).unwrap();
         w.remove(hash(1, 2), &[2], 1).unwrap();
@@ -609,7 +784,7 @@ mod tests {
         let (mut w, _) = writer(4);
         let first = w.table().capacity();
         for k in 0..100u64 {
-            w.insert(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), &[k, k], 7, &[k; 3])
+            w.insert_plain(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), &[k, k], 7, &[k; 3])
                 .unwrap();
         }
         assert!(w.table().capacity() > first);
@@ -624,9 +799,9 @@ mod tests {
     #[test]
     fn dead_holder_counts_as_absent_and_live_holder_is_named() {
         let (mut w, hooks) = writer(8);
-        w.insert(hash(0, 1), &[1], 10, &[]).unwrap();
+        w.insert_plain(hash(0, 1), &[1], 10, &[]).unwrap();
         assert_eq!(
-            w.insert(hash(0, 1), &[1], 11, &[]),
+            w.insert_plain(hash(0, 1), &[1], 11, &[]),
             Err(WriteError::Exists { owner: 10 })
         );
         assert_eq!(
@@ -634,15 +809,15 @@ mod tests {
             Err(WriteError::NotOwner { owner: 10 })
         );
         assert_eq!(
-            w.update(hash(0, 1), &[1], 11, &[]),
+            w.update_plain(hash(0, 1), &[1], 11, &[]),
             Err(WriteError::NotOwner { owner: 10 })
         );
         hooks.dead.lock().unwrap().push(10);
         assert_eq!(w.remove(hash(0, 1), &[1], 11), Err(WriteError::NotFound));
-        w.insert(hash(0, 1), &[1], 11, &[5]).unwrap();
+        w.insert_plain(hash(0, 1), &[1], 11, &[5]).unwrap();
         assert_eq!(read(&w, hash(0, 1), &[1]), Some((11, vec![5])));
         assert_eq!(
-            w.insert(hash(0, 2), &[2], 10, &[]),
+            w.insert_plain(hash(0, 2), &[2], 10, &[]),
             Err(WriteError::OwnerDead)
         );
         // The dead owner's notice finds nothing left.
@@ -654,11 +829,12 @@ mod tests {
     fn owner_death_removes_exactly_its_entries() {
         let (mut w, _) = writer(8);
         for k in 0..40u64 {
-            w.insert(hash(k % 4, k), &[k], k % 3, &[k]).unwrap();
+            w.insert_plain(hash(k % 4, k), &[k], k % 3, &[k]).unwrap();
         }
         // Relocate some blocks first, so the owner lists must follow them.
         for k in (0..40u64).step_by(5) {
-            w.update(hash(k % 4, k), &[k], k % 3, &[k; 30]).unwrap();
+            w.update_plain(hash(k % 4, k), &[k], k % 3, &[k; 30])
+                .unwrap();
         }
         w.owner_died(1);
         assert_probe_invariant(&w);
@@ -681,12 +857,12 @@ mod tests {
     #[test]
     fn update_in_place_and_relocated() {
         let (mut w, _) = writer(8);
-        w.insert(hash(2, 1), &[1], 4, &[1, 2, 3]).unwrap();
-        w.update(hash(2, 1), &[1], 4, &[9, 9, 9]).unwrap();
+        w.insert_plain(hash(2, 1), &[1], 4, &[1, 2, 3]).unwrap();
+        w.update_plain(hash(2, 1), &[1], 4, &[9, 9, 9]).unwrap();
         assert_eq!(read(&w, hash(2, 1), &[1]), Some((4, vec![9, 9, 9])));
-        w.update(hash(2, 1), &[1], 4, &[7; 40]).unwrap();
+        w.update_plain(hash(2, 1), &[1], 4, &[7; 40]).unwrap();
         assert_eq!(read(&w, hash(2, 1), &[1]), Some((4, vec![7; 40])));
-        w.update(hash(2, 1), &[1], 4, &[]).unwrap();
+        w.update_plain(hash(2, 1), &[1], 4, &[]).unwrap();
         assert_eq!(read(&w, hash(2, 1), &[1]), Some((4, vec![])));
         w.remove(hash(2, 1), &[1], 4).unwrap();
         assert_eq!(w.alloc.live_bytes(), 0);
@@ -719,19 +895,9 @@ mod tests {
     fn l6_death_notices_go_ahead_of_queued_writes() {
         let hooks = Arc::new(OrderHooks::default());
         let (p, token) = Published::new(0, 64, 4);
-        let mut w = Writer {
-            shared: Arc::new(p),
-            token,
-            alloc: ArenaAlloc::default(),
-            owners: HashMap::new(),
-            hooks: hooks.clone(),
-            batch: 4,
-            idle_polls: 0,
-            scratch: Vec::new(),
-            live_bytes: Arc::new(AtomicU64::new(0)),
-        };
+        let mut w = Writer::new(Arc::new(p), token, hooks.clone(), 4, 0);
         for k in 100..103 {
-            w.insert(hash(1, k), &[k], 7, &[]).unwrap();
+            w.insert_plain(hash(1, k), &[k], 7, &[]).unwrap();
         }
         hooks.log.lock().unwrap().clear();
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(64);
@@ -746,6 +912,7 @@ mod tests {
                     key: vec![k],
                     owner: 1,
                     meta,
+                    terms: Vec::new(),
                     reply,
                 })
                 .unwrap();
@@ -794,46 +961,78 @@ mod tests {
         #[test]
         fn writer_matches_hashmap_oracle(ops in proptest::collection::vec(op(), 1..200)) {
             let (mut w, _) = writer(4);
-            let mut oracle: StdMap<u64, (u64, Vec<u64>)> = StdMap::new();
+            // key -> (owner, metadata, index terms)
+            let mut oracle: StdMap<u64, (u64, Vec<u64>, Vec<u64>)> = StdMap::new();
             let h = |k: u64| hash(k % 3, k);
+            // Distinct terms from a small set, so lists share, grow, shrink and vanish.
+            let terms = |seed: u64| -> Vec<u64> {
+                let mut t: Vec<u64> = (0..seed % 4).map(|i| 1 + (seed / 4 + i) % 5).collect();
+                t.sort_unstable();
+                t.dedup();
+                t
+            };
             for op in ops {
                 match op {
                     Op::Insert(k, o, m) => {
                         let meta = vec![k ^ o; m as usize];
+                        let t = terms(k + m as u64);
                         let want = match oracle.get(&k) {
-                            Some((holder, _)) => Err(WriteError::Exists { owner: *holder }),
-                            None => { oracle.insert(k, (o, meta.clone())); Ok(()) }
+                            Some((holder, ..)) => Err(WriteError::Exists { owner: *holder }),
+                            None => { oracle.insert(k, (o, meta.clone(), t.clone())); Ok(()) }
                         };
-                        prop_assert_eq!(w.insert(h(k), &[k, 1], o, &meta), want);
+                        prop_assert_eq!(w.insert(h(k), &[k, 1], o, &meta, &t), want);
                     }
                     Op::Remove(k, o) => {
                         let want = match oracle.get(&k) {
                             None => Err(WriteError::NotFound),
-                            Some((holder, _)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
+                            Some((holder, ..)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
                             Some(_) => { oracle.remove(&k); Ok(()) }
                         };
                         prop_assert_eq!(w.remove(h(k), &[k, 1], o), want);
                     }
                     Op::Update(k, o, m) => {
                         let meta = vec![k + m as u64; m as usize];
+                        let t = terms(k * 7 + m as u64);
                         let want = match oracle.get_mut(&k) {
                             None => Err(WriteError::NotFound),
-                            Some((holder, _)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
-                            Some((_, old)) => { *old = meta.clone(); Ok(()) }
+                            Some((holder, ..)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
+                            Some((_, old, old_t)) => { *old = meta.clone(); *old_t = t.clone(); Ok(()) }
                         };
-                        prop_assert_eq!(w.update(h(k), &[k, 1], o, &meta), want);
+                        prop_assert_eq!(w.update(h(k), &[k, 1], o, &meta, &t), want);
                     }
                     Op::Die(o) => {
-                        oracle.retain(|_, (holder, _)| *holder != o);
+                        oracle.retain(|_, (holder, ..)| *holder != o);
                         w.owner_died(o);
                     }
                 }
                 assert_probe_invariant(&w);
                 for k in 0..24u64 {
-                    prop_assert_eq!(read(&w, h(k), &[k, 1]), oracle.get(&k).cloned(), "key {}", k);
+                    let want = oracle.get(&k).map(|(o, m, _)| (*o, m.clone()));
+                    prop_assert_eq!(read(&w, h(k), &[k, 1]), want, "key {}", k);
                 }
+                // Every term's postings resolve to exactly the keys that hold it (I2).
+                for term in 1..=5u64 {
+                    let mut list = Vec::new();
+                    prop_assert!(!matches!(w.shared.try_read_postings(term, Some(&mut list)), Attempt::Retry));
+                    let mut got: Vec<u64> = list
+                        .iter()
+                        .map(|&p| w.shared.arena.get(p + HEADER_WORDS as u64).unwrap().load(Ordering::Relaxed))
+                        .collect();
+                    got.sort_unstable();
+                    let mut want: Vec<u64> = oracle.iter().filter(|(_, (.., t))| t.contains(&term)).map(|(k, _)| *k).collect();
+                    want.sort_unstable();
+                    prop_assert_eq!(got, want, "term {}", term);
+                }
+                let audit = w.audit();
+                prop_assert!(audit.problems.is_empty(), "{:?}", audit.problems);
                 prop_assert_eq!(w.shared.len.load(Ordering::Relaxed) as usize, oracle.len());
             }
+            // Emptied, the index and the arena accounting are back to nothing (S4).
+            for o in 0..4 {
+                w.owner_died(o);
+            }
+            let audit = w.audit();
+            prop_assert_eq!((audit.entries, audit.postings, audit.block_bytes), (0, 0, 0));
         }
     }
 }

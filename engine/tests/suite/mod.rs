@@ -3,4 +3,5 @@ mod common;
 mod lifecycle;
 mod liveness;
 mod model;
+mod query;
 mod stress;

@@ -75,6 +75,16 @@ pub use words::AtomicWords;
 
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
+/// The hash of an index term in the term table (SplitMix64's finalizer: a bijection, so
+/// distinct terms get distinct hashes).
+#[inline]
+pub fn term_hash(term: u64) -> u64 {
+    let mut z = term;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// One optimistic read's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attempt {
@@ -85,6 +95,8 @@ pub enum Attempt {
         owner: u64,
         /// Metadata length, in words.
         meta_words: usize,
+        /// Arena offset of the entry's block.
+        block: u64,
     },
     /// The key was absent at some moment during the read.
     NotFound,
@@ -92,10 +104,67 @@ pub enum Attempt {
     Retry,
 }
 
-/// A shard's memory as readers see it: the current table and the arena.
-pub struct Published {
-    /// The current table (W4): from `Box::into_raw`, never null, freed only in `Drop`.
+/// One published table: the current one, with every table it replaced chained behind it
+/// until the cell drops (W4).
+pub struct TableCell {
+    /// The current table: from `Box::into_raw`, never null, freed only in `Drop`.
     current: AtomicPtr<RawTable>,
+}
+
+impl TableCell {
+    fn new(capacity: usize) -> TableCell {
+        TableCell {
+            current: AtomicPtr::new(Box::into_raw(Box::new(RawTable::with_capacity(capacity)))),
+        }
+    }
+
+    /// The current table.
+    #[inline]
+    pub fn get(&self) -> &RawTable {
+        let p = self.current.load(Ordering::Acquire);
+        // SAFETY:
+        // 1. `p` is non-null: it is set in `new` and `install` from `Box::into_raw`.
+        // 2. The `Acquire` load pairs with the `Release` store that published it (W4), so
+        //    the table's contents as filled before publication are visible.
+        // 3. Tables are freed only in `Drop for TableCell` (W4), which needs `&mut self`,
+        //    so the table outlives the `&self` borrow the result is tied to.
+        // 4. Every field reached through `&RawTable` is an atomic or immutable.
+        unsafe { &*p }
+    }
+
+    /// Publishes `new` and retires the table it replaces (W2, W4); the old table stays
+    /// allocated, chained from `new`, until the cell drops.
+    fn install(&self, t: &WriterToken, new: Box<RawTable>) {
+        let old = self.current.load(Ordering::Relaxed);
+        new.prev.store(old, Ordering::Relaxed);
+        let new = Box::into_raw(new);
+        self.current.store(new, Ordering::Release);
+        // SAFETY: `old` was the current table: non-null and alive until `self` drops (W4);
+        // `new` now owns it through `prev`, and nothing frees it before `Drop`.
+        unsafe { &*old }.retire(t);
+    }
+}
+
+impl Drop for TableCell {
+    fn drop(&mut self) {
+        let mut p = self.current.load(Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: every table in the `prev` chain came from `Box::into_raw` (in `new`
+            // or `install`), appears in the chain exactly once, and `&mut self` proves no
+            // reader holds a borrow (W4).
+            let table = unsafe { Box::from_raw(p) };
+            p = table.prev.load(Ordering::Acquire);
+        }
+    }
+}
+
+/// A shard's memory as readers see it: the entry table, the term (index) table, and the
+/// arena both point into.
+pub struct Published {
+    /// Key -> entry.
+    entries: TableCell,
+    /// Index term -> posting list (see `Published::try_read_postings`).
+    terms: TableCell,
     /// Arena of atomic words holding every entry's `[header | key | metadata]` block.
     pub arena: AtomicWords,
     /// Live entries, stored by the writer after each change.
@@ -105,53 +174,99 @@ pub struct Published {
 }
 
 impl Published {
-    /// Makes the published state of shard `shard` with a first table of at least
+    /// Makes the published state of shard `shard` with a first entry table of at least
     /// `capacity` slots, and its one writer token.
     pub fn new(shard: usize, capacity: usize, arena_base_bits: u32) -> (Published, WriterToken) {
-        let table = Box::new(RawTable::with_capacity(capacity));
-        let bytes = table.bytes();
         let p = Published {
-            current: AtomicPtr::new(Box::into_raw(table)),
+            entries: TableCell::new(capacity),
+            terms: TableCell::new(RawTable::MIN_CAPACITY),
             arena: AtomicWords::new(arena_base_bits),
             len: AtomicU64::new(0),
-            table_bytes: AtomicU64::new(bytes),
+            table_bytes: AtomicU64::new(0),
         };
+        let bytes = p.entries.get().bytes() + p.terms.get().bytes();
+        p.table_bytes.store(bytes, Ordering::Relaxed);
         (p, WriterToken::new(shard))
     }
 
-    /// The current table.
+    /// The current entry table.
     #[inline]
     pub fn table(&self) -> &RawTable {
-        let p = self.current.load(Ordering::Acquire);
-        // SAFETY:
-        // 1. `p` is non-null: it is set in `new` and `install` from `Box::into_raw`.
-        // 2. The `Acquire` load pairs with the `Release` store that published it (W4), so
-        //    the table's contents as filled before publication are visible.
-        // 3. Tables are freed only in `Drop for Published` (W4), which needs `&mut self`,
-        //    so the table outlives the `&self` borrow the result is tied to.
-        // 4. Every field reached through `&RawTable` is an atomic or immutable.
-        unsafe { &*p }
+        self.entries.get()
     }
 
-    /// Publishes `new` as the current table and retires the old one (W2, W4). The old
-    /// table stays allocated, chained from `new`, until `self` drops.
-    pub fn install(&self, t: &WriterToken, new: Box<RawTable>) {
-        let old = self.current.load(Ordering::Relaxed);
-        new.prev.store(old, Ordering::Relaxed);
+    /// The current term table.
+    #[inline]
+    pub fn terms(&self) -> &RawTable {
+        self.terms.get()
+    }
+
+    fn add_bytes(&self, new: &RawTable) {
         let bytes = self.table_bytes.load(Ordering::Relaxed) + new.bytes();
-        let new = Box::into_raw(new);
-        self.current.store(new, Ordering::Release);
         self.table_bytes.store(bytes, Ordering::Relaxed);
-        // SAFETY: `old` was the current table: non-null and alive until `self` drops (W4);
-        // `new` now owns it through `prev`, and nothing frees it before `Drop`.
-        unsafe { &*old }.retire(t);
+    }
+
+    /// Publishes `new` as the entry table and retires the old one (W2, W4).
+    pub fn install(&self, t: &WriterToken, new: Box<RawTable>) {
+        self.add_bytes(&new);
+        self.entries.install(t, new);
+    }
+
+    /// Publishes `new` as the term table and retires the old one (W2, W4).
+    pub fn install_terms(&self, t: &WriterToken, new: Box<RawTable>) {
+        self.add_bytes(&new);
+        self.terms.install(t, new);
     }
 
     /// One optimistic read of `key` (hash `hash`); metadata is copied into `out` when it
     /// fits. Never blocks, never writes to shared memory.
     #[inline]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
-        let t = self.table();
+        self.probe(self.table(), hash, |owner, loc| {
+            self.read_block(loc, key, out).then_some(Attempt::Found {
+                owner,
+                meta_words: loc.meta_words(),
+                block: loc.offset(),
+            })
+        })
+    }
+
+    /// One optimistic read of the posting list of index term `term` into `out` (cleared
+    /// first; `None` reads the length only): `Found { meta_words }` gives its length.
+    /// Term blocks are laid out as `[hash, capacity words | term | len | postings...]`
+    /// (see `index.rs`).
+    pub fn try_read_postings(&self, term: u64, mut out: Option<&mut Vec<u64>>) -> Attempt {
+        self.probe(self.terms(), term_hash(term), |_, loc| {
+            let head = self.arena.range(loc.offset(), HEADER_WORDS as u64)?;
+            let words = head[1].load(Ordering::Relaxed);
+            let block = self.arena.range(loc.offset(), words)?;
+            if block.get(HEADER_WORDS)?.load(Ordering::Relaxed) != term {
+                return None;
+            }
+            let len = block.get(HEADER_WORDS + 1)?.load(Ordering::Relaxed) as usize;
+            let postings = block.get(HEADER_WORDS + 2..HEADER_WORDS + 2 + len)?;
+            if let Some(out) = out.as_deref_mut() {
+                out.clear();
+                out.extend(postings.iter().map(|w| w.load(Ordering::Relaxed)));
+            }
+            Some(Attempt::Found {
+                owner: 0,
+                meta_words: len,
+                block: loc.offset(),
+            })
+        })
+    }
+
+    /// Probes `t` for `hash` under the seqlock protocol. `matched` reads the candidate
+    /// slot's block (`Relaxed` loads only, any `loc` tolerated) and says whether it is the
+    /// one; its answer counts only if the slot validates afterwards.
+    #[inline]
+    fn probe(
+        &self,
+        t: &RawTable,
+        hash: u64,
+        mut matched: impl FnMut(u64, Loc) -> Option<Attempt>,
+    ) -> Attempt {
         let m1 = t.moves.load(Ordering::Acquire);
         if m1 & 1 == 1 {
             return Attempt::Retry;
@@ -171,16 +286,13 @@ impl Published {
             if h == want {
                 let owner = slot.owner.load(Ordering::Relaxed);
                 let loc = Loc(slot.loc.load(Ordering::Relaxed));
-                let matched = self.read_block(loc, key, out);
+                let found = matched(owner, loc);
                 fence(Ordering::Acquire);
                 if slot.seq.load(Ordering::Relaxed) != s1 {
                     return Attempt::Retry;
                 }
-                if matched {
-                    return Attempt::Found {
-                        owner,
-                        meta_words: loc.meta_words(),
-                    };
+                if let Some(found) = found {
+                    return found;
                 }
             }
             i = t.next(i);
@@ -218,19 +330,6 @@ impl Published {
             }
         }
         true
-    }
-}
-
-impl Drop for Published {
-    fn drop(&mut self) {
-        let mut p = self.current.load(Ordering::Acquire);
-        while !p.is_null() {
-            // SAFETY: every table in the `prev` chain came from `Box::into_raw` (in `new`
-            // or `install`), appears in the chain exactly once, and `&mut self` proves no
-            // reader holds a borrow (W4).
-            let table = unsafe { Box::from_raw(p) };
-            p = table.prev.load(Ordering::Acquire);
-        }
     }
 }
 
@@ -274,7 +373,8 @@ mod tests {
             p.try_read(hash, &[1, 2], &mut out),
             Attempt::Found {
                 owner: 9,
-                meta_words: 3
+                meta_words: 3,
+                block: 0
             }
         );
         assert_eq!(&out[..3], &[10, 20, 30]);
@@ -292,7 +392,8 @@ mod tests {
             p.try_read(5, &[7], &mut out),
             Attempt::Found {
                 owner: 9,
-                meta_words: 5
+                meta_words: 5,
+                block: 0
             }
         );
         assert_eq!(out, [0, 0]);
@@ -320,7 +421,11 @@ mod tests {
         assert_eq!(p.table().capacity(), 16);
         // The new table is empty, so the key is gone; the old one is retired, not freed.
         assert_eq!(p.try_read(5, &[7], &mut []), Attempt::NotFound);
-        assert_eq!(p.table_bytes.load(Ordering::Relaxed), (8 + 16) * 32);
+        // Entry tables of 8 and 16 slots, and the first term table.
+        assert_eq!(
+            p.table_bytes.load(Ordering::Relaxed),
+            (8 + 16 + RawTable::MIN_CAPACITY as u64) * 32
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{hash, read, writer, Seen};
 fn loom_update_is_never_seen_torn() {
     loom::model(|| {
         let mut w = writer(4);
-        w.insert(hash(0, 1), &[1], 1, &[10, 10]).unwrap();
+        w.insert_plain(hash(0, 1), &[1], 1, &[10, 10]).unwrap();
         let p = w.shared.clone();
         let readers: Vec<_> = (0..2)
             .map(|_| {
@@ -25,7 +25,7 @@ fn loom_update_is_never_seen_torn() {
                 })
             })
             .collect();
-        w.update(hash(0, 1), &[1], 1, &[20, 20]).unwrap();
+        w.update_plain(hash(0, 1), &[1], 1, &[20, 20]).unwrap();
         for r in readers {
             r.join().unwrap();
         }
@@ -38,8 +38,8 @@ fn loom_shift_never_hides_a_present_key() {
     loom::model(|| {
         let mut w = writer(4);
         // Same home: the second key sits one slot further and shifts back on removal.
-        w.insert(hash(1, 1), &[1], 1, &[1]).unwrap();
-        w.insert(hash(1, 2), &[2], 1, &[2]).unwrap();
+        w.insert_plain(hash(1, 1), &[1], 1, &[1]).unwrap();
+        w.insert_plain(hash(1, 2), &[2], 1, &[2]).unwrap();
         let p = w.shared.clone();
         let readers: Vec<_> = (0..2)
             .map(|_| {

@@ -7,9 +7,7 @@ mod loom_seqlock;
 
 use std::sync::Arc;
 
-use crate::arena::ArenaAlloc;
 use crate::raw::{Attempt, Published};
-use crate::sync::AtomicU64;
 use crate::writer::Writer;
 use crate::Hooks;
 
@@ -27,17 +25,7 @@ impl Hooks for Alive {
 
 fn writer(capacity: usize) -> Writer {
     let (p, token) = Published::new(0, capacity, 3);
-    Writer {
-        shared: Arc::new(p),
-        token,
-        alloc: ArenaAlloc::default(),
-        owners: Default::default(),
-        hooks: Arc::new(Alive),
-        batch: 1,
-        idle_polls: 0,
-        scratch: Vec::new(),
-        live_bytes: Arc::new(AtomicU64::new(0)),
-    }
+    Writer::new(Arc::new(p), token, Arc::new(Alive), 1, 0)
 }
 
 /// What a bounded read concluded.
