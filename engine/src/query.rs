@@ -232,8 +232,9 @@ impl Plan {
         })
     }
 
-    /// The posting lists to walk in `shard`: the shortest AND-ed term, or the health set.
-    fn source(&self, shard: &Shard) -> Vec<u64> {
+    /// The posting lists to walk in `shard` (the shortest AND-ed term, or the health set)
+    /// and how many postings they hold.
+    fn source(&self, shard: &Shard) -> (Vec<u64>, usize) {
         let mut best = vec![term(NAMESPACE, self.ns, 0)];
         let mut best_len = shard.postings_len(best[0]);
         let mut consider = |terms: Vec<u64>| {
@@ -260,7 +261,7 @@ impl Plan {
                     .collect(),
             );
         }
-        best
+        (best, best_len)
     }
 
     fn matches(&self, key: &[u64], e: &Entry) -> bool {
@@ -270,16 +271,18 @@ impl Plan {
             && self.caps.iter().all(|&c| e.has_capability(c))
     }
 
-    /// Walks `shard`'s postings, calling `emit` with each match until it returns false.
+    /// Walks the postings of `terms` in `shard`, calling `emit` with each match until it
+    /// returns false.
     fn run(
         &self,
         r: &Registry,
         shard: &Shard,
+        terms: &[u64],
         mut emit: impl FnMut(&[u64], &Entry) -> bool,
     ) -> Result<(), Error> {
         let mut postings = Vec::new();
         let mut list = Vec::new();
-        for t in self.source(shard) {
+        for &t in terms {
             shard
                 .postings(t, &mut list)
                 .map_err(|_| Error::new(ErrorKind::ShuttingDown))?;
@@ -316,10 +319,38 @@ impl Plan {
     }
 }
 
+/// Below this many postings in all, a query runs on the caller's thread: waking rayon's
+/// workers costs more than it saves (tens of microseconds against ~100 ns a posting).
+const PARALLEL_POSTINGS: usize = 2048;
+
+/// Runs `f` over every shard with its source lists: in parallel when there is enough
+/// work, else on this thread.
+fn fan_out<T: Send>(
+    r: &Registry,
+    plan: &Plan,
+    f: impl Fn(&Shard, &[u64]) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    let sources: Vec<(Vec<u64>, usize)> = r.shards().iter().map(|s| plan.source(s)).collect();
+    let work = sources
+        .iter()
+        .map(|(_, n)| *n)
+        .fold(0usize, usize::saturating_add);
+    let jobs = r.shards().iter().zip(&sources);
+    if work < PARALLEL_POSTINGS || r.shards().len() == 1 {
+        jobs.map(|(s, (terms, _))| f(s, terms)).collect()
+    } else {
+        jobs.collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(s, (terms, _))| f(s, terms))
+            .collect()
+    }
+}
+
 impl Registry {
     /// The live entries of `q`'s namespace that match all its conditions, in no
-    /// particular order, at most `q`'s limit. Shards are searched in parallel (rayon's
-    /// global pool); cost is O(shards + entries on each shard's shortest matching list).
+    /// particular order, at most `q`'s limit. Cost is O(shards + entries on each shard's
+    /// shortest matching list); with more than a couple of thousand postings to check,
+    /// shards are searched in parallel on rayon's global pool.
     ///
     /// # Errors
     ///
@@ -329,23 +360,19 @@ impl Registry {
         let Some(plan) = Plan::new(self, q) else {
             return Ok(Vec::new());
         };
-        let per_shard: Vec<Vec<Hit>> = self
-            .shards()
-            .par_iter()
-            .map(|s| {
-                let mut hits = Vec::new();
-                plan.run(self, s, |key, entry| {
-                    if let Some(key) = OwnedKey::decode(key) {
-                        hits.push(Hit {
-                            key,
-                            entry: entry.clone(),
-                        });
-                    }
-                    hits.len() < plan.limit
-                })?;
-                Ok(hits)
-            })
-            .collect::<Result<_, Error>>()?;
+        let per_shard = fan_out(self, &plan, |s, terms| {
+            let mut hits = Vec::new();
+            plan.run(self, s, terms, |key, entry| {
+                if let Some(key) = OwnedKey::decode(key) {
+                    hits.push(Hit {
+                        key,
+                        entry: entry.clone(),
+                    });
+                }
+                hits.len() < plan.limit
+            })?;
+            Ok(hits)
+        })?;
         let mut hits: Vec<Hit> = per_shard.into_iter().flatten().collect();
         hits.truncate(plan.limit);
         Ok(hits)
@@ -362,18 +389,14 @@ impl Registry {
         let Some(plan) = Plan::new(self, q) else {
             return Ok(0);
         };
-        let counts: Vec<usize> = self
-            .shards()
-            .par_iter()
-            .map(|s| {
-                let mut n = 0usize;
-                plan.run(self, s, |_, _| {
-                    n += 1;
-                    n < plan.limit
-                })?;
-                Ok(n)
-            })
-            .collect::<Result<_, Error>>()?;
+        let counts = fan_out(self, &plan, |s, terms| {
+            let mut n = 0usize;
+            plan.run(self, s, terms, |_, _| {
+                n += 1;
+                n < plan.limit
+            })?;
+            Ok(n)
+        })?;
         Ok(counts.into_iter().sum::<usize>().min(plan.limit))
     }
 
@@ -415,7 +438,8 @@ impl Registry {
         let mut left = plan.limit;
         for s in self.shards() {
             let mut stop = false;
-            plan.run(self, s, |key, entry| {
+            let (terms, _) = plan.source(s);
+            plan.run(self, s, &terms, |key, entry| {
                 let Some(key) = OwnedKey::decode(key) else {
                     return true;
                 };

@@ -119,6 +119,8 @@ pub struct Findings {
     pub scaling: Option<Vec<(usize, f64)>>,
     pub p99_writers: Option<(u64, u64)>,
     pub storms: Vec<Storm>,
+    /// Entries at which P3 was measured: smaller first.
+    pub query_sizes: Vec<u64>,
     pub notes: Vec<String>,
 }
 
@@ -707,6 +709,99 @@ pub fn death_storm(run: &Run, r: &Registry, batch: bool) -> (Storm, OpData) {
     (storm, op)
 }
 
+/// Queries per second (per thread) of the query workload's open-loop schedule.
+pub const QUERY_RATE: f64 = 500.0;
+/// Holders of the "rare" capability the query workload looks for.
+pub const RARE: u64 = 1000;
+
+/// Adds `RARE` holders of capability "rare" to `ns` (keys above `base`), and interns
+/// capability "vacant" with no holder left, for P3's 1,000-match and 0-match queries.
+pub fn add_rare(r: &Registry, ns: Namespace, base: u64) -> Process {
+    let p = r.spawn();
+    for i in 0..RARE {
+        let meta = agent_meta(i).capability("rare");
+        r.register(&p, &Key::new(ns, base + i), &meta)
+            .expect("rare register");
+    }
+    let ghost = Key::new(ns, base + RARE);
+    r.register(&p, &ghost, &Metadata::new().capability("vacant"))
+        .expect("vacant register");
+    r.unregister(&p, &ghost).expect("vacant unregister");
+    p
+}
+
+/// P3: open-loop queries for the 1,000 holders of "rare" and for the holderless "vacant"
+/// in `ns`, one thread; ops named `{label}-1000` and `{label}-empty`.
+pub fn queries(run: &Run, r: &Registry, ns: Namespace, label: &str) -> Vec<OpData> {
+    let cfg = run.cfg;
+    let pace = cfg.pace(QUERY_RATE);
+    let mut out = Vec::new();
+    for (name, cap, want) in [("1000", "rare", RARE as usize), ("empty", "vacant", 0)] {
+        let q = roster::Query::new(ns).capability(cap);
+        let start = run.now_ns() + 1_000_000;
+        let op = format!("{label}-{name}");
+        let (elapsed, mut hists) = run.timed(&op, 1, cfg.duration, |_, stop| {
+            let mut rec = Recorder::new(run.clock(), pace, cfg.seed, start);
+            while !stop.load(Ordering::Relaxed) {
+                let from = rec.begin();
+                let n = r.query_count(&q).expect("query");
+                rec.end(from);
+                assert_eq!(n, want, "{op} found {n} entries");
+            }
+            rec.hist
+        });
+        out.push(run.op(
+            &op,
+            hists.remove(0),
+            elapsed,
+            1,
+            pace,
+            Duration::from_nanos(start),
+        ));
+    }
+    out
+}
+
+/// P3 at two sizes ten times apart: `small` entries in a fresh registry, and the
+/// `big_registry` (already holding ten times as many) or, without one, a fresh registry
+/// of `10 * small`. Both get the same 1,000 "rare" holders.
+pub fn query_scaling(
+    run: &Run,
+    small: u64,
+    big_registry: Option<(&Registry, Namespace)>,
+    f: &mut Findings,
+) -> Result<(), String> {
+    let mut sizes = vec![(small, None)];
+    sizes.push((small * 10, big_registry));
+    for (i, (n, existing)) in sizes.into_iter().enumerate() {
+        let label = if i == 0 { "query-small" } else { "query" };
+        let owned;
+        let _owners;
+        let (r, ns) = match existing {
+            Some(pair) => pair,
+            None => {
+                let c = Config {
+                    entries: n,
+                    ..run.cfg.clone()
+                };
+                owned = c.registry()?;
+                let ns = owned.namespace("loadgen").expect("namespace");
+                let sub = Run {
+                    cfg: &c,
+                    origin: run.origin,
+                    progress: run.progress,
+                };
+                _owners = prefill(&sub, &owned, ns);
+                (&owned, ns)
+            }
+        };
+        let _rare = add_rare(r, ns, u64::MAX / 2);
+        f.ops.extend(queries(run, r, ns, label));
+        f.query_sizes.push(n);
+    }
+    Ok(())
+}
+
 /// P1-P6 verdicts from what was measured; unmeasured targets say why.
 pub fn verdicts(t: &Targets, f: &Findings, wanted: &[&str]) -> Vec<Verdict> {
     let op = |name: &str| f.ops.iter().find(|o| o.name == name);
@@ -794,18 +889,38 @@ pub fn verdicts(t: &Targets, f: &Findings, wanted: &[&str]) -> Vec<Verdict> {
     }
 
     let p3 = &t.p3;
-    add(
-        "P3",
-        &p3.what,
-        format!(
-            "p99 <= {}; 0 matches p99 <= {}; 10x entries <= {}x",
-            human_ns(p3.query_p99_ns as f64),
-            human_ns(p3.empty_query_p99_ns as f64),
-            p3.ten_x_entries_ratio
-        ),
-        not("the registry has no query API yet"),
-        false,
+    let target = format!(
+        "p99 <= {}; 0 matches p99 <= {}; 10x entries <= {}x",
+        human_ns(p3.query_p99_ns as f64),
+        human_ns(p3.empty_query_p99_ns as f64),
+        p3.ten_x_entries_ratio
     );
+    match (op("query-1000"), op("query-empty"), op("query-small-1000")) {
+        (Some(big), Some(empty), Some(small)) => {
+            let p99 = |o: &OpData| o.hist.value_at_quantile(0.99);
+            let ratio = p99(big) as f64 / p99(small).max(1) as f64;
+            let sizes = &f.query_sizes;
+            let pass = p99(big) <= p3.query_p99_ns
+                && p99(empty) <= p3.empty_query_p99_ns
+                && ratio <= p3.ten_x_entries_ratio;
+            add(
+                "P3",
+                &p3.what,
+                target,
+                format!(
+                    "1,000 matches at {} entries: p50 {}, p99 {}; 0 matches p99 {}; at {} entries p99 {} (x{ratio:.2} for 10x entries)",
+                    sizes.get(1).copied().unwrap_or(0),
+                    human_ns(big.hist.value_at_quantile(0.5) as f64),
+                    human_ns(p99(big) as f64),
+                    human_ns(p99(empty) as f64),
+                    sizes.first().copied().unwrap_or(0),
+                    human_ns(p99(small) as f64),
+                ),
+                pass,
+            );
+        }
+        _ => add("P3", &p3.what, target, not("run the query workload"), false),
+    }
 
     let p4 = &t.p4;
     let target = format!(
