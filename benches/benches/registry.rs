@@ -1,5 +1,6 @@
-//! Criterion benches of the core operations at 1M entries: lookup (hit, miss) and
-//! register (a synchronous round trip through the shard writer), next to SPEC P1/P2.
+//! Criterion benches of the core operations at 1M entries: lookup (hit, miss), register
+//! (a synchronous round trip through the shard writer) and capability queries (1,000
+//! matches, 0 matches), next to SPEC P1, P2 and P3.
 //!
 //! `cargo bench -p roster-benches --bench registry`; `ROSTER_BENCH_ENTRIES` overrides the
 //! prefill size.
@@ -7,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use roster::{Entry, Health, Key, Metadata, Namespace, Process, Registry};
+use roster::{Entry, Health, Key, Metadata, Namespace, Process, Query, Registry};
 
 fn entries() -> u64 {
     std::env::var("ROSTER_BENCH_ENTRIES")
@@ -88,6 +89,32 @@ fn bench(c: &mut Criterion) {
             i += 1;
             black_box(r.lookup(&Key::new(ns, mix(i) % n)).unwrap())
         })
+    });
+
+    // P3: 1,000 holders of "rare" among the n entries, and "vacant", interned, held by none.
+    let rare = r.spawn();
+    for i in 0..1000u64 {
+        r.register(&rare, &Key::new(ns, 5 * n + i), &meta(i).capability("rare"))
+            .unwrap();
+    }
+    r.register(
+        &rare,
+        &Key::new(ns, 6 * n),
+        &Metadata::new().capability("vacant"),
+    )
+    .unwrap();
+    r.unregister(&rare, &Key::new(ns, 6 * n)).unwrap();
+    let q = Query::new(ns).capability("rare");
+    g.bench_function("query_1000_matches", |b| {
+        b.iter(|| assert_eq!(r.query_count(black_box(&q)).unwrap(), 1000))
+    });
+    let q = Query::new(ns).capability("rare").limit(10);
+    g.bench_function("query_1000_matches_collect_10", |b| {
+        b.iter(|| assert_eq!(r.query(black_box(&q)).unwrap().len(), 10))
+    });
+    let q = Query::new(ns).capability("vacant");
+    g.bench_function("query_0_matches", |b| {
+        b.iter(|| assert_eq!(r.query_count(black_box(&q)).unwrap(), 0))
     });
 
     let p = r.spawn();

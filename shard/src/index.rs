@@ -170,7 +170,7 @@ impl Writer {
 
     /// Removes position `pos` from the list of term `id`, moving the last posting into
     /// the gap and fixing that entry's tail; drops the term when its list empties.
-    fn postings_remove(&mut self, id: u32, pos: usize) {
+    pub(crate) fn postings_remove(&mut self, id: u32, pos: usize) {
         let term = self.terms.of[id as usize];
         let Some(i) = self.term_slot(term) else {
             debug_assert!(false, "term {term:#x} has no list");

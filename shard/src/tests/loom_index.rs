@@ -1,18 +1,23 @@
-//! Posting lists: an append in place and a swap-remove are never seen half done.
+//! Posting lists: an append in place and a swap-remove are never seen half done. One
+//! reader here (two, with two write sections, is too large a state space for CI); the
+//! protocol itself is checked with two readers in `loom_seqlock` and `loom_grow`.
 
 use loom::thread;
 
-use super::{hash, writer};
+use super::writer;
 use crate::raw::Attempt;
+
+/// Postings outside the arena: the writer's tail fix-up finds no entry there and skips.
+const A: u64 = 1 << 30;
+const B: u64 = (1 << 30) + 64;
 
 #[test]
 fn loom_postings_are_read_whole() {
     loom::model(|| {
         let mut w = writer(4);
-        w.insert(hash(0, 1), &[1], 1, &[1], &[7]).unwrap();
-        let a = w.postings_of(7)[0];
+        let id = (w.postings_add(7, A) >> 32) as u32;
         let p = w.shared.clone();
-        let readers: Vec<_> = (0..2)
+        let readers: Vec<_> = (0..1)
             .map(|_| {
                 let p = p.clone();
                 thread::spawn(move || {
@@ -21,12 +26,10 @@ fn loom_postings_are_read_whole() {
                         match p.try_read_postings(7, Some(&mut list)) {
                             Attempt::Found { meta_words, .. } => {
                                 assert_eq!(meta_words, list.len());
-                                // [a], then [a, b] after the append, then [b] after the
-                                // swap-remove of a: never a mix.
-                                let ok = list == [a]
-                                    || (list.len() == 2 && list[0] == a && list[1] != a)
-                                    || (list.len() == 1 && list[0] != a);
-                                assert!(ok, "torn postings {list:?} (a = {a})");
+                                // [A], then [A, B] after the append, then [B] after the
+                                // swap-remove of A: never a mix.
+                                let ok = list == [A] || list == [A, B] || list == [B];
+                                assert!(ok, "torn postings {list:?}");
                                 return;
                             }
                             Attempt::NotFound => panic!("term 7 always has a posting"),
@@ -36,11 +39,11 @@ fn loom_postings_are_read_whole() {
                 })
             })
             .collect();
-        w.insert(hash(1, 2), &[2], 1, &[2], &[7]).unwrap();
-        w.remove(hash(0, 1), &[1], 1).unwrap();
+        w.postings_add(7, B);
+        w.postings_remove(id, 0);
         for r in readers {
             r.join().unwrap();
         }
-        assert_eq!(w.postings_of(7).len(), 1);
+        assert_eq!(w.postings_of(7), [B]);
     });
 }
