@@ -2,8 +2,9 @@
 //!
 //! # Algorithm
 //!
-//! A shard publishes one current [`RawTable`] (an `AtomicPtr`) and one arena
-//! ([`AtomicWords`]). Each slot is a seqlock over four atomic words; the key and metadata
+//! A shard publishes two tables (each a [`TableCell`]: an `AtomicPtr` to the current
+//! [`RawTable`]) and one arena ([`AtomicWords`]): the entry table (key -> entry) and the
+//! term table (index term -> posting list, see `index.rs`), read with the same protocol. Each slot is a seqlock over four atomic words; the key and metadata
 //! live in an arena block that the slot's `loc` word points at. One writer thread (holding
 //! the shard's [`WriterToken`]) changes both; any number of readers read both with plain
 //! loads, no lock, no RMW, no store to shared memory.
