@@ -81,7 +81,8 @@ struct RunArgs {
     /// Entries registered before measuring.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     entries: u64,
-    /// Worker threads (default: available parallelism).
+    /// Worker threads (default: one fewer than the cores, leaving one for the shard
+    /// writers and the concurrent writer; at least 1).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     threads: Option<u64>,
     /// Shards (default: available parallelism, rounded up to a power of two).
@@ -272,7 +273,10 @@ fn config(args: &RunArgs, suite: bool) -> Result<Config, String> {
     Ok(Config {
         entries: args.entries,
         threads: args.threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            || {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                cores.saturating_sub(1).max(1)
+            },
             |t| t as usize,
         ),
         shards: args.shards.map(|s| s as usize),

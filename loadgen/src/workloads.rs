@@ -461,10 +461,14 @@ pub fn churn(run: &Run, r: &Registry) -> Vec<OpData> {
 pub fn scaling(run: &Run, r: &Registry, ns: Namespace, f: &mut Findings) {
     let cfg = run.cfg;
     let keys = cfg.keys();
+    // P5 is about scaling up to all cores, whatever the other workloads' thread count.
+    let top = cfg
+        .threads
+        .max(std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut counts: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 2))
-        .take_while(|&n| n < cfg.threads)
+        .take_while(|&n| n < top)
         .collect();
-    counts.push(cfg.threads);
+    counts.push(top);
     let secs = (cfg.duration / 2).max(Duration::from_millis(200));
     let mut points = Vec::new();
     for &n in &counts {
