@@ -71,20 +71,11 @@ impl Writer {
 
     /// The term table slot of `term`.
     fn term_slot(&self, term: u64) -> Option<usize> {
-        let t = self.terms_table();
         let hash = term_hash(term);
         let want = tag(hash);
-        let mut i = t.home(hash);
-        loop {
-            let v = t.view(&self.token, i);
-            if v.hash == 0 {
-                return None;
-            }
-            if v.hash == want && self.word(v.loc.offset() + HEADER_WORDS as u64) == term {
-                return Some(i);
-            }
-            i = t.next(i);
-        }
+        self.seek(self.terms_table(), hash, |v| {
+            v.hash == want && self.word(v.loc.offset() + HEADER_WORDS as u64) == term
+        })
     }
 
     fn word(&self, at: u64) -> u64 {

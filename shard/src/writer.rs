@@ -286,38 +286,39 @@ impl Writer {
                 .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
     }
 
-    /// The slot holding `key`, if any.
-    fn find(&self, hash: u64, key: &[u64]) -> Option<usize> {
-        let t = self.table();
-        let want = tag(hash);
+    /// The first slot of `t`'s probe for `hash` that `hit` accepts, stopping at the first
+    /// empty slot (probe invariant T1). The writer's own view: no validation needed.
+    pub(crate) fn seek(
+        &self,
+        t: &RawTable,
+        hash: u64,
+        mut hit: impl FnMut(SlotView) -> bool,
+    ) -> Option<usize> {
         let mut i = t.home(hash);
         loop {
             let v = t.view(&self.token, i);
             if v.hash == 0 {
                 return None;
             }
-            if v.hash == want && self.key_matches(v.loc, key) {
+            if hit(v) {
                 return Some(i);
             }
             i = t.next(i);
         }
     }
 
+    /// The slot holding `key`, if any.
+    fn find(&self, hash: u64, key: &[u64]) -> Option<usize> {
+        let want = tag(hash);
+        self.seek(self.table(), hash, |v| {
+            v.hash == want && self.key_matches(v.loc, key)
+        })
+    }
+
     /// The slot whose block starts at `off` (the block's header holds its hash).
     fn find_block(&self, off: u64) -> Option<usize> {
         let hash = self.shared.arena.get(off)?.load(Ordering::Relaxed);
-        let t = self.table();
-        let mut i = t.home(hash);
-        loop {
-            let v = t.view(&self.token, i);
-            if v.hash == 0 {
-                return None;
-            }
-            if v.loc.offset() == off {
-                return Some(i);
-            }
-            i = t.next(i);
-        }
+        self.seek(self.table(), hash, |v| v.loc.offset() == off)
     }
 
     fn account(&self) {
