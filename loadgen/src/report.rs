@@ -91,6 +91,11 @@ pub struct OpSummary {
 }
 
 impl OpSummary {
+    /// p50, p99, p99.9 and max, for people.
+    fn latencies(&self) -> [String; 4] {
+        [self.p50, self.p99, self.p999, self.max].map(|ns| human_ns(ns as f64))
+    }
+
     pub fn from_data(d: &OpData) -> OpSummary {
         let h = &d.hist;
         let percentiles = PLOT_QUANTILES
@@ -147,17 +152,11 @@ impl Summary {
             "op", "count", "ops/s", "p50", "p99", "p99.9", "max"
         );
         for (name, o) in &self.ops {
+            let [p50, p99, p999, max] = o.latencies();
             let _ = writeln!(
                 out,
-                "{:<22} {:>11} {:>12.0} {:>10} {:>10} {:>10} {:>10}  {}",
-                name,
-                o.count,
-                o.throughput,
-                human_ns(o.p50 as f64),
-                human_ns(o.p99 as f64),
-                human_ns(o.p999 as f64),
-                human_ns(o.max as f64),
-                o.mode
+                "{name:<22} {:>11} {:>12.0} {p50:>10} {p99:>10} {p999:>10} {max:>10}  {}",
+                o.count, o.throughput, o.mode
             );
         }
         if !self.verdicts.is_empty() {
@@ -226,16 +225,11 @@ impl Summary {
             "| op | count | ops/s | p50 | p99 | p99.9 | max | mode |\n|---|---|---|---|---|---|---|---|"
         );
         for (name, o) in &self.ops {
+            let [p50, p99, p999, max] = o.latencies();
             let _ = writeln!(
                 md,
-                "| {name} | {} | {:.0} | {} | {} | {} | {} | {} |",
-                o.count,
-                o.throughput,
-                human_ns(o.p50 as f64),
-                human_ns(o.p99 as f64),
-                human_ns(o.p999 as f64),
-                human_ns(o.max as f64),
-                o.mode
+                "| {name} | {} | {:.0} | {p50} | {p99} | {p999} | {max} | {} |",
+                o.count, o.throughput, o.mode
             );
         }
         for n in &self.notes {

@@ -532,6 +532,20 @@ impl Drop for Shard {
     }
 }
 
+/// Test hooks: every owner is alive.
+#[cfg(test)]
+pub(crate) struct AllAlive;
+
+#[cfg(test)]
+impl Hooks for AllAlive {
+    fn is_alive(&self, _: u64) -> bool {
+        true
+    }
+    fn attach(&self, _: u64, _: usize) -> bool {
+        true
+    }
+}
+
 fn pin_to(core: usize) {
     if let Some(ids) = core_affinity::get_core_ids() {
         if !ids.is_empty() {
@@ -545,17 +559,6 @@ mod shard_tests {
     use std::sync::atomic::{AtomicBool, Ordering as O};
 
     use super::*;
-
-    struct Alive;
-
-    impl Hooks for Alive {
-        fn is_alive(&self, _: u64) -> bool {
-            true
-        }
-        fn attach(&self, _: u64, _: usize) -> bool {
-            true
-        }
-    }
 
     /// Metadata whose words check each other: `[v, v * 3 + 1, v ^ 0x55, ...]`.
     fn meta(v: u64) -> Vec<u64> {
@@ -584,7 +587,7 @@ mod shard_tests {
                 read_attempts: 2,
                 ..ShardConfig::default()
             },
-            Arc::new(Alive),
+            Arc::new(AllAlive),
         )
         .unwrap();
         let hash = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -634,7 +637,7 @@ mod shard_tests {
     /// Commands still queued when the writer stops are answered `Closed`, never hang.
     #[test]
     fn shutdown_answers_queued_callers() {
-        let shard = Arc::new(Shard::spawn(ShardConfig::default(), Arc::new(Alive)).unwrap());
+        let shard = Arc::new(Shard::spawn(ShardConfig::default(), Arc::new(AllAlive)).unwrap());
         let callers: Vec<_> = (0..4u64)
             .map(|t| {
                 let shard = shard.clone();

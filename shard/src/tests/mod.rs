@@ -10,23 +10,11 @@ use std::sync::Arc;
 
 use crate::raw::{Attempt, Published};
 use crate::writer::Writer;
-use crate::Hooks;
-
-/// Every owner is alive.
-struct Alive;
-
-impl Hooks for Alive {
-    fn is_alive(&self, _: u64) -> bool {
-        true
-    }
-    fn attach(&self, _: u64, _: usize) -> bool {
-        true
-    }
-}
+use crate::AllAlive;
 
 fn writer(capacity: usize) -> Writer {
     let (p, token) = Published::new(0, capacity, 3);
-    Writer::new(Arc::new(p), token, Arc::new(Alive), 1, 0)
+    Writer::new(Arc::new(p), token, Arc::new(AllAlive), 1, 0)
 }
 
 /// What a bounded read concluded.
