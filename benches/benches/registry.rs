@@ -84,6 +84,29 @@ fn bench(c: &mut Criterion) {
             assert!(!r.lookup_into(black_box(&key), &mut entry).unwrap());
         })
     });
+    // Batched against single lookups, 1,024 keys an iteration, walking through a fixed
+    // random sequence of 1M keys so the keys are not cache-hot (SPEC: batched >= 2x).
+    let keys: Vec<Key> = (0..1u64 << 20).map(|j| Key::new(ns, mix(j) % n)).collect();
+    let windows = keys.chunks(1024).cycle();
+    g.throughput(Throughput::Elements(1024));
+    let mut w = windows.clone();
+    g.bench_function("lookup_1024_single", |b| {
+        b.iter(|| {
+            for key in w.next().unwrap() {
+                assert!(r.lookup_into(black_box(key), &mut entry).unwrap());
+            }
+        })
+    });
+    let mut w = windows;
+    g.bench_function("lookup_1024_many", |b| {
+        b.iter(|| {
+            r.lookup_many(black_box(w.next().unwrap()), |_, e| {
+                black_box(e.expect("hit").pid());
+            })
+            .unwrap()
+        })
+    });
+    g.throughput(Throughput::Elements(1));
     g.bench_function("lookup_hit_owned", |b| {
         b.iter(|| {
             i += 1;

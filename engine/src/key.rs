@@ -136,6 +136,40 @@ impl<'a> Key<'a> {
     #[inline]
     pub(crate) fn encode(&self, max_name_len: usize, w: &mut KeyWords) -> Result<(), Error> {
         w.clear();
+        self.encode_onto(max_name_len, w)
+    }
+
+    /// Checks the name against `max_name_len`: the only way a key can be invalid.
+    pub(crate) fn check(&self, max_name_len: usize) -> Result<(), Error> {
+        let Name::Str(s) = self.name else {
+            return Ok(());
+        };
+        if s.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidKey {
+                reason: "empty name",
+                limit: 1,
+                actual: 0,
+            }));
+        }
+        if s.len() > max_name_len {
+            return Err(Error::new(ErrorKind::InvalidKey {
+                reason: "name too long (bytes)",
+                limit: max_name_len,
+                actual: s.len(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// [`Key::encode`] appending to `w` (not cleared), which must have room for
+    /// [`MAX_KEY_WORDS`](roster_shard::MAX_KEY_WORDS) more words.
+    #[inline]
+    pub(crate) fn encode_onto<const N: usize>(
+        &self,
+        max_name_len: usize,
+        w: &mut ArrayVec<u64, N>,
+    ) -> Result<(), Error> {
+        self.check(max_name_len)?;
         let head = (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12;
         match self.name {
             Name::Int(n) => {
@@ -143,22 +177,7 @@ impl<'a> Key<'a> {
                 w.push(n);
             }
             Name::Str(s) => {
-                let len = s.len();
-                if len == 0 {
-                    return Err(Error::new(ErrorKind::InvalidKey {
-                        reason: "empty name",
-                        limit: 1,
-                        actual: 0,
-                    }));
-                }
-                if len > max_name_len {
-                    return Err(Error::new(ErrorKind::InvalidKey {
-                        reason: "name too long (bytes)",
-                        limit: max_name_len,
-                        actual: len,
-                    }));
-                }
-                w.push(head | len as u64);
+                w.push(head | s.len() as u64);
                 pack_bytes(s.as_bytes(), |word| w.push(word));
             }
         }

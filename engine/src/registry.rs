@@ -788,8 +788,14 @@ impl Registry {
         Ok(owner.pid())
     }
 
+    /// The process table (batched lookups prefetch from it).
+    pub(crate) fn procs(&self) -> &ProcessTable {
+        &self.inner.procs
+    }
+
+    /// The hash of an encoded key and the shard it lives in.
     #[inline]
-    fn route(&self, words: &[u64]) -> (u64, &Shard) {
+    pub(crate) fn route(&self, words: &[u64]) -> (u64, &Shard) {
         let hash = self.inner.hasher.hash_one(words);
         (hash, &self.inner.shards[(hash & self.inner.mask) as usize])
     }
@@ -917,8 +923,21 @@ impl Registry {
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
+        self.read_entry(shard, hash, &words, entry)
+    }
+
+    /// Reads the encoded key `words` (hash `hash`) from `shard` into `entry`: the lookup
+    /// after routing, shared by single and batched lookups.
+    #[inline]
+    pub(crate) fn read_entry(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        words: &[u64],
+        entry: &mut Entry,
+    ) -> Result<bool, Error> {
         loop {
-            match shard.read(hash, &words, entry.buffer()) {
+            match shard.read(hash, words, entry.buffer()) {
                 Read::Found { owner, meta_words } => {
                     if meta_words > entry.buffer().len() {
                         entry.reserve(meta_words);

@@ -35,7 +35,7 @@ use raw::{Attempt, Published};
 use sync::{AtomicU64, Ordering};
 use writer::{Command, Notice, Writer};
 
-pub use raw::{AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
+pub use raw::{prefetch, AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
 pub use writer::MAX_TERMS;
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
@@ -258,6 +258,23 @@ impl Shard {
     #[inline]
     pub fn read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Read {
         self.read_at(hash, key, out).0
+    }
+
+    /// First step of a batched read: prefetches the slot `hash` starts probing at. Issue it
+    /// for every key of a batch, then [`Shard::prefetch_entry`] for each, then read each:
+    /// the batch's cache misses overlap instead of adding up. Hints only; never blocks.
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.shared.prefetch_home(hash);
+    }
+
+    /// Second step of a batched read (after [`Shard::prefetch_slot`]): prefetches the
+    /// entry's key and metadata if its slot is in the home slot's cache line. Returns the
+    /// owner word seen, unvalidated: a hint for prefetching the owner's state, never an
+    /// answer (only [`Shard::read`] answers).
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) -> Option<u64> {
+        self.shared.prefetch_block(hash)
     }
 
     /// [`Shard::read`], also giving the entry's block offset (0 if not found).

@@ -66,8 +66,11 @@
 //! argument R1 uses; retiring instead of freeing follows the "leak until drop" option of
 //! crossbeam-epoch's docs on deferred destruction.
 
+mod prefetch;
 mod table;
 mod words;
+
+pub use prefetch::prefetch;
 
 pub use table::{
     tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS, MAX_META_WORDS,
@@ -230,6 +233,40 @@ impl Published {
                 block: loc.offset(),
             })
         })
+    }
+
+    /// Prefetches the home slot of `hash` in the entry table: the first step of a batched
+    /// read, which overlaps the cache misses of many keys. A hint; reads nothing racy.
+    #[inline]
+    pub fn prefetch_home(&self, hash: u64) {
+        let t = self.table();
+        prefetch(&t.slots[t.home(hash)]);
+    }
+
+    /// The second step of a batched read, once the home slot is cached: peeks (without
+    /// validation) at the slots of the home slot's cache line and, for the first whose tag
+    /// matches `hash`, prefetches the two ends of its arena block. Returns the owner word
+    /// seen there, a hint the caller may use to prefetch what it checks next; the real
+    /// read ([`Published::try_read`]) validates everything.
+    #[inline]
+    pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
+        let t = self.table();
+        let want = tag(hash);
+        let home = t.home(hash);
+        // Two slots to a cache line: the home slot and its partner after it, if any.
+        let line_end = (home | 1).min(t.capacity() - 1);
+        let slot = t.slots[home..=line_end]
+            .iter()
+            .find(|s| s.hash.load(Ordering::Relaxed) == want)?;
+        let loc = Loc(slot.loc.load(Ordering::Relaxed));
+        let first = loc.offset() + HEADER_WORDS as u64;
+        if let Some(w) = self.arena.get(first) {
+            prefetch(w);
+        }
+        if let Some(w) = self.arena.get(loc.offset() + loc.block_words() as u64 - 1) {
+            prefetch(w);
+        }
+        Some(slot.owner.load(Ordering::Relaxed))
     }
 
     /// One optimistic read of the posting list of index term `term` into `out` (cleared
