@@ -1,0 +1,90 @@
+//! Batched lookups: `lookup_many` answers exactly what `lookup` answers, key by key.
+
+use roster::{ErrorKind, Key, Metadata, Pid};
+
+use super::common::{scaled, with_registry};
+
+/// Every key's answer from `lookup_many`, as (pid, capability count) pairs.
+fn many(r: &roster::Registry, keys: &[Key<'_>]) -> Vec<Option<(Pid, usize)>> {
+    let mut out = vec![Some((Pid::NONE, usize::MAX)); keys.len()];
+    let mut seen = vec![false; keys.len()];
+    r.lookup_many(keys, |i, e| {
+        assert!(!seen[i], "key {i} answered twice");
+        seen[i] = true;
+        out[i] = e.map(|e| (e.pid(), e.capabilities().count()));
+    })
+    .unwrap();
+    assert!(seen.iter().all(|&s| s), "every key is answered");
+    out
+}
+
+fn single(r: &roster::Registry, keys: &[Key<'_>]) -> Vec<Option<(Pid, usize)>> {
+    keys.iter()
+        .map(|k| {
+            r.lookup(k)
+                .unwrap()
+                .map(|e| (e.pid(), e.capabilities().count()))
+        })
+        .collect()
+}
+
+#[test]
+fn i1_lookup_many_matches_lookup_for_hits_misses_and_dead_owners() {
+    with_registry(|r| {
+        let ns = r.namespace("ns").unwrap();
+        let other = r.namespace("other").unwrap();
+        let (a, b) = (r.spawn(), r.spawn());
+        let n = scaled(300) as u64;
+        let long = "x".repeat(r.limits().max_name_len);
+        for k in 0..n {
+            let owner = if k % 2 == 0 { &a } else { &b };
+            let meta = Metadata::new().capability(format!("c{}", k % 4));
+            r.register(owner, &Key::new(ns, k), &meta).unwrap();
+        }
+        r.register(&a, &Key::new(ns, long.as_str()), &Metadata::new())
+            .unwrap();
+        // Hits, misses, another namespace, and long string keys that close groups early.
+        let names: Vec<String> = (0..n + 40).map(|k| format!("s{k}")).collect();
+        let mut keys: Vec<Key> = (0..n + 40).map(|k| Key::new(ns, k)).collect();
+        keys.extend((0..20).map(|k| Key::new(other, k)));
+        keys.extend(names.iter().map(|s| Key::new(ns, s.as_str())));
+        let spots: Vec<usize> = (0..keys.len()).step_by(7).collect();
+        for &i in spots.iter().rev() {
+            keys.insert(i, Key::new(ns, long.as_str()));
+        }
+        let before = many(&r, &keys);
+        assert_eq!(before, single(&r, &keys));
+        assert_eq!(before.iter().flatten().count(), n as usize + spots.len());
+        // Entries of a dead process vanish from batches at once, as from lookups.
+        drop(b);
+        let after = many(&r, &keys);
+        assert_eq!(after, single(&r, &keys));
+        assert!(after.iter().flatten().all(|(pid, _)| *pid == a.pid()));
+        assert!(after.iter().flatten().count() < before.iter().flatten().count());
+        // Empty input: nothing to answer.
+        r.lookup_many(&[], |_, _| panic!("no keys")).unwrap();
+    });
+}
+
+#[test]
+fn lookup_many_rejects_an_invalid_key_before_answering_any() {
+    with_registry(|r| {
+        let ns = r.namespace("ns").unwrap();
+        let too_long = "y".repeat(r.limits().max_name_len + 1);
+        let keys = [
+            Key::new(ns, 1u64),
+            Key::new(ns, ""),
+            Key::new(ns, too_long.as_str()),
+        ];
+        let err = r.lookup_many(&keys, |_, _| panic!("answered")).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidKey { limit: 1, .. }),
+            "{err}"
+        );
+        r.shutdown();
+        let err = r
+            .lookup_many(&keys[..1], |_, _| panic!("answered"))
+            .unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::ShuttingDown);
+    });
+}
