@@ -131,6 +131,7 @@ impl ProcessTable {
         }
     }
 
+    #[inline]
     fn word(&self, index: u32, field: u64) -> Option<&AtomicU64> {
         self.words.get(index as u64 * self.stride + field)
     }
@@ -168,7 +169,7 @@ impl ProcessTable {
     }
 
     /// One atomic load.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_alive(&self, pid: Pid) -> bool {
         self.word(pid.index(), STATE)
             .is_some_and(|w| w.load(Ordering::Acquire) == (pid.generation() as u64) << 1 | 1)

@@ -582,6 +582,7 @@ impl Registry {
         &self.inner.shards
     }
 
+    #[inline]
     pub(crate) fn check_open(&self) -> Result<(), Error> {
         if self.inner.closed.load(Ordering::Relaxed) {
             Err(Error::new(ErrorKind::ShuttingDown))

@@ -48,20 +48,26 @@ impl AtomicWords {
         }
     }
 
+    #[inline]
     fn chunk_len(&self, k: usize) -> u64 {
         1u64 << (self.base_bits as usize + k)
     }
 
-    /// Returns `(chunk, index inside the chunk, chunk length)` for word `i`.
+    /// Returns `(chunk, index inside the chunk, chunk length)` for word `i`. On the
+    /// lookup path twice per lookup, so it is branch-light: chunk `k` starts at
+    /// `(2^k - 1) * base` and is `2^k * base` long, so `k = log2(i / base + 1)`.
     #[inline]
     fn locate(&self, i: u64) -> Option<(usize, u64, u64)> {
-        let q = (i >> self.base_bits).checked_add(1)?;
-        let k = (63 - q.leading_zeros()) as usize;
+        let b = self.base_bits;
+        // Wraps to 0 only for `i = u64::MAX` with `b = 0`; `k` then wraps past the end.
+        let q = (i >> b).wrapping_add(1);
+        let k = 63u32.wrapping_sub(q.leading_zeros()) as usize;
         if k >= MAX_CHUNKS {
             return None;
         }
-        let start = ((1u64 << k) - 1) << self.base_bits;
-        Some((k, i - start, self.chunk_len(k)))
+        let len = 1u64 << (b as usize + k);
+        // The chunk starts at `(2^k - 1) << b = len - base`.
+        Some((k, i - (len - (1u64 << b)), len))
     }
 
     /// First index past the end of the chunk holding index `i`: a run of words that must
@@ -100,11 +106,11 @@ impl AtomicWords {
     #[inline]
     pub fn range(&self, start: u64, len: u64) -> Option<&[AtomicU64]> {
         let (k, inner, clen) = self.locate(start)?;
-        let end = inner.checked_add(len)?;
-        if end > clen {
+        // `inner < clen`, so this cannot wrap, and `inner + len <= clen` after it.
+        if len > clen - inner {
             return None;
         }
-        self.chunk(k).map(|c| &c[inner as usize..end as usize])
+        self.chunk(k)?.get(inner as usize..(inner + len) as usize)
     }
 
     /// Makes sure every index below `len` is backed by memory. Safe to call from several
