@@ -32,6 +32,7 @@ fn meta(i: u64) -> Metadata {
 fn filled(n: u64) -> (Registry, Namespace, Vec<Process>) {
     let r = Registry::builder()
         .capacity(n as usize * 2)
+        .write_deadline(std::time::Duration::from_secs(60))
         .build()
         .expect("registry");
     let ns = r.namespace("bench").expect("namespace");

@@ -1,6 +1,7 @@
 //! The one public error type. Every fallible call returns it; none panics on any input.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::process::Pid;
 
@@ -64,6 +65,19 @@ pub enum ErrorKind {
         /// Which setting and why.
         reason: String,
     },
+    /// The write's deadline passed before its shard's writer reached it: it was **not**
+    /// applied, and never will be (SPEC L1). Retrying is safe.
+    Timeout {
+        /// The deadline the write had, measured from the call.
+        deadline: Duration,
+    },
+    /// The writer thread of this shard died of a fault (SPEC S6). Writes to the keys of
+    /// this shard fail; other shards keep serving. A write in flight when it died may or
+    /// may not have been applied.
+    ShardFailed {
+        /// The failed shard's index.
+        shard: usize,
+    },
     /// The registry was shut down (or its shard writer stopped); nothing was applied.
     ShuttingDown,
     /// The operating system refused to start a shard thread.
@@ -111,6 +125,13 @@ impl fmt::Display for Error {
             } => write!(f, "invalid metadata: {field} is {actual}, limit {limit}"),
             ErrorKind::InvalidNamespace { reason } => write!(f, "invalid namespace: {reason}"),
             ErrorKind::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
+            ErrorKind::Timeout { deadline } => {
+                write!(
+                    f,
+                    "write not applied: deadline of {deadline:?} passed first"
+                )
+            }
+            ErrorKind::ShardFailed { shard } => write!(f, "shard {shard}'s writer thread failed"),
             ErrorKind::ShuttingDown => f.write_str("registry is shut down"),
             ErrorKind::Spawn { reason } => write!(f, "cannot start shard thread: {reason}"),
         }

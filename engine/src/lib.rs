@@ -47,6 +47,7 @@ mod monitor;
 mod process;
 mod query;
 mod registry;
+mod writes;
 
 pub use entry::{Attributes, Entry, INLINE_WORDS};
 pub use error::{Error, ErrorKind};
@@ -57,7 +58,10 @@ pub use metadata::{Capability, Health, Limits, Metadata, Value, ValueRef};
 pub use monitor::{Down, ExitReason, Monitor};
 pub use process::{Authority, Pid, Process};
 pub use query::{Hit, OwnedKey, OwnedName, Query};
-pub use registry::{Audit, Memory, Registry, RegistryBuilder, Spawn, MAX_NAMESPACE_LEN};
+pub use registry::{
+    Audit, Memory, Registry, RegistryBuilder, Spawn, DEFAULT_WRITE_DEADLINE, MAX_NAMESPACE_LEN,
+};
+pub use writes::BatchResults;
 
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

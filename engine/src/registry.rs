@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use roster_shard::{Read, Shard, ShardConfig, WriteError};
+use roster_shard::{Op, Read, Shard, ShardConfig, Ticket, WriteError};
 
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind};
@@ -47,6 +47,7 @@ pub struct RegistryBuilder {
     idle_polls: u32,
     clock: Option<Arc<dyn Clock>>,
     cleanup_window: Duration,
+    write_deadline: Duration,
 }
 
 impl std::fmt::Debug for RegistryBuilder {
@@ -61,6 +62,7 @@ impl std::fmt::Debug for RegistryBuilder {
             .field("idle_polls", &self.idle_polls)
             .field("manual_clock", &self.clock.is_some())
             .field("cleanup_window", &self.cleanup_window)
+            .field("write_deadline", &self.write_deadline)
             .finish()
     }
 }
@@ -77,9 +79,14 @@ impl Default for RegistryBuilder {
             idle_polls: 64,
             clock: None,
             cleanup_window: Duration::from_millis(100),
+            write_deadline: DEFAULT_WRITE_DEADLINE,
         }
     }
 }
+
+/// The deadline of every write unless the builder or [`Registry::with_deadline`] says
+/// otherwise (SPEC L1).
+pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_millis(10);
 
 impl RegistryBuilder {
     /// Number of shards (each one writer thread), rounded up to a power of two. Default:
@@ -138,6 +145,15 @@ impl RegistryBuilder {
         self
     }
 
+    /// How long a write may wait for its shard's writer before it gives up with
+    /// [`ErrorKind::Timeout`], which guarantees it was not applied (SPEC L1). Default
+    /// [`DEFAULT_WRITE_DEADLINE`], 10 ms; [`Registry::with_deadline`] overrides it per
+    /// handle.
+    pub fn write_deadline(mut self, deadline: Duration) -> Self {
+        self.write_deadline = deadline;
+        self
+    }
+
     /// The clock leases read (default: the system's monotonic clock). Tests pass a
     /// [`ManualClock`](crate::ManualClock) to expire leases deterministically.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -166,6 +182,9 @@ impl RegistryBuilder {
         };
         if self.queue == 0 {
             return Err(config("queue_capacity must be at least 1".into()));
+        }
+        if self.write_deadline.is_zero() {
+            return Err(config("write_deadline must be more than zero".into()));
         }
         self.limits.check().map_err(config)?;
         let procs = Arc::new(ProcessTable::new(shards));
@@ -206,6 +225,7 @@ impl RegistryBuilder {
             handles: Handles::new(),
             reaper: Mutex::new(None),
             cleanup_window: self.cleanup_window,
+            write_deadline: self.write_deadline,
         });
         let reaper = spawn_reaper(Arc::downgrade(&inner), inner.leases.clone()).map_err(|e| {
             Error::new(ErrorKind::Spawn {
@@ -213,7 +233,10 @@ impl RegistryBuilder {
             })
         })?;
         *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
-        Ok(Registry { inner })
+        Ok(Registry {
+            inner,
+            deadline: None,
+        })
     }
 }
 
@@ -408,6 +431,7 @@ pub(crate) struct Inner {
     handles: Handles,
     reaper: Mutex<Option<(JoinHandle<()>, ThreadId)>>,
     cleanup_window: Duration,
+    write_deadline: Duration,
 }
 
 impl Inner {
@@ -516,6 +540,44 @@ impl Drop for Inner {
     }
 }
 
+/// What a write does to its key.
+#[derive(Clone, Copy)]
+pub(crate) enum Change<'m> {
+    Register(&'m Metadata),
+    Unregister,
+    Update(&'m Metadata),
+}
+
+/// A write's owner and deadline, which its errors are reported against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriteCtx {
+    pub(crate) pid: Pid,
+    pub(crate) deadline: Duration,
+    pub(crate) until: Instant,
+}
+
+impl WriteCtx {
+    /// The public error for a shard's answer to a write to shard `shard`.
+    pub(crate) fn error(&self, e: WriteError, shard: usize) -> Error {
+        Error::new(match e {
+            WriteError::Exists { owner } => ErrorKind::AlreadyRegistered { owner: Pid(owner) },
+            WriteError::OwnerDead => ErrorKind::ProcessDead { pid: self.pid },
+            WriteError::NotFound => ErrorKind::NotFound,
+            WriteError::NotOwner { owner } => ErrorKind::NotOwner { owner: Pid(owner) },
+            WriteError::TooLarge => ErrorKind::InvalidMetadata {
+                field: "metadata",
+                limit: roster_shard::MAX_META_WORDS * 8,
+                actual: usize::MAX,
+            },
+            WriteError::Timeout => ErrorKind::Timeout {
+                deadline: self.deadline,
+            },
+            WriteError::Closed => ErrorKind::ShuttingDown,
+            WriteError::Failed => ErrorKind::ShardFailed { shard },
+        })
+    }
+}
+
 /// A process registry: maps namespaced keys to live processes and their metadata.
 ///
 /// Cheap to clone (an `Arc` inside) and `Send + Sync`: hand a clone to every thread or
@@ -542,6 +604,8 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+    /// This handle's write deadline, if [`Registry::with_deadline`] set one.
+    deadline: Option<Duration>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -797,23 +861,123 @@ impl Registry {
     /// The hash of an encoded key and the shard it lives in.
     #[inline]
     pub(crate) fn route(&self, words: &[u64]) -> (u64, &Shard) {
-        let hash = self.inner.hasher.hash_one(words);
-        (hash, &self.inner.shards[(hash & self.inner.mask) as usize])
+        let (hash, i) = self.route_index(words);
+        (hash, &self.inner.shards[i])
     }
 
-    fn write_error(e: WriteError, pid: Pid) -> Error {
-        Error::new(match e {
-            WriteError::Exists { owner } => ErrorKind::AlreadyRegistered { owner: Pid(owner) },
-            WriteError::OwnerDead => ErrorKind::ProcessDead { pid },
-            WriteError::NotFound => ErrorKind::NotFound,
-            WriteError::NotOwner { owner } => ErrorKind::NotOwner { owner: Pid(owner) },
-            WriteError::TooLarge => ErrorKind::InvalidMetadata {
-                field: "metadata",
-                limit: roster_shard::MAX_META_WORDS * 8,
-                actual: usize::MAX,
+    /// The shard index of an encoded key and its hash.
+    #[inline]
+    pub(crate) fn route_index(&self, words: &[u64]) -> (u64, usize) {
+        let hash = self.inner.hasher.hash_one(words);
+        (hash, (hash & self.inner.mask) as usize)
+    }
+
+    /// The deadline this handle's writes get: [`Registry::with_deadline`]'s, else the
+    /// builder's [`RegistryBuilder::write_deadline`] (10 ms by default).
+    pub fn write_deadline(&self) -> Duration {
+        self.deadline.unwrap_or(self.inner.write_deadline)
+    }
+
+    /// Another handle to the same registry whose writes have `deadline` instead (SPEC L1:
+    /// a write the shard's writer has not reached within it returns
+    /// [`ErrorKind::Timeout`] and is never applied). Cheap: a clone of an `Arc`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let patient = registry.with_deadline(Duration::from_secs(1));
+    /// assert_eq!(patient.write_deadline(), Duration::from_secs(1));
+    /// assert_eq!(registry.write_deadline(), Duration::from_millis(10));
+    /// let ns = patient.namespace("jobs")?;
+    /// let p = patient.spawn();
+    /// patient.register(&p, &Key::new(ns, 1u64), &Metadata::new())?;
+    /// assert!(registry.lookup(&Key::new(ns, 1u64))?.is_some());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn with_deadline(&self, deadline: Duration) -> Registry {
+        Registry {
+            inner: self.inner.clone(),
+            deadline: Some(deadline),
+        }
+    }
+
+    /// Validates and encodes one write of `pid`'s: its shard and the shard operation.
+    pub(crate) fn encode_write(
+        &self,
+        pid: Pid,
+        key: &Key<'_>,
+        change: Change<'_>,
+    ) -> Result<(usize, Op), Error> {
+        let mut words = KeyWords::new();
+        key.encode(self.inner.limits.max_name_len, &mut words)?;
+        let (hash, shard) = self.route_index(&words);
+        let key_words = words.to_vec();
+        let owner = pid.as_u64();
+        let op = match change {
+            Change::Unregister => Op::Remove {
+                hash,
+                key: key_words,
+                owner,
             },
-            WriteError::Closed => ErrorKind::ShuttingDown,
+            Change::Register(m) | Change::Update(m) => {
+                let meta = m.encode(&self.inner.limits, |c| self.intern_capability(c))?;
+                let terms = crate::query::entry_terms(key.namespace().id(), &meta);
+                if matches!(change, Change::Register(_)) {
+                    Op::Insert {
+                        hash,
+                        key: key_words,
+                        owner,
+                        meta,
+                        terms,
+                    }
+                } else {
+                    Op::Update {
+                        hash,
+                        key: key_words,
+                        owner,
+                        meta,
+                        terms,
+                    }
+                }
+            }
+        };
+        Ok((shard, op))
+    }
+
+    /// Checks that the registry is open and `owner` belongs to it; the write's context.
+    pub(crate) fn begin_write(&self, owner: &Authority) -> Result<WriteCtx, Error> {
+        self.check_open()?;
+        let pid = self.owned_pid(owner)?;
+        let deadline = self.write_deadline();
+        Ok(WriteCtx {
+            pid,
+            deadline,
+            until: Instant::now() + deadline,
         })
+    }
+
+    /// Validates, encodes and queues one write; its ticket answers when it is applied.
+    pub(crate) fn start_write(
+        &self,
+        owner: &Authority,
+        key: &Key<'_>,
+        change: Change<'_>,
+    ) -> Result<(Ticket<()>, WriteCtx, usize), Error> {
+        let ctx = self.begin_write(owner)?;
+        let (shard, op) = self.encode_write(ctx.pid, key, change)?;
+        let ticket = self.inner.shards[shard]
+            .submit(op, Some(ctx.until))
+            .map_err(|e| ctx.error(e, shard))?;
+        Ok((ticket, ctx, shard))
+    }
+
+    fn write(&self, owner: &Authority, key: &Key<'_>, change: Change<'_>) -> Result<(), Error> {
+        let (ticket, ctx, shard) = self.start_write(owner, key, change)?;
+        ticket.wait().map_err(|e| ctx.error(e, shard))
     }
 
     /// Registers `key` for the process `owner` is over (pass the [`Process`] guard, or
@@ -846,16 +1010,7 @@ impl Registry {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
-        self.check_open()?;
-        let pid = self.owned_pid(owner)?;
-        let mut words = KeyWords::new();
-        key.encode(self.inner.limits.max_name_len, &mut words)?;
-        let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
-        let terms = crate::query::entry_terms(key.namespace().id(), &meta);
-        let (hash, shard) = self.route(&words);
-        shard
-            .insert(hash, words.to_vec(), pid.as_u64(), meta, terms)
-            .map_err(|e| Self::write_error(e, pid))
+        self.write(owner, key, Change::Register(metadata))
     }
 
     /// Removes `key`, which the process `owner` is over must hold.
@@ -865,14 +1020,7 @@ impl Registry {
     /// [`ErrorKind::NotFound`], [`ErrorKind::NotOwner`] naming the holder,
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::ForeignProcess`], [`ErrorKind::ShuttingDown`].
     pub fn unregister(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
-        self.check_open()?;
-        let pid = self.owned_pid(owner)?;
-        let mut words = KeyWords::new();
-        key.encode(self.inner.limits.max_name_len, &mut words)?;
-        let (hash, shard) = self.route(&words);
-        shard
-            .remove(hash, words.to_vec(), pid.as_u64())
-            .map_err(|e| Self::write_error(e, pid))
+        self.write(owner, key, Change::Unregister)
     }
 
     /// Replaces the metadata of `key`, which the process `owner` is over must hold.
@@ -886,16 +1034,7 @@ impl Registry {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
-        self.check_open()?;
-        let pid = self.owned_pid(owner)?;
-        let mut words = KeyWords::new();
-        key.encode(self.inner.limits.max_name_len, &mut words)?;
-        let meta = metadata.encode(&self.inner.limits, |c| self.intern_capability(c))?;
-        let terms = crate::query::entry_terms(key.namespace().id(), &meta);
-        let (hash, shard) = self.route(&words);
-        shard
-            .update(hash, words.to_vec(), pid.as_u64(), meta, terms)
-            .map_err(|e| Self::write_error(e, pid))
+        self.write(owner, key, Change::Update(metadata))
     }
 
     /// Looks `key` up: lock-free, never waits for a writer (SPEC L2), never returns an

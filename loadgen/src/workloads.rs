@@ -83,9 +83,13 @@ impl Config {
     }
 
     pub fn registry(&self) -> Result<Registry, String> {
+        // Writes are measured to completion: with the default 10 ms deadline a stalled
+        // write would end as a `Timeout` and drop out of the histogram, hiding the very
+        // tail the loadgen exists to show.
         let mut b = Registry::builder()
             .capacity(self.entries as usize + 100_000)
-            .pin_writers(self.pin);
+            .pin_writers(self.pin)
+            .write_deadline(Duration::from_secs(60));
         if let Some(s) = self.shards {
             b = b.shards(s);
         }

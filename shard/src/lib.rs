@@ -19,6 +19,7 @@
 mod arena;
 mod index;
 mod raw;
+mod reply;
 mod sync;
 mod writer;
 
@@ -26,17 +27,22 @@ mod writer;
 mod tests;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 
 use raw::{Attempt, Published};
-use sync::{AtomicU64, Ordering};
+use reply::{Failed, Pending, Reply};
+use sync::{fence, AtomicBool, AtomicU64, Ordering};
 use writer::{Command, Notice, Writer};
 
 pub use raw::{prefetch, AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
-pub use writer::MAX_TERMS;
+pub use writer::{Op, MAX_TERMS};
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
 pub trait Hooks: Send + Sync + 'static {
@@ -80,8 +86,12 @@ pub enum WriteError {
     },
     /// Key or metadata exceed [`MAX_KEY_WORDS`] / [`MAX_META_WORDS`].
     TooLarge,
-    /// The shard's writer has stopped.
+    /// The deadline passed before the writer reached the write: it was not applied.
+    Timeout,
+    /// The shard's writer has stopped (shutdown).
     Closed,
+    /// The shard's writer thread died of a fault (a panic); the shard serves no writes.
+    Failed,
 }
 
 impl fmt::Display for WriteError {
@@ -92,7 +102,9 @@ impl fmt::Display for WriteError {
             WriteError::NotFound => f.write_str("no such key"),
             WriteError::NotOwner { owner } => write!(f, "key held by other owner {owner:#x}"),
             WriteError::TooLarge => f.write_str("key or metadata too large"),
+            WriteError::Timeout => f.write_str("deadline passed before the write was applied"),
             WriteError::Closed => f.write_str("shard writer stopped"),
+            WriteError::Failed => f.write_str("shard writer thread failed"),
         }
     }
 }
@@ -185,13 +197,104 @@ pub struct Shard {
     cmds: Sender<Command>,
     notices: Sender<Notice>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Never carries a message; disconnects when the writer thread ends (returns or
-    /// unwinds), which wakes every caller still waiting for a reply.
-    writer_gone: Receiver<()>,
+    /// Whether the writer has ended, and why (shared with the writer thread's exit guard).
+    status: Arc<Status>,
     read_attempts: u32,
     /// Yielding polls of a reply before the caller parks (the writer's `idle_polls`).
     reply_polls: u32,
     live_bytes: Arc<AtomicU64>,
+}
+
+/// Set once by the writer thread's exit guard.
+struct Status {
+    /// The writer has ended: commands sent from now on may never be served.
+    closed: AtomicBool,
+    /// It ended by a panic (a fault), not by a stop request.
+    failed: AtomicBool,
+}
+
+impl Status {
+    fn error(&self) -> WriteError {
+        if self.failed.load(Ordering::Relaxed) {
+            WriteError::Failed
+        } else {
+            WriteError::Closed
+        }
+    }
+}
+
+/// Runs when the writer thread ends, by return or by unwinding: records why, then drops
+/// every command still queued, which answers their callers `Closed` (a bounded crossbeam
+/// channel frees its buffer only when both ends are gone, so nobody else would).
+struct ExitGuard {
+    status: Arc<Status>,
+    cmds: Receiver<Command>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.status
+            .failed
+            .store(std::thread::panicking(), Ordering::Relaxed);
+        self.status.closed.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Shard::submit`: a caller that sent a command and then
+        // read `closed == false` sent it before this drain looks (store-buffer pattern,
+        // both sides SeqCst-fenced), so the drain answers it.
+        fence(Ordering::SeqCst);
+        while let Ok(c) = self.cmds.try_recv() {
+            drop(c);
+        }
+    }
+}
+
+/// A submitted write's answer, to wait for (blocking, [`Ticket::wait`]) or to `.await`
+/// (any runtime). Dropping it before the writer reached the write cancels the write.
+#[must_use = "a ticket does nothing unless waited for or awaited"]
+pub struct Ticket<T> {
+    pending: Pending<Result<T, WriteError>>,
+    status: Arc<Status>,
+    polls: u32,
+}
+
+impl<T> fmt::Debug for Ticket<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket").finish_non_exhaustive()
+    }
+}
+
+impl<T> Ticket<T> {
+    fn settle(status: &Status, r: Result<Result<T, WriteError>, Failed>) -> Result<T, WriteError> {
+        match r {
+            Ok(r) => r,
+            Err(Failed::Timeout) => Err(WriteError::Timeout),
+            Err(Failed::Closed) => Err(status.error()),
+        }
+    }
+
+    /// Blocks until the writer answers, or until the deadline if the writer has not
+    /// reached the write by then ([`WriteError::Timeout`]: it was not applied).
+    ///
+    /// # Errors
+    ///
+    /// The write's own error, [`WriteError::Timeout`], [`WriteError::Closed`] or
+    /// [`WriteError::Failed`].
+    pub fn wait(self) -> Result<T, WriteError> {
+        let Ticket {
+            pending,
+            status,
+            polls,
+        } = self;
+        Self::settle(&status, pending.wait(polls))
+    }
+}
+
+impl<T> Future for Ticket<T> {
+    type Output = Result<T, WriteError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.pending.poll(cx).map(|r| Self::settle(&this.status, r))
+    }
 }
 
 impl fmt::Debug for Shard {
@@ -228,12 +331,19 @@ impl Shard {
         );
         writer.live_bytes = live_bytes.clone();
         let core = config.core;
-        let (gone_tx, gone_rx) = bounded::<()>(0);
+        let status = Arc::new(Status {
+            closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        });
+        let guard = ExitGuard {
+            status: status.clone(),
+            cmds: cmd_rx.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("roster-shard-{}", config.index))
             .spawn(move || {
                 // Dropped when this closure ends, by return or by unwinding.
-                let _gone = gone_tx;
+                let _guard = guard;
                 if let Some(core) = core {
                     pin_to(core);
                 }
@@ -244,7 +354,7 @@ impl Shard {
             cmds: cmd_tx,
             notices: notice_tx,
             thread: Mutex::new(Some(thread)),
-            writer_gone: gone_rx,
+            status,
             read_attempts: config.read_attempts.max(1),
             reply_polls: config.idle_polls,
             live_bytes,
@@ -296,17 +406,13 @@ impl Shard {
 
     #[cold]
     fn read_slow(&self, hash: u64, key: &[u64], out: &mut [u64]) -> (Read, u64) {
-        let (reply, rx) = bounded(1);
-        let cmd = Command::Read {
+        let asked = self.ask(|reply| Command::Read {
             hash,
             key: key.to_vec(),
             reply,
-        };
-        if self.cmds.send(cmd).is_err() {
-            return (Read::Closed, 0);
-        }
-        match self.reply(rx) {
-            Some(Some((owner, meta, block))) => {
+        });
+        match asked {
+            Ok(Some((owner, meta, block))) => {
                 if let Some(out) = out.get_mut(..meta.len()) {
                     out.copy_from_slice(&meta);
                 }
@@ -316,41 +422,78 @@ impl Shard {
                 };
                 (found, block)
             }
-            Some(None) => (Read::NotFound, 0),
-            None => (Read::Closed, 0),
+            Ok(None) => (Read::NotFound, 0),
+            Err(_) => (Read::Closed, 0),
         }
     }
 
-    /// Waits for the writer's reply to a sent command; `None` if the writer ended without
-    /// answering. Commands still queued when the writer stops stay in the channel's buffer
-    /// (crossbeam frees a bounded channel's messages only when both sides are gone), so
-    /// waiting on the reply alone could hang: the writer's end is watched too. A reply
-    /// sent before the writer ended is still taken, so an applied write never reads as
-    /// failed.
-    fn reply<T>(&self, rx: Receiver<T>) -> Option<T> {
-        // A reply usually comes within microseconds: poll (yielding) before parking, so a
-        // synchronous write does not pay a thread wake-up on top of the writer's work.
-        for _ in 0..self.reply_polls {
-            if let Ok(r) = rx.try_recv() {
-                return Some(r);
-            }
-            std::thread::yield_now();
-        }
-        select! {
-            recv(rx) -> r => r.ok(),
-            recv(self.writer_gone) -> _ => rx.try_recv().ok(),
-        }
-    }
-
-    fn call(
+    /// Sends a command and returns its caller's end, unless the writer has ended. A
+    /// command that is still queued at `deadline` is not sent ([`WriteError::Timeout`]).
+    fn send<T>(
         &self,
-        make: impl FnOnce(Sender<Result<(), WriteError>>) -> Command,
-    ) -> Result<(), WriteError> {
-        let (reply, rx) = bounded(1);
-        self.cmds
-            .send(make(reply))
-            .map_err(|_| WriteError::Closed)?;
-        self.reply(rx).ok_or(WriteError::Closed)?
+        deadline: Option<Instant>,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<Pending<T>, WriteError> {
+        let (reply, pending) = reply::pair(deadline);
+        let cmd = make(reply);
+        match deadline {
+            Some(d) => self.cmds.send_deadline(cmd, d).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => WriteError::Timeout,
+                SendTimeoutError::Disconnected(_) => self.status.error(),
+            })?,
+            None => self.cmds.send(cmd).map_err(|_| self.status.error())?,
+        }
+        // Pairs with the fence in `ExitGuard::drop`: if the writer has ended and its
+        // drain may have missed this command, take it back.
+        fence(Ordering::SeqCst);
+        if self.status.closed.load(Ordering::Relaxed) && pending.abandon() {
+            return Err(self.status.error());
+        }
+        Ok(pending)
+    }
+
+    /// Asks the writer something (no deadline) and waits for the answer.
+    fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, WriteError> {
+        let pending = self.send(None, make)?;
+        pending
+            .wait(self.reply_polls)
+            .map_err(|_| self.status.error())
+    }
+
+    /// Queues `op` for the writer and returns its [`Ticket`] at once: wait for it, or
+    /// `.await` it. The writer applies the write only if it reaches it before `deadline`
+    /// (none: whenever it does); a write it did not apply answers [`WriteError::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Timeout`] if the queue stayed full until `deadline`;
+    /// [`WriteError::Closed`] or [`WriteError::Failed`] if the writer has ended.
+    pub fn submit(&self, op: Op, deadline: Option<Instant>) -> Result<Ticket<()>, WriteError> {
+        let pending = self.send(deadline, |reply| Command::Write { op, reply })?;
+        Ok(self.ticket(pending))
+    }
+
+    /// Queues several writes as one command: one round trip for all of them, claimed
+    /// (and so applied, or timed out) together, answered item by item in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Shard::submit`].
+    pub fn submit_batch(
+        &self,
+        ops: Vec<Op>,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket<Vec<Result<(), WriteError>>>, WriteError> {
+        let pending = self.send(deadline, |reply| Command::Batch { ops, reply })?;
+        Ok(self.ticket(pending))
+    }
+
+    fn ticket<T>(&self, pending: Pending<Result<T, WriteError>>) -> Ticket<T> {
+        Ticket {
+            pending,
+            status: self.status.clone(),
+            polls: self.reply_polls,
+        }
     }
 
     /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner, and
@@ -369,14 +512,14 @@ impl Shard {
         meta: Vec<u64>,
         terms: Vec<u64>,
     ) -> Result<(), WriteError> {
-        self.call(|reply| Command::Insert {
+        let op = Op::Insert {
             hash,
             key,
             owner,
             meta,
             terms,
-            reply,
-        })
+        };
+        self.submit(op, None)?.wait()
     }
 
     /// Removes `key` if `owner` holds it.
@@ -386,12 +529,7 @@ impl Shard {
     /// [`WriteError::NotFound`], [`WriteError::NotOwner`] with the live holder, or
     /// [`WriteError::Closed`].
     pub fn remove(&self, hash: u64, key: Vec<u64>, owner: u64) -> Result<(), WriteError> {
-        self.call(|reply| Command::Remove {
-            hash,
-            key,
-            owner,
-            reply,
-        })
+        self.submit(Op::Remove { hash, key, owner }, None)?.wait()
     }
 
     /// Replaces the metadata and index terms of `key` if `owner` holds it.
@@ -407,14 +545,14 @@ impl Shard {
         meta: Vec<u64>,
         terms: Vec<u64>,
     ) -> Result<(), WriteError> {
-        self.call(|reply| Command::Update {
+        let op = Op::Update {
             hash,
             key,
             owner,
             meta,
             terms,
-            reply,
-        })
+        };
+        self.submit(op, None)?.wait()
     }
 
     /// The postings (entry references) of index term `term`, into `out`: lock-free,
@@ -435,11 +573,7 @@ impl Shard {
                 Attempt::Retry => sync::spin_hint(),
             }
         }
-        let (reply, rx) = bounded(1);
-        self.cmds
-            .send(Command::Postings { term, reply })
-            .map_err(|_| WriteError::Closed)?;
-        *out = self.reply(rx).ok_or(WriteError::Closed)?;
+        *out = self.ask(|reply| Command::Postings { term, reply })?;
         Ok(())
     }
 
@@ -488,11 +622,7 @@ impl Shard {
     ///
     /// [`WriteError::Closed`] if the writer has stopped.
     pub fn audit(&self) -> Result<Audit, WriteError> {
-        let (reply, rx) = bounded(1);
-        self.cmds
-            .send(Command::Audit { reply })
-            .map_err(|_| WriteError::Closed)?;
-        self.reply(rx).ok_or(WriteError::Closed)
+        self.ask(|reply| Command::Audit { reply })
     }
 
     /// Tells the writer that `owner` died; it removes the owner's entries ahead of any
@@ -529,6 +659,19 @@ impl Shard {
             arena: self.shared.arena.allocated_bytes(),
             live_blocks: self.live_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the writer thread died of a fault (SPEC S6): its callers get
+    /// [`WriteError::Failed`]; optimistic reads still answer from what it published.
+    pub fn failed(&self) -> bool {
+        self.status.closed.load(Ordering::Acquire) && self.status.failed.load(Ordering::Relaxed)
+    }
+
+    /// Fault injection for tests of SPEC S6: the writer thread panics when it reaches
+    /// this command, as a bug in it would.
+    #[doc(hidden)]
+    pub fn inject_fault(&self) {
+        let _ = self.cmds.send(Command::Panic);
     }
 
     /// Stops the writer after the command it is applying and joins it. Commands still

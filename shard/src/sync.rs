@@ -2,9 +2,9 @@
 //! versions under `cfg(roster_loom)`. Nothing else in the crate names `std::sync::atomic`.
 
 #[cfg(roster_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
 #[cfg(not(roster_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 /// Tells the CPU (or loom's scheduler) that this thread is waiting for another one.
 #[inline]

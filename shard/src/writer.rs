@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{select, Receiver, TryRecvError};
 use hashbrown::HashMap;
 
 use crate::arena::{class_words, ArenaAlloc};
@@ -28,6 +28,7 @@ use crate::raw::{
     tag, Loc, Published, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
     MAX_META_WORDS,
 };
+use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Hooks, WriteError};
 
@@ -72,40 +73,71 @@ impl W1 {
     }
 }
 
-/// What a caller asks the writer to do. Each carries its own reply channel.
-pub(crate) enum Command {
+/// One change to the shard's entries (see [`crate::Shard::submit`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Store `key -> (owner, meta)` if the key is absent or held by a dead owner, indexed
+    /// under `terms`.
     Insert {
+        /// The key's hash.
         hash: u64,
+        /// The key's words.
         key: Vec<u64>,
+        /// The owner word.
         owner: u64,
+        /// The metadata words.
         meta: Vec<u64>,
+        /// Index terms (distinct, non-zero).
         terms: Vec<u64>,
-        reply: Sender<Result<(), WriteError>>,
     },
+    /// Remove `key` if `owner` holds it.
     Remove {
+        /// The key's hash.
         hash: u64,
+        /// The key's words.
         key: Vec<u64>,
+        /// The owner word.
         owner: u64,
-        reply: Sender<Result<(), WriteError>>,
     },
+    /// Replace the metadata and terms of `key` if `owner` holds it.
     Update {
+        /// The key's hash.
         hash: u64,
+        /// The key's words.
         key: Vec<u64>,
+        /// The owner word.
         owner: u64,
+        /// The metadata words.
         meta: Vec<u64>,
+        /// Index terms (distinct, non-zero).
         terms: Vec<u64>,
-        reply: Sender<Result<(), WriteError>>,
+    },
+}
+
+/// What a caller asks the writer to do. Each carries its own [`Reply`]; writes are
+/// claimed before they are applied (see `reply.rs`).
+pub(crate) enum Command {
+    Write {
+        op: Op,
+        reply: Reply<Result<(), WriteError>>,
+    },
+    /// Several writes, claimed and applied together, answered item by item.
+    Batch {
+        ops: Vec<Op>,
+        reply: Reply<Result<Vec<Result<(), WriteError>>, WriteError>>,
     },
     /// Check the writer's own state (see [`crate::Audit`]).
-    Audit { reply: Sender<crate::Audit> },
+    Audit { reply: Reply<crate::Audit> },
     /// A reader's fallback after too many optimistic retries.
     Read {
         hash: u64,
         key: Vec<u64>,
-        reply: Sender<Option<(u64, Vec<u64>, u64)>>,
+        reply: Reply<Option<(u64, Vec<u64>, u64)>>,
     },
     /// A query's fallback: the postings of one term.
-    Postings { term: u64, reply: Sender<Vec<u64>> },
+    Postings { term: u64, reply: Reply<Vec<u64>> },
+    /// Fault injection (tests of SPEC S6): the writer thread panics.
+    Panic,
 }
 
 /// Served ahead of every [`Command`].
@@ -219,38 +251,45 @@ impl Writer {
     }
 
     pub(crate) fn apply(&mut self, c: Command) {
-        // A caller that stopped waiting is fine: its reply is simply dropped.
-        let _ = match c {
-            Command::Insert {
+        match c {
+            Command::Write { op, reply } => {
+                if reply.claim() {
+                    let r = self.write(&op);
+                    reply.send(r);
+                }
+            }
+            Command::Batch { ops, reply } => {
+                if reply.claim() {
+                    let r = ops.iter().map(|op| self.write(op)).collect();
+                    reply.send(Ok(r));
+                }
+            }
+            Command::Read { hash, key, reply } => reply.send(self.read(hash, &key)),
+            Command::Audit { reply } => reply.send(self.audit()),
+            Command::Postings { term, reply } => reply.send(self.postings_of(term)),
+            Command::Panic => panic!("fault injected into shard {}", self.token.shard),
+        }
+    }
+
+    /// Applies one write.
+    fn write(&mut self, op: &Op) -> Result<(), WriteError> {
+        match op {
+            Op::Insert {
                 hash,
                 key,
                 owner,
                 meta,
                 terms,
-                reply,
-            } => reply
-                .send(self.insert(hash, &key, owner, &meta, &terms))
-                .is_ok(),
-            Command::Remove {
-                hash,
-                key,
-                owner,
-                reply,
-            } => reply.send(self.remove(hash, &key, owner)).is_ok(),
-            Command::Update {
+            } => self.insert(*hash, key, *owner, meta, terms),
+            Op::Remove { hash, key, owner } => self.remove(*hash, key, *owner),
+            Op::Update {
                 hash,
                 key,
                 owner,
                 meta,
                 terms,
-                reply,
-            } => reply
-                .send(self.update(hash, &key, owner, &meta, &terms))
-                .is_ok(),
-            Command::Read { hash, key, reply } => reply.send(self.read(hash, &key)).is_ok(),
-            Command::Audit { reply } => reply.send(self.audit()).is_ok(),
-            Command::Postings { term, reply } => reply.send(self.postings_of(term)).is_ok(),
-        };
+            } => self.update(*hash, key, *owner, meta, terms),
+        }
     }
 
     pub(crate) fn table(&self) -> &RawTable {
@@ -905,24 +944,21 @@ mod tests {
         let (notice_tx, notice_rx) = crossbeam_channel::unbounded();
         let mut replies = Vec::new();
         for k in 0..10u64 {
-            let (reply, rx) = crossbeam_channel::bounded(1);
-            let meta = Vec::new();
-            cmd_tx
-                .send(Command::Insert {
-                    hash: hash(2, k),
-                    key: vec![k],
-                    owner: 1,
-                    meta,
-                    terms: Vec::new(),
-                    reply,
-                })
-                .unwrap();
-            replies.push(rx);
+            let (reply, pending) = crate::reply::pair(None);
+            let op = crate::writer::Op::Insert {
+                hash: hash(2, k),
+                key: vec![k],
+                owner: 1,
+                meta: Vec::new(),
+                terms: Vec::new(),
+            };
+            cmd_tx.send(Command::Write { op, reply }).unwrap();
+            replies.push(pending);
         }
         notice_tx.send(Notice::Died(7)).unwrap();
         let writer = std::thread::spawn(move || w.run(cmd_rx, notice_rx));
-        for rx in replies {
-            rx.recv().unwrap().unwrap();
+        for pending in replies {
+            pending.wait(0).unwrap().unwrap();
         }
         notice_tx.send(Notice::Stop).unwrap();
         writer.join().unwrap();

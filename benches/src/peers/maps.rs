@@ -152,8 +152,11 @@ impl Map for RosterMap {
     type Local<'a> = RosterLocal<'a>;
 
     fn with_capacity(capacity: usize) -> Self {
+        // Writes run to completion, as the peers' do: the default 10 ms deadline would
+        // turn a write stalled behind table growth into a refused one.
         let registry = Registry::builder()
             .capacity(capacity)
+            .write_deadline(std::time::Duration::from_secs(60))
             .build()
             .expect("registry");
         let ns = registry.namespace("peers").expect("namespace");

@@ -1,8 +1,8 @@
 //! Bad input gets its own clear error and leaves every other entry intact (SPEC I4, S6).
 
-use roster::{ErrorKind, Key, Limits, Metadata, Registry, MAX_NAME_LEN};
+use roster::{ErrorKind, Key, Limits, Metadata, MAX_NAME_LEN};
 
-use super::common::with_registry;
+use super::common::{builder, with_registry};
 
 fn field(err: roster::Error) -> &'static str {
     match err.kind() {
@@ -82,7 +82,7 @@ fn i4_bad_input_is_rejected_with_named_errors_and_nothing_is_lost() {
         );
 
         // A process of another registry.
-        let other = Registry::builder().shards(1).build().unwrap();
+        let other = builder().shards(1).build().unwrap();
         let stranger = other.spawn();
         assert_eq!(
             r.register(&stranger, &Key::new(ns, "x"), &Metadata::new())
@@ -109,7 +109,7 @@ fn i4_bad_input_is_rejected_with_named_errors_and_nothing_is_lost() {
 
 #[test]
 fn s6_calls_after_shutdown_get_shutting_down() {
-    let r = Registry::builder().shards(2).build().unwrap();
+    let r = builder().shards(2).build().unwrap();
     let ns = r.namespace("ns").unwrap();
     let p = r.spawn();
     r.register(&p, &Key::new(ns, 1), &Metadata::new()).unwrap();
@@ -136,19 +136,19 @@ fn builder_rejects_impossible_settings() {
         Err(e) => assert!(matches!(e.kind(), ErrorKind::InvalidConfig { .. }), "{e}"),
         Ok(_) => panic!("built"),
     };
-    bad(Registry::builder().shards(0));
-    bad(Registry::builder().queue_capacity(0));
-    bad(Registry::builder().limits(Limits {
+    bad(builder().shards(0));
+    bad(builder().queue_capacity(0));
+    bad(builder().limits(Limits {
         max_name_len: MAX_NAME_LEN + 1,
         ..Limits::default()
     }));
-    let r = Registry::builder().shards(3).build().unwrap();
+    let r = builder().shards(3).build().unwrap();
     assert_eq!(r.shard_count(), 4, "rounded up to a power of two");
 }
 
 #[test]
 fn names_up_to_the_maximum_work() {
-    let r = Registry::builder()
+    let r = builder()
         .shards(2)
         .limits(Limits {
             max_name_len: MAX_NAME_LEN,

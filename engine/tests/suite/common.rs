@@ -1,6 +1,14 @@
 //! One helper runs a test against every configuration (papaya's `with_map`).
 
-use roster::Registry;
+use std::time::Duration;
+
+use roster::{Registry, RegistryBuilder};
+
+/// A builder for behaviour tests: writes get a deadline far beyond any stall of a busy
+/// 2-core CI machine, so only the deadline tests (which set their own) can time out.
+pub fn builder() -> RegistryBuilder {
+    Registry::builder().write_deadline(Duration::from_secs(30))
+}
 
 /// Shard counts and read-retry bounds each test runs with. `read_attempts(1)` drives the
 /// fallback path (asking the writer) whenever a read overlaps a write.
@@ -11,7 +19,7 @@ pub fn configs() -> Vec<(usize, u32)> {
 /// Runs `test` against a fresh registry of each configuration.
 pub fn with_registry(mut test: impl FnMut(Registry)) {
     for (shards, attempts) in configs() {
-        let registry = Registry::builder()
+        let registry = builder()
             .shards(shards)
             .read_attempts(attempts)
             .capacity(16)

@@ -1,10 +1,8 @@
 //! Processes, ownership and cleanup (SPEC I1, I3, S2), and entry contents.
 
-use roster::{
-    Entry, ErrorKind, Health, Key, Metadata, Node, Registry, Value, ValueRef, INLINE_WORDS,
-};
+use roster::{Entry, ErrorKind, Health, Key, Metadata, Node, Value, ValueRef, INLINE_WORDS};
 
-use super::common::{eventually, with_registry};
+use super::common::{builder, eventually, with_registry};
 
 #[test]
 fn i1_s2_dropping_the_guard_hides_entries_at_once_and_shards_remove_them() {
@@ -32,7 +30,7 @@ fn i1_s2_dropping_the_guard_hides_entries_at_once_and_shards_remove_them() {
 
 #[test]
 fn exit_and_panic_unwinding_kill_the_pid() {
-    let r = Registry::builder().shards(2).build().unwrap();
+    let r = builder().shards(2).build().unwrap();
     let ns = r.namespace("ns").unwrap();
     let p = r.spawn();
     let pid = p.pid();
@@ -62,7 +60,7 @@ fn exit_and_panic_unwinding_kill_the_pid() {
 
 #[test]
 fn stale_pids_never_match_a_reused_slot() {
-    let r = Registry::builder().shards(1).build().unwrap();
+    let r = builder().shards(1).build().unwrap();
     let ns = r.namespace("ns").unwrap();
     let mut old = Vec::new();
     for round in 0..20u64 {
@@ -170,7 +168,7 @@ fn entries_carry_metadata_exactly_and_big_metadata_spills() {
 
 #[test]
 fn a_dead_holders_key_is_free_before_cleanup() {
-    let r = Registry::builder().shards(1).build().unwrap();
+    let r = builder().shards(1).build().unwrap();
     let ns = r.namespace("ns").unwrap();
     let p = r.spawn();
     r.register(&p, &Key::new(ns, "k"), &Metadata::new())

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use roster::{Authority, ErrorKind, ExitReason, Key, ManualClock, Metadata, Pid, Registry, Spawn};
+use roster::{Authority, ErrorKind, ExitReason, Key, ManualClock, Metadata, Pid, Spawn};
 
-use super::common::{eventually, scaled, with_registry};
+use super::common::{builder, eventually, scaled, with_registry};
 
 /// A minimal executor: parks the thread until its waker is called.
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -34,7 +34,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 
 #[test]
 fn monitors_report_exit_reasons() {
-    let r = Registry::builder().shards(2).build().unwrap();
+    let r = builder().shards(2).build().unwrap();
     let cases = [
         (ExitReason::Normal, 0),
         (ExitReason::Error("out of tokens".into()), 1),
@@ -61,7 +61,7 @@ fn monitors_report_exit_reasons() {
 
 #[test]
 fn monitoring_a_dead_pid_reports_noproc_at_once() {
-    let r = Registry::builder().shards(1).build().unwrap();
+    let r = builder().shards(1).build().unwrap();
     let p = r.spawn();
     let pid = p.pid();
     drop(p);
@@ -72,7 +72,7 @@ fn monitoring_a_dead_pid_reports_noproc_at_once() {
 
 #[test]
 fn a_pid_that_dies_while_monitored_wakes_waiters_on_threads_and_tasks() {
-    let r = Registry::builder().shards(1).build().unwrap();
+    let r = builder().shards(1).build().unwrap();
     let p = r.spawn();
     let monitors: Vec<_> = (0..100).map(|_| r.monitor(p.pid())).collect();
     let mut monitors = monitors.into_iter();
@@ -96,7 +96,7 @@ fn a_pid_that_dies_while_monitored_wakes_waiters_on_threads_and_tasks() {
 
 #[test]
 fn shutdown_tells_waiting_monitors() {
-    let r = Registry::builder().shards(1).build().unwrap();
+    let r = builder().shards(1).build().unwrap();
     let p = r.spawn();
     let m = r.monitor(p.pid());
     r.shutdown();
@@ -106,11 +106,7 @@ fn shutdown_tells_waiting_monitors() {
 #[test]
 fn leases_expire_without_keepalive_and_live_with_it() {
     let clock = Arc::new(ManualClock::new());
-    let r = Registry::builder()
-        .shards(2)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let r = builder().shards(2).clock(clock.clone()).build().unwrap();
     let ns = r.namespace("leases").unwrap();
     let lapsing = r.spawn_leased(Duration::from_secs(10));
     let renewed = r.spawn_leased(Duration::from_secs(10));
@@ -148,11 +144,7 @@ fn leases_expire_without_keepalive_and_live_with_it() {
 #[test]
 fn a_late_keepalive_loses_to_expiry_exactly_once() {
     let clock = Arc::new(ManualClock::new());
-    let r = Registry::builder()
-        .shards(1)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let r = builder().shards(1).clock(clock.clone()).build().unwrap();
     let p = r.spawn_leased(Duration::from_secs(1));
     let m = r.monitor(p.pid());
     clock.advance(Duration::from_secs(2));
@@ -164,11 +156,7 @@ fn a_late_keepalive_loses_to_expiry_exactly_once() {
 #[test]
 fn staggered_leases_expire_in_deadline_order() {
     let clock = Arc::new(ManualClock::new());
-    let r = Registry::builder()
-        .shards(2)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let r = builder().shards(2).clock(clock.clone()).build().unwrap();
     let n = scaled(500) as u64;
     let procs: Vec<_> = (0..n)
         .map(|i| r.spawn_leased(Duration::from_millis(10 * (i + 1))))
@@ -191,7 +179,7 @@ fn clock_now(c: &ManualClock) -> Duration {
 
 #[test]
 fn authorities_act_for_their_process_only() {
-    let r = Registry::builder().shards(2).build().unwrap();
+    let r = builder().shards(2).build().unwrap();
     let ns = r.namespace("auth").unwrap();
     let p = r.spawn();
     let auth: Authority = p.authority();
@@ -212,7 +200,7 @@ fn authorities_act_for_their_process_only() {
         .register(&late, &Key::new(ns, "x"), &Metadata::new())
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::ProcessDead { .. }), "{err}");
-    let other = Registry::builder().shards(1).build().unwrap();
+    let other = builder().shards(1).build().unwrap();
     let foreign = other.spawn();
     let err = r
         .register(&foreign.authority(), &Key::new(ns, "y"), &Metadata::new())
@@ -252,7 +240,7 @@ fn handles_are_reachable_from_lookups_while_the_process_lives() {
 #[test]
 fn chaos_deaths_under_concurrent_lookups() {
     let clock = Arc::new(ManualClock::new());
-    let r = Registry::builder()
+    let r = builder()
         .shards(4)
         .read_attempts(4)
         .clock(clock.clone())
@@ -407,7 +395,7 @@ fn exit_all_kills_in_one_batch_and_cleans_up() {
             .collect();
         let pids: Vec<Pid> = procs.iter().map(|p| p.pid()).collect();
         let watched = r.monitor(pids[0]);
-        let other = Registry::builder().shards(1).build().unwrap();
+        let other = builder().shards(1).build().unwrap();
         let stranger = other.spawn();
         let stranger_pid = stranger.pid();
         let all = procs.into_iter().chain(std::iter::once(stranger));

@@ -6,3 +6,4 @@ mod liveness;
 mod model;
 mod query;
 mod stress;
+mod writes;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use roster::{ErrorKind, Health, Key, Metadata, Node, Process, Registry, Value};
+use roster::{ErrorKind, Health, Key, Metadata, Node, Process, Value};
+
+use super::common::builder;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -68,11 +70,7 @@ fn normalize(pid: roster::Pid, m: &Metadata) -> View {
 }
 
 fn run(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
-    let r = Registry::builder()
-        .shards(shards)
-        .read_attempts(2)
-        .build()
-        .unwrap();
+    let r = builder().shards(shards).read_attempts(2).build().unwrap();
     let ns = [r.namespace("a").unwrap(), r.namespace("b").unwrap()];
     let mut procs: Vec<Option<Process>> = Vec::new();
     let mut oracle: HashMap<(u32, u64), (roster::Pid, Metadata)> = HashMap::new();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 use roster::{ExitReason, Health, Key, Metadata, Node, OwnedName, Pid, Process, Query, Registry};
 
-use super::common::{eventually, scaled, with_registry};
+use super::common::{builder, eventually, scaled, with_registry};
 
 const CAPS: [&str; 4] = ["plan", "search", "code", "chat"];
 const HEALTH: [Health; 4] = [
@@ -106,7 +106,7 @@ proptest! {
     fn queries_match_the_filtered_oracle(shards in prop::sample::select(vec![1usize, 2, 4]),
                                          ops in prop::collection::vec(op(), 1..60),
                                          queries in prop::collection::vec(any::<u16>(), 8)) {
-        let r = Registry::builder().shards(shards).read_attempts(2).build().unwrap();
+        let r = builder().shards(shards).read_attempts(2).build().unwrap();
         let (a, b) = (r.namespace("a").unwrap(), r.namespace("b").unwrap());
         let mut procs: Vec<Option<Process>> = (0..3).map(|_| Some(r.spawn())).collect();
         let mut oracle: HashMap<u64, (Pid, Metadata)> = HashMap::new();
@@ -219,11 +219,7 @@ fn query_forms_agree_and_respect_limits_and_namespaces() {
 /// is exactly the oracle's.
 #[test]
 fn queries_racing_writers_and_deaths_stay_consistent() {
-    let r = Registry::builder()
-        .shards(4)
-        .read_attempts(2)
-        .build()
-        .unwrap();
+    let r = builder().shards(4).read_attempts(2).build().unwrap();
     let ns = r.namespace("race").unwrap();
     let dead: Arc<Mutex<HashSet<Pid>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
