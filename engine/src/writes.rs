@@ -12,6 +12,7 @@
 //! sooner, drop the future (or race it with your runtime's timeout): a write the writer
 //! has not reached by then is never applied.
 
+use std::borrow::Borrow;
 use std::future::Future;
 
 use roster_shard::{Op, Ticket, WriteError};
@@ -100,7 +101,8 @@ impl Registry {
         finish(self.start_write(owner, key, Change::Update(metadata)))
     }
 
-    /// Registers many keys for `owner`'s process in one round trip per shard: each
+    /// Registers many keys for `owner`'s process in one round trip per shard (items are
+    /// `(key, metadata)` pairs, the metadata owned or borrowed): each
     /// shard's items travel as one command, applied together (so they also share the
     /// deadline: a shard that reaches them late times out all of them, and applies none).
     /// Each item gets its own result, in order; an item that fails validation fails alone.
@@ -125,19 +127,18 @@ impl Registry {
     ///     .map(|i| (Key::new(ns, i), Metadata::new().capability("work")))
     ///     .chain([(Key::new(ns, ""), Metadata::new())]) // invalid: an empty name
     ///     .collect();
-    /// let results = registry.register_many(&pool, &items)?;
+    /// let results = registry.register_many(&pool, items.iter().map(|(k, m)| (*k, m)))?;
     /// assert!(results[..100].iter().all(|r| r.is_ok()));
     /// assert!(matches!(results[100].as_ref().unwrap_err().kind(), ErrorKind::InvalidKey { .. }));
     /// assert_eq!(registry.count(ns), 100);
     /// # Ok::<(), roster::Error>(())
     /// ```
-    pub fn register_many(
+    pub fn register_many<'k, M: Borrow<Metadata>>(
         &self,
         owner: &Authority,
-        items: &[(Key<'_>, Metadata)],
+        items: impl IntoIterator<Item = (Key<'k>, M)>,
     ) -> Result<BatchResults, Error> {
-        let items = items.iter().map(|(k, m)| (k, Change::Register(m)));
-        self.start_batch(owner, items)?.wait()
+        self.start_batch(owner, registrations(items))?.wait()
     }
 
     /// Unregisters many keys of `owner`'s process in one round trip per shard, with a
@@ -151,8 +152,7 @@ impl Registry {
         owner: &Authority,
         keys: &[Key<'_>],
     ) -> Result<BatchResults, Error> {
-        let items = keys.iter().map(|k| (k, Change::Unregister));
-        self.start_batch(owner, items)?.wait()
+        self.start_batch(owner, removals(keys))?.wait()
     }
 
     /// [`Registry::register_many`] as a future (see [`Registry::register_async`]).
@@ -160,13 +160,12 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::register_many`].
-    pub fn register_many_async(
+    pub fn register_many_async<'k, M: Borrow<Metadata>>(
         &self,
         owner: &Authority,
-        items: &[(Key<'_>, Metadata)],
+        items: impl IntoIterator<Item = (Key<'k>, M)>,
     ) -> impl Future<Output = Result<BatchResults, Error>> + Send + 'static {
-        let items = items.iter().map(|(k, m)| (k, Change::Register(m)));
-        let started = self.start_batch(owner, items);
+        let started = self.start_batch(owner, registrations(items));
         async move { started?.finish().await }
     }
 
@@ -180,22 +179,25 @@ impl Registry {
         owner: &Authority,
         keys: &[Key<'_>],
     ) -> impl Future<Output = Result<BatchResults, Error>> + Send + 'static {
-        let items = keys.iter().map(|k| (k, Change::Unregister));
-        let started = self.start_batch(owner, items);
+        let started = self.start_batch(owner, removals(keys));
         async move { started?.finish().await }
     }
 
     /// Validates every item, groups them by shard and sends one command per shard.
-    fn start_batch<'a, 'k: 'a, 'm: 'a>(
+    fn start_batch<'k, M: Borrow<Metadata>>(
         &self,
         owner: &Authority,
-        items: impl ExactSizeIterator<Item = (&'a Key<'k>, Change<'m>)>,
+        items: impl Iterator<Item = (Key<'k>, Option<M>)>,
     ) -> Result<Batch, Error> {
         let ctx = self.begin_write(owner)?;
-        let mut results: BatchResults = Vec::with_capacity(items.len());
+        let mut results: BatchResults = Vec::with_capacity(items.size_hint().0);
         let mut groups: Vec<(Vec<Op>, Vec<usize>)> = vec![Default::default(); self.shard_count()];
-        for (i, (key, change)) in items.enumerate() {
-            match self.encode_write(ctx.pid, key, change) {
+        for (i, (key, meta)) in items.enumerate() {
+            let change = match &meta {
+                Some(m) => Change::Register(m.borrow()),
+                None => Change::Unregister,
+            };
+            match self.encode_write(ctx.pid, &key, change) {
                 Ok((shard, op)) => {
                     groups[shard].0.push(op);
                     groups[shard].1.push(i);
@@ -218,6 +220,20 @@ impl Registry {
         }
         Ok(Batch { ctx, results, sent })
     }
+}
+
+/// Batch items that register: each with its metadata.
+fn registrations<'k, M>(
+    items: impl IntoIterator<Item = (Key<'k>, M)>,
+) -> impl Iterator<Item = (Key<'k>, Option<M>)> {
+    items.into_iter().map(|(k, m)| (k, Some(m)))
+}
+
+/// Batch items that unregister: no metadata.
+fn removals<'a, 'k: 'a>(
+    keys: &'a [Key<'k>],
+) -> impl Iterator<Item = (Key<'k>, Option<Metadata>)> + 'a {
+    keys.iter().map(|&k| (k, None))
 }
 
 /// Waits for (or awaits) one write's ticket and reports its error against its context.
@@ -364,7 +380,7 @@ mod tests {
             (Key::new(ns, on0[160]), Metadata::new()),
             (Key::new(ns, on1[160]), Metadata::new()),
         ];
-        let results = r.register_many(&p, &items).unwrap();
+        let results = r.register_many(&p, items).unwrap();
         assert_eq!(
             results[0].as_ref().unwrap_err().kind(),
             &ErrorKind::ShardFailed { shard: 0 }

@@ -85,7 +85,7 @@ fn a_deadline_already_passed_applies_nothing_and_says_which() {
     let items: Vec<_> = (0..50u64)
         .map(|i| (Key::new(ns, i), Metadata::new()))
         .collect();
-    let results = hasty.register_many(&p, &items).unwrap();
+    let results = hasty.register_many(&p, items).unwrap();
     assert!(results
         .iter()
         .all(|r| matches!(r.as_ref().unwrap_err().kind(), ErrorKind::Timeout { .. })));
@@ -113,7 +113,9 @@ fn batches_answer_item_by_item_across_shards() {
         .collect();
     items.push((Key::new(ns, 3u64), Metadata::new())); // a duplicate of item 3
     items.push((Key::new(ns, ""), Metadata::new())); // invalid
-    let results = r.register_many(&a, &items).unwrap();
+    let results = r
+        .register_many(&a, items.iter().map(|(k, m)| (*k, m)))
+        .unwrap();
     assert_eq!(results.len(), items.len());
     for (i, res) in results.iter().enumerate() {
         let kind = res.as_ref().err().map(|e| e.kind().clone());
@@ -142,7 +144,7 @@ fn batches_answer_item_by_item_across_shards() {
     // A foreign process fails the whole call.
     let other = Registry::new().unwrap();
     let stranger = other.spawn();
-    let err = r.register_many(&stranger, &items[..1]).unwrap_err();
+    let err = r.register_many(&stranger, items).unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::ForeignProcess);
 }
 
@@ -178,7 +180,7 @@ async fn async_writes_complete_on_tokio_and_read_their_own_writes() {
                 let items: Vec<_> = (50..55u64)
                     .map(|i| (Key::new(ns, t * 100 + i), Metadata::new()))
                     .collect();
-                let made = r.register_many_async(&p, &items).await.unwrap();
+                let made = r.register_many_async(&p, items).await.unwrap();
                 assert!(made.iter().all(Result::is_ok));
                 p
             })
@@ -215,6 +217,6 @@ fn async_write_futures_are_send_and_static() {
     let f = r.register_async(&p, &Key::new(ns, 1u64), &Metadata::new());
     spawnable(&f);
     drop(f);
-    let f = r.register_many_async(&p, &[(Key::new(ns, 2u64), Metadata::new())]);
+    let f = r.register_many_async(&p, [(Key::new(ns, 2u64), Metadata::new())]);
     spawnable(&f);
 }
