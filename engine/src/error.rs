@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::key::Namespace;
 use crate::process::Pid;
 
 /// An error from a registry call. [`Error::kind`] says what happened and carries what the
@@ -78,6 +79,21 @@ pub enum ErrorKind {
         /// The failed shard's index.
         shard: usize,
     },
+    /// The registry's memory limit would be exceeded (charged bytes, see
+    /// [`Registry::memory`](crate::Registry::memory)); nothing was stored.
+    RegistryFull {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A namespace quota would be exceeded; nothing was stored.
+    QuotaExceeded {
+        /// The namespace.
+        namespace: Namespace,
+        /// Which quota: `"entries"` or `"bytes"`.
+        what: &'static str,
+        /// Its value.
+        limit: u64,
+    },
     /// The registry was shut down (or its shard writer stopped); nothing was applied.
     ShuttingDown,
     /// The operating system refused to start a shard thread.
@@ -132,6 +148,18 @@ impl fmt::Display for Error {
                 )
             }
             ErrorKind::ShardFailed { shard } => write!(f, "shard {shard}'s writer thread failed"),
+            ErrorKind::RegistryFull { limit } => {
+                write!(f, "registry full: memory limit of {limit} bytes reached")
+            }
+            ErrorKind::QuotaExceeded {
+                namespace,
+                what,
+                limit,
+            } => write!(
+                f,
+                "quota exceeded: namespace {} may hold at most {limit} {what}",
+                namespace.id()
+            ),
             ErrorKind::ShuttingDown => f.write_str("registry is shut down"),
             ErrorKind::Spawn { reason } => write!(f, "cannot start shard thread: {reason}"),
         }

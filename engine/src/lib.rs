@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod budget;
 mod entry;
 mod error;
 mod key;
@@ -49,6 +50,7 @@ mod query;
 mod registry;
 mod writes;
 
+pub use budget::{Quota, Usage};
 pub use entry::{Attributes, Entry, INLINE_WORDS};
 pub use error::{Error, ErrorKind};
 pub use key::{Key, Name, Namespace, Node, MAX_NAMESPACES, MAX_NAME_LEN};

@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use roster_shard::{AtomicWords, Hooks};
+use roster_shard::{AtomicWords, Hooks, Refusal};
 
+use crate::budget::Budget;
 use crate::error::{Error, ErrorKind};
-use crate::key::namespace_of;
 use crate::lag::{CleanupLag, LagHistogram};
 use crate::lease::EXPIRED;
 use crate::monitor::ExitReason;
@@ -90,8 +90,8 @@ pub(crate) struct ProcessTable {
     live: AtomicU64,
     /// Entries per (namespace, shard): word `ns * shards + shard`, so shard writers never
     /// share a counter's cache line.
-    counts: AtomicWords,
-    shards: u64,
+    /// Charges, the memory limit and the namespace quotas and counts.
+    pub(crate) budget: Budget,
     /// Origin of `killed_at`.
     epoch: Instant,
     /// Death -> fully reclaimed.
@@ -115,7 +115,7 @@ pub(crate) enum Expiry {
 }
 
 impl ProcessTable {
-    pub(crate) fn new(shards: usize) -> ProcessTable {
+    pub(crate) fn new(shards: usize, memory_limit: Option<u64>) -> ProcessTable {
         ProcessTable {
             words: AtomicWords::new(10),
             stride: MASK + shards.div_ceil(64) as u64,
@@ -124,8 +124,7 @@ impl ProcessTable {
                 next: 0,
             }),
             live: AtomicU64::new(0),
-            counts: AtomicWords::new(6),
-            shards: shards as u64,
+            budget: Budget::new(memory_limit),
             epoch: Instant::now(),
             lag: LagHistogram::new(),
         }
@@ -313,19 +312,11 @@ impl ProcessTable {
     }
 
     pub(crate) fn ensure_namespace(&self, ns: u32) {
-        self.counts.ensure((ns as u64 + 1) * self.shards);
-    }
-
-    fn counter(&self, key: &[u64], shard: usize) -> Option<&AtomicU64> {
-        self.counts
-            .get(namespace_of(key) as u64 * self.shards + shard as u64)
+        self.budget.ensure_namespace(ns);
     }
 
     pub(crate) fn count(&self, ns: u32) -> u64 {
-        (0..self.shards)
-            .filter_map(|s| self.counts.get(ns as u64 * self.shards + s))
-            .map(|w| w.load(Ordering::Relaxed))
-            .sum()
+        self.budget.usage(ns).entries
     }
 }
 
@@ -352,16 +343,16 @@ impl Hooks for ProcessTable {
         self.release_many(owners);
     }
 
-    fn inserted(&self, key: &[u64], shard: usize) {
-        if let Some(c) = self.counter(key, shard) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+    fn admit(&self, key: &[u64], charge: u64) -> Result<(), Refusal> {
+        self.budget.admit(key, charge)
     }
 
-    fn removed(&self, key: &[u64], shard: usize) {
-        if let Some(c) = self.counter(key, shard) {
-            c.fetch_sub(1, Ordering::Relaxed);
-        }
+    fn readmit(&self, key: &[u64], old: u64, new: u64) -> Result<(), Refusal> {
+        self.budget.readmit(key, old, new)
+    }
+
+    fn removed(&self, key: &[u64], charge: u64, _shard: usize) {
+        self.budget.release(key, charge);
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use roster_shard::{Op, Read, Shard, ShardConfig, Ticket, WriteError};
 
+use crate::budget::{self, Quota, Usage};
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind};
 use crate::key::{Key, KeyWords, Namespace, MAX_NAMESPACES};
@@ -48,6 +49,7 @@ pub struct RegistryBuilder {
     clock: Option<Arc<dyn Clock>>,
     cleanup_window: Duration,
     write_deadline: Duration,
+    memory_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for RegistryBuilder {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for RegistryBuilder {
             .field("manual_clock", &self.clock.is_some())
             .field("cleanup_window", &self.cleanup_window)
             .field("write_deadline", &self.write_deadline)
+            .field("memory_limit", &self.memory_limit)
             .finish()
     }
 }
@@ -80,6 +83,7 @@ impl Default for RegistryBuilder {
             clock: None,
             cleanup_window: Duration::from_millis(100),
             write_deadline: DEFAULT_WRITE_DEADLINE,
+            memory_limit: None,
         }
     }
 }
@@ -154,6 +158,15 @@ impl RegistryBuilder {
         self
     }
 
+    /// The most bytes the registry's entries may be charged in all ([`Memory::charged`]:
+    /// keys, names, metadata, attributes, index postings and slots). A registration or
+    /// update that would pass it fails with [`ErrorKind::RegistryFull`] and stores
+    /// nothing; the limit holds exactly, also under concurrent writers. Default: none.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// The clock leases read (default: the system's monotonic clock). Tests pass a
     /// [`ManualClock`](crate::ManualClock) to expire leases deterministically.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -187,7 +200,7 @@ impl RegistryBuilder {
             return Err(config("write_deadline must be more than zero".into()));
         }
         self.limits.check().map_err(config)?;
-        let procs = Arc::new(ProcessTable::new(shards));
+        let procs = Arc::new(ProcessTable::new(shards, self.memory_limit));
         let mut list = Vec::with_capacity(shards);
         for index in 0..shards {
             let shard = Shard::spawn(
@@ -329,6 +342,12 @@ pub struct Memory {
     pub arena: u64,
     /// Arena bytes in live entry blocks.
     pub live_blocks: u64,
+    /// Bytes charged to the entries against the memory limit and quotas: their blocks
+    /// (keys, names, metadata, attributes, index positions) at their size class, their
+    /// postings and their slots. Exact: it returns to 0 when the registry empties.
+    pub charged: u64,
+    /// The memory limit on `charged`, if one is set.
+    pub limit: Option<u64>,
 }
 
 impl Memory {
@@ -574,6 +593,22 @@ impl WriteCtx {
             },
             WriteError::Closed => ErrorKind::ShuttingDown,
             WriteError::Failed => ErrorKind::ShardFailed { shard },
+            WriteError::Refused(r) => {
+                let (limit, ns) = budget::refused(r);
+                match limit {
+                    budget::FULL => ErrorKind::RegistryFull { limit: r.limit },
+                    budget::QUOTA_ENTRIES => ErrorKind::QuotaExceeded {
+                        namespace: Namespace(ns),
+                        what: "entries",
+                        limit: r.limit,
+                    },
+                    _ => ErrorKind::QuotaExceeded {
+                        namespace: Namespace(ns),
+                        what: "bytes",
+                        limit: r.limit,
+                    },
+                }
+            }
         })
     }
 }
@@ -1112,13 +1147,33 @@ impl Registry {
             m.tables += sm.tables;
             m.arena += sm.arena;
             m.live_blocks += sm.live_blocks;
+            m.charged += sm.charged;
         }
+        m.limit = self.inner.procs.budget.limit();
         m
     }
 
     /// Whether no entry is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Sets namespace `ns`'s quota (replacing any earlier one). Registrations and updates
+    /// that would pass it fail with [`ErrorKind::QuotaExceeded`]; a quota lower than what
+    /// the namespace holds refuses new entries until enough are gone. The quota holds
+    /// exactly, also under concurrent writers on many shards.
+    pub fn set_quota(&self, ns: Namespace, quota: Quota) {
+        self.inner.procs.budget.set_quota(ns.0, quota);
+    }
+
+    /// Namespace `ns`'s quota.
+    pub fn quota(&self, ns: Namespace) -> Quota {
+        self.inner.procs.budget.quota(ns.0)
+    }
+
+    /// What namespace `ns` holds, as its quota counts it.
+    pub fn usage(&self, ns: Namespace) -> Usage {
+        self.inner.procs.budget.usage(ns.0)
     }
 
     /// Entries stored in namespace `ns` (counted as [`Registry::len`] counts).
@@ -1151,6 +1206,14 @@ impl Registry {
             a.block_bytes += r.block_bytes;
             a.problems
                 .extend(r.problems.into_iter().map(|p| format!("shard {i}: {p}")));
+        }
+        // S4: the budget's reservations are exactly the shards' charges (when no write
+        // is in flight).
+        let (charged, reserved) = (self.memory().charged, self.inner.procs.budget.used());
+        if charged != reserved {
+            a.problems.push(format!(
+                "S4: shards hold {charged} charged bytes, the budget has {reserved} reserved"
+            ));
         }
         Ok(a)
     }

@@ -57,15 +57,52 @@ pub trait Hooks: Send + Sync + 'static {
     fn detached(&self, owners: &[u64], shard: usize) {
         let _ = (owners, shard);
     }
+    /// Called before an entry with `key` is stored, with its [`entry_charge`]: `Err`
+    /// refuses the insert (a memory limit or quota), and nothing is stored. An `Ok`
+    /// reserves the charge until [`Hooks::removed`] returns it.
+    fn admit(&self, key: &[u64], charge: u64) -> Result<(), Refusal> {
+        let _ = (key, charge);
+        Ok(())
+    }
+    /// Called before an update changes the charge of the entry with `key` from `old` to
+    /// `new`: `Err` refuses the update, and nothing changes.
+    fn readmit(&self, key: &[u64], old: u64, new: u64) -> Result<(), Refusal> {
+        let _ = (key, old, new);
+        Ok(())
+    }
     /// Called after shard `shard` stored an entry with `key`.
     fn inserted(&self, key: &[u64], shard: usize) {
         let _ = (key, shard);
     }
-    /// Called after shard `shard` removed an entry with `key` (by any path).
-    fn removed(&self, key: &[u64], shard: usize) {
-        let _ = (key, shard);
+    /// Called after shard `shard` removed an entry with `key` (by any path), with the
+    /// charge it was admitted with.
+    fn removed(&self, key: &[u64], charge: u64, shard: usize) {
+        let _ = (key, charge, shard);
     }
 }
+
+/// Why [`Hooks::admit`] refused a write: a limit the engine defines (`code` is the
+/// engine's), and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Which limit, in the engine's numbering.
+    pub code: u32,
+    /// The limit's value.
+    pub limit: u64,
+}
+
+/// Bytes an entry is charged against memory limits and quotas, and counted in
+/// [`ShardMemory::charged`]: its arena block at its size class (header, key, metadata and
+/// one index position per term), one 8-byte posting per index term, and one 32-byte
+/// slot. Table slack (slots kept free for probing) and free arena space are not charged;
+/// [`Shard::memory`] reports them.
+pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
+    let block = arena::class_words(raw::HEADER_WORDS + key_words + meta_words + terms);
+    (block + terms) as u64 * 8 + SLOT_BYTES
+}
+
+/// Bytes of one slot.
+const SLOT_BYTES: u64 = 32;
 
 /// Why a write was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +123,8 @@ pub enum WriteError {
     },
     /// Key or metadata exceed [`MAX_KEY_WORDS`] / [`MAX_META_WORDS`].
     TooLarge,
+    /// The engine's [`Hooks::admit`] refused it.
+    Refused(Refusal),
     /// The deadline passed before the writer reached the write: it was not applied.
     Timeout,
     /// The shard's writer has stopped (shutdown).
@@ -102,6 +141,7 @@ impl fmt::Display for WriteError {
             WriteError::NotFound => f.write_str("no such key"),
             WriteError::NotOwner { owner } => write!(f, "key held by other owner {owner:#x}"),
             WriteError::TooLarge => f.write_str("key or metadata too large"),
+            WriteError::Refused(r) => write!(f, "refused by limit {} ({})", r.code, r.limit),
             WriteError::Timeout => f.write_str("deadline passed before the write was applied"),
             WriteError::Closed => f.write_str("shard writer stopped"),
             WriteError::Failed => f.write_str("shard writer thread failed"),
@@ -189,6 +229,8 @@ pub struct ShardMemory {
     pub arena: u64,
     /// Arena bytes in live blocks.
     pub live_blocks: u64,
+    /// Sum of the live entries' [`entry_charge`]s.
+    pub charged: u64,
 }
 
 /// A running shard. Dropping it stops and joins its writer.
@@ -202,7 +244,17 @@ pub struct Shard {
     read_attempts: u32,
     /// Yielding polls of a reply before the caller parks (the writer's `idle_polls`).
     reply_polls: u32,
-    live_bytes: Arc<AtomicU64>,
+    gauges: Arc<Gauges>,
+}
+
+/// What the writer publishes about its state besides the tables: stored after each
+/// change, read by anyone (`Relaxed`: statistics, not synchronisation).
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// Bytes of arena blocks in use.
+    pub(crate) live_bytes: AtomicU64,
+    /// Sum of live entries' charges.
+    pub(crate) charged: AtomicU64,
 }
 
 /// Set once by the writer thread's exit guard.
@@ -321,7 +373,7 @@ impl Shard {
         let shared = Arc::new(published);
         let (cmd_tx, cmd_rx) = bounded(config.queue.max(1));
         let (notice_tx, notice_rx) = unbounded();
-        let live_bytes = Arc::new(AtomicU64::new(0));
+        let gauges = Arc::new(Gauges::default());
         let mut writer = Writer::new(
             shared.clone(),
             token,
@@ -329,7 +381,7 @@ impl Shard {
             config.batch,
             config.idle_polls,
         );
-        writer.live_bytes = live_bytes.clone();
+        writer.gauges = gauges.clone();
         let core = config.core;
         let status = Arc::new(Status {
             closed: AtomicBool::new(false),
@@ -357,7 +409,7 @@ impl Shard {
             status,
             read_attempts: config.read_attempts.max(1),
             reply_polls: config.idle_polls,
-            live_bytes,
+            gauges,
         })
     }
 
@@ -657,7 +709,8 @@ impl Shard {
         ShardMemory {
             tables: self.shared.table_bytes.load(Ordering::Relaxed),
             arena: self.shared.arena.allocated_bytes(),
-            live_blocks: self.live_bytes.load(Ordering::Relaxed),
+            live_blocks: self.gauges.live_bytes.load(Ordering::Relaxed),
+            charged: self.gauges.charged.load(Ordering::Relaxed),
         }
     }
 

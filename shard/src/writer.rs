@@ -30,7 +30,7 @@ use crate::raw::{
 };
 use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{Hooks, WriteError};
+use crate::{entry_charge, Gauges, Hooks, WriteError};
 
 /// Most index terms one entry may have.
 pub const MAX_TERMS: usize = (1 << 9) - 1;
@@ -114,6 +114,11 @@ pub enum Op {
     },
 }
 
+/// The charge of the entry whose block header is `w1` (see [`entry_charge`]).
+fn w1_charge(w1: W1) -> u64 {
+    entry_charge(w1.key_words, w1.meta_words, w1.terms)
+}
+
 /// What a caller asks the writer to do. Each carries its own [`Reply`]; writes are
 /// claimed before they are applied (see `reply.rs`).
 pub(crate) enum Command {
@@ -164,8 +169,10 @@ pub(crate) struct Writer {
     pub(crate) idle_polls: u32,
     /// Reused buffer for keys handed to `Hooks::removed`.
     pub(crate) scratch: Vec<u64>,
-    /// Bytes of arena blocks in use, shared with readers of the shard's stats.
-    pub(crate) live_bytes: Arc<AtomicU64>,
+    /// Arena bytes and charges, shared with readers of the shard's stats.
+    pub(crate) gauges: Arc<Gauges>,
+    /// Sum of the live entries' charges (the writer's own copy of `gauges.charged`).
+    pub(crate) charged: u64,
 }
 
 impl Writer {
@@ -187,7 +194,8 @@ impl Writer {
             batch: batch.max(1),
             idle_polls,
             scratch: Vec::new(),
-            live_bytes: Arc::new(AtomicU64::new(0)),
+            gauges: Arc::new(Gauges::default()),
+            charged: 0,
         }
     }
 
@@ -361,8 +369,10 @@ impl Writer {
     }
 
     fn account(&self) {
-        self.live_bytes
+        self.gauges
+            .live_bytes
             .store(self.alloc.live_bytes(), Ordering::Relaxed);
+        self.gauges.charged.store(self.charged, Ordering::Relaxed);
     }
 
     pub(crate) fn insert(
@@ -387,6 +397,9 @@ impl Writer {
         if !self.hooks.attach(owner, self.token.shard) {
             return Err(WriteError::OwnerDead);
         }
+        let charge = entry_charge(key.len(), meta.len(), terms.len());
+        self.hooks.admit(key, charge).map_err(WriteError::Refused)?;
+        self.charged += charge;
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
             self.grow();
         }
@@ -465,12 +478,17 @@ impl Writer {
         let v = self.table().view(&self.token, i);
         let old_off = v.loc.offset();
         let old = self.w1(old_off);
-        self.unindex(old_off, old);
         let w1 = W1 {
             terms: terms.len(),
             meta_words: meta.len(),
             ..old
         };
+        let (was, now) = (w1_charge(old), w1_charge(w1));
+        self.hooks
+            .readmit(key, was, now)
+            .map_err(WriteError::Refused)?;
+        self.charged = self.charged - was + now;
+        self.unindex(old_off, old);
         let off = if class_words(w1.block_words()) == class_words(old.block_words()) {
             old_off
         } else {
@@ -523,6 +541,7 @@ impl Writer {
         let mut a = crate::Audit::default();
         let t = self.table();
         let mut bytes = 0u64;
+        let mut charged = 0u64;
         let mut postings = 0usize;
         for j in 0..t.capacity() {
             let v = t.view(&self.token, j);
@@ -536,6 +555,7 @@ impl Writer {
             let off = v.loc.offset();
             let w1 = self.w1(off);
             bytes += class_words(w1.block_words()) as u64 * 8;
+            charged += w1_charge(w1);
             if (w1.key_words, w1.meta_words) != (v.loc.key_words(), v.loc.meta_words()) {
                 a.problems
                     .push(format!("slot {j}: header lengths disagree with its loc"));
@@ -585,6 +605,12 @@ impl Writer {
         if len != a.entries {
             a.problems
                 .push(format!("len says {len}, the table holds {}", a.entries));
+        }
+        if charged != self.charged {
+            a.problems.push(format!(
+                "S4: charges add up to {charged}, the writer counts {}",
+                self.charged
+            ));
         }
         a.block_bytes = self.alloc.live_bytes();
         if bytes + index_bytes != a.block_bytes {
@@ -670,8 +696,10 @@ impl Writer {
         }
         self.alloc.free(off, w1.block_words());
         self.shared.len.fetch_sub(1, Ordering::Relaxed);
+        let charge = w1_charge(w1);
+        self.charged -= charge;
         self.account();
-        self.hooks.removed(&self.scratch, self.token.shard);
+        self.hooks.removed(&self.scratch, charge, self.token.shard);
     }
 
     /// Doubles the table: copy every live slot into a new table, publish it, retire the old.
@@ -925,7 +953,7 @@ mod tests {
         fn inserted(&self, key: &[u64], _: usize) {
             self.log.lock().unwrap().push(("insert", key[0]));
         }
-        fn removed(&self, key: &[u64], _: usize) {
+        fn removed(&self, key: &[u64], _: u64, _: usize) {
             self.log.lock().unwrap().push(("remove", key[0]));
         }
     }

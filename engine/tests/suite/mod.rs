@@ -2,6 +2,7 @@ mod bad_input;
 mod batch;
 mod common;
 mod lifecycle;
+mod limits;
 mod liveness;
 mod model;
 mod query;
