@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::process::Pid;
 use crate::registry::Registry;
+use crate::stats::OpKind;
 
 /// Keys per group: enough misses in flight to cover the memory latency, few enough that
 /// the group's lines stay in L1 between passes.
@@ -79,6 +80,7 @@ impl Registry {
         keys: &[Key<'_>],
         mut each: impl FnMut(usize, Option<&Entry>),
     ) -> Result<(), Error> {
+        let _timer = self.op_timer(OpKind::LookupMany);
         self.check_open()?;
         let max_name_len = self.limits().max_name_len;
         for key in keys {

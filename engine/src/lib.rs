@@ -48,6 +48,7 @@ mod monitor;
 mod process;
 mod query;
 mod registry;
+mod stats;
 mod writes;
 
 pub use budget::{Quota, Usage};
@@ -63,6 +64,7 @@ pub use query::{Hit, OwnedKey, OwnedName, Query};
 pub use registry::{
     Audit, Memory, Registry, RegistryBuilder, Spawn, DEFAULT_WRITE_DEADLINE, MAX_NAMESPACE_LEN,
 };
+pub use stats::{OpKind, OpStats, ShardStats, Stats};
 pub use writes::BatchResults;
 
 #[doc = include_str!("../../README.md")]

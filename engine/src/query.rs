@@ -22,6 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::key::{Name, Namespace, Node, MAX_NAMESPACES};
 use crate::metadata::{Capability, Health};
 use crate::process::Pid;
+use crate::stats::OpKind;
 use crate::Registry;
 
 const NAMESPACE: u64 = 1;
@@ -356,6 +357,7 @@ impl Registry {
     ///
     /// [`ErrorKind::ShuttingDown`].
     pub fn query(&self, q: &Query) -> Result<Vec<Hit>, Error> {
+        let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
         let Some(plan) = Plan::new(self, q) else {
             return Ok(Vec::new());
@@ -385,6 +387,7 @@ impl Registry {
     ///
     /// [`ErrorKind::ShuttingDown`].
     pub fn query_count(&self, q: &Query) -> Result<usize, Error> {
+        let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
         let Some(plan) = Plan::new(self, q) else {
             return Ok(0);
@@ -431,6 +434,7 @@ impl Registry {
         q: &Query,
         mut f: impl FnMut(&OwnedKey, &Entry) -> bool,
     ) -> Result<(), Error> {
+        let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
         let Some(plan) = Plan::new(self, q) else {
             return Ok(());

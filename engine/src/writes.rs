@@ -22,6 +22,7 @@ use crate::key::Key;
 use crate::metadata::Metadata;
 use crate::process::Authority;
 use crate::registry::{Change, Registry, WriteCtx};
+use crate::stats::{OpKind, OwnedTimer};
 
 /// Per-item results of a batch write, in the order of its items.
 pub type BatchResults = Vec<Result<(), Error>>;
@@ -70,7 +71,11 @@ impl Registry {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        finish(self.start_write(owner, key, Change::Register(metadata)))
+        let timer = OwnedTimer::new(self, OpKind::Register);
+        finish(
+            self.start_write(owner, key, Change::Register(metadata)),
+            timer,
+        )
     }
 
     /// [`Registry::unregister`] as a future (see [`Registry::register_async`]).
@@ -83,7 +88,8 @@ impl Registry {
         owner: &Authority,
         key: &Key<'_>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        finish(self.start_write(owner, key, Change::Unregister))
+        let timer = OwnedTimer::new(self, OpKind::Unregister);
+        finish(self.start_write(owner, key, Change::Unregister), timer)
     }
 
     /// [`Registry::update_metadata`] as a future (see [`Registry::register_async`]).
@@ -98,7 +104,11 @@ impl Registry {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        finish(self.start_write(owner, key, Change::Update(metadata)))
+        let timer = OwnedTimer::new(self, OpKind::Update);
+        finish(
+            self.start_write(owner, key, Change::Update(metadata)),
+            timer,
+        )
     }
 
     /// Registers many keys for `owner`'s process in one round trip per shard (items are
@@ -138,6 +148,7 @@ impl Registry {
         owner: &Authority,
         items: impl IntoIterator<Item = (Key<'k>, M)>,
     ) -> Result<BatchResults, Error> {
+        let _timer = self.op_timer(OpKind::Batch);
         self.start_batch(owner, registrations(items))?.wait()
     }
 
@@ -152,6 +163,7 @@ impl Registry {
         owner: &Authority,
         keys: &[Key<'_>],
     ) -> Result<BatchResults, Error> {
+        let _timer = self.op_timer(OpKind::Batch);
         self.start_batch(owner, removals(keys))?.wait()
     }
 
@@ -165,8 +177,12 @@ impl Registry {
         owner: &Authority,
         items: impl IntoIterator<Item = (Key<'k>, M)>,
     ) -> impl Future<Output = Result<BatchResults, Error>> + Send + 'static {
+        let timer = OwnedTimer::new(self, OpKind::Batch);
         let started = self.start_batch(owner, registrations(items));
-        async move { started?.finish().await }
+        async move {
+            let _timer = timer;
+            started?.finish().await
+        }
     }
 
     /// [`Registry::unregister_many`] as a future (see [`Registry::register_async`]).
@@ -179,8 +195,12 @@ impl Registry {
         owner: &Authority,
         keys: &[Key<'_>],
     ) -> impl Future<Output = Result<BatchResults, Error>> + Send + 'static {
+        let timer = OwnedTimer::new(self, OpKind::Batch);
         let started = self.start_batch(owner, removals(keys));
-        async move { started?.finish().await }
+        async move {
+            let _timer = timer;
+            started?.finish().await
+        }
     }
 
     /// Validates every item, groups them by shard and sends one command per shard.
@@ -237,7 +257,10 @@ fn removals<'a, 'k: 'a>(
 }
 
 /// Waits for (or awaits) one write's ticket and reports its error against its context.
-async fn finish(started: Result<(Ticket<()>, WriteCtx, usize), Error>) -> Result<(), Error> {
+async fn finish(
+    started: Result<(Ticket<()>, WriteCtx, usize), Error>,
+    _timer: OwnedTimer,
+) -> Result<(), Error> {
     let (ticket, ctx, shard) = started?;
     ticket.await.map_err(|e| ctx.error(e, shard))
 }

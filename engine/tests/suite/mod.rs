@@ -6,5 +6,6 @@ mod limits;
 mod liveness;
 mod model;
 mod query;
+mod stats;
 mod stress;
 mod writes;
