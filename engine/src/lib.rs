@@ -49,6 +49,7 @@ mod process;
 mod query;
 mod registry;
 mod stats;
+mod watch;
 mod writes;
 
 pub use budget::{Quota, Usage};
@@ -65,6 +66,7 @@ pub use registry::{
     Audit, Memory, Registry, RegistryBuilder, Spawn, DEFAULT_WRITE_DEADLINE, MAX_NAMESPACE_LEN,
 };
 pub use stats::{OpKind, OpStats, ShardStats, Stats};
+pub use watch::{Change, ChangeKind, Watch, WatchFilter, Watched};
 pub use writes::BatchResults;
 
 #[doc = include_str!("../../README.md")]

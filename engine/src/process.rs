@@ -21,10 +21,10 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use roster_shard::{AtomicWords, Hooks, Refusal};
+use roster_shard::{AtomicWords, Event, Hooks, Refusal};
 
 use crate::budget::Budget;
 use crate::error::{Error, ErrorKind};
@@ -32,6 +32,7 @@ use crate::lag::{CleanupLag, LagHistogram};
 use crate::lease::EXPIRED;
 use crate::monitor::ExitReason;
 use crate::registry::Inner;
+use crate::watch::Hub;
 
 /// A process identity: index and generation in its registry's process table. `Copy`, and
 /// safe to keep after the process died: it then never matches again.
@@ -92,6 +93,8 @@ pub(crate) struct ProcessTable {
     /// share a counter's cache line.
     /// Charges, the memory limit and the namespace quotas and counts.
     pub(crate) budget: Budget,
+    /// The change feed: shard writers report their changes here.
+    pub(crate) hub: Arc<Hub>,
     /// Origin of `killed_at`.
     epoch: Instant,
     /// Death -> fully reclaimed.
@@ -115,7 +118,7 @@ pub(crate) enum Expiry {
 }
 
 impl ProcessTable {
-    pub(crate) fn new(shards: usize, memory_limit: Option<u64>) -> ProcessTable {
+    pub(crate) fn new(shards: usize, memory_limit: Option<u64>, hub: Hub) -> ProcessTable {
         ProcessTable {
             words: AtomicWords::new(10),
             stride: MASK + shards.div_ceil(64) as u64,
@@ -125,6 +128,7 @@ impl ProcessTable {
             }),
             live: AtomicU64::new(0),
             budget: Budget::new(memory_limit),
+            hub: Arc::new(hub),
             epoch: Instant::now(),
             lag: LagHistogram::new(),
         }
@@ -353,6 +357,14 @@ impl Hooks for ProcessTable {
 
     fn removed(&self, key: &[u64], charge: u64, _shard: usize) {
         self.budget.release(key, charge);
+    }
+
+    fn watching(&self) -> bool {
+        self.hub.watching()
+    }
+
+    fn event(&self, shard: usize, event: Event<'_>) {
+        self.hub.event(shard, event);
     }
 }
 

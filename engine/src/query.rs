@@ -26,12 +26,12 @@ use crate::stats::OpKind;
 use crate::Registry;
 
 const NAMESPACE: u64 = 1;
-const CAPABILITY: u64 = 2;
+pub(crate) const CAPABILITY: u64 = 2;
 const HEALTH: u64 = 3;
 const NODE: u64 = 4;
 
 /// An index term: `kind:4 | namespace:20 | value:40`; never 0.
-fn term(kind: u64, ns: u32, value: u64) -> u64 {
+pub(crate) fn term(kind: u64, ns: u32, value: u64) -> u64 {
     kind << 60 | (ns as u64 & MAX_NAMESPACES as u64) << 40 | (value & ((1 << 40) - 1))
 }
 
@@ -186,7 +186,7 @@ impl OwnedKey {
     }
 
     /// Decodes encoded key words (see `key.rs`).
-    fn decode(words: &[u64]) -> Option<OwnedKey> {
+    pub(crate) fn decode(words: &[u64]) -> Option<OwnedKey> {
         let (&head, rest) = words.split_first()?;
         let len = (head & 0xfff) as usize;
         let name = if len == 0xfff {

@@ -19,6 +19,7 @@ use crate::metadata::{Capability, Limits, Metadata};
 use crate::monitor::{ExitReason, Monitor, Monitors};
 use crate::process::{Authority, Expiry, Pid, Process, ProcessTable};
 use crate::stats::{OpKind, OpRecorder, OpTimer};
+use crate::watch::Hub;
 
 /// Longest namespace name, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 256;
@@ -213,7 +214,11 @@ impl RegistryBuilder {
             return Err(config("write_deadline must be more than zero".into()));
         }
         self.limits.check().map_err(config)?;
-        let procs = Arc::new(ProcessTable::new(shards, self.memory_limit));
+        let procs = Arc::new(ProcessTable::new(
+            shards,
+            self.memory_limit,
+            Hub::new(shards),
+        ));
         let mut list = Vec::with_capacity(shards);
         for index in 0..shards {
             let shard = Shard::spawn(
@@ -554,6 +559,7 @@ impl Inner {
 
     fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.procs.hub.close();
         self.leases.stop();
         let reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((handle, id)) = reaper {
@@ -767,7 +773,7 @@ impl Registry {
             .cloned()
     }
 
-    fn intern_capability(&self, name: &str) -> Result<u32, Error> {
+    pub(crate) fn intern_capability(&self, name: &str) -> Result<u32, Error> {
         if let Some(&id) = self.read_names().capabilities.get(name) {
             return Ok(id);
         }
@@ -925,6 +931,11 @@ impl Registry {
     #[inline]
     pub(crate) fn op_timer(&self, op: OpKind) -> OpTimer<'_> {
         OpTimer(self.op_recorder().map(|rec| (rec, op, Instant::now())))
+    }
+
+    /// The change feed's hub.
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.inner.procs.hub
     }
 
     /// The process table (batched lookups prefetch from it).

@@ -74,11 +74,48 @@ pub trait Hooks: Send + Sync + 'static {
     fn inserted(&self, key: &[u64], shard: usize) {
         let _ = (key, shard);
     }
+    /// Whether anyone listens to [`Hooks::event`]; when not, the writer skips the work
+    /// of describing removals.
+    fn watching(&self) -> bool {
+        false
+    }
+    /// A change shard `shard` has just published (so a reader already sees it), in the
+    /// writer's order. Called only while [`Hooks::watching`]; must not block.
+    fn event(&self, shard: usize, event: Event<'_>) {
+        let _ = (shard, event);
+    }
     /// Called after shard `shard` removed an entry with `key` (by any path), with the
     /// charge it was admitted with.
     fn removed(&self, key: &[u64], charge: u64, shard: usize) {
         let _ = (key, charge, shard);
     }
+}
+
+/// A published change, for [`Hooks::event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// What happened.
+    pub kind: EventKind,
+    /// The entry's key words.
+    pub key: &'a [u64],
+    /// Its owner.
+    pub owner: u64,
+    /// Its metadata words: the new ones for inserts and updates, the last ones for
+    /// removals.
+    pub meta: &'a [u64],
+}
+
+/// What a published change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An entry was stored.
+    Inserted,
+    /// An entry's metadata was replaced.
+    Updated,
+    /// Its owner removed it.
+    Removed,
+    /// It was removed because its owner died (cleanup, or a new registration of the key).
+    Died,
 }
 
 /// Why [`Hooks::admit`] refused a write: a limit the engine defines (`code` is the

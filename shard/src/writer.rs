@@ -30,7 +30,7 @@ use crate::raw::{
 };
 use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{entry_charge, Gauges, Hooks, WriteError};
+use crate::{entry_charge, Event, EventKind, Gauges, Hooks, WriteError};
 
 /// Most index terms one entry may have.
 pub const MAX_TERMS: usize = (1 << 9) - 1;
@@ -392,7 +392,7 @@ impl Writer {
                 return Err(WriteError::Exists { owner: v.owner });
             }
             // The holder is dead and awaiting cleanup: reclaim its entry now.
-            self.remove_slot(i, true);
+            self.remove_slot(i, true, EventKind::Died);
         }
         if !self.hooks.attach(owner, self.token.shard) {
             return Err(WriteError::OwnerDead);
@@ -438,6 +438,11 @@ impl Writer {
         self.shared.len.fetch_add(1, Ordering::Relaxed);
         self.account();
         self.hooks.inserted(key, self.token.shard);
+        if self.hooks.watching() {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(key);
+            self.notify(EventKind::Inserted, owner, meta);
+        }
         Ok(())
     }
 
@@ -456,7 +461,7 @@ impl Writer {
 
     pub(crate) fn remove(&mut self, hash: u64, key: &[u64], owner: u64) -> Result<(), WriteError> {
         let i = self.owned_slot(hash, key, owner)?;
-        self.remove_slot(i, true);
+        self.remove_slot(i, true, EventKind::Removed);
         Ok(())
     }
 
@@ -520,6 +525,11 @@ impl Writer {
             }
         }
         self.account();
+        if self.hooks.watching() {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(key);
+            self.notify(EventKind::Updated, owner, meta);
+        }
         Ok(())
     }
 
@@ -627,7 +637,7 @@ impl Writer {
     pub(crate) fn owner_died(&mut self, owner: u64) {
         for off in self.owners.remove(&owner).unwrap_or_default() {
             if let Some(i) = self.find_block(off) {
-                self.remove_slot(i, false);
+                self.remove_slot(i, false, EventKind::Died);
             } else {
                 debug_assert!(false, "owner list names block {off} that no slot holds");
             }
@@ -662,7 +672,7 @@ impl Writer {
 
     /// Removes the entry in slot `i`: the slot (backward shift), its postings, its block,
     /// and (if `unlink`) its place in its owner's list.
-    fn remove_slot(&mut self, i: usize, unlink: bool) {
+    fn remove_slot(&mut self, i: usize, unlink: bool, why: EventKind) {
         let gone = self.table().view(&self.token, i);
         self.vacate(self.shared.table(), i);
         let off = gone.loc.offset();
@@ -700,6 +710,25 @@ impl Writer {
         self.charged -= charge;
         self.account();
         self.hooks.removed(&self.scratch, charge, self.token.shard);
+        if self.hooks.watching() {
+            // The block is free but not yet reused: its metadata words are still there.
+            let meta: Vec<u64> = block[HEADER_WORDS + w1.key_words..][..w1.meta_words]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect();
+            self.notify(why, gone.owner, &meta);
+        }
+    }
+
+    /// Tells the hooks about a published change of the entry whose key is in `scratch`.
+    fn notify(&self, kind: EventKind, owner: u64, meta: &[u64]) {
+        let event = Event {
+            kind,
+            key: &self.scratch,
+            owner,
+            meta,
+        };
+        self.hooks.event(self.token.shard, event);
     }
 
     /// Doubles the table: copy every live slot into a new table, publish it, retire the old.

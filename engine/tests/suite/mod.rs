@@ -8,4 +8,5 @@ mod model;
 mod query;
 mod stats;
 mod stress;
+mod watch;
 mod writes;
