@@ -35,7 +35,7 @@ fn every_map_and_workload_reports_a_row_and_the_tables_show_ratios() {
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let maps = ["roster", "papaya", "dashmap", "scc", "rwlock-std"];
-    for workload in ["lookup", "read-heavy", "exchange", "rapid-grow"] {
+    for workload in ["lookup", "read-heavy", "exchange", "rapid-grow", "churn"] {
         for map in maps {
             for threads in [1, 2] {
                 let row = rows
@@ -49,10 +49,12 @@ fn every_map_and_workload_reports_a_row_and_the_tables_show_ratios() {
             }
         }
     }
-    // Batched lookups are a lookup column of their own, and only that.
-    let many: Vec<_> = rows.iter().filter(|r| r["map"] == "roster-many").collect();
-    assert_eq!(many.len(), 2);
-    assert!(many.iter().all(|r| r["workload"] == "lookup"));
+    // Roster's batch paths are a column of their own, for lookups and churn only.
+    let batch: Vec<_> = rows.iter().filter(|r| r["map"] == "roster-batch").collect();
+    assert_eq!(batch.len(), 4);
+    assert!(batch
+        .iter()
+        .all(|r| r["workload"] == "lookup" || r["workload"] == "churn"));
     // One latency row per map, with its percentiles in order.
     for map in maps {
         let r = rows
@@ -64,13 +66,13 @@ fn every_map_and_workload_reports_a_row_and_the_tables_show_ratios() {
         assert!(p("p999_ns") <= p("max_ns"));
         assert!(r["writes_per_s"].as_f64().unwrap() > 0.0);
     }
-    assert_eq!(rows.len(), 4 * 5 * 2 + 2 + 5);
+    assert_eq!(rows.len(), 5 * 5 * 2 + 4 + 5);
     assert!(
-        stdout.contains("| threads | roster | roster-many | papaya |"),
+        stdout.contains("| threads | roster | roster-batch | papaya |"),
         "{stdout}"
     );
     assert!(stdout.contains("roster / dashmap"), "{stdout}");
-    assert!(stdout.contains("many / single"), "{stdout}");
+    assert!(stdout.contains("batch / single"), "{stdout}");
 }
 
 #[test]

@@ -43,12 +43,12 @@ struct Args {
     /// Seconds per throughput cell [default: 2, or 0.5 with --quick].
     #[arg(long)]
     seconds: Option<f64>,
-    /// Maps to run, comma-separated, of: roster, roster-many, papaya, dashmap, scc,
+    /// Maps to run, comma-separated, of: roster, roster-batch, papaya, dashmap, scc,
     /// rwlock-std [default: all].
     #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
     maps: Vec<Kind>,
-    /// Workloads, comma-separated, of: lookup, read-heavy, exchange, rapid-grow, latency
-    /// [default: all].
+    /// Workloads, comma-separated, of: lookup, read-heavy, exchange, rapid-grow, churn,
+    /// latency [default: all].
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     workloads: Vec<String>,
     /// Writes per second during the latency cell.
@@ -75,7 +75,7 @@ fn parse_workload(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "unknown workload {s:?}; expected one of lookup, read-heavy, exchange, rapid-grow, {LATENCY}"
+            "unknown workload {s:?}; expected one of lookup, read-heavy, exchange, rapid-grow, churn, {LATENCY}"
         ))
     }
 }
@@ -164,7 +164,7 @@ impl Plan {
     fn cells(&self) -> usize {
         let t = self.threads.len();
         let per_map = |k: &Kind| match k {
-            Kind::RosterMany => usize::from(self.workloads.contains(&Workload::Lookup)) * t,
+            Kind::RosterMany => self.workloads.iter().filter(|w| w.batched()).count() * t,
             _ => self.workloads.len() * t + usize::from(self.latency),
         };
         self.maps.iter().map(per_map).sum()
@@ -197,7 +197,7 @@ fn run_map<M: Map>(plan: &Plan, kinds: &[Kind], values: &Values, out: &mut Progr
         }
         for &w in &prefilled {
             for &kind in kinds {
-                if kind == Kind::RosterMany && w != Workload::Lookup {
+                if kind == Kind::RosterMany && !w.batched() {
                     continue;
                 }
                 for &t in &plan.threads {
@@ -310,7 +310,7 @@ fn tables(plan: &Plan, rows: &[Row]) -> String {
             .maps
             .iter()
             .copied()
-            .filter(|&k| *w == Workload::Lookup || k != Kind::RosterMany)
+            .filter(|&k| w.batched() || k != Kind::RosterMany)
             .collect();
         let _ = writeln!(s, "\n### {} (Mops/s, higher is better)\n", w.name());
         let mut head = String::from("| threads |");
@@ -326,7 +326,7 @@ fn tables(plan: &Plan, rows: &[Row]) -> String {
                 rule.push_str("---:|");
             }
             if maps.contains(&Kind::RosterMany) {
-                head.push_str(" many / single |");
+                head.push_str(" batch / single |");
                 rule.push_str("---:|");
             }
         }

@@ -85,6 +85,18 @@ pub trait Local {
     fn insert(&mut self, key: u64, variant: usize) -> bool;
     /// Removes if present (and, for Roster, owned by this thread's process).
     fn remove(&mut self, key: u64) -> bool;
+    /// Inserts every key of `keys` (value by key); returns how many went in. Only Roster
+    /// overrides this (with `register_many`: one round trip per shard).
+    fn insert_many(&mut self, keys: &[u64]) -> usize {
+        keys.iter()
+            .filter(|&&k| self.insert(k, k as usize % VARIANTS))
+            .count()
+    }
+    /// Removes every key of `keys`; returns how many went. Only Roster overrides this
+    /// (with `unregister_many`).
+    fn remove_many(&mut self, keys: &[u64]) -> usize {
+        keys.iter().filter(|&&k| self.remove(k)).count()
+    }
     /// Replaces the value if present.
     fn update(&mut self, key: u64, variant: usize) -> bool;
     /// Ends the handle, keeping what it wrote in the map.
@@ -99,7 +111,8 @@ pub trait Local {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Roster,
-    /// Roster through `lookup_many`, batches of 16: lookups only.
+    /// Roster's batch paths: `lookup_many` (batches of 16) for lookups,
+    /// `register_many` / `unregister_many` (batches of 64) for the churn workload.
     RosterMany,
     Papaya,
     DashMap,
@@ -120,7 +133,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Roster => "roster",
-            Kind::RosterMany => "roster-many",
+            Kind::RosterMany => "roster-batch",
             Kind::Papaya => "papaya",
             Kind::DashMap => "dashmap",
             Kind::Scc => "scc",
@@ -229,6 +242,23 @@ impl Local for RosterLocal<'_> {
     fn remove(&mut self, key: u64) -> bool {
         let key = Key::new(self.map.ns, key);
         self.map.registry.unregister(&self.process, &key).is_ok()
+    }
+
+    fn insert_many(&mut self, keys: &[u64]) -> usize {
+        let (ns, metas) = (self.map.ns, &self.values.metadata);
+        let items = keys
+            .iter()
+            .map(|&k| (Key::new(ns, k), &metas[k as usize % VARIANTS]));
+        let results = self.map.registry.register_many(&self.process, items);
+        results.map_or(0, |r| r.iter().filter(|r| r.is_ok()).count())
+    }
+
+    fn remove_many(&mut self, keys: &[u64]) -> usize {
+        self.keys.clear();
+        self.keys
+            .extend(keys.iter().map(|&k| Key::new(self.map.ns, k)));
+        let results = self.map.registry.unregister_many(&self.process, &self.keys);
+        results.map_or(0, |r| r.iter().filter(|r| r.is_ok()).count())
     }
 
     fn update(&mut self, key: u64, variant: usize) -> bool {

@@ -24,14 +24,18 @@ pub enum Workload {
     ReadHeavy,
     Exchange,
     RapidGrow,
+    /// Writes only: each thread inserts fresh keys and removes its oldest, half and
+    /// half, keeping the map's size (batched by 64 for Roster's batch column).
+    Churn,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Lookup,
         Workload::ReadHeavy,
         Workload::Exchange,
         Workload::RapidGrow,
+        Workload::Churn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +44,7 @@ impl Workload {
             Workload::ReadHeavy => "read-heavy",
             Workload::Exchange => "exchange",
             Workload::RapidGrow => "rapid-grow",
+            Workload::Churn => "churn",
         }
     }
 
@@ -50,7 +55,13 @@ impl Workload {
             Workload::ReadHeavy => (98, 1, 1),
             Workload::Exchange => (10, 40, 40),
             Workload::RapidGrow => (5, 80, 5),
+            Workload::Churn => (0, 50, 50),
         }
+    }
+
+    /// Whether Roster's batch column runs it (lookups and churn).
+    pub fn batched(self) -> bool {
+        matches!(self, Workload::Lookup | Workload::Churn)
     }
 
     /// Whether the map starts with the prefilled keys.
@@ -108,6 +119,8 @@ fn own_base(t: usize) -> u64 {
 const ROUND: u64 = 64;
 /// Keys per `get_many` call in batched lookups.
 pub const BATCH: usize = 16;
+/// Keys per `insert_many` / `remove_many` call in the batched churn.
+pub const WRITE_BATCH: usize = 64;
 
 /// A throughput cell's result.
 #[derive(Clone, Copy, Debug)]
@@ -156,6 +169,19 @@ pub fn throughput<M: Map>(
                                 local.get_many(&batch);
                             }
                             ops += ROUND;
+                            continue;
+                        }
+                        if workload == Workload::Churn && batched {
+                            // One batch in, then the oldest batch out.
+                            let fresh: Vec<u64> = (hi..hi + WRITE_BATCH as u64).collect();
+                            local.insert_many(&fresh);
+                            hi += WRITE_BATCH as u64;
+                            if hi - lo > 4 * WRITE_BATCH as u64 {
+                                let old: Vec<u64> = (lo..lo + WRITE_BATCH as u64).collect();
+                                local.remove_many(&old);
+                                lo += WRITE_BATCH as u64;
+                            }
+                            ops += 2 * WRITE_BATCH as u64;
                             continue;
                         }
                         for _ in 0..ROUND {
