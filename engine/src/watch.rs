@@ -171,7 +171,9 @@ impl Watcher {
 
     fn push(&self, shard: usize, make: impl FnOnce(u64) -> Change) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = &mut q.next_seq[shard];
+        let Some(seq) = q.next_seq.get_mut(shard) else {
+            return;
+        };
         *seq += 1;
         let seq = *seq;
         if q.events.len() >= self.capacity {
@@ -216,6 +218,10 @@ impl Hub {
 
     /// Hands a shard's change to every matching watcher.
     pub(crate) fn event(&self, shard: usize, e: Event<'_>) {
+        // Runs on a shard writer's thread: nothing here may panic.
+        let Some(key) = OwnedKey::decode(e.key) else {
+            return;
+        };
         let watchers = self.watchers.read().unwrap_or_else(|e| e.into_inner());
         for w in watchers.iter().filter(|w| w.matches(&e)) {
             w.push(shard, |seq| Change {
@@ -225,7 +231,7 @@ impl Hub {
                     EventKind::Removed => ChangeKind::Unregistered,
                     EventKind::Died => ChangeKind::Died,
                 },
-                key: OwnedKey::decode(e.key).expect("shards store encoded keys"),
+                key: key.clone(),
                 pid: Pid(e.owner),
                 shard,
                 seq,

@@ -303,11 +303,15 @@ struct Status {
 }
 
 impl Status {
+    /// Why a command went unanswered. A reply dropped while the writer has not yet ended
+    /// can only be one its stack dropped while unwinding from a panic (the writer answers
+    /// every command it takes, and the exit guard drops the queued ones only after
+    /// setting `closed`): that is a fault too.
     fn error(&self) -> WriteError {
-        if self.failed.load(Ordering::Relaxed) {
-            WriteError::Failed
-        } else {
+        if self.closed.load(Ordering::SeqCst) && !self.failed.load(Ordering::Relaxed) {
             WriteError::Closed
+        } else {
+            WriteError::Failed
         }
     }
 }
