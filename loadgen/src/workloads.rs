@@ -373,10 +373,13 @@ pub const REGISTER_BATCH: usize = 1024;
 
 /// P2's batched rate: every core registers fresh P4-shaped entries through
 /// `register_many` in batches of [`REGISTER_BATCH`] (one round trip per shard per
-/// batch), closed loop, until `cfg.entries` (at least 100k) are in; then they are removed
-/// again. Metadata is built before the clock starts, as a caller's would be.
+/// batch), closed loop, until a quarter of `cfg.entries` (at least 100k) are in; then
+/// they are removed again, and the workload waits for that cleanup so the next workload
+/// does not run behind it. Metadata is built before the clock starts, as a caller's
+/// would be.
 pub fn register_batched(run: &Run, r: &Registry) -> (f64, u64, usize) {
-    let total = run.cfg.entries.max(100_000);
+    let total = (run.cfg.entries / 4).max(100_000);
+    let before = r.len();
     let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
     let ns = r.namespace("loadgen-batched").expect("namespace");
     let per = total.div_ceil(threads as u64);
@@ -415,6 +418,10 @@ pub fn register_batched(run: &Run, r: &Registry) -> (f64, u64, usize) {
     bar.finish();
     for p in owners {
         p.exit(ExitReason::Normal);
+    }
+    let cleanup = Instant::now();
+    while r.len() > before && cleanup.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(2));
     }
     (rate, total, threads)
 }
