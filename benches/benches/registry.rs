@@ -1,20 +1,22 @@
-//! Criterion benches of the core operations at 1M entries: lookup (hit, miss), register
-//! (a synchronous round trip through the shard writer) and capability queries (1,000
-//! matches, 0 matches), next to SPEC P1, P2 and P3.
+//! Criterion benches of every operation at each registry size: lookup (hit, miss, owned,
+//! single against batched), register, unregister and update_metadata (synchronous round
+//! trips through the shard writer), a 64-item `register_many`, and capability queries
+//! (1,000 matches, 0 matches), next to SPEC P1, P2 and P3.
 //!
-//! `cargo bench -p roster-benches --bench registry`; `ROSTER_BENCH_ENTRIES` overrides the
-//! prefill size.
+//! `cargo bench -p roster-benches --bench registry`. Sizes default to 10k and 1M entries;
+//! `ROSTER_BENCH_SIZES=10000,1000000,10000000` adds 10M where memory allows (about 7 GB).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use roster::{Entry, Health, Key, Metadata, Namespace, Process, Query, Registry};
 
-fn entries() -> u64 {
-    std::env::var("ROSTER_BENCH_ENTRIES")
+fn sizes() -> Vec<u64> {
+    std::env::var("ROSTER_BENCH_SIZES")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000)
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<u64>| !v.is_empty())
+        .unwrap_or_else(|| vec![10_000, 1_000_000])
 }
 
 /// Metadata as SPEC P4 sizes it: 3 capabilities and 32 bytes of attributes.
@@ -28,7 +30,7 @@ fn meta(i: u64) -> Metadata {
         .attribute("load", (i % 100) as i64)
 }
 
-/// A registry holding `n` entries, registered from two threads.
+/// A registry holding `n` entries, registered from two threads in batches.
 fn filled(n: u64) -> (Registry, Namespace, Vec<Process>) {
     let r = Registry::builder()
         .capacity(n as usize * 2)
@@ -42,8 +44,11 @@ fn filled(n: u64) -> (Registry, Namespace, Vec<Process>) {
                 let r = &r;
                 s.spawn(move || {
                     let p = r.spawn();
-                    for i in (t..n).step_by(2) {
-                        r.register(&p, &Key::new(ns, i), &meta(i)).expect("prefill");
+                    let keys: Vec<u64> = (t..n).step_by(2).collect();
+                    for chunk in keys.chunks(1024) {
+                        let items = chunk.iter().map(|&i| (Key::new(ns, i), meta(i)));
+                        let results = r.register_many(&p, items).expect("prefill");
+                        assert!(results.iter().all(Result::is_ok), "prefill");
                     }
                     p
                 })
@@ -63,7 +68,12 @@ fn mix(x: u64) -> u64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let n = entries();
+    for n in sizes() {
+        bench_size(c, n);
+    }
+}
+
+fn bench_size(c: &mut Criterion, n: u64) {
     let (r, ns, _owners) = filled(n);
     let mut g = c.benchmark_group(format!("registry/{n}"));
     g.throughput(Throughput::Elements(1));
@@ -152,6 +162,45 @@ fn bench(c: &mut Criterion) {
             |(k, m)| r.register(&p, &Key::new(ns, k), &m).unwrap(),
             BatchSize::SmallInput,
         )
+    });
+    // Each one registered above, updated, then removed (until they run out; criterion
+    // asks for fewer iterations than were registered).
+    let mut k = 10 * n;
+    let m = meta(7);
+    g.bench_function("update_metadata", |b| {
+        b.iter(|| {
+            k = if k >= next { 10 * n + 1 } else { k + 1 };
+            r.update_metadata(&p, &Key::new(ns, k), &m).unwrap()
+        })
+    });
+    let mut k = 10 * n;
+    g.bench_function("unregister", |b| {
+        b.iter_batched(
+            || {
+                k += 1;
+                if k > next {
+                    next += 1;
+                    r.register(&p, &Key::new(ns, next), &m).unwrap();
+                    k = next;
+                }
+                k
+            },
+            |k| r.unregister(&p, &Key::new(ns, k)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    // 64 fresh registrations in one call: one round trip per shard.
+    let metas: Vec<Metadata> = (0..64).map(meta).collect();
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("register_many_64", |b| {
+        b.iter(|| {
+            let items = metas.iter().map(|m| {
+                next += 1;
+                (Key::new(ns, next), m)
+            });
+            let results = r.register_many(&p, items).unwrap();
+            assert!(results.iter().all(Result::is_ok));
+        })
     });
     g.finish();
 }
