@@ -10,6 +10,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use roster::{Entry, Health, Key, Metadata, Namespace, Process, Query, Registry};
+use roster_benches::mix;
 
 fn sizes() -> Vec<u64> {
     std::env::var("ROSTER_BENCH_SIZES")
@@ -57,14 +58,6 @@ fn filled(n: u64) -> (Registry, Namespace, Vec<Process>) {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     (r, ns, owners)
-}
-
-/// SplitMix64 step, to pick keys without a bench-visible pattern.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn bench(c: &mut Criterion) {

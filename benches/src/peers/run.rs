@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use roster_benches::Rng;
+
 use crate::maps::{Local, Map, Values, VARIANTS};
 
 /// A workload of the comparison.
@@ -67,30 +69,6 @@ impl Workload {
     /// Whether the map starts with the prefilled keys.
     pub fn prefilled(self) -> bool {
         self != Workload::RapidGrow
-    }
-}
-
-/// A small fast generator (SplitMix64); each thread seeds its own.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x1234_5678)
-    }
-
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform below `n` (Lemire's multiply-shift; `n > 0`).
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 }
 
