@@ -10,7 +10,9 @@
 //! compare-and-swap that only succeeds while the new total stays within the limit. So
 //! the limit and the quotas are never exceeded, also while several shards admit entries
 //! of one namespace at once: a reservation that would cross a limit fails, and one that
-//! succeeded on the global counter but fails on a quota gives its bytes back.
+//! succeeded on the global counter but fails on a quota gives its bytes back. (While it
+//! holds them, a concurrent admission elsewhere may be refused `RegistryFull` although
+//! it would have fit a moment later: refusals can be conservative, never the reverse.)
 //!
 //! Per namespace, four words: `[max_entries + 1 | max_bytes + 1 | entries | bytes]`
 //! (a stored 0 means no quota).

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -169,7 +169,8 @@ impl Watcher {
         })
     }
 
-    fn push(&self, shard: usize, make: impl FnOnce(u64) -> Change) {
+    /// Queues a change (or counts it lost); a waker to wake goes into `wake`.
+    fn push(&self, shard: usize, wake: &mut Vec<Waker>, make: impl FnOnce(u64) -> Change) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let Some(seq) = q.next_seq.get_mut(shard) else {
             return;
@@ -187,9 +188,7 @@ impl Watcher {
         let waker = q.waker.take();
         drop(q);
         self.ready.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake.extend(waker);
     }
 }
 
@@ -212,7 +211,13 @@ impl Hub {
         }
     }
 
+    /// Whether any watcher is subscribed. Called by a shard writer right after it
+    /// publishes a change: the fence pairs with the one in [`Hub::add`] (store-buffer
+    /// pattern), so either the writer sees the new watcher and reports the change to it,
+    /// or the subscriber's next look at the registry sees the change. `await_key` relies
+    /// on it.
     pub(crate) fn watching(&self) -> bool {
+        fence(Ordering::SeqCst);
         self.count.load(Ordering::Relaxed) > 0
     }
 
@@ -222,9 +227,10 @@ impl Hub {
         let Some(key) = OwnedKey::decode(e.key) else {
             return;
         };
+        let mut wake = Vec::new();
         let watchers = self.watchers.read().unwrap_or_else(|e| e.into_inner());
         for w in watchers.iter().filter(|w| w.matches(&e)) {
-            w.push(shard, |seq| Change {
+            w.push(shard, &mut wake, |seq| Change {
                 kind: match e.kind {
                     EventKind::Inserted => ChangeKind::Registered,
                     EventKind::Updated => ChangeKind::Updated,
@@ -237,12 +243,22 @@ impl Hub {
                 seq,
             });
         }
+        drop(watchers);
+        // Woken with no lock held: a waker that runs its task inline may subscribe or
+        // unsubscribe.
+        for w in wake {
+            w.wake();
+        }
     }
 
     fn add(&self, w: Arc<Watcher>) {
         let mut list = self.watchers.write().unwrap_or_else(|e| e.into_inner());
         list.push(w);
-        self.count.store(list.len(), Ordering::Relaxed);
+        self.count.store(list.len(), Ordering::SeqCst);
+        drop(list);
+        // Pairs with the fence in `watching`: what the subscriber reads next (a lookup in
+        // `await_key`) sees every change the writers did not report to it.
+        fence(Ordering::SeqCst);
     }
 
     fn remove(&self, w: &Arc<Watcher>) {

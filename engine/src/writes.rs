@@ -6,6 +6,10 @@
 //! engine depends on no runtime). The batch forms send one command per shard for all of
 //! that shard's items, so a batch costs one round trip per shard, not one per item.
 //!
+//! The `async` forms validate and queue the write when they are called, not when first
+//! polled; if the shard's command queue is full (backpressure), that call blocks for up
+//! to the write deadline, as the blocking forms do.
+//!
 //! Deadlines and futures: a future has no timer, so the deadline is enforced by the
 //! writer when it reaches the write. A write it reaches after the deadline is not applied
 //! and resolves to [`ErrorKind::Timeout`](crate::ErrorKind::Timeout). To stop waiting
@@ -31,7 +35,8 @@ impl Registry {
     /// [`Registry::register`] as a future: validation happens now (an invalid key or
     /// metadata resolves at once), the write is queued now, and the future resolves when
     /// the shard writer has applied it (or refused it, or found its deadline passed).
-    /// `Send + 'static`: spawn it on any runtime.
+    /// `Send + 'static`: spawn it on any runtime. Queueing happens in this call (it blocks
+    /// only while the shard's queue is full, up to the deadline).
     ///
     /// # Errors
     ///
@@ -116,6 +121,8 @@ impl Registry {
     /// shard's items travel as one command, applied together (so they also share the
     /// deadline: a shard that reaches them late times out all of them, and applies none).
     /// Each item gets its own result, in order; an item that fails validation fails alone.
+    /// The async form, dropped midway, cancels the parts whose shard writer has not yet
+    /// taken them; it cannot tell which parts were applied.
     ///
     /// # Errors
     ///
