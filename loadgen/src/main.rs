@@ -210,6 +210,26 @@ impl Counter {
     pub fn set(&self, n: u64) {
         self.0.set_position(n);
     }
+    /// Joins `threads`, showing `done` (capped at the bar's length) while they run.
+    pub fn join<T>(
+        &self,
+        threads: Vec<std::thread::ScopedJoinHandle<'_, T>>,
+        done: &std::sync::atomic::AtomicU64,
+        what: &str,
+    ) -> Vec<T> {
+        let len = self.0.length().unwrap_or(u64::MAX);
+        while threads.iter().any(|h| !h.is_finished()) {
+            self.set(done.load(std::sync::atomic::Ordering::Relaxed).min(len));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        threads
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("{what} thread panicked"))
+            })
+            .collect()
+    }
     pub fn finish(&self) {
         self.0.finish_and_clear();
     }

@@ -241,13 +241,7 @@ pub fn prefill(run: &Run, r: &Registry, ns: Namespace) -> Vec<Process> {
                 })
             })
             .collect();
-        while hs.iter().any(|h| !h.is_finished()) {
-            bar.set(done.load(Ordering::Relaxed).min(n));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        hs.into_iter()
-            .map(|h| h.join().expect("prefill thread"))
-            .collect()
+        bar.join(hs, &done, "prefill")
     });
     bar.finish();
     owners
@@ -406,13 +400,7 @@ pub fn register_batched(run: &Run, r: &Registry) -> (f64, u64, usize) {
                 })
             })
             .collect();
-        while hs.iter().any(|h| !h.is_finished()) {
-            bar.set(done.load(Ordering::Relaxed).min(total));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        hs.into_iter()
-            .map(|h| h.join().expect("batched register thread"))
-            .collect()
+        bar.join(hs, &done, "batched register")
     });
     let rate = total as f64 / t0.elapsed().as_secs_f64();
     bar.finish();
