@@ -304,13 +304,14 @@ impl Watch {
             .is_none_or(|h| h.closed.load(Ordering::SeqCst))
     }
 
-    fn take(q: &mut Queue) -> Option<Watched> {
-        q.events.pop_front()
-    }
-
     /// The next change if one is waiting.
     pub fn try_recv(&self) -> Option<Watched> {
-        Self::take(&mut self.watcher.queue.lock().unwrap_or_else(|e| e.into_inner()))
+        self.watcher
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events
+            .pop_front()
     }
 
     /// Waits for the next change; `None` once the registry has shut down (after the
@@ -328,7 +329,7 @@ impl Watch {
         let w = &self.watcher;
         let mut q = w.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(x) = Self::take(&mut q) {
+            if let Some(x) = q.events.pop_front() {
                 return Some(x);
             }
             if self.closed() {
@@ -371,7 +372,7 @@ impl Future for Next<'_> {
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(x) = Watch::take(&mut q) {
+        if let Some(x) = q.events.pop_front() {
             return Poll::Ready(Some(x));
         }
         if watch.closed() {

@@ -70,10 +70,6 @@ pub trait Hooks: Send + Sync + 'static {
         let _ = (key, old, new);
         Ok(())
     }
-    /// Called after shard `shard` stored an entry with `key`.
-    fn inserted(&self, key: &[u64], shard: usize) {
-        let _ = (key, shard);
-    }
     /// Whether anyone listens to [`Hooks::event`]; when not, the writer skips the work
     /// of describing removals.
     fn watching(&self) -> bool {

@@ -437,11 +437,8 @@ impl Writer {
         });
         self.shared.len.fetch_add(1, Ordering::Relaxed);
         self.account();
-        self.hooks.inserted(key, self.token.shard);
         if self.hooks.watching() {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(key);
-            self.notify(EventKind::Inserted, owner, meta);
+            self.notify(EventKind::Inserted, key, owner, meta);
         }
         Ok(())
     }
@@ -526,9 +523,7 @@ impl Writer {
         }
         self.account();
         if self.hooks.watching() {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(key);
-            self.notify(EventKind::Updated, owner, meta);
+            self.notify(EventKind::Updated, key, owner, meta);
         }
         Ok(())
     }
@@ -716,15 +711,15 @@ impl Writer {
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
                 .collect();
-            self.notify(why, gone.owner, &meta);
+            self.notify(why, &self.scratch, gone.owner, &meta);
         }
     }
 
-    /// Tells the hooks about a published change of the entry whose key is in `scratch`.
-    fn notify(&self, kind: EventKind, owner: u64, meta: &[u64]) {
+    /// Tells the hooks about a published change of the entry with `key`.
+    fn notify(&self, kind: EventKind, key: &[u64], owner: u64, meta: &[u64]) {
         let event = Event {
             kind,
-            key: &self.scratch,
+            key,
             owner,
             meta,
         };
@@ -979,8 +974,13 @@ mod tests {
         fn attach(&self, _: u64, _: usize) -> bool {
             true
         }
-        fn inserted(&self, key: &[u64], _: usize) {
-            self.log.lock().unwrap().push(("insert", key[0]));
+        fn watching(&self) -> bool {
+            true
+        }
+        fn event(&self, _: usize, e: Event<'_>) {
+            if e.kind == EventKind::Inserted {
+                self.log.lock().unwrap().push(("insert", e.key[0]));
+            }
         }
         fn removed(&self, key: &[u64], _: u64, _: usize) {
             self.log.lock().unwrap().push(("remove", key[0]));
