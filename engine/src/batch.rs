@@ -100,6 +100,7 @@ impl Registry {
                 && words.remaining_capacity() >= MAX_KEY_WORDS
             {
                 let start = words.len();
+                self.own(keys[next].namespace())?;
                 keys[next].encode_onto(max_name_len, &mut words)?;
                 let (hash, shard) = self.route(&words[start..]);
                 shard.prefetch_slot(hash);

@@ -32,7 +32,7 @@ use crate::key::namespace_of;
 ///
 /// let registry = Registry::builder().shards(2).build()?;
 /// let ns = registry.namespace("tenant-a")?;
-/// registry.set_quota(ns, Quota::new().max_entries(2));
+/// registry.set_quota(ns, Quota::new().max_entries(2))?;
 /// let p = registry.spawn();
 /// registry.register(&p, &Key::new(ns, 1u64), &Metadata::new())?;
 /// registry.register(&p, &Key::new(ns, 2u64), &Metadata::new())?;
@@ -45,7 +45,9 @@ use crate::key::namespace_of;
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Quota {
-    /// Most entries (live, plus dead ones not yet cleaned up).
+    /// Most entries. Entries of dead processes awaiting cleanup count until removed, but
+    /// a registration refused by them first waits (up to its deadline) for that cleanup:
+    /// no refusal is caused by processes that are already dead.
     pub max_entries: Option<u64>,
     /// Most charged bytes (see [`Registry::memory`](crate::Registry::memory)).
     pub max_bytes: Option<u64>,
@@ -106,6 +108,8 @@ pub(crate) struct Budget {
     /// The global memory limit on charged bytes (`u64::MAX`: none).
     limit: u64,
     used: AtomicU64,
+    /// Of `used`, the bytes of interned capability names (kept for the registry's life).
+    names: AtomicU64,
     /// Per-namespace words, see the module docs.
     ns: AtomicWords,
 }
@@ -129,6 +133,7 @@ impl Budget {
         Budget {
             limit: limit.unwrap_or(u64::MAX),
             used: AtomicU64::new(0),
+            names: AtomicU64::new(0),
             ns: AtomicWords::new(8),
         }
     }
@@ -175,9 +180,24 @@ impl Budget {
         }
     }
 
-    /// Charged bytes over all namespaces.
+    /// Charged bytes over all namespaces, interned names included.
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Bytes charged for interned capability names.
+    pub(crate) fn names(&self) -> u64 {
+        self.names.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes` for a newly interned name against the global limit (names belong
+    /// to no namespace and stay for the registry's life). `false`: it does not fit.
+    pub(crate) fn reserve_name(&self, bytes: u64) -> bool {
+        if !reserve(&self.used, bytes, self.limit) {
+            return false;
+        }
+        self.names.fetch_add(bytes, Ordering::Relaxed);
+        true
     }
 
     pub(crate) fn limit(&self) -> Option<u64> {

@@ -32,6 +32,18 @@ pub enum ErrorKind {
     },
     /// The process handle belongs to another registry.
     ForeignProcess,
+    /// The namespace belongs to another registry (namespaces come from
+    /// [`Registry::namespace`](crate::Registry::namespace) and are valid only there).
+    ForeignNamespace {
+        /// The namespace's id in the registry that made it.
+        namespace: u32,
+    },
+    /// The registry already has [`MAX_PROCESSES`](crate::MAX_PROCESSES) processes alive
+    /// or dying; none was started.
+    TooManyProcesses {
+        /// The limit.
+        limit: u64,
+    },
     /// The process is dead: it can no longer register.
     ProcessDead {
         /// The dead process.
@@ -128,6 +140,13 @@ impl fmt::Display for Error {
                 )
             }
             ErrorKind::ForeignProcess => f.write_str("process belongs to another registry"),
+            ErrorKind::ForeignNamespace { namespace } => write!(
+                f,
+                "namespace {namespace} belongs to another registry; use this registry's `namespace()`"
+            ),
+            ErrorKind::TooManyProcesses { limit } => {
+                write!(f, "too many processes: at most {limit} may be alive at once")
+            }
             ErrorKind::ProcessDead { pid } => write!(f, "process {pid} is dead"),
             ErrorKind::InvalidKey {
                 reason,

@@ -22,9 +22,11 @@ pub const MAX_NAMESPACES: u32 = (1 << 20) - 1;
 const INT_NAME: u64 = 0xfff;
 
 /// A namespace of one registry, from [`Registry::namespace`](crate::Registry::namespace).
-/// No operation in one namespace observes or changes another's entries.
+/// No operation in one namespace observes or changes another's entries. It belongs to
+/// the registry that made it: any other registry refuses it
+/// ([`ErrorKind::ForeignNamespace`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Namespace(pub(crate) u32);
+pub struct Namespace(pub(crate) u32, pub(crate) u32);
 
 impl Namespace {
     /// The namespace's index in its registry.
@@ -169,7 +171,9 @@ impl<'a> Key<'a> {
         max_name_len: usize,
         w: &mut ArrayVec<u64, N>,
     ) -> Result<(), Error> {
-        self.check(max_name_len)?;
+        // Never more than the words hold, whatever the caller's limit (a watch filter
+        // encodes with no limit of its own).
+        self.check(max_name_len.min(MAX_NAME_LEN))?;
         let head = (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12;
         match self.name {
             Name::Int(n) => {
@@ -237,7 +241,7 @@ mod tests {
 
     #[test]
     fn int_and_string_names_never_encode_alike() {
-        let ns = Namespace(5);
+        let ns = Namespace(5, 0);
         let a = Key::new(ns, 0x6261u64).words(64).unwrap();
         let b = Key::new(ns, "ab").words(64).unwrap();
         assert_ne!(a, b);
@@ -247,15 +251,15 @@ mod tests {
 
     #[test]
     fn node_and_namespace_are_part_of_the_key() {
-        let k = Key::new(Namespace(1), "x");
+        let k = Key::new(Namespace(1, 0), "x");
         let e = k.words(64).unwrap();
         assert_ne!(e, k.on_node(Node(2)).words(64).unwrap());
-        assert_ne!(e, Key::new(Namespace(2), "x").words(64).unwrap());
+        assert_ne!(e, Key::new(Namespace(2, 0), "x").words(64).unwrap());
     }
 
     #[test]
     fn name_limits_are_checked_and_named() {
-        let ns = Namespace(0);
+        let ns = Namespace(0, 0);
         let err = Key::new(ns, "").words(64).unwrap_err();
         assert!(err.to_string().contains("empty name"), "{err}");
         let long = "x".repeat(65);
@@ -266,10 +270,23 @@ mod tests {
         assert_eq!(w.len(), roster_shard::MAX_KEY_WORDS);
     }
 
+    /// S6: a name longer than any key holds is refused, whatever limit the caller asks
+    /// for (it used to overflow the word buffer).
+    #[test]
+    fn names_past_the_word_limit_are_refused_under_any_limit() {
+        let name = "z".repeat(3000);
+        let err = Key::new(Namespace(0, 0), name.as_str())
+            .words(usize::MAX)
+            .unwrap_err();
+        assert!(err.to_string().contains("limit 2032"), "{err}");
+    }
+
     #[test]
     fn string_names_of_255_bytes_and_more_work() {
         let name = "é".repeat(200);
-        let w = Key::new(Namespace(0), name.as_str()).words(1024).unwrap();
+        let w = Key::new(Namespace(0, 0), name.as_str())
+            .words(1024)
+            .unwrap();
         assert_eq!(w.len(), 1 + words_for(400));
     }
 }

@@ -5,9 +5,10 @@
 //! the reaper, popping an entry that is due, re-queues it if the word moved on. Nothing
 //! scans all processes: expiry costs O(log n) per lease per renewal period at most.
 //!
-//! Renewal and expiry decide by CAS on the deadline word: the reaper swaps a due deadline
-//! for `EXPIRED` before it kills, a renewal only replaces a deadline still in the future,
-//! so exactly one of them wins.
+//! Renewal and expiry decide under the pid index's lease lock (see `process.rs`, "Leases
+//! against reuse"): the reaper swaps a due deadline for `EXPIRED` before it kills, a
+//! renewal only replaces a deadline still in the future, so exactly one of them wins, and
+//! neither acts on a pid that died (or on the next process of its index).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -74,10 +75,15 @@ impl ManualClock {
         ManualClock::default()
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`; it stops at its largest time (about 584 years)
+    /// instead of wrapping.
     pub fn advance(&self, by: Duration) {
-        self.nanos
-            .fetch_add(by.as_nanos().min(u64::MAX as u128) as u64, Ordering::SeqCst);
+        let by = by.as_nanos().min(u64::MAX as u128) as u64;
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_add(by))
+            });
     }
 }
 

@@ -60,10 +60,11 @@ pub use lag::CleanupLag;
 pub use lease::{Clock, ManualClock, SystemClock};
 pub use metadata::{Capability, Health, Limits, Metadata, Value, ValueRef};
 pub use monitor::{Down, ExitReason, Monitor};
-pub use process::{Authority, Pid, Process};
+pub use process::{Authority, Pid, Process, MAX_PROCESSES};
 pub use query::{Hit, OwnedKey, OwnedName, Query};
 pub use registry::{
-    Audit, Memory, Registry, RegistryBuilder, Spawn, DEFAULT_WRITE_DEADLINE, MAX_NAMESPACE_LEN,
+    Audit, Memory, Registry, RegistryBuilder, Spawn, DEFAULT_WRITE_DEADLINE, MAX_CAPACITY,
+    MAX_NAMESPACE_LEN, MAX_QUEUE, NAME_CHARGE,
 };
 pub use stats::{OpKind, OpStats, ShardStats, Stats};
 pub use watch::{Change, ChangeKind, Watch, WatchFilter, Watched};

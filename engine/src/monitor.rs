@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -142,14 +142,19 @@ impl Monitor {
         }
     }
 
-    /// Blocks until the process dies or `timeout` passes.
+    /// Blocks until the process dies or `timeout` passes (a timeout too long for the
+    /// clock, such as `Duration::MAX`, waits as long as it takes).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Down> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let mut s = self.slot.lock();
         loop {
             if let Some(r) = s.reason.clone() {
                 return Some(self.down(r));
             }
+            let Some(deadline) = deadline else {
+                s = self.slot.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
             let left = deadline.checked_duration_since(Instant::now())?;
             s = self
                 .slot
@@ -189,6 +194,10 @@ pub(crate) struct Monitors {
     /// was marked dead, both `SeqCst`: a `fire` that reads 0 is ordered before the `add`'s
     /// liveness check, which therefore sees the death.
     watched: AtomicUsize,
+    /// Set by [`Monitors::fire_all`] before it drains any map. `add` checks it under its
+    /// map's lock, and `fire_all` takes every map's lock after setting it, so a monitor
+    /// is either drained by `fire_all` or sees the flag and fires itself.
+    closed: AtomicBool,
 }
 
 impl Monitors {
@@ -196,6 +205,7 @@ impl Monitors {
         Monitors {
             maps: (0..LOCKS).map(|_| Mutex::new(HashMap::new())).collect(),
             watched: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -212,7 +222,11 @@ impl Monitors {
         self.watched.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let mut map = self.map(pid);
-        if alive() {
+        if self.closed.load(Ordering::SeqCst) {
+            drop(map);
+            self.watched.fetch_sub(1, Ordering::Relaxed);
+            slot.fire(ExitReason::Shutdown);
+        } else if alive() {
             let list = map.entry(pid).or_default();
             // Forget cancelled monitors (their `Monitor` was dropped) as the list grows.
             if list.len() >= 8 && list.len().is_power_of_two() {
@@ -245,6 +259,7 @@ impl Monitors {
 
     /// Delivers [`ExitReason::Shutdown`] to every remaining monitor.
     pub(crate) fn fire_all(&self, reason: &ExitReason) {
+        self.closed.store(true, Ordering::SeqCst);
         for m in self.maps.iter() {
             let all: Vec<_> = m
                 .lock()

@@ -17,7 +17,29 @@
 //! sees the other, so either the insert is refused or the shard gets a death notice.
 //! An index is reused (with the next generation) only after every notified shard has
 //! removed the dead process's entries, so a stale `Pid` never matches a new process.
+//!
+//! # Pid reuse
+//!
+//! A [`Pid`] is `generation:36 | index:28`. Free indexes are reused first in, first out,
+//! and only while at least [`REUSE_RESERVE`] of them wait, so one index comes back at
+//! most once per `REUSE_RESERVE` spawns, however the process count moves. A stale pid
+//! could match again only after its index was reused `2^36 - 1` times, which takes at
+//! least `2^36 * 1024 ~ 7 * 10^13` spawns: over two years at a sustained million spawns a
+//! second (one spawn takes a lock; this machine does a few million a second at most).
+//! The table holds at most `2^28 - 1` processes at once ([`MAX_PROCESSES`]).
+//!
+//! # Leases against reuse
+//!
+//! A lease's deadline word carries no generation, so renewal and expiry (both rare next
+//! to lookups) run under a per-index stripe lock, and so does [`ProcessTable::spawn`]'s
+//! store of a new deadline and of the new generation. Inside the lock a pid found alive
+//! stays the index's generation until the lock is released: an index is reused only by a
+//! spawn, which must take the same lock first. So a stale `keepalive` or a late expiry
+//! check either sees its own pid alive and acts on its own lease, or sees it dead and
+//! does nothing; it can never cut short, stretch or expire the lease of the next process
+//! on the index.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,18 +65,19 @@ impl Pid {
     /// A pid no process ever has (used by empty entries).
     pub const NONE: Pid = Pid(0);
 
-    fn new(index: u32, generation: u32) -> Pid {
-        Pid((generation as u64) << 32 | index as u64)
+    fn new(index: u32, generation: u64) -> Pid {
+        debug_assert!(index < 1 << INDEX_BITS && generation <= MAX_GENERATION);
+        Pid(generation << INDEX_BITS | index as u64)
     }
 
-    /// The slot index in the process table.
+    /// The slot index in the process table (below 2^28).
     pub fn index(self) -> u32 {
-        self.0 as u32
+        (self.0 & ((1 << INDEX_BITS) - 1)) as u32
     }
 
-    /// The generation of that slot this pid was issued for (starts at 1).
-    pub fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+    /// The generation of that slot this pid was issued for (starts at 1, below 2^36).
+    pub fn generation(self) -> u64 {
+        self.0 >> INDEX_BITS
     }
 
     /// The packed form, as stored in shard slots.
@@ -75,9 +98,20 @@ impl fmt::Display for Pid {
     }
 }
 
+/// Bits of a [`Pid`] that hold the index; the other 36 hold the generation.
+const INDEX_BITS: u32 = 28;
+/// Largest generation; after it an index starts again at 1 (see "Pid reuse" above).
+const MAX_GENERATION: u64 = (1 << (64 - INDEX_BITS)) - 1;
+/// Most processes alive at once.
+pub const MAX_PROCESSES: u64 = (1 << INDEX_BITS) - 1;
+/// Free indexes kept waiting before one is reused (see "Pid reuse" above).
+pub(crate) const REUSE_RESERVE: usize = 1024;
+/// Stripe locks of lease renewal and expiry (see "Leases against reuse" above).
+const LEASE_LOCKS: usize = 64;
+
 struct Free {
-    /// Indexes ready for reuse.
-    list: Vec<u32>,
+    /// Indexes ready for reuse, oldest first.
+    list: VecDeque<u32>,
     /// First never-used index.
     next: u32,
 }
@@ -89,6 +123,9 @@ pub(crate) struct ProcessTable {
     free: Mutex<Free>,
     /// Live processes.
     live: AtomicU64,
+    /// Dead processes whose entries some shard has yet to remove (see
+    /// [`Hooks::reclaiming`]).
+    dying: AtomicU64,
     /// Entries per (namespace, shard): word `ns * shards + shard`, so shard writers never
     /// share a counter's cache line.
     /// Charges, the memory limit and the namespace quotas and counts.
@@ -99,6 +136,8 @@ pub(crate) struct ProcessTable {
     epoch: Instant,
     /// Death -> fully reclaimed.
     lag: LagHistogram,
+    /// Lease stripes by pid index (see "Leases against reuse" above).
+    lease_locks: Box<[Mutex<()>]>,
 }
 
 const STATE: u64 = 0;
@@ -123,15 +162,23 @@ impl ProcessTable {
             words: AtomicWords::new(10),
             stride: MASK + shards.div_ceil(64) as u64,
             free: Mutex::new(Free {
-                list: Vec::new(),
+                list: VecDeque::new(),
                 next: 0,
             }),
             live: AtomicU64::new(0),
+            dying: AtomicU64::new(0),
             budget: Budget::new(memory_limit),
             hub: Arc::new(hub),
             epoch: Instant::now(),
             lag: LagHistogram::new(),
+            lease_locks: (0..LEASE_LOCKS).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    fn lease_lock(&self, index: u32) -> std::sync::MutexGuard<'_, ()> {
+        self.lease_locks[index as usize % LEASE_LOCKS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     #[inline]
@@ -139,43 +186,47 @@ impl ProcessTable {
         self.words.get(index as u64 * self.stride + field)
     }
 
-    /// Issues a new live pid; `deadline` is its lease deadline (0 for none).
-    pub(crate) fn spawn(&self, deadline: u64) -> Pid {
+    /// Issues a new live pid; `deadline` is its lease deadline (0 for none). `None` when
+    /// [`MAX_PROCESSES`] are alive (or dying) already.
+    pub(crate) fn spawn(&self, deadline: u64) -> Option<Pid> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let index = match free.list.pop() {
+        let reuse = free.list.len() >= REUSE_RESERVE || u64::from(free.next) >= MAX_PROCESSES;
+        let index = match reuse.then(|| free.list.pop_front()).flatten() {
             Some(i) => i,
-            None => {
+            None if u64::from(free.next) < MAX_PROCESSES => {
                 let i = free.next;
                 free.next += 1;
                 self.words.ensure((i as u64 + 1) * self.stride);
                 i
             }
+            None => return None,
         };
         drop(free);
         let state = self.word(index, STATE).expect("ensured");
-        // Generation 0 is never issued, so `Pid::NONE` never matches. After 2^32 - 1
-        // reuses of one index a generation repeats; a pid kept that long could match again.
-        let generation = ((state.load(Ordering::Relaxed) >> 1) as u32)
-            .wrapping_add(1)
-            .max(1);
+        // Generation 0 is never issued, so `Pid::NONE` never matches.
+        let generation = match state.load(Ordering::Relaxed) >> 1 {
+            MAX_GENERATION => 1,
+            g => g + 1,
+        };
         for f in PENDING..self.stride {
             self.word(index, f)
                 .expect("ensured")
                 .store(0, Ordering::Relaxed);
         }
+        let _lease = self.lease_lock(index);
         self.word(index, DEADLINE)
             .expect("ensured")
             .store(deadline, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
-        state.store((generation as u64) << 1 | 1, Ordering::SeqCst);
-        Pid::new(index, generation)
+        state.store(generation << 1 | 1, Ordering::SeqCst);
+        Some(Pid::new(index, generation))
     }
 
     /// One atomic load.
     #[inline(always)]
     pub(crate) fn is_alive(&self, pid: Pid) -> bool {
         self.word(pid.index(), STATE)
-            .is_some_and(|w| w.load(Ordering::Acquire) == (pid.generation() as u64) << 1 | 1)
+            .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
     }
 
     /// Prefetches `pid`'s state word, which [`ProcessTable::is_alive`] reads next (a hint
@@ -192,7 +243,7 @@ impl ProcessTable {
     /// for those it cannot reach).
     pub(crate) fn kill(&self, pid: Pid) -> Option<Vec<usize>> {
         let state = self.word(pid.index(), STATE)?;
-        let alive = (pid.generation() as u64) << 1 | 1;
+        let alive = pid.generation() << 1 | 1;
         state
             .compare_exchange(alive, alive & !1, Ordering::SeqCst, Ordering::SeqCst)
             .ok()?;
@@ -209,9 +260,12 @@ impl ProcessTable {
             }
         }
         let pending = self.word(pid.index(), PENDING)?;
-        pending.store(shards.len() as u64, Ordering::SeqCst);
         if shards.is_empty() {
             self.recycle(pid.index());
+        } else {
+            // Counted before any notice is sent, so before any release can uncount it.
+            self.dying.fetch_add(1, Ordering::SeqCst);
+            pending.store(shards.len() as u64, Ordering::SeqCst);
         }
         Some(shards)
     }
@@ -240,16 +294,17 @@ impl ProcessTable {
             }
         }
         if !done.is_empty() {
+            self.dying.fetch_sub(done.len() as u64, Ordering::SeqCst);
             self.lag.record_many(&lags);
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            free.list.extend_from_slice(&done);
+            free.list.extend(done);
         }
     }
 
     fn recycle(&self, index: u32) {
         self.lag.record_many(&[0]);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.list.push(index);
+        free.list.push_back(index);
     }
 
     pub(crate) fn cleanup_lag(&self) -> CleanupLag {
@@ -258,55 +313,44 @@ impl ProcessTable {
 
     /// Moves `pid`'s lease deadline to `deadline`, if the lease has not expired by `now`.
     /// A pid without a lease is left alone. A lease found past its deadline is expired
-    /// here (returns `Expired`: the caller must kill the pid).
+    /// here (returns `Expired`: the caller must kill the pid). Under the index's lease
+    /// stripe, so a stale pid never touches a reused index's lease.
     pub(crate) fn renew(&self, pid: Pid, now: u64, deadline: u64) -> Result<(), Expiry> {
         let word = self.word(pid.index(), DEADLINE).ok_or(Expiry::Gone)?;
-        loop {
-            if !self.is_alive(pid) {
-                return Err(Expiry::Gone);
+        let _lease = self.lease_lock(pid.index());
+        if !self.is_alive(pid) {
+            return Err(Expiry::Gone);
+        }
+        match word.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            EXPIRED => Err(Expiry::Gone),
+            cur if cur <= now => {
+                word.store(EXPIRED, Ordering::Relaxed);
+                Err(Expiry::Expired)
             }
-            let cur = word.load(Ordering::Acquire);
-            if cur == 0 {
-                return Ok(());
-            }
-            if cur == EXPIRED {
-                return Err(Expiry::Gone);
-            }
-            let (next, outcome) = if cur <= now {
-                (EXPIRED, Err(Expiry::Expired))
-            } else {
-                (deadline, Ok(()))
-            };
-            if word
-                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return outcome;
+            _ => {
+                word.store(deadline, Ordering::Relaxed);
+                Ok(())
             }
         }
     }
 
-    /// The reaper's check of a pid whose queued deadline came due at `now`.
+    /// The reaper's check of a pid whose queued deadline came due at `now` (under the
+    /// index's lease stripe, as [`ProcessTable::renew`]).
     pub(crate) fn expire(&self, pid: Pid, now: u64) -> Expiry {
         let Some(word) = self.word(pid.index(), DEADLINE) else {
             return Expiry::Gone;
         };
-        loop {
-            if !self.is_alive(pid) {
-                return Expiry::Gone;
-            }
-            let cur = word.load(Ordering::Acquire);
-            if cur == 0 || cur == EXPIRED {
-                return Expiry::Gone;
-            }
-            if cur > now {
-                return Expiry::Renewed(cur);
-            }
-            if word
-                .compare_exchange(cur, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return Expiry::Expired;
+        let _lease = self.lease_lock(pid.index());
+        if !self.is_alive(pid) {
+            return Expiry::Gone;
+        }
+        match word.load(Ordering::Relaxed) {
+            0 | EXPIRED => Expiry::Gone,
+            cur if cur > now => Expiry::Renewed(cur),
+            _ => {
+                word.store(EXPIRED, Ordering::Relaxed);
+                Expiry::Expired
             }
         }
     }
@@ -340,7 +384,7 @@ impl Hooks for ProcessTable {
         }
         // Paired with `kill`: SeqCst store-then-load on both sides.
         self.word(pid.index(), STATE)
-            .is_some_and(|w| w.load(Ordering::SeqCst) == (pid.generation() as u64) << 1 | 1)
+            .is_some_and(|w| w.load(Ordering::SeqCst) == pid.generation() << 1 | 1)
     }
 
     fn detached(&self, owners: &[u64], _shard: usize) {
@@ -349,6 +393,10 @@ impl Hooks for ProcessTable {
 
     fn admit(&self, key: &[u64], charge: u64) -> Result<(), Refusal> {
         self.budget.admit(key, charge)
+    }
+
+    fn reclaiming(&self) -> bool {
+        self.dying.load(Ordering::SeqCst) > 0
     }
 
     fn readmit(&self, key: &[u64], old: u64, new: u64) -> Result<(), Refusal> {

@@ -186,7 +186,7 @@ impl OwnedKey {
     }
 
     /// Decodes encoded key words (see `key.rs`).
-    pub(crate) fn decode(words: &[u64]) -> Option<OwnedKey> {
+    pub(crate) fn decode(words: &[u64], tag: u32) -> Option<OwnedKey> {
         let (&head, rest) = words.split_first()?;
         let len = (head & 0xfff) as usize;
         let name = if len == 0xfff {
@@ -196,7 +196,7 @@ impl OwnedKey {
             OwnedName::Str(std::str::from_utf8(bytes).ok()?.to_owned())
         };
         Some(OwnedKey {
-            namespace: Namespace(crate::key::namespace_of(words)),
+            namespace: Namespace(crate::key::namespace_of(words), tag),
             node: Node((head >> 32) as u32),
             name,
         })
@@ -355,17 +355,18 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ShuttingDown`].
+    /// [`ErrorKind::ForeignNamespace`], [`ErrorKind::ShuttingDown`].
     pub fn query(&self, q: &Query) -> Result<Vec<Hit>, Error> {
         let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
+        self.own(q.namespace)?;
         let Some(plan) = Plan::new(self, q) else {
             return Ok(Vec::new());
         };
         let per_shard = fan_out(self, &plan, |s, terms| {
             let mut hits = Vec::new();
             plan.run(self, s, terms, |key, entry| {
-                if let Some(key) = OwnedKey::decode(key) {
+                if let Some(key) = OwnedKey::decode(key, self.tag()) {
                     hits.push(Hit {
                         key,
                         entry: entry.clone(),
@@ -385,10 +386,11 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::ShuttingDown`].
+    /// [`ErrorKind::ForeignNamespace`], [`ErrorKind::ShuttingDown`].
     pub fn query_count(&self, q: &Query) -> Result<usize, Error> {
         let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
+        self.own(q.namespace)?;
         let Some(plan) = Plan::new(self, q) else {
             return Ok(0);
         };
@@ -436,6 +438,7 @@ impl Registry {
     ) -> Result<(), Error> {
         let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
+        self.own(q.namespace)?;
         let Some(plan) = Plan::new(self, q) else {
             return Ok(());
         };
@@ -444,7 +447,7 @@ impl Registry {
             let mut stop = false;
             let (terms, _) = plan.source(s);
             plan.run(self, s, &terms, |key, entry| {
-                let Some(key) = OwnedKey::decode(key) else {
+                let Some(key) = OwnedKey::decode(key, self.tag()) else {
                     return true;
                 };
                 left -= 1;

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -23,6 +23,27 @@ use crate::watch::Hub;
 
 /// Longest namespace name, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 256;
+
+/// Most entries [`RegistryBuilder::capacity`] may ask room for up front (2^32): beyond
+/// it the first tables alone would not fit a machine's memory.
+pub const MAX_CAPACITY: usize = 1 << 32;
+
+/// Most commands [`RegistryBuilder::queue_capacity`] may queue per shard (2^24).
+pub const MAX_QUEUE: usize = 1 << 24;
+
+/// A write deadline must leave the writer some time; one too long for the clock (up to
+/// `Duration::MAX`) means "no deadline": the write waits for its writer as long as it
+/// takes.
+fn check_deadline(deadline: Duration) -> Result<(), String> {
+    if deadline.is_zero() {
+        Err("write_deadline must be more than zero".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Tags each registry, so namespaces of one are refused by another.
+static REGISTRY_TAGS: AtomicU32 = AtomicU32::new(1);
 
 /// Configures and starts a [`Registry`].
 ///
@@ -207,17 +228,25 @@ impl RegistryBuilder {
                 .map_or(1, |n| n.get())
                 .next_power_of_two(),
         };
-        if self.queue == 0 {
-            return Err(config("queue_capacity must be at least 1".into()));
+        if self.queue == 0 || self.queue > MAX_QUEUE {
+            return Err(config(format!(
+                "queue_capacity is {}, it must be 1 to {MAX_QUEUE}",
+                self.queue
+            )));
         }
-        if self.write_deadline.is_zero() {
-            return Err(config("write_deadline must be more than zero".into()));
+        if self.capacity > MAX_CAPACITY {
+            return Err(config(format!(
+                "capacity is {} entries, at most {MAX_CAPACITY} is supported",
+                self.capacity
+            )));
         }
+        check_deadline(self.write_deadline).map_err(config)?;
         self.limits.check().map_err(config)?;
+        let tag = REGISTRY_TAGS.fetch_add(1, Ordering::Relaxed);
         let procs = Arc::new(ProcessTable::new(
             shards,
             self.memory_limit,
-            Hub::new(shards),
+            Hub::new(shards, tag),
         ));
         let mut list = Vec::with_capacity(shards);
         for index in 0..shards {
@@ -244,6 +273,7 @@ impl RegistryBuilder {
             .clock
             .unwrap_or_else(|| Arc::new(SystemClock::default()));
         let inner = Arc::new(Inner {
+            tag,
             shards: list.into_boxed_slice(),
             mask: shards as u64 - 1,
             procs,
@@ -365,9 +395,17 @@ pub struct Memory {
     /// (keys, names, metadata, attributes, index positions) at their size class, their
     /// postings and their slots. Exact: it returns to 0 when the registry empties.
     pub charged: u64,
-    /// The memory limit on `charged`, if one is set.
+    /// Bytes charged for interned capability names (each name's bytes plus
+    /// [`NAME_CHARGE`]); they count against the memory limit with `charged` and stay
+    /// for the registry's life.
+    pub names: u64,
+    /// The memory limit on `charged + names`, if one is set.
     pub limit: Option<u64>,
 }
+
+/// Bytes charged per interned capability name beyond its own bytes (its map entry and
+/// reference count).
+pub const NAME_CHARGE: u64 = 64;
 
 impl Memory {
     /// Tables plus arena: what the shards have allocated.
@@ -457,6 +495,8 @@ struct Names {
 }
 
 pub(crate) struct Inner {
+    /// This registry's tag, carried by its namespaces.
+    tag: u32,
     shards: Box<[Shard]>,
     mask: u64,
     procs: Arc<ProcessTable>,
@@ -483,12 +523,12 @@ impl Inner {
             return false;
         };
         for s in shards {
-            let sent = self
-                .shards
-                .get(s)
-                .is_some_and(|sh| sh.owner_died(pid.as_u64()));
-            if !sent {
-                self.procs.release(pid);
+            // A notice the shard cannot serve releases the pid itself (`Hooks::detached`).
+            match self.shards.get(s) {
+                Some(sh) => {
+                    sh.owner_died(pid.as_u64());
+                }
+                None => self.procs.release(pid),
             }
         }
         self.handles.remove(pid);
@@ -515,12 +555,9 @@ impl Inner {
             }
         }
         for (shard, owners) in self.shards.iter().zip(per_shard) {
-            if owners.is_empty() {
-                continue;
-            }
-            let unsent = owners.clone();
-            if !shard.owners_died(owners) {
-                unsent.into_iter().for_each(|o| self.procs.release(Pid(o)));
+            if !owners.is_empty() {
+                // Unserved notices release their pids themselves (`Hooks::detached`).
+                shard.owners_died(owners);
             }
         }
         for &pid in &killed {
@@ -604,11 +641,20 @@ impl Change<'_> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriteCtx {
     pub(crate) pid: Pid,
+    /// The registry's tag (for namespaces named in errors).
+    pub(crate) tag: u32,
     pub(crate) deadline: Duration,
-    pub(crate) until: Instant,
 }
 
 impl WriteCtx {
+    /// When the write must have been claimed by its shard's writer: the deadline is
+    /// counted from now, which callers take right before they queue the write, so
+    /// validation, encoding and interning do not eat into it. `None` (no deadline) when
+    /// it lies past what an `Instant` holds (`Duration::MAX`, say).
+    pub(crate) fn until(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.deadline)
+    }
+
     /// The public error for a shard's answer to a write to shard `shard`.
     pub(crate) fn error(&self, e: WriteError, shard: usize) -> Error {
         Error::new(match e {
@@ -631,12 +677,12 @@ impl WriteCtx {
                 match limit {
                     budget::FULL => ErrorKind::RegistryFull { limit: r.limit },
                     budget::QUOTA_ENTRIES => ErrorKind::QuotaExceeded {
-                        namespace: Namespace(ns),
+                        namespace: Namespace(ns, self.tag),
                         what: "entries",
                         limit: r.limit,
                     },
                     _ => ErrorKind::QuotaExceeded {
-                        namespace: Namespace(ns),
+                        namespace: Namespace(ns, self.tag),
                         what: "bytes",
                         limit: r.limit,
                     },
@@ -737,20 +783,36 @@ impl Registry {
         if name.len() > MAX_NAMESPACE_LEN {
             return invalid("name longer than 256 bytes");
         }
+        let tag = self.inner.tag;
         if let Some(&id) = self.read_names().namespaces.get(name) {
-            return Ok(Namespace(id));
+            return Ok(Namespace(id, tag));
         }
         let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
         let next = names.namespaces.len() as u32;
         if let Some(&id) = names.namespaces.get(name) {
-            return Ok(Namespace(id));
+            return Ok(Namespace(id, tag));
         }
         if next >= MAX_NAMESPACES {
             return invalid("too many namespaces");
         }
         self.inner.procs.ensure_namespace(next);
         names.namespaces.insert(name.into(), next);
-        Ok(Namespace(next))
+        Ok(Namespace(next, tag))
+    }
+
+    /// Refuses a namespace another registry made.
+    #[inline]
+    pub(crate) fn own(&self, ns: Namespace) -> Result<u32, Error> {
+        if ns.1 == self.inner.tag {
+            Ok(ns.0)
+        } else {
+            Err(Error::new(ErrorKind::ForeignNamespace { namespace: ns.0 }))
+        }
+    }
+
+    /// This registry's tag (namespaces decoded from keys carry it).
+    pub(crate) fn tag(&self) -> u32 {
+        self.inner.tag
     }
 
     fn read_names(&self) -> std::sync::RwLockReadGuard<'_, Names> {
@@ -773,13 +835,30 @@ impl Registry {
             .cloned()
     }
 
+    /// The id of capability `name`, interning it on first use. Interned names stay for
+    /// the registry's life (a timed-out write may leave its names here; it leaves no
+    /// entry, index term or entry charge) and are charged to the memory limit
+    /// ([`Memory::names`]).
     pub(crate) fn intern_capability(&self, name: &str) -> Result<u32, Error> {
         if let Some(&id) = self.read_names().capabilities.get(name) {
             return Ok(id);
         }
+        let max = self.inner.limits.max_capability_len;
+        if name.is_empty() || name.len() > max {
+            return Err(Error::new(ErrorKind::InvalidMetadata {
+                field: "capability name",
+                limit: max,
+                actual: name.len(),
+            }));
+        }
         let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
         if let Some(&id) = names.capabilities.get(name) {
             return Ok(id);
+        }
+        let budget = &self.inner.procs.budget;
+        if !budget.reserve_name(name.len() as u64 + NAME_CHARGE) {
+            let limit = budget.limit().unwrap_or(u64::MAX);
+            return Err(Error::new(ErrorKind::RegistryFull { limit }));
         }
         let id = names.capability_names.len() as u32;
         let name: Arc<str> = name.into();
@@ -789,28 +868,84 @@ impl Registry {
     }
 
     /// Starts a new process and returns its owner guard.
+    ///
+    /// After [`Registry::shutdown`] the guard is of a process that was never alive: its
+    /// pid is [`Pid::NONE`], and every write through it fails with
+    /// [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Panics
+    ///
+    /// If [`MAX_PROCESSES`](crate::MAX_PROCESSES) processes are alive already;
+    /// [`Registry::try_spawn_with`] returns an error instead.
     pub fn spawn(&self) -> Process {
         self.spawn_with(Spawn::new())
     }
 
     /// Starts a leased process: it dies unless [`Process::keepalive`] renews it within
     /// `ttl` (for agents outside this process, kept alive by heartbeats).
+    ///
+    /// # Panics
+    ///
+    /// As [`Registry::spawn`].
     pub fn spawn_leased(&self, ttl: Duration) -> Process {
         self.spawn_with(Spawn::new().lease(ttl))
     }
 
     /// Starts a process as `options` say (lease, handle).
+    ///
+    /// # Panics
+    ///
+    /// As [`Registry::spawn`].
     pub fn spawn_with(&self, options: Spawn) -> Process {
+        match self.try_spawn_with(options) {
+            Ok(p) => p,
+            Err(e) if *e.kind() == ErrorKind::ShuttingDown => {
+                Process::new(Pid::NONE, Weak::new(), None)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts a process as `options` say, or says why it cannot.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TooManyProcesses`] when [`MAX_PROCESSES`](crate::MAX_PROCESSES)
+    /// processes are alive (or dying) already; [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.try_spawn_with(Spawn::new())?;
+    /// assert!(registry.is_alive(p.pid()));
+    /// registry.shutdown();
+    /// assert!(registry.try_spawn_with(Spawn::new()).is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn try_spawn_with(&self, options: Spawn) -> Result<Process, Error> {
+        self.check_open()?;
         let leases = &self.inner.leases;
         let deadline = options.ttl.map_or(0, |ttl| leases.deadline(ttl));
-        let pid = self.inner.procs.spawn(deadline);
+        let pid = self.inner.procs.spawn(deadline).ok_or_else(|| {
+            Error::new(ErrorKind::TooManyProcesses {
+                limit: crate::MAX_PROCESSES,
+            })
+        })?;
+        // A shutdown that raced this spawn: the process must not outlive it alive.
+        if self.inner.closed.load(Ordering::SeqCst) {
+            self.inner.kill(pid, ExitReason::Shutdown);
+            return Err(Error::new(ErrorKind::ShuttingDown));
+        }
         if let Some(h) = options.handle {
             self.inner.handles.insert(pid, h);
         }
         if options.ttl.is_some() {
             leases.schedule(pid, deadline);
         }
-        Process::new(pid, Arc::downgrade(&self.inner), options.ttl)
+        Ok(Process::new(pid, Arc::downgrade(&self.inner), options.ttl))
     }
 
     /// Ends many processes at once, telling their monitors `reason`: every pid is marked
@@ -885,11 +1020,9 @@ impl Registry {
     }
 
     /// A one-shot notice of `pid`'s death, with the reason. A pid that is already dead
-    /// is reported at once, with [`ExitReason::NoProc`].
+    /// is reported at once, with [`ExitReason::NoProc`]; after (or racing)
+    /// [`Registry::shutdown`], every monitor reports [`ExitReason::Shutdown`].
     pub fn monitor(&self, pid: Pid) -> Monitor {
-        if self.inner.closed.load(Ordering::Relaxed) {
-            return self.inner.monitors.add(pid, || false);
-        }
         self.inner.monitors.add(pid, || self.is_alive(pid))
     }
 
@@ -974,7 +1107,7 @@ impl Registry {
     /// use roster::{Key, Metadata, Registry};
     ///
     /// let registry = Registry::builder().shards(1).build()?;
-    /// let patient = registry.with_deadline(Duration::from_secs(1));
+    /// let patient = registry.with_deadline(Duration::from_secs(1))?;
     /// assert_eq!(patient.write_deadline(), Duration::from_secs(1));
     /// assert_eq!(registry.write_deadline(), Duration::from_millis(10));
     /// let ns = patient.namespace("jobs")?;
@@ -983,11 +1116,17 @@ impl Registry {
     /// assert!(registry.lookup(&Key::new(ns, 1u64))?.is_some());
     /// # Ok::<(), roster::Error>(())
     /// ```
-    pub fn with_deadline(&self, deadline: Duration) -> Registry {
-        Registry {
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for a zero deadline (as the builder refuses one).
+    pub fn with_deadline(&self, deadline: Duration) -> Result<Registry, Error> {
+        check_deadline(deadline)
+            .map_err(|reason| Error::new(ErrorKind::InvalidConfig { reason }))?;
+        Ok(Registry {
             inner: self.inner.clone(),
             deadline: Some(deadline),
-        }
+        })
     }
 
     /// Validates and encodes one write of `pid`'s: its shard and the shard operation.
@@ -997,6 +1136,7 @@ impl Registry {
         key: &Key<'_>,
         change: Change<'_>,
     ) -> Result<(usize, Op), Error> {
+        self.own(key.namespace())?;
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route_index(&words);
@@ -1037,11 +1177,10 @@ impl Registry {
     pub(crate) fn begin_write(&self, owner: &Authority) -> Result<WriteCtx, Error> {
         self.check_open()?;
         let pid = self.owned_pid(owner)?;
-        let deadline = self.write_deadline();
         Ok(WriteCtx {
             pid,
-            deadline,
-            until: Instant::now() + deadline,
+            tag: self.inner.tag,
+            deadline: self.write_deadline(),
         })
     }
 
@@ -1055,7 +1194,7 @@ impl Registry {
         let ctx = self.begin_write(owner)?;
         let (shard, op) = self.encode_write(ctx.pid, key, change)?;
         let ticket = self.inner.shards[shard]
-            .submit(op, Some(ctx.until))
+            .submit(op, ctx.until())
             .map_err(|e| ctx.error(e, shard))?;
         Ok((ticket, ctx, shard))
     }
@@ -1156,6 +1295,7 @@ impl Registry {
     #[inline]
     fn lookup_plain(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         self.check_open()?;
+        self.own(key.namespace())?;
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
@@ -1210,6 +1350,7 @@ impl Registry {
             m.live_blocks += sm.live_blocks;
             m.charged += sm.charged;
         }
+        m.names = self.inner.procs.budget.names();
         m.limit = self.inner.procs.budget.limit();
         m
     }
@@ -1223,23 +1364,41 @@ impl Registry {
     /// that would pass it fail with [`ErrorKind::QuotaExceeded`]; a quota lower than what
     /// the namespace holds refuses new entries until enough are gone. The quota holds
     /// exactly, also under concurrent writers on many shards.
-    pub fn set_quota(&self, ns: Namespace, quota: Quota) {
-        self.inner.procs.budget.set_quota(ns.0, quota);
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    pub fn set_quota(&self, ns: Namespace, quota: Quota) -> Result<(), Error> {
+        let ns = self.own(ns)?;
+        self.inner.procs.budget.set_quota(ns, quota);
+        Ok(())
     }
 
     /// Namespace `ns`'s quota.
-    pub fn quota(&self, ns: Namespace) -> Quota {
-        self.inner.procs.budget.quota(ns.0)
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    pub fn quota(&self, ns: Namespace) -> Result<Quota, Error> {
+        Ok(self.inner.procs.budget.quota(self.own(ns)?))
     }
 
     /// What namespace `ns` holds, as its quota counts it.
-    pub fn usage(&self, ns: Namespace) -> Usage {
-        self.inner.procs.budget.usage(ns.0)
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    pub fn usage(&self, ns: Namespace) -> Result<Usage, Error> {
+        Ok(self.inner.procs.budget.usage(self.own(ns)?))
     }
 
     /// Entries stored in namespace `ns` (counted as [`Registry::len`] counts).
-    pub fn count(&self, ns: Namespace) -> usize {
-        self.inner.procs.count(ns.0) as usize
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    pub fn count(&self, ns: Namespace) -> Result<usize, Error> {
+        Ok(self.inner.procs.count(self.own(ns)?) as usize)
     }
 
     /// Checks the registry's state and reports what it holds: every shard's owner lists
@@ -1270,7 +1429,8 @@ impl Registry {
         }
         // S4: the budget's reservations are exactly the shards' charges (when no write
         // is in flight).
-        let (charged, reserved) = (self.memory().charged, self.inner.procs.budget.used());
+        let budget = &self.inner.procs.budget;
+        let (charged, reserved) = (self.memory().charged, budget.used() - budget.names());
         if charged != reserved {
             a.problems.push(format!(
                 "S4: shards hold {charged} charged bytes, the budget has {reserved} reserved"

@@ -52,7 +52,8 @@ use crate::registry::Registry;
 pub struct WatchFilter {
     namespace: Option<Namespace>,
     capability: Option<String>,
-    key: Option<KeyWords>,
+    /// The key's namespace and its encoding (or why it has none).
+    key: Option<(Namespace, Result<KeyWords, Error>)>,
     capacity: Option<usize>,
 }
 
@@ -70,13 +71,13 @@ impl WatchFilter {
         }
     }
 
-    /// Changes of one key (invalid keys are refused by [`Registry::watch`]).
+    /// Changes of one key (invalid keys are refused by [`Registry::watch`], with the
+    /// reason).
     pub fn key(key: &Key<'_>) -> WatchFilter {
         let mut words = KeyWords::new();
-        // An invalid key encodes as nothing and is refused by `watch`.
-        let key = key.encode(usize::MAX, &mut words).ok().map(|()| words);
+        let encoded = key.encode(usize::MAX, &mut words).map(|()| words);
         WatchFilter {
-            key: Some(key.unwrap_or_default()),
+            key: Some((key.namespace(), encoded)),
             ..WatchFilter::default()
         }
     }
@@ -195,6 +196,8 @@ impl Watcher {
 /// The registry's watchers.
 pub(crate) struct Hub {
     shards: usize,
+    /// The registry's tag (keys decoded for changes carry it in their namespace).
+    tag: u32,
     watchers: RwLock<Vec<Arc<Watcher>>>,
     /// `watchers.len()`, readable without the lock: writers skip all work while 0.
     count: AtomicUsize,
@@ -202,9 +205,10 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    pub(crate) fn new(shards: usize) -> Hub {
+    pub(crate) fn new(shards: usize, tag: u32) -> Hub {
         Hub {
             shards,
+            tag,
             watchers: RwLock::new(Vec::new()),
             count: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -224,7 +228,7 @@ impl Hub {
     /// Hands a shard's change to every matching watcher.
     pub(crate) fn event(&self, shard: usize, e: Event<'_>) {
         // Runs on a shard writer's thread: nothing here may panic.
-        let Some(key) = OwnedKey::decode(e.key) else {
+        let Some(key) = OwnedKey::decode(e.key, self.tag) else {
             return;
         };
         let mut wake = Vec::new();
@@ -320,9 +324,10 @@ impl Watch {
         self.wait(None)
     }
 
-    /// Waits up to `timeout` for the next change.
+    /// Waits up to `timeout` for the next change (a timeout too long for the clock, such
+    /// as `Duration::MAX`, waits as [`Watch::recv`] does).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Watched> {
-        self.wait(Some(Instant::now() + timeout))
+        self.wait(Instant::now().checked_add(timeout))
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Option<Watched> {
@@ -401,16 +406,21 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidKey`] for a key filter of an invalid key;
+    /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry;
+    /// [`ErrorKind::InvalidMetadata`] for a capability name no entry could have;
     /// [`ErrorKind::ShuttingDown`].
     pub fn watch(&self, filter: WatchFilter) -> Result<Watch, Error> {
         self.check_open()?;
-        if filter.key.as_ref().is_some_and(|k| k.is_empty()) {
-            return Err(Error::new(ErrorKind::InvalidKey {
-                reason: "watch filter key is invalid",
-                limit: self.limits().max_name_len,
-                actual: 0,
-            }));
+        if let Some(ns) = filter.namespace {
+            self.own(ns)?;
         }
+        let key = match filter.key {
+            Some((ns, encoded)) => {
+                self.own(ns)?;
+                Some(encoded?)
+            }
+            None => None,
+        };
         let capability = filter
             .capability
             .as_deref()
@@ -420,7 +430,7 @@ impl Registry {
         let watcher = Arc::new(Watcher {
             namespace: filter.namespace.map(|n| n.0),
             capability,
-            key: filter.key,
+            key,
             capacity: filter.capacity.unwrap_or(1024).max(1),
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
@@ -463,7 +473,8 @@ impl Registry {
     /// # Ok::<(), roster::Error>(())
     /// ```
     pub fn await_key(&self, key: &Key<'_>, timeout: Duration) -> Result<Entry, Error> {
-        let deadline = Instant::now() + timeout;
+        // `None`: longer than the clock holds (`Duration::MAX`): wait as long as it takes.
+        let deadline = Instant::now().checked_add(timeout);
         // Subscribe first, then look: a registration between the two is seen either way.
         let watch = self.watch(WatchFilter::key(key).capacity(16))?;
         loop {
@@ -471,10 +482,10 @@ impl Registry {
                 return Ok(entry);
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(Error::new(ErrorKind::Timeout { deadline: timeout }));
             }
-            if watch.recv_timeout(deadline - now).is_none() {
+            if watch.wait(deadline).is_none() {
                 self.check_open()?;
             }
         }
@@ -497,12 +508,12 @@ impl Registry {
             .map(|()| words);
         let watch = encoded.and_then(|w| {
             let mut f = WatchFilter::default().capacity(16);
-            f.key = Some(w.clone());
+            f.key = Some((key.namespace(), Ok(w.clone())));
             Ok((registry.watch(f)?, w))
         });
         async move {
             let (mut watch, words) = watch?;
-            let key = OwnedKey::decode(&words).expect("encoded key");
+            let key = OwnedKey::decode(&words, registry.tag()).expect("encoded key");
             loop {
                 if let Some(entry) = registry.lookup(&key.as_key())? {
                     return Ok(entry);

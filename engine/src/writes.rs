@@ -147,7 +147,7 @@ impl Registry {
     /// let results = registry.register_many(&pool, items.iter().map(|(k, m)| (*k, m)))?;
     /// assert!(results[..100].iter().all(|r| r.is_ok()));
     /// assert!(matches!(results[100].as_ref().unwrap_err().kind(), ErrorKind::InvalidKey { .. }));
-    /// assert_eq!(registry.count(ns), 100);
+    /// assert_eq!(registry.count(ns)?, 100);
     /// # Ok::<(), roster::Error>(())
     /// ```
     pub fn register_many<'k, M: Borrow<Metadata>>(
@@ -234,11 +234,12 @@ impl Registry {
             }
         }
         let mut sent = Vec::new();
+        let until = ctx.until();
         for (shard, (ops, items)) in groups.into_iter().enumerate() {
             if ops.is_empty() {
                 continue;
             }
-            let ticket = self.shards()[shard].submit_batch(ops, Some(ctx.until));
+            let ticket = self.shards()[shard].submit_batch(ops, until);
             sent.push(Sent {
                 shard,
                 items,

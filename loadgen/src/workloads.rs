@@ -727,7 +727,7 @@ pub fn death_storm(run: &Run, r: &Registry, batch: bool) -> (Storm, OpData) {
             std::thread::sleep(Duration::from_micros(100));
         }
         let issued = t0.elapsed();
-        while r.count(ns) > 0 && t0.elapsed() < Duration::from_secs(60) {
+        while r.count(ns).is_ok_and(|n| n > 0) && t0.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_micros(100));
         }
         let reclaimed = t0.elapsed();

@@ -39,7 +39,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 use raw::{Attempt, Published};
 use reply::{Failed, Pending, Reply};
 use sync::{fence, AtomicBool, AtomicU64, Ordering};
-use writer::{Command, Notice, Writer};
+use writer::{Command, Deaths, Notice, Writer};
 
 pub use raw::{prefetch, AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
 pub use writer::{Op, MAX_TERMS};
@@ -53,7 +53,9 @@ pub trait Hooks: Send + Sync + 'static {
     /// notifies it.
     fn attach(&self, owner: u64, shard: usize) -> bool;
     /// Called after shard `shard` removed every entry of each of `owners` on their
-    /// death notice (one call per notice, so a mass death is one call).
+    /// death notice (one call per notice, so a mass death is one call); also, with
+    /// nothing removed, for a notice the writer never serves because it ended first.
+    /// Exactly once per notice either way.
     fn detached(&self, owners: &[u64], shard: usize) {
         let _ = (owners, shard);
     }
@@ -63,6 +65,14 @@ pub trait Hooks: Send + Sync + 'static {
     fn admit(&self, key: &[u64], charge: u64) -> Result<(), Refusal> {
         let _ = (key, charge);
         Ok(())
+    }
+    /// Whether entries of dead owners may still await removal in some shard (their
+    /// charges then still count). A writer whose [`Hooks::admit`] or [`Hooks::readmit`]
+    /// was refused while this holds serves its own death notices and asks again, until
+    /// the answer changes, nothing awaits removal, or the write's deadline: a refusal is
+    /// never caused by the charges of owners that are already dead.
+    fn reclaiming(&self) -> bool {
+        false
     }
     /// Called before an update changes the charge of the entry with `key` from `old` to
     /// `new`: `Err` refuses the update, and nothing changes.
@@ -269,6 +279,10 @@ pub struct ShardMemory {
 /// A running shard. Dropping it stops and joins its writer.
 pub struct Shard {
     shared: Arc<Published>,
+    /// The engine's hooks, carried by death notices (see [`Shard::owner_died`]).
+    hooks: Arc<dyn Hooks>,
+    /// This shard's index.
+    index: usize,
     cmds: Sender<Command>,
     notices: Sender<Notice>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -414,7 +428,7 @@ impl Shard {
         let mut writer = Writer::new(
             shared.clone(),
             token,
-            hooks,
+            hooks.clone(),
             config.batch,
             config.idle_polls,
         );
@@ -440,6 +454,8 @@ impl Shard {
             })?;
         Ok(Shard {
             shared,
+            hooks,
+            index: config.index,
             cmds: cmd_tx,
             notices: notice_tx,
             thread: Mutex::new(Some(thread)),
@@ -716,14 +732,23 @@ impl Shard {
 
     /// Tells the writer that `owner` died; it removes the owner's entries ahead of any
     /// queued command, then calls [`Hooks::detached`]. Returns `false` if the writer has
-    /// stopped (nothing will be removed).
+    /// stopped (nothing will be removed). Either way [`Hooks::detached`] is called for
+    /// `owner` exactly once: after the removal, or at once if the writer has ended or
+    /// ends before it serves the notice.
     pub fn owner_died(&self, owner: u64) -> bool {
-        self.notices.send(Notice::Died(owner)).is_ok()
+        self.owners_died(vec![owner])
     }
 
     /// [`Shard::owner_died`] for many owners in one message (a mass death).
     pub fn owners_died(&self, owners: Vec<u64>) -> bool {
-        self.notices.send(Notice::DiedMany(owners)).is_ok()
+        let deaths = Deaths {
+            owners,
+            hooks: self.hooks.clone(),
+            shard: self.index,
+        };
+        // A notice that is never served (refused here, or dropped with the channel when
+        // the writer ends) calls `Hooks::detached` as it drops.
+        self.notices.send(Notice::Died(deaths)).is_ok()
     }
 
     /// Live entries (including those of dead owners not yet removed).

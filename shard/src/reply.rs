@@ -107,6 +107,11 @@ impl<T> Reply<T> {
         true
     }
 
+    /// The command's deadline, if it has one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.0.as_ref().and_then(|inner| inner.deadline)
+    }
+
     /// Answers. A caller that already gave up drops the value.
     pub(crate) fn send(mut self, value: T) {
         let Some(inner) = self.0.take() else { return };

@@ -18,6 +18,7 @@
 //! index removal). Posting lists live in `index.rs`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use hashbrown::HashMap;
@@ -30,7 +31,7 @@ use crate::raw::{
 };
 use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{entry_charge, Event, EventKind, Gauges, Hooks, WriteError};
+use crate::{entry_charge, Event, EventKind, Gauges, Hooks, Refusal, WriteError};
 
 /// Most index terms one entry may have.
 pub const MAX_TERMS: usize = (1 << 9) - 1;
@@ -147,12 +148,29 @@ pub(crate) enum Command {
 
 /// Served ahead of every [`Command`].
 pub(crate) enum Notice {
-    /// Remove every entry of this owner.
-    Died(u64),
-    /// Remove every entry of each of these owners (a mass death, sent as one message).
-    DiedMany(Vec<u64>),
+    /// Remove every entry of each of these owners (one death, or a mass death sent as one
+    /// message).
+    Died(Deaths),
     /// Leave the loop; queued commands are dropped, so their callers see the shard closed.
     Stop,
+}
+
+/// Owners whose entries a shard must remove. [`Hooks::detached`] is called for them
+/// exactly once: by the writer after it removed their entries, or, if the notice is never
+/// served (the writer stopped or panicked first, or the send failed), when it is dropped.
+/// So a dead owner's pending cleanup always completes, and its pid index is reused.
+pub(crate) struct Deaths {
+    pub(crate) owners: Vec<u64>,
+    pub(crate) hooks: Arc<dyn Hooks>,
+    pub(crate) shard: usize,
+}
+
+impl Drop for Deaths {
+    fn drop(&mut self) {
+        if !self.owners.is_empty() {
+            self.hooks.detached(&self.owners, self.shard);
+        }
+    }
 }
 
 pub(crate) struct Writer {
@@ -173,7 +191,17 @@ pub(crate) struct Writer {
     pub(crate) gauges: Arc<Gauges>,
     /// Sum of the live entries' charges (the writer's own copy of `gauges.charged`).
     pub(crate) charged: u64,
+    /// The death notices, for serving them while a refused write waits for reclamation
+    /// (see [`Hooks::reclaiming`]); set by `run`.
+    notices: Option<Receiver<Notice>>,
+    /// A `Stop` notice was served outside the loop: leave it.
+    stopping: bool,
+    /// The deadline of the write being applied.
+    until: Option<Instant>,
 }
+
+/// How long a refused write without a deadline waits for dead owners' entries to go.
+const RECLAIM_WAIT: Duration = Duration::from_millis(100);
 
 impl Writer {
     /// A writer over `shared`, whose token it owns.
@@ -196,11 +224,18 @@ impl Writer {
             scratch: Vec::new(),
             gauges: Arc::new(Gauges::default()),
             charged: 0,
+            notices: None,
+            stopping: false,
+            until: None,
         }
     }
 
     pub(crate) fn run(mut self, cmds: Receiver<Command>, notices: Receiver<Notice>) {
+        self.notices = Some(notices.clone());
         'serve: loop {
+            if self.stopping {
+                return;
+            }
             loop {
                 match notices.try_recv() {
                     Ok(n) => {
@@ -217,6 +252,9 @@ impl Writer {
                 match cmds.try_recv() {
                     Ok(c) => self.apply(c),
                     Err(_) => break,
+                }
+                if self.stopping {
+                    return;
                 }
                 served += 1;
             }
@@ -245,11 +283,8 @@ impl Writer {
     /// Serves a notice; `false` means stop.
     fn notice(&mut self, n: Notice) -> bool {
         match n {
-            Notice::Died(owner) => {
-                self.owner_died(owner);
-                self.hooks.detached(&[owner], self.token.shard);
-            }
-            Notice::DiedMany(owners) => {
+            Notice::Died(mut deaths) => {
+                let owners = std::mem::take(&mut deaths.owners);
                 owners.iter().for_each(|&o| self.owner_died(o));
                 self.hooks.detached(&owners, self.token.shard);
             }
@@ -262,12 +297,14 @@ impl Writer {
         match c {
             Command::Write { op, reply } => {
                 if reply.claim() {
+                    self.until = reply.deadline();
                     let r = self.write(&op);
                     reply.send(r);
                 }
             }
             Command::Batch { ops, reply } => {
                 if reply.claim() {
+                    self.until = reply.deadline();
                     let r = ops.iter().map(|op| self.write(op)).collect();
                     reply.send(Ok(r));
                 }
@@ -386,6 +423,11 @@ impl Writer {
         if key.len() > MAX_KEY_WORDS || meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
             return Err(WriteError::TooLarge);
         }
+        // A dead caller is refused before the key is looked at (see `owned_slot`); the
+        // SeqCst check in `attach` below stays the one that orders against `kill`.
+        if !self.hooks.is_alive(owner) {
+            return Err(WriteError::OwnerDead);
+        }
         if let Some(i) = self.find(hash, key) {
             let v = self.table().view(&self.token, i);
             if self.hooks.is_alive(v.owner) {
@@ -398,7 +440,8 @@ impl Writer {
             return Err(WriteError::OwnerDead);
         }
         let charge = entry_charge(key.len(), meta.len(), terms.len());
-        self.hooks.admit(key, charge).map_err(WriteError::Refused)?;
+        self.admit_reclaiming(|h| h.admit(key, charge))
+            .map_err(WriteError::Refused)?;
         self.charged += charge;
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
             self.grow();
@@ -443,8 +486,59 @@ impl Writer {
         Ok(())
     }
 
+    /// Asks `admit`; while it refuses and entries of dead owners may still hold charges
+    /// ([`Hooks::reclaiming`]), serves this shard's death notices and asks again, until
+    /// the write's deadline (or [`RECLAIM_WAIT`] for writes without one). So a refusal is
+    /// never caused by owners that are already dead, unless their cleanup outlasts the
+    /// deadline. Other commands wait meanwhile: their order is kept.
+    fn admit_reclaiming(
+        &mut self,
+        mut admit: impl FnMut(&dyn Hooks) -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        let mut until = None;
+        loop {
+            // Sampled before asking: a refusal while nothing awaited removal is genuine.
+            // (A cleanup that ends between the two released its charges before it
+            // stopped counting, so the `SeqCst` load that sees it done also sees them.)
+            let dying = self.hooks.reclaiming();
+            let r = admit(&*self.hooks);
+            if r.is_ok() || !dying || self.stopping {
+                return r;
+            }
+            let until = *until
+                .get_or_insert_with(|| self.until.unwrap_or_else(|| Instant::now() + RECLAIM_WAIT));
+            if Instant::now() >= until {
+                return r;
+            }
+            if !self.serve_notices() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Serves the death notices queued now, without waiting; `true` if there were any.
+    fn serve_notices(&mut self) -> bool {
+        let Some(notices) = self.notices.clone() else {
+            return false;
+        };
+        let mut served = false;
+        while let Ok(n) = notices.try_recv() {
+            served = true;
+            if !self.notice(n) {
+                self.stopping = true;
+                break;
+            }
+        }
+        served
+    }
+
     /// Looks `key` up for an owner-checked change. A dead holder's entry counts as absent.
+    /// A dead caller is refused whatever the key holds (SPEC L6): its death happened
+    /// before this write was sent, so the death notice may still be queued behind it.
     fn owned_slot(&self, hash: u64, key: &[u64], owner: u64) -> Result<usize, WriteError> {
+        if !self.hooks.is_alive(owner) {
+            return Err(WriteError::OwnerDead);
+        }
         let i = self.find(hash, key).ok_or(WriteError::NotFound)?;
         let holder = self.table().view(&self.token, i).owner;
         if holder == owner {
@@ -486,8 +580,7 @@ impl Writer {
             ..old
         };
         let (was, now) = (w1_charge(old), w1_charge(w1));
-        self.hooks
-            .readmit(key, was, now)
+        self.admit_reclaiming(|h| h.readmit(key, was, now))
             .map_err(WriteError::Refused)?;
         self.charged = self.charged - was + now;
         self.unindex(old_off, old);
@@ -987,6 +1080,54 @@ mod tests {
         }
     }
 
+    /// Counts `detached` calls per owner.
+    #[derive(Default)]
+    struct DetachLog(Mutex<Vec<u64>>);
+
+    impl Hooks for DetachLog {
+        fn is_alive(&self, _: u64) -> bool {
+            true
+        }
+        fn attach(&self, _: u64, _: usize) -> bool {
+            true
+        }
+        fn detached(&self, owners: &[u64], _: usize) {
+            self.0.lock().unwrap().extend_from_slice(owners);
+        }
+    }
+
+    /// A death notice the writer never serves (it stopped first) still reports its
+    /// owners detached, exactly once, so their pid indexes do not leak; one it serves
+    /// reports them once too.
+    #[test]
+    fn unserved_death_notices_detach_their_owners_once() {
+        let hooks = Arc::new(DetachLog::default());
+        let (p, token) = Published::new(0, 64, 4);
+        let w = Writer::new(Arc::new(p), token, hooks.clone(), 4, 0);
+        let (_cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(4);
+        let (notice_tx, notice_rx) = crossbeam_channel::unbounded();
+        let deaths = |owners: Vec<u64>| {
+            Notice::Died(Deaths {
+                owners,
+                hooks: hooks.clone(),
+                shard: 0,
+            })
+        };
+        notice_tx.send(deaths(vec![1])).unwrap();
+        notice_tx.send(Notice::Stop).unwrap();
+        notice_tx.send(deaths(vec![2, 3])).unwrap();
+        std::thread::spawn(move || w.run(cmd_rx, notice_rx))
+            .join()
+            .unwrap();
+        // The writer is gone: its receivers dropped, the channel discarded the rest.
+        let mut log = hooks.0.lock().unwrap().clone();
+        log.sort_unstable();
+        assert_eq!(log, [1, 2, 3]);
+        // A send to a writer that has ended fails and detaches at once.
+        assert!(notice_tx.send(deaths(vec![4])).is_err());
+        assert_eq!(hooks.0.lock().unwrap().len(), 4);
+    }
+
     /// SPEC L6: a death notice queued behind ordinary writes is served before them.
     #[test]
     fn l6_death_notices_go_ahead_of_queued_writes() {
@@ -1012,7 +1153,13 @@ mod tests {
             cmd_tx.send(Command::Write { op, reply }).unwrap();
             replies.push(pending);
         }
-        notice_tx.send(Notice::Died(7)).unwrap();
+        notice_tx
+            .send(Notice::Died(Deaths {
+                owners: vec![7],
+                hooks: hooks.clone(),
+                shard: 0,
+            }))
+            .unwrap();
         let writer = std::thread::spawn(move || w.run(cmd_rx, notice_rx));
         for pending in replies {
             pending.wait(0).unwrap().unwrap();

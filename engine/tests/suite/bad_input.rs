@@ -103,7 +103,7 @@ fn i4_bad_input_is_rejected_with_named_errors_and_nothing_is_lost() {
         assert_eq!(e.pid(), p.pid());
         assert!(e.has_capability(r.capability("c").unwrap()));
         assert_eq!(r.len(), 1);
-        assert_eq!(r.count(ns), 1);
+        assert_eq!(r.count(ns).unwrap(), 1);
     });
 }
 

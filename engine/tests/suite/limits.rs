@@ -60,8 +60,8 @@ fn s4_memory_limit_holds_under_concurrent_writers() {
     assert_eq!(m.limit, Some(limit));
     assert!(owners.iter().all(|(_, ok, full)| *ok > 0 && *full > 0));
     let total: u64 = owners.iter().map(|(_, ok, _)| ok).sum();
-    assert_eq!(r.usage(ns).entries, total);
-    assert_eq!(r.usage(ns).bytes, m.charged);
+    assert_eq!(r.usage(ns).unwrap().entries, total);
+    assert_eq!(r.usage(ns).unwrap().bytes, m.charged);
     // Free a quarter; the same entries fit again.
     let (p, ..) = &owners[0];
     let keys: Vec<_> = (0..owners[0].1).map(|i| Key::new(ns, i)).collect();
@@ -81,9 +81,9 @@ fn s4_memory_limit_holds_under_concurrent_writers() {
 fn quotas_are_exact_under_concurrency_and_per_namespace() {
     let r = builder().shards(4).build().unwrap();
     let (a, b) = (r.namespace("a").unwrap(), r.namespace("b").unwrap());
-    r.set_quota(a, Quota::new().max_entries(100));
-    assert_eq!(r.quota(a).max_entries, Some(100));
-    assert_eq!(r.quota(b), Quota::new());
+    r.set_quota(a, Quota::new().max_entries(100)).unwrap();
+    assert_eq!(r.quota(a).unwrap().max_entries, Some(100));
+    assert_eq!(r.quota(b).unwrap(), Quota::new());
     let results: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4u64)
             .map(|t| {
@@ -120,15 +120,19 @@ fn quotas_are_exact_under_concurrency_and_per_namespace() {
         );
         assert!(e.to_string().contains("at most 100 entries"), "{e}");
     }
-    assert_eq!(r.count(a), 100);
+    assert_eq!(r.count(a).unwrap(), 100);
     // Namespace b is not limited by a's quota.
     let p = r.spawn();
     for i in 0..150u64 {
         r.register(&p, &Key::new(b, i), &meta(i)).unwrap();
     }
     // A byte quota: the sum of charges stays under it.
-    let per = r.usage(b).bytes / 150;
-    r.set_quota(b, Quota::new().max_bytes(r.usage(b).bytes + 10 * per));
+    let per = r.usage(b).unwrap().bytes / 150;
+    r.set_quota(
+        b,
+        Quota::new().max_bytes(r.usage(b).unwrap().bytes + 10 * per),
+    )
+    .unwrap();
     let mut extra = 0;
     for i in 150..200u64 {
         match r.register(&p, &Key::new(b, i), &meta(i)) {
@@ -140,7 +144,7 @@ fn quotas_are_exact_under_concurrency_and_per_namespace() {
         }
     }
     assert!((9..=10).contains(&extra), "{extra}");
-    assert!(r.usage(b).bytes <= r.quota(b).max_bytes.unwrap());
+    assert!(r.usage(b).unwrap().bytes <= r.quota(b).unwrap().max_bytes.unwrap());
     // An update that grows past the byte quota is refused and changes nothing.
     let big = meta(1).attribute("blob", "x".repeat(200));
     let err = r.update_metadata(&p, &Key::new(b, 1u64), &big).unwrap_err();
@@ -188,7 +192,7 @@ fn s4_churn_returns_accounting_to_steady_state() {
             eventually("death cleanup", || r.is_empty());
         }
         assert_eq!(r.memory().charged, 0, "cycle {cycle}");
-        assert_eq!(r.usage(ns), Usage::default(), "cycle {cycle}");
+        assert_eq!(r.usage(ns).unwrap(), Usage::default(), "cycle {cycle}");
         let held = r.memory().total();
         let first = *after_first.get_or_insert(held);
         assert!(

@@ -137,7 +137,7 @@ fn leases_expire_without_keepalive_and_live_with_it() {
         .register(&lapsing, &Key::new(ns, "again"), &Metadata::new())
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::ProcessDead { pid: lapsing.pid() });
-    eventually("cleanup", || r.count(ns) == 1);
+    eventually("cleanup", || r.count(ns).unwrap() == 1);
     assert_eq!(renewed.lease_ttl(), Some(Duration::from_secs(10)));
 }
 
@@ -377,7 +377,7 @@ fn chaos_deaths_under_concurrent_lookups() {
         "S4: {audit:?}"
     );
     assert_eq!((audit.handles, audit.monitors), (0, 0));
-    assert_eq!(r.count(ns), 0);
+    assert_eq!(r.count(ns).unwrap(), 0);
     assert!(r.cleanup_lag().count() > 0);
 }
 

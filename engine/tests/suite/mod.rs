@@ -6,6 +6,7 @@ mod limits;
 mod liveness;
 mod model;
 mod query;
+mod regressions;
 mod stats;
 mod stress;
 mod watch;

@@ -27,9 +27,11 @@ fn l1_timeout_means_not_applied_and_ok_means_visible() {
                         // Deadlines from 1 us to 2 ms: around the service time under load.
                         let d = Duration::from_micros([1, 5, 20, 80, 300, 2000][(i % 6) as usize]);
                         let k = t * per + i;
-                        let res =
-                            r.with_deadline(d)
-                                .register(&p, &Key::new(ns, k), &Metadata::new());
+                        let res = r.with_deadline(d).unwrap().register(
+                            &p,
+                            &Key::new(ns, k),
+                            &Metadata::new(),
+                        );
                         out.push((k, res));
                     }
                     // The process stays alive (owning its entries) until the checks below.
@@ -71,14 +73,15 @@ fn a_deadline_already_passed_applies_nothing_and_says_which() {
     let r = builder().shards(2).build().unwrap();
     let ns = r.namespace("ns").unwrap();
     let p = r.spawn();
-    let hasty = r.with_deadline(Duration::ZERO);
+    // A nanosecond has passed before any writer can reach the write.
+    let hasty = r.with_deadline(Duration::from_nanos(1)).unwrap();
     let err = hasty
         .register(&p, &Key::new(ns, 1u64), &Metadata::new())
         .unwrap_err();
     assert_eq!(
         err.kind(),
         &ErrorKind::Timeout {
-            deadline: Duration::ZERO
+            deadline: Duration::from_nanos(1)
         }
     );
     assert!(err.to_string().contains("not applied"), "{err}");
@@ -126,7 +129,7 @@ fn batches_answer_item_by_item_across_shards() {
             _ => assert_eq!(kind, None, "item {i}"),
         }
     }
-    assert_eq!(r.count(ns), 200);
+    assert_eq!(r.count(ns).unwrap(), 200);
     let q = roster::Query::new(ns).capability("batch");
     assert_eq!(r.query_count(&q).unwrap(), 199);
     // Unregister: ours go, b's key is refused, a missing key is NotFound.
@@ -140,7 +143,7 @@ fn batches_answer_item_by_item_across_shards() {
             _ => assert_eq!(kind, None, "item {i}"),
         }
     }
-    assert_eq!(r.count(ns), 1);
+    assert_eq!(r.count(ns).unwrap(), 1);
     // A foreign process fails the whole call.
     let other = Registry::new().unwrap();
     let stranger = other.spawn();
@@ -190,7 +193,7 @@ async fn async_writes_complete_on_tokio_and_read_their_own_writes() {
     for t in tasks {
         owners.push(t.await.unwrap());
     }
-    assert_eq!(r.count(ns), 32 * (9 + 5));
+    assert_eq!(r.count(ns).unwrap(), 32 * (9 + 5));
     // Invalid input resolves at once; a passed deadline resolves to Timeout, unapplied.
     let p = &owners[0];
     let err = r
@@ -198,7 +201,8 @@ async fn async_writes_complete_on_tokio_and_read_their_own_writes() {
         .await
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::InvalidKey { .. }));
-    let hasty = r.with_deadline(Duration::ZERO);
+    // A nanosecond has passed before any writer can reach the write.
+    let hasty = r.with_deadline(Duration::from_nanos(1)).unwrap();
     let err = hasty
         .register_async(p, &Key::new(ns, 9999u64), &Metadata::new())
         .await

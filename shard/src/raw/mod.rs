@@ -281,8 +281,12 @@ impl Published {
             if block.get(HEADER_WORDS)?.load(Ordering::Relaxed) != term {
                 return None;
             }
-            let len = block.get(HEADER_WORDS + 1)?.load(Ordering::Relaxed) as usize;
-            let postings = block.get(HEADER_WORDS + 2..HEADER_WORDS + 2 + len)?;
+            // `len` is a racy word: a stale `loc` into a reused block can make it any
+            // value, so the end is computed without overflow in every profile (R4).
+            let len = block.get(HEADER_WORDS + 1)?.load(Ordering::Relaxed);
+            let end = usize::try_from(len).ok()?.checked_add(HEADER_WORDS + 2)?;
+            let postings = block.get(HEADER_WORDS + 2..end)?;
+            let len = postings.len();
             if let Some(out) = out.as_deref_mut() {
                 out.clear();
                 out.extend(postings.iter().map(|w| w.load(Ordering::Relaxed)));
@@ -464,6 +468,31 @@ mod tests {
             p.table_bytes.load(Ordering::Relaxed),
             (8 + 16 + RawTable::MIN_CAPACITY as u64) * 32
         );
+    }
+
+    /// R4: a term block whose length word is garbage (a stale `loc` into a reused
+    /// block) is answered, never a panic, also with overflow checks on.
+    #[test]
+    fn garbage_posting_length_is_answered_not_trusted() {
+        let (p, t) = Published::new(0, 8, 4);
+        let term = 77;
+        let home = p.terms().home(term_hash(term));
+        p.arena.ensure(64);
+        let block = p.arena.range(0, 8).unwrap();
+        let v = SlotView {
+            hash: tag(term_hash(term)),
+            owner: 0,
+            loc: Loc::new(0, 1, 1),
+        };
+        p.terms().write(&t, home, v, || {
+            block[1].store(8, Ordering::Relaxed);
+            block[HEADER_WORDS].store(term, Ordering::Relaxed);
+            block[HEADER_WORDS + 1].store(u64::MAX, Ordering::Relaxed);
+        });
+        let mut out = Vec::new();
+        assert_eq!(p.try_read_postings(term, Some(&mut out)), Attempt::NotFound);
+        block[HEADER_WORDS + 1].store(u64::MAX - 1, Ordering::Relaxed);
+        assert_eq!(p.try_read_postings(term, None), Attempt::NotFound);
     }
 
     #[test]
