@@ -11,10 +11,14 @@
 //!   mask:      bit s set = shard s may hold entries of this process
 //! ```
 //!
-//! Death and registration race safely by a store-load handshake (both sides `SeqCst`):
-//! a shard writer sets its mask bit and then checks that the process is alive before
-//! storing an entry; a killer flips `state` to dead and then reads the mask. At least one
-//! sees the other, so either the insert is refused or the shard gets a death notice.
+//! Death and registration race safely by a store-load handshake (I1): a shard writer sets
+//! its mask bit, `fence(SeqCst)`, then checks that the process is alive before storing an
+//! entry; a killer flips `state` to dead, `fence(SeqCst)`, then reads the mask. The two
+//! fences are ordered one way or the other in the single total order of `SeqCst` fences:
+//! if the writer's comes first, the killer's mask load (after its own fence) sees the bit;
+//! if the killer's comes first, the writer's state load sees the dead state. So either
+//! the insert is refused or the shard gets a death notice, and no entry of a dead process
+//! outlives its cleanup. (`roster-shard`'s `loom_handshake.rs` models it.)
 //! An index is reused (with the next generation) only after every notified shard has
 //! removed the dead process's entries, so a stale `Pid` never matches a new process.
 //!
@@ -42,7 +46,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -247,6 +251,9 @@ impl ProcessTable {
         state
             .compare_exchange(alive, alive & !1, Ordering::SeqCst, Ordering::SeqCst)
             .ok()?;
+        // Pairs with the fence in `Hooks::attach`: a shard that stores an entry after
+        // this saw the pid dead, or its mask bit is read below.
+        fence(Ordering::SeqCst);
         self.live.fetch_sub(1, Ordering::Relaxed);
         let now = self.epoch.elapsed().as_nanos() as u64;
         self.word(pid.index(), KILLED_AT)?
@@ -382,7 +389,10 @@ impl Hooks for ProcessTable {
         if mask.load(Ordering::SeqCst) & bit == 0 {
             mask.fetch_or(bit, Ordering::SeqCst);
         }
-        // Paired with `kill`: SeqCst store-then-load on both sides.
+        // Paired with the fence in `kill`: store, `fence(SeqCst)`, load on both sides, so
+        // one of them sees the other (modelled by `loom_attach_and_kill_never_both_miss`
+        // in roster-shard). The bit, if it was set already, was set by this same thread.
+        fence(Ordering::SeqCst);
         self.word(pid.index(), STATE)
             .is_some_and(|w| w.load(Ordering::SeqCst) == pid.generation() << 1 | 1)
     }

@@ -25,7 +25,8 @@ use crate::watch::Hub;
 pub const MAX_NAMESPACE_LEN: usize = 256;
 
 /// Most entries [`RegistryBuilder::capacity`] may ask room for up front (2^32): beyond
-/// it the first tables alone would not fit a machine's memory.
+/// it the first tables alone would not fit a machine's memory. Below it, first tables
+/// the allocator refuses are an [`ErrorKind::InvalidConfig`] error too.
 pub const MAX_CAPACITY: usize = 1 << 32;
 
 /// Most commands [`RegistryBuilder::queue_capacity`] may queue per shard (2^24).
@@ -179,6 +180,13 @@ impl RegistryBuilder {
     /// [`ErrorKind::Timeout`], which guarantees it was not applied (SPEC L1). Default
     /// [`DEFAULT_WRITE_DEADLINE`], 10 ms; [`Registry::with_deadline`] overrides it per
     /// handle.
+    ///
+    /// The clock starts when the write is queued for its shard, after the caller has
+    /// validated and encoded it (and interned its capability names, which stay interned
+    /// after a `Timeout`: a timed-out write leaves no entry, index posting or charge).
+    /// The deadline bounds the wait for the writer to *take* the write; a write taken in
+    /// time is applied and answered. A deadline too long for the clock (`Duration::MAX`)
+    /// means none. Zero is refused by [`RegistryBuilder::build`].
     pub fn write_deadline(mut self, deadline: Duration) -> Self {
         self.write_deadline = deadline;
         self
@@ -262,10 +270,14 @@ impl RegistryBuilder {
                 },
                 procs.clone(),
             )
-            .map_err(|e| {
-                Error::new(ErrorKind::Spawn {
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::OutOfMemory => config(format!(
+                    "capacity of {} entries cannot be allocated: {e}",
+                    self.capacity
+                )),
+                _ => Error::new(ErrorKind::Spawn {
                     reason: e.to_string(),
-                })
+                }),
             })?;
             list.push(shard);
         }

@@ -417,10 +417,17 @@ impl Shard {
     ///
     /// # Errors
     ///
-    /// Fails only if the OS refuses to start a thread.
+    /// Fails if the OS refuses to start a thread ([`std::io::ErrorKind::OutOfMemory`] if
+    /// the first table cannot be allocated).
     pub fn spawn(config: ShardConfig, hooks: Arc<dyn Hooks>) -> std::io::Result<Shard> {
         let slots = config.capacity.saturating_mul(4) / 3 + 1;
-        let (published, token) = Published::new(config.index, slots, ARENA_BASE_BITS);
+        let (published, token) = Published::try_new(config.index, slots, ARENA_BASE_BITS)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!("cannot allocate a table of {slots} slots"),
+                )
+            })?;
         let shared = Arc::new(published);
         let (cmd_tx, cmd_rx) = bounded(config.queue.max(1));
         let (notice_tx, notice_rx) = unbounded();

@@ -21,9 +21,10 @@
 //! stored waker). A future has no timer: the writer enforces the deadline when it reaches
 //! the command, and dropping the future abandons a write the writer has not claimed.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Why no value came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

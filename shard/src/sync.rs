@@ -6,6 +6,13 @@ pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ord
 #[cfg(not(roster_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
+// The reply cell's lock, condition variable and shared pointer (see `reply.rs`), so loom
+// can model the claim/abandon decision.
+#[cfg(roster_loom)]
+pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(not(roster_loom))]
+pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
 /// Tells the CPU (or loom's scheduler) that this thread is waiting for another one.
 #[inline]
 pub(crate) fn spin_hint() {

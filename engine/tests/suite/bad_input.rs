@@ -168,3 +168,115 @@ fn names_up_to_the_maximum_work() {
         );
     }
 }
+
+/// Every extreme a builder option or a duration can take gets a registry or a named
+/// `InvalidConfig`, never a panic (SPEC S6). Shard counts stay small or invalid here:
+/// each valid one starts that many threads.
+mod builder_battery {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use roster::{ErrorKind, Key, Metadata, Registry};
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            Just(Duration::from_nanos(1)),
+            (0u64..u64::MAX, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            (1u64..10_000_000).prop_map(Duration::from_nanos),
+        ]
+    }
+
+    fn size() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            Just(0usize),
+            Just(usize::MAX),
+            Just(1usize << 40),
+            Just(roster::MAX_QUEUE + 1),
+            1usize..5000,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 48 }))]
+
+        #[test]
+        fn builder_settings_build_or_say_why(
+            shards in prop_oneof![0usize..=3, Just(1usize << 17), Just(usize::MAX)],
+            capacity in size(),
+            queue in size(),
+            deadline in duration(),
+            window in duration(),
+            attempts in any::<u32>(),
+            polls in prop_oneof![0u32..100, Just(u32::MAX)],
+        ) {
+            // Huge valid capacities would really allocate: keep those out of the run.
+            let capacity = if capacity > 1 << 20 && capacity <= roster::MAX_CAPACITY {
+                1 << 20
+            } else {
+                capacity
+            };
+            let built = Registry::builder()
+                .shards(shards)
+                .capacity(capacity)
+                .queue_capacity(queue)
+                .write_deadline(deadline)
+                .cleanup_window(window)
+                .read_attempts(attempts)
+                .writer_idle_polls(polls.min(64))
+                .build();
+            match built {
+                Ok(r) => {
+                    // Usable: a write and a lookup under these settings.
+                    let ns = r.namespace("ns").unwrap();
+                    let p = r.spawn();
+                    let key = Key::new(ns, 1u64);
+                    match r.register(&p, &key, &Metadata::new()) {
+                        Ok(()) => prop_assert!(r.lookup(&key).unwrap().is_some()),
+                        Err(e) => prop_assert!(
+                            matches!(e.kind(), ErrorKind::Timeout { .. }),
+                            "{e}"
+                        ),
+                    }
+                }
+                Err(e) => prop_assert!(
+                    matches!(e.kind(), ErrorKind::InvalidConfig { .. }),
+                    "{e}"
+                ),
+            }
+        }
+
+        #[test]
+        fn durations_are_taken_or_refused_never_panic(d in duration()) {
+            let r = super::builder().shards(1).build().unwrap();
+            let ns = r.namespace("ns").unwrap();
+            let p = r.spawn();
+            let key = Key::new(ns, 1u64);
+            r.register(&p, &key, &Metadata::new()).unwrap();
+            match r.with_deadline(d) {
+                Ok(h) => {
+                    let res = h.update_metadata(&p, &key, &Metadata::new());
+                    let fine = match &res {
+                        Ok(()) => true,
+                        Err(e) => matches!(e.kind(), ErrorKind::Timeout { .. }),
+                    };
+                    prop_assert!(fine, "{:?}", res);
+                }
+                Err(e) => {
+                    let refused_zero = d.is_zero() && matches!(e.kind(), ErrorKind::InvalidConfig { .. });
+                    prop_assert!(refused_zero, "{}", e);
+                }
+            }
+            // Waits that end at once whatever their timeout.
+            prop_assert_eq!(r.await_key(&key, d).unwrap().pid(), p.pid());
+            let q = r.spawn();
+            let m = r.monitor(q.pid());
+            drop(q);
+            prop_assert!(m.recv_timeout(d).is_some());
+            let w = r.watch(roster::WatchFilter::namespace(ns)).unwrap();
+            r.unregister(&p, &key).unwrap();
+            prop_assert!(w.recv_timeout(d).is_some());
+        }
+    }
+}

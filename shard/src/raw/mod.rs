@@ -116,9 +116,9 @@ pub struct TableCell {
 }
 
 impl TableCell {
-    fn new(capacity: usize) -> TableCell {
+    fn new(table: RawTable) -> TableCell {
         TableCell {
-            current: AtomicPtr::new(Box::into_raw(Box::new(RawTable::with_capacity(capacity)))),
+            current: AtomicPtr::new(Box::into_raw(Box::new(table))),
         }
     }
 
@@ -180,17 +180,27 @@ pub struct Published {
 impl Published {
     /// Makes the published state of shard `shard` with a first entry table of at least
     /// `capacity` slots, and its one writer token.
+    #[cfg(test)]
     pub fn new(shard: usize, capacity: usize, arena_base_bits: u32) -> (Published, WriterToken) {
+        Self::try_new(shard, capacity, arena_base_bits).expect("slot table allocation")
+    }
+
+    /// [`Published::new`], or `None` if the first entry table cannot be allocated.
+    pub fn try_new(
+        shard: usize,
+        capacity: usize,
+        arena_base_bits: u32,
+    ) -> Option<(Published, WriterToken)> {
         let p = Published {
-            entries: TableCell::new(capacity),
-            terms: TableCell::new(RawTable::MIN_CAPACITY),
+            entries: TableCell::new(RawTable::try_with_capacity(capacity)?),
+            terms: TableCell::new(RawTable::with_capacity(RawTable::MIN_CAPACITY)),
             arena: AtomicWords::new(arena_base_bits),
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
         };
         let bytes = p.entries.get().bytes() + p.terms.get().bytes();
         p.table_bytes.store(bytes, Ordering::Relaxed);
-        (p, WriterToken::new(shard))
+        Some((p, WriterToken::new(shard)))
     }
 
     /// The current entry table.

@@ -145,23 +145,36 @@ impl RawTable {
     pub const MIN_CAPACITY: usize = if cfg!(roster_loom) { 4 } else { 8 };
 
     /// A table with room for at least `capacity` slots (rounded up to a power of two).
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be had (as `Vec` does); see [`RawTable::try_with_capacity`].
     pub fn with_capacity(capacity: usize) -> RawTable {
-        let cap = capacity.max(Self::MIN_CAPACITY).next_power_of_two();
-        let slots = (0..cap)
-            .map(|_| Slot {
-                seq: AtomicU64::new(0),
-                hash: AtomicU64::new(0),
-                owner: AtomicU64::new(0),
-                loc: AtomicU64::new(0),
-            })
-            .collect();
-        RawTable {
+        Self::try_with_capacity(capacity).expect("slot table allocation")
+    }
+
+    /// [`RawTable::with_capacity`], or `None` if the size overflows or the allocator
+    /// refuses it.
+    pub fn try_with_capacity(capacity: usize) -> Option<RawTable> {
+        let cap = capacity
+            .max(Self::MIN_CAPACITY)
+            .checked_next_power_of_two()?;
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(cap).ok()?;
+        slots.extend((0..cap).map(|_| Slot {
+            seq: AtomicU64::new(0),
+            hash: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
+            loc: AtomicU64::new(0),
+        }));
+        let slots = slots.into_boxed_slice();
+        Some(RawTable {
             moves: AtomicU64::new(0),
             shift: 64 - cap.trailing_zeros(),
             mask: cap - 1,
             slots,
             prev: AtomicPtr::new(std::ptr::null_mut()),
-        }
+        })
     }
 
     /// Number of slots.

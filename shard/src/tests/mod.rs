@@ -3,7 +3,9 @@
 //! `RUSTFLAGS="--cfg roster_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p roster-shard --release`.
 
 mod loom_grow;
+mod loom_handshake;
 mod loom_index;
+mod loom_reply;
 mod loom_seqlock;
 
 use std::sync::Arc;
