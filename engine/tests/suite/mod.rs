@@ -3,6 +3,7 @@ mod batch;
 mod common;
 mod lifecycle;
 mod limits;
+mod linearizability;
 mod liveness;
 mod model;
 mod query;
