@@ -198,7 +198,15 @@ pub(crate) struct Writer {
     stopping: bool,
     /// The deadline of the write being applied.
     until: Option<Instant>,
+    /// While a migration runs: the next source slot to move.
+    migrated: usize,
 }
+
+/// Source slots moved after each insert during a migration (see `Writer::migrate_some`).
+/// (One under loom, so its models see migrations half done.)
+pub(crate) const MIGRATE_PER_INSERT: usize = if cfg!(roster_loom) { 1 } else { 8 };
+/// Source slots an idle writer moves in one step (a few microseconds of work).
+pub(crate) const MIGRATE_IDLE: usize = 1024;
 
 /// How long a refused write without a deadline waits for dead owners' entries to go.
 const RECLAIM_WAIT: Duration = Duration::from_millis(100);
@@ -227,6 +235,7 @@ impl Writer {
             notices: None,
             stopping: false,
             until: None,
+            migrated: 0,
         }
     }
 
@@ -259,6 +268,12 @@ impl Writer {
                 served += 1;
             }
             if served > 0 {
+                continue;
+            }
+            // Idle: a running migration goes on in bigger steps, one per round, so a
+            // command that arrives waits for one step at most.
+            if self.shared.source(&self.token).is_some() {
+                self.migrate_some(MIGRATE_IDLE);
                 continue;
             }
             // Idle. Poll a while before parking: a parked writer costs every synchronous
@@ -310,7 +325,10 @@ impl Writer {
                 }
             }
             Command::Read { hash, key, reply } => reply.send(self.read(hash, &key)),
-            Command::Audit { reply } => reply.send(self.audit()),
+            Command::Audit { reply } => {
+                self.finish_migration();
+                reply.send(self.audit());
+            }
             Command::Postings { term, reply } => reply.send(self.postings_of(term)),
             Command::Panic => panic!("fault injected into shard {}", self.token.shard),
         }
@@ -370,39 +388,41 @@ impl Writer {
                 .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
     }
 
-    /// The first slot of `t`'s probe for `hash` that `hit` accepts, stopping at the first
-    /// empty slot (probe invariant T1). The writer's own view: no validation needed.
+    /// The first slot of `t`'s probe for `hash` that `hit` accepts (see
+    /// [`RawTable::seek`]).
     pub(crate) fn seek(
         &self,
         t: &RawTable,
         hash: u64,
-        mut hit: impl FnMut(SlotView) -> bool,
+        hit: impl FnMut(SlotView) -> bool,
     ) -> Option<usize> {
-        let mut i = t.home(hash);
-        loop {
-            let v = t.view(&self.token, i);
-            if v.hash == 0 {
-                return None;
-            }
-            if hit(v) {
-                return Some(i);
-            }
-            i = t.next(i);
+        t.seek(&self.token, hash, hit)
+    }
+
+    /// The slot of the current table that `hit` accepts, among the entries with hash
+    /// `hash`. While a migration runs, an entry still in the source is moved over first
+    /// (so every change happens in the current table, and readers find a changed entry
+    /// where they look first).
+    fn seek_current(&self, hash: u64, mut hit: impl FnMut(SlotView) -> bool) -> Option<usize> {
+        let t = self.table();
+        if let Some(i) = t.seek(&self.token, hash, &mut hit) {
+            return Some(i);
         }
+        let source = self.shared.source(&self.token)?;
+        let j = source.seek(&self.token, hash, &mut hit)?;
+        Some(t.migrate_slot(&self.token, source, j))
     }
 
     /// The slot holding `key`, if any.
     fn find(&self, hash: u64, key: &[u64]) -> Option<usize> {
         let want = tag(hash);
-        self.seek(self.table(), hash, |v| {
-            v.hash == want && self.key_matches(v.loc, key)
-        })
+        self.seek_current(hash, |v| v.hash == want && self.key_matches(v.loc, key))
     }
 
     /// The slot whose block starts at `off` (the block's header holds its hash).
     fn find_block(&self, off: u64) -> Option<usize> {
         let hash = self.shared.arena.get(off)?.load(Ordering::Relaxed);
-        self.seek(self.table(), hash, |v| v.loc.offset() == off)
+        self.seek_current(hash, |v| v.loc.offset() == off)
     }
 
     fn account(&self) {
@@ -460,10 +480,7 @@ impl Writer {
         let tail: Vec<u64> = terms.iter().map(|&t| self.postings_add(t, off)).collect();
         let loc = Loc::new(off, key.len(), meta.len());
         let t = self.table();
-        let mut i = t.home(hash);
-        while t.view(&self.token, i).hash != 0 {
-            i = t.next(i);
-        }
+        let i = t.free_slot(&self.token, hash);
         let block = block_of(&self.shared, off, w1.block_words());
         let v = SlotView {
             hash: tag(hash),
@@ -483,6 +500,7 @@ impl Writer {
         if self.hooks.watching() {
             self.notify(EventKind::Inserted, key, owner, meta);
         }
+        self.migrate_some(MIGRATE_PER_INSERT);
         Ok(())
     }
 
@@ -637,13 +655,18 @@ impl Writer {
     /// O(capacity + entries x terms).
     pub(crate) fn audit(&self) -> crate::Audit {
         let mut a = crate::Audit::default();
-        let t = self.table();
         let mut bytes = 0u64;
         let mut charged = 0u64;
         let mut postings = 0usize;
-        for j in 0..t.capacity() {
+        // While a migration runs, entries sit in both tables (each in exactly one).
+        let tables = [Some(self.table()), self.shared.source(&self.token)];
+        for (t, j) in tables
+            .into_iter()
+            .flatten()
+            .flat_map(|t| (0..t.capacity()).map(move |j| (t, j)))
+        {
             let v = t.view(&self.token, j);
-            if v.hash == 0 {
+            if !v.is_entry() {
                 continue;
             }
             a.entries += 1;
@@ -734,28 +757,7 @@ impl Writer {
 
     /// Empties slot `i` of `t` with a backward shift, keeping probe invariant T1.
     pub(crate) fn vacate(&self, t: &RawTable, i: usize) {
-        let mut shifting = false;
-        let mut hole = i;
-        let mut j = t.next(i);
-        loop {
-            let v = t.view(&self.token, j);
-            if v.hash == 0 {
-                break;
-            }
-            if t.distance(t.home(v.hash), j) >= t.distance(hole, j) {
-                if !shifting {
-                    t.begin_moves(&self.token);
-                    shifting = true;
-                }
-                t.write(&self.token, hole, v, || {});
-                hole = j;
-            }
-            j = t.next(j);
-        }
-        t.write(&self.token, hole, SlotView::EMPTY, || {});
-        if shifting {
-            t.end_moves(&self.token);
-        }
+        t.vacate(&self.token, i);
     }
 
     /// Removes the entry in slot `i`: the slot (backward shift), its postings, its block,
@@ -819,12 +821,39 @@ impl Writer {
         self.hooks.event(self.token.shard, event);
     }
 
-    /// Doubles the table: copy every live slot into a new table, publish it, retire the old.
+    /// Doubles the table without a stall (SPEC L7): publishes an empty table twice the
+    /// size that takes the current one's entries over a few at a time (see `table.rs`,
+    /// "Migration"). A migration still running is finished first; pacing makes that rare
+    /// (see [`Writer::migrate_some`]).
     fn grow(&mut self) {
+        self.finish_migration();
         let old = self.table();
         let new = RawTable::with_capacity(old.capacity() * 2);
-        copy_into(&self.token, old, &new);
-        self.shared.install(&self.token, Box::new(new));
+        self.shared.begin_migration(&self.token, Box::new(new));
+        self.migrated = 0;
+    }
+
+    /// Moves the entries of the next `slots` slots of the migration source, if one runs,
+    /// and ends the migration when the source is drained. Called after every insert with
+    /// [`MIGRATE_PER_INSERT`] slots: a migration starts with the source 3/4 full and the
+    /// new table has room for 3/4 of the source's capacity more before it must grow, so
+    /// it ends before then. An idle writer moves bigger steps.
+    pub(crate) fn migrate_some(&mut self, slots: usize) {
+        let Some(source) = self.shared.source(&self.token) else {
+            return;
+        };
+        let t = self.table();
+        self.migrated = t.migrate(&self.token, source, self.migrated, slots);
+        if self.migrated == source.capacity() {
+            self.shared.end_migration(&self.token);
+        }
+    }
+
+    /// Runs the migration, if any, to its end.
+    pub(crate) fn finish_migration(&mut self) {
+        while self.shared.source(&self.token).is_some() {
+            self.migrate_some(MIGRATE_IDLE);
+        }
     }
 }
 

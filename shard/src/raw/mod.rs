@@ -9,7 +9,7 @@
 //! the shard's [`WriterToken`]) changes both; any number of readers read both with plain
 //! loads, no lock, no RMW, no store to shared memory.
 //!
-//! Reader (`Published::read`), one attempt:
+//! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
 //! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd means retry.
 //! 2. Probe from the key's home. For each slot: `s1 = seq.load(Acquire)` (odd: retry);
 //!    `hash.load(Relaxed)`. Empty: go to 4. Tag differs: next slot.
@@ -28,6 +28,16 @@
 //! - W4: a table is published with a `Release` store of `current` after it is filled, and
 //!   it is never freed before the shard's [`Published`] drops.
 //! - W5: arena memory is reused freely; W1 makes every reuse visible to validation.
+//!   Stated exactly: every store into an arena block that a slot may still name comes
+//!   after (in the writer's program order) the opening `fence(Release)` of a write
+//!   section of that slot which changed it to name something else. Stores into a fresh
+//!   block, not yet named by any slot, need no section of their own; they are covered
+//!   by the section that publishes the slot naming it.
+//! - W6: a migration (see "Growth" below) moves an entry by writing its new slot and then
+//!   marking its source slot [`MOVED`](table::MOVED), both between
+//!   `source.moves := odd; fence(Release)` and `source.moves := even (Release)`; a
+//!   source gets no other change, and its end is `table.source := null (Release)`
+//!   followed by `source.moves := odd` for good and a `fence(Release)`.
 //!
 //! # Invariants and why a validated read is right
 //!
@@ -44,6 +54,40 @@
 //! - R3 (no false miss): by the probe invariant T1, a key present for the whole read is
 //!   found unless a shift moved it; a shift's stores are after `moves` turned odd (W3),
 //!   so the same fence argument as R1 makes the miss validation in step 4 fail.
+//! - R3 in happens-before terms, and why a probe may read slots it does not validate: a
+//!   reader validates only the slot whose tag matched and, on a miss, the table's
+//!   `moves`. An unvalidated slot can only make it skip (tag mismatch) or stop (empty).
+//!   A skip is harmless: a torn or stale tag that mismatches a present key's slot would
+//!   need that slot to hold another entry, so the key is further on. A stop at an empty
+//!   slot while the key was present for the whole read would need the key to lie beyond
+//!   that slot, which T1 forbids at every instant outside a shift; if the reader's
+//!   `Relaxed` load of that slot read a value stored by a shift (the only way an entry
+//!   leaves a slot while staying present), the shift's opening `fence(Release)`
+//!   synchronises with the reader's `fence(Acquire)` before its second `moves` load, so
+//!   that load sees the odd (or a later) value and the miss is retried.
+//! - R5 (no false miss during a migration): a reader that finds `t.source` set loads
+//!   `source.moves` (`Acquire`) first, probes `t`, then the source, and validates a miss
+//!   in both with `fence(Acquire)` and a second load of `source.moves`. A key present
+//!   throughout is in `t` or in the source at every instant (it is written to `t` before
+//!   its source slot is marked moved, W6). If the probe of `t` missed it, it was not yet
+//!   in `t` then (R3 for `t`); if the probe of the source then missed it too, that probe
+//!   read the `MOVED` mark (or a later value) of its slot, stored inside a `moves` section
+//!   of the source that began after the first `source.moves` load, and the R1 argument
+//!   applied to `moves` makes the second load differ. A hit in either table is validated
+//!   by its slot as always; a hit in the source is current because a write to a key
+//!   still in the source first moves it (the writer never changes an entry in place
+//!   there). A reader still on the drained source (it loaded `current` or `source`
+//!   before the migration ended) finds `moves` odd and retries, reloading `current`.
+//! - R6 (no false miss on a table that became a source): a reader that loaded `current`
+//!   before a migration began treats the source as the current table. Its probe may then
+//!   read `MOVED` marks; if it read one stored after its first `moves` load, R1's fence
+//!   argument on `moves` retries it; if its first `moves` load itself read the end of a
+//!   migration step (`Acquire`, pairing with that step's `Release`), the publication of
+//!   the new table happened before the rest of its read. Either way the migration began
+//!   before the reader's `fence(Acquire)` in the happens-before sense, so a `Relaxed`
+//!   reload of `current` after it sees the new table, and a miss whose table is no longer
+//!   current is retried. (Hits need no such check: a source entry is never changed in
+//!   place, only marked moved, which its slot's validation sees.)
 //! - R4 (memory safety): tables and arena chunks are never freed while `&Published` is
 //!   borrowed (W4, and [`AtomicWords`]' invariants); every word is an atomic; offsets read
 //!   from racy words are bounds-checked before use. Nothing a reader does can be UB, even on
@@ -53,11 +97,17 @@
 //!
 //! # Growth and reclamation
 //!
-//! When a table passes 3/4 full the writer builds one of twice the size, copies the live
-//! slots (the blocks stay where they are), publishes it (W4) and retires the old one (W2).
-//! Retired tables are kept, chained through `prev`, until the shard drops: readers pay no
-//! RMW and no store for reclamation. Because tables only double (no tombstones means no
-//! same-size rebuilds), retired tables together hold fewer slots than the current one.
+//! When the entry table passes 3/4 full the writer publishes an empty table of twice the
+//! size whose `source` is the full one, and moves the source's entries over a few slots
+//! after each insert and in bigger steps while idle (W6; see `table.rs`, "Migration"), so
+//! no write waits for a whole-table copy (SPEC L7). Any write that touches a key still in
+//! the source moves it first. Its slots come zeroed from the OS, so its page faults are
+//! spread over the inserts that fill it too. The term table (a few slots per distinct
+//! index term) still grows by copying everything at once (W2) while a write waits.
+//! Tables that were replaced are kept, chained through `prev`, until the shard drops:
+//! readers pay no RMW and no store for reclamation. Because tables only double (no
+//! tombstones means no same-size rebuilds), they together hold fewer slots than the
+//! current one.
 //!
 //! # Sources
 //!
@@ -108,6 +158,24 @@ pub enum Attempt {
     Retry,
 }
 
+/// The migration source `t` names, if a migration runs.
+#[inline]
+fn source_of(t: &RawTable) -> Option<&RawTable> {
+    let p = t.source.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY:
+    // 1. A non-null `source` is the table `t` replaced (`install_migrating` stores the
+    //    same pointer in `prev`), so it came from `Box::into_raw` and is owned by the
+    //    `prev` chain, which frees it only in `Drop for TableCell`, with `&mut` (W4):
+    //    it outlives the borrow of `t` the result is tied to.
+    // 2. The `Acquire` load pairs with the `Release` store of `current` that published
+    //    `t` (whose `source` was set before it), so the source's fields are visible.
+    // 3. Every field reached through `&RawTable` is an atomic or immutable.
+    Some(unsafe { &*p })
+}
+
 /// One published table: the current one, with every table it replaced chained behind it
 /// until the cell drops (W4).
 pub struct TableCell {
@@ -136,6 +204,13 @@ impl TableCell {
         unsafe { &*p }
     }
 
+    /// The current table's address, for a reader's miss validation (R6): a `Relaxed`
+    /// load, ordered by the `fence(Acquire)` the validation already ran.
+    #[inline]
+    fn current(&self) -> *const RawTable {
+        self.current.load(Ordering::Relaxed)
+    }
+
     /// Publishes `new` and retires the table it replaces (W2, W4); the old table stays
     /// allocated, chained from `new`, until the cell drops.
     fn install(&self, t: &WriterToken, new: Box<RawTable>) {
@@ -146,6 +221,17 @@ impl TableCell {
         // SAFETY: `old` was the current table: non-null and alive until `self` drops (W4);
         // `new` now owns it through `prev`, and nothing frees it before `Drop`.
         unsafe { &*old }.retire(t);
+    }
+
+    /// Publishes the empty `new` with the current table as its migration source (W6):
+    /// the source stays as it is, readers consult both until the migration ends.
+    fn install_migrating(&self, new: Box<RawTable>) {
+        let old = self.current.load(Ordering::Relaxed);
+        new.prev.store(old, Ordering::Relaxed);
+        new.source.store(old, Ordering::Relaxed);
+        // Release: a reader that finds `new` also finds its `source` and the source's
+        // slots as they were when it stopped taking inserts.
+        self.current.store(Box::into_raw(new), Ordering::Release);
     }
 }
 
@@ -209,6 +295,35 @@ impl Published {
         self.entries.get()
     }
 
+    /// The migration source of the current entry table, while a migration runs (the
+    /// writer's view; readers go through [`Published::try_read`]).
+    pub fn source(&self, t: &WriterToken) -> Option<&RawTable> {
+        let _ = t;
+        source_of(self.table())
+    }
+
+    /// Starts a migration into `new` (empty, at least as large as the current table);
+    /// see `table.rs`. The writer then calls [`RawTable::migrate`] until the source is
+    /// drained, and [`Published::end_migration`].
+    pub fn begin_migration(&self, t: &WriterToken, new: Box<RawTable>) {
+        debug_assert!(self.source(t).is_none(), "one migration at a time");
+        self.add_bytes(&new);
+        self.entries.install_migrating(new);
+    }
+
+    /// Ends the running migration, whose source must hold no entry any more: readers
+    /// stop consulting it (W6).
+    pub fn end_migration(&self, t: &WriterToken) {
+        let table = self.table();
+        let Some(source) = self.source(t) else {
+            return;
+        };
+        debug_assert!((0..source.capacity()).all(|j| !source.view(t, j).is_entry()));
+        // Release: a reader that sees no source sees every entry that moved.
+        table.source.store(std::ptr::null_mut(), Ordering::Release);
+        source.retire_source(t);
+    }
+
     /// The current term table.
     #[inline]
     pub fn terms(&self) -> &RawTable {
@@ -221,6 +336,7 @@ impl Published {
     }
 
     /// Publishes `new` as the entry table and retires the old one (W2, W4).
+    #[cfg(test)]
     pub fn install(&self, t: &WriterToken, new: Box<RawTable>) {
         self.add_bytes(&new);
         self.entries.install(t, new);
@@ -236,13 +352,54 @@ impl Published {
     /// fits. Never blocks, never writes to shared memory.
     #[inline]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
-        self.probe(self.table(), hash, |owner, loc| {
+        let t = self.table();
+        let mut found = |owner, loc: Loc| {
             self.read_block(loc, key, out).then_some(Attempt::Found {
                 owner,
                 meta_words: loc.meta_words(),
                 block: loc.offset(),
             })
-        })
+        };
+        let read = match source_of(t) {
+            None => self.probe(t, hash, &mut found),
+            Some(source) => self.probe_migrating(t, source, hash, found),
+        };
+        // A miss must also be a miss of the current table (R6): `t` may have become a
+        // migration source since it was loaded, its entries moving on.
+        if read == Attempt::NotFound && !std::ptr::eq(self.entries.current(), t) {
+            return Attempt::Retry;
+        }
+        read
+    }
+
+    /// [`Published::try_read`] while `t` takes entries over from `source` (R5): the
+    /// source's `moves` is read first and validated last, so an entry that moved from
+    /// `source` to `t` between the two probes makes the miss retry.
+    #[cold]
+    fn probe_migrating(
+        &self,
+        t: &RawTable,
+        source: &RawTable,
+        hash: u64,
+        mut found: impl FnMut(u64, Loc) -> Option<Attempt>,
+    ) -> Attempt {
+        let m1 = source.moves.load(Ordering::Acquire);
+        if m1 & 1 == 1 {
+            return Attempt::Retry;
+        }
+        match self.probe(t, hash, &mut found) {
+            Attempt::NotFound => {}
+            other => return other,
+        }
+        match self.probe(source, hash, &mut found) {
+            Attempt::NotFound => {}
+            other => return other,
+        }
+        fence(Ordering::Acquire);
+        if source.moves.load(Ordering::Relaxed) != m1 {
+            return Attempt::Retry;
+        }
+        Attempt::NotFound
     }
 
     /// Prefetches the home slot of `hash` in the entry table: the first step of a batched

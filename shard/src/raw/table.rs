@@ -15,6 +15,13 @@
 //! (cyclically) is empty. Inserts take the first empty slot of the probe; deletes close the
 //! gap by shifting later entries of the cluster back. So a reader that meets an empty slot
 //! may stop: its key is not further on, unless a shift is running, which `moves` reveals.
+//!
+//! Migration (growth without a stall): a full table becomes the *source* of a table twice
+//! its size, which is published at once and empty. The writer moves the source's entries
+//! over a few slots at a time ([`RawTable::migrate`]), and any entry a write touches at
+//! once ([`RawTable::migrate_slot`]); a moved entry's source slot becomes [`MOVED`], never
+//! empty, so T1 keeps holding in the source, which gets no other change. Blocks do not
+//! move: the new slot points at the same arena block. See `raw`'s docs for the readers.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -22,7 +29,7 @@ use std::marker::PhantomData;
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
 /// Words at the start of every arena block, before the key: `[hash, owner_index]`. They are
-/// the writer's bookkeeping; readers never look at them.
+/// the writer's bookkeeping, though `Shard::read_posting` reads them as unvalidated hints.
 pub const HEADER_WORDS: usize = 2;
 /// Largest key, in words.
 pub const MAX_KEY_WORDS: usize = (1 << Loc::KEY_BITS) - 1;
@@ -121,10 +128,157 @@ impl WriterToken {
     }
 }
 
-/// The tag stored for a hash: never 0, so 0 can mean "empty".
+/// The tag stored for a hash: never 0, so 0 can mean "empty", and odd, so [`MOVED`]
+/// matches none.
 #[inline]
 pub fn tag(hash: u64) -> u64 {
     hash | 1
+}
+
+/// The hash word of a migration source's slot whose entry moved to the new table: not
+/// empty (probes go on past it, T1 holds), matching no tag.
+pub const MOVED: u64 = 2;
+
+impl SlotView {
+    /// A moved-away slot of a migration source.
+    const MOVED: SlotView = SlotView {
+        hash: MOVED,
+        owner: 0,
+        loc: Loc(0),
+    };
+
+    /// Whether the slot holds an entry (it is neither empty nor [`MOVED`]).
+    #[inline]
+    pub fn is_entry(&self) -> bool {
+        self.hash & 1 == 1
+    }
+}
+
+/// A table's slots: `len` of them in one zeroed allocation, never moved or resized.
+/// Zeroed memory comes from the OS untouched, so a big table costs its page faults as it
+/// fills, not one pass of stores while the writer holds a write (SPEC L7). The global
+/// allocator zeroes with a pass of stores for alignments above 16, so tables of 1 MiB
+/// or more are mapped from the OS directly where it has `mmap`.
+#[cfg(not(roster_loom))]
+pub struct Slots {
+    /// Start of the slots: a live allocation of `len` slots (see `Slots::zeroed`).
+    ptr: std::ptr::NonNull<Slot>,
+    len: usize,
+    /// Whether `ptr` came from `mmap` (else from the global allocator).
+    mapped: bool,
+}
+
+// SAFETY: `Slots` owns its slots like a `Box<[Slot]>` does, and `Slot` is `Send + Sync`
+// (four atomics), so moving the owner to or sharing it with another thread is sound.
+#[cfg(not(roster_loom))]
+unsafe impl Send for Slots {}
+// SAFETY: as for `Send`: shared access only hands out `&[Slot]`.
+#[cfg(not(roster_loom))]
+unsafe impl Sync for Slots {}
+
+#[cfg(not(roster_loom))]
+impl Slots {
+    const MAP_AT_LEAST: usize = 1 << 20;
+
+    /// `len` zeroed slots (all-zero is four zero atomics: an empty slot), or `None` if
+    /// the size overflows or the memory cannot be had.
+    fn zeroed(len: usize) -> Option<Slots> {
+        let layout = std::alloc::Layout::array::<Slot>(len).ok()?;
+        if layout.size() == 0 {
+            return None;
+        }
+        #[cfg(unix)]
+        if layout.size() >= Self::MAP_AT_LEAST {
+            // SAFETY: an anonymous private mapping of a non-zero size at an address of the
+            // kernel's choosing has no preconditions; the result is checked below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    layout.size(),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            // Page-aligned (so 32-aligned) and zero-filled by the kernel.
+            let ptr = std::ptr::NonNull::new(p.cast::<Slot>())?;
+            return Some(Slots {
+                ptr,
+                len,
+                mapped: true,
+            });
+        }
+        // SAFETY: `layout` has a non-zero size (checked above), as `alloc_zeroed` requires.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
+        let ptr = std::ptr::NonNull::new(p)?;
+        Some(Slots {
+            ptr,
+            len,
+            mapped: false,
+        })
+    }
+}
+
+#[cfg(not(roster_loom))]
+impl std::ops::Deref for Slots {
+    type Target = [Slot];
+
+    #[inline]
+    fn deref(&self) -> &[Slot] {
+        // SAFETY:
+        // 1. `ptr` is a live allocation of `len` slots, aligned for `Slot` (a page
+        //    boundary, or the allocator honouring `Layout::array::<Slot>`), freed only
+        //    in `Drop`, which needs `&mut self`.
+        // 2. Every slot is initialised: the memory was zero-filled, and all-zero bytes
+        //    are a valid `Slot` (`repr(C)` of four `AtomicU64`).
+        // 3. Only shared references are made, and all mutation goes through atomics.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+#[cfg(not(roster_loom))]
+impl Drop for Slots {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::array::<Slot>(self.len).expect("made from it");
+        #[cfg(unix)]
+        if self.mapped {
+            // SAFETY: `ptr` and the size are exactly those `mmap` returned and was asked
+            // for, mapped once and unmapped only here; `&mut self` proves no borrow of
+            // the slots is alive.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), layout.size()) };
+            return;
+        }
+        // SAFETY: `ptr` came from `alloc_zeroed` with this same layout (`mapped` is
+        // false), and is freed once, here, with no borrow alive (`&mut self`).
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
+    }
+}
+
+#[cfg(not(roster_loom))]
+fn zeroed_slots(cap: usize) -> Option<Slots> {
+    Slots::zeroed(cap)
+}
+
+/// Loom's atomics are not plain words: build them one by one.
+#[cfg(roster_loom)]
+type Slots = Box<[Slot]>;
+
+#[cfg(roster_loom)]
+fn zeroed_slots(cap: usize) -> Option<Slots> {
+    Some(
+        (0..cap)
+            .map(|_| Slot {
+                seq: AtomicU64::new(0),
+                hash: AtomicU64::new(0),
+                owner: AtomicU64::new(0),
+                loc: AtomicU64::new(0),
+            })
+            .collect(),
+    )
 }
 
 /// A fixed-capacity table. Its capacity never changes; growth builds a new one.
@@ -135,9 +289,13 @@ pub struct RawTable {
     /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
     shift: u32,
     mask: usize,
-    pub(crate) slots: Box<[Slot]>,
+    pub(crate) slots: Slots,
     /// The table this one replaced (null for the first). Only `Published::drop` follows it.
     pub(crate) prev: AtomicPtr<RawTable>,
+    /// While a migration runs, the table it takes entries from (the same as `prev`; not
+    /// owning); null otherwise. Stored `Release` (null) when the migration ends, loaded
+    /// `Acquire` by readers.
+    pub(crate) source: AtomicPtr<RawTable>,
 }
 
 impl RawTable {
@@ -159,21 +317,14 @@ impl RawTable {
         let cap = capacity
             .max(Self::MIN_CAPACITY)
             .checked_next_power_of_two()?;
-        let mut slots = Vec::new();
-        slots.try_reserve_exact(cap).ok()?;
-        slots.extend((0..cap).map(|_| Slot {
-            seq: AtomicU64::new(0),
-            hash: AtomicU64::new(0),
-            owner: AtomicU64::new(0),
-            loc: AtomicU64::new(0),
-        }));
-        let slots = slots.into_boxed_slice();
+        let slots = zeroed_slots(cap)?;
         Some(RawTable {
             moves: AtomicU64::new(0),
             shift: 64 - cap.trailing_zeros(),
             mask: cap - 1,
             slots,
             prev: AtomicPtr::new(std::ptr::null_mut()),
+            source: AtomicPtr::new(std::ptr::null_mut()),
         })
     }
 
@@ -256,6 +407,114 @@ impl RawTable {
         let _ = t;
         let m = self.moves.load(Ordering::Relaxed);
         self.moves.store(m + 1, Ordering::Release);
+    }
+
+    /// The first slot of the probe for `hash` that `hit` accepts, stopping at the first
+    /// empty slot (T1); [`MOVED`] slots are passed over. The writer's own view: no
+    /// validation needed.
+    pub fn seek(
+        &self,
+        t: &WriterToken,
+        hash: u64,
+        mut hit: impl FnMut(SlotView) -> bool,
+    ) -> Option<usize> {
+        let mut i = self.home(hash);
+        for _ in 0..self.capacity() {
+            let v = self.view(t, i);
+            if v.hash == 0 {
+                return None;
+            }
+            if v.is_entry() && hit(v) {
+                return Some(i);
+            }
+            i = self.next(i);
+        }
+        None
+    }
+
+    /// The first empty slot of the probe for `hash`, where an insert goes. The writer
+    /// keeps tables below 3/4 full, so there is one.
+    pub fn free_slot(&self, t: &WriterToken, hash: u64) -> usize {
+        let mut i = self.home(hash);
+        while self.view(t, i).hash != 0 {
+            i = self.next(i);
+        }
+        i
+    }
+
+    /// Empties slot `i` with a backward shift, keeping T1. Shifted entries move under
+    /// `moves` (W3), so a reader's miss that raced them is retried.
+    pub fn vacate(&self, t: &WriterToken, i: usize) {
+        let mut shifting = false;
+        let mut hole = i;
+        let mut j = self.next(i);
+        loop {
+            let v = self.view(t, j);
+            if v.hash == 0 {
+                break;
+            }
+            if self.distance(self.home(v.hash), j) >= self.distance(hole, j) {
+                if !shifting {
+                    self.begin_moves(t);
+                    shifting = true;
+                }
+                self.write(t, hole, v, || {});
+                hole = j;
+            }
+            j = self.next(j);
+        }
+        self.write(t, hole, SlotView::EMPTY, || {});
+        if shifting {
+            self.end_moves(t);
+        }
+    }
+
+    /// Moves the entry in slot `j` of `source` (this table's migration source) into this
+    /// table and marks `j` [`MOVED`], inside one `moves` section of the source (W6): a
+    /// reader that missed the entry here and then finds `j` moved is told to retry.
+    /// Returns the entry's slot here. `j` must hold an entry.
+    pub fn migrate_slot(&self, t: &WriterToken, source: &RawTable, j: usize) -> usize {
+        source.begin_moves(t);
+        let i = self.take_over(t, source, j);
+        source.end_moves(t);
+        i
+    }
+
+    /// Moves every entry of `source`'s slots `from..from + n` (clamped to its end) into
+    /// this table, in one `moves` section of the source; returns where to go on.
+    pub fn migrate(&self, t: &WriterToken, source: &RawTable, from: usize, n: usize) -> usize {
+        let end = from.saturating_add(n).min(source.capacity());
+        source.begin_moves(t);
+        for j in from..end {
+            if source.view(t, j).is_entry() {
+                self.take_over(t, source, j);
+            }
+        }
+        source.end_moves(t);
+        end
+    }
+
+    /// One entry's move, inside the caller's `moves` section of `source`: written here
+    /// first, then marked moved there, so at every moment one of the two copies (which
+    /// share their block) is present.
+    fn take_over(&self, t: &WriterToken, source: &RawTable, j: usize) -> usize {
+        let v = source.view(t, j);
+        debug_assert!(v.is_entry());
+        let i = self.free_slot(t, v.hash);
+        self.write(t, i, v, || {});
+        source.write(t, j, SlotView::MOVED, || {});
+        i
+    }
+
+    /// Ends a migration source's life once all its entries moved: `moves` turns odd for
+    /// good, so a reader still probing it retries and reloads the current table. Its
+    /// slots need no change: each is empty or [`MOVED`], and every `MOVED` store changed
+    /// the slot's `seq` after any block it named was last trusted (W1).
+    pub fn retire_source(&self, t: &WriterToken) {
+        let _ = t;
+        self.moves
+            .store(self.moves.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
     }
 
     /// Retires the table after a newer one was published: every slot's `seq` and the

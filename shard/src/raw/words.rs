@@ -127,8 +127,7 @@ impl AtomicWords {
                 continue;
             }
             let n = self.chunk_len(k) as usize;
-            let chunk: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
-            let p = Box::into_raw(chunk) as *mut AtomicU64;
+            let p = Box::into_raw(zeroed_words(n)) as *mut AtomicU64;
             if let Err(_won) = self.chunks[k].compare_exchange(
                 ptr::null_mut(),
                 p,
@@ -158,6 +157,31 @@ impl AtomicWords {
     pub fn allocated_bytes(&self) -> u64 {
         self.capacity() * 8
     }
+}
+
+/// `n` zero words. Zeroed memory comes from the OS untouched, so a big chunk costs its
+/// page faults as it fills, not one pass of stores while the writer holds a write.
+#[cfg(not(roster_loom))]
+fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
+    let layout = std::alloc::Layout::array::<AtomicU64>(n).expect("chunk size");
+    assert!(layout.size() > 0, "chunks are never empty");
+    // SAFETY: `layout` has a non-zero size (asserted above), as `alloc_zeroed` requires.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY:
+    // 1. `p` is a live allocation of `Layout::array::<AtomicU64>(n)`: `n` aligned words.
+    // 2. It is zeroed, and all-zero bytes are a valid `AtomicU64` (0): all initialised.
+    // 3. `Box<[AtomicU64]>` frees with the layout of `[AtomicU64; n]`, the one
+    //    allocated here, through the global allocator `alloc_zeroed` used.
+    unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, n)) }
+}
+
+/// Loom's atomics are not plain words: build them one by one.
+#[cfg(roster_loom)]
+fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
 impl Drop for AtomicWords {

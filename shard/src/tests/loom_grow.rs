@@ -1,5 +1,6 @@
-//! Growth: publishing a new table and retiring the old one, then reusing arena blocks that
-//! a reader of the retired table may still be reading.
+//! Growth: a migration into a table twice the size (moving one source slot per insert
+//! under loom), its end, and then the reuse of arena blocks that a reader of the drained
+//! source may still be reading.
 
 use loom::thread;
 
@@ -41,5 +42,38 @@ fn loom_growth_then_block_reuse_is_never_seen() {
         for r in readers {
             r.join().unwrap();
         }
+    });
+}
+
+/// R5: a key present for the whole read is never missed while it moves from the source
+/// to the new table, one slot per step, with a removal touching the source in between.
+#[test]
+fn loom_migration_never_hides_a_present_key() {
+    loom::model(|| {
+        let mut w = writer(1);
+        for k in 0..3 {
+            w.insert_plain(hash(k, k + 1), &[k + 1], 1, &[k + 1])
+                .unwrap();
+        }
+        let p = w.shared.clone();
+        let reader = thread::spawn(move || {
+            let got = read(&p, hash(2, 3), &[3]);
+            assert!(
+                matches!(got, Seen::Hit(ref m) if m == &[3]) || got == Seen::GaveUp,
+                "key 3 is present throughout: {got:?}"
+            );
+        });
+        // Grows: the new table is published empty with the old one as its source, and
+        // one source slot (slot 0, key 1) moves.
+        w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
+        assert!(w.shared.source(&w.token).is_some());
+        // Key 2 is still in the source: the removal moves it over first.
+        w.remove(hash(1, 2), &[2], 1).unwrap();
+        // Idle steps drain the source (slot 2, key 3, moves here) and end the migration.
+        w.migrate_some(1);
+        w.migrate_some(1);
+        w.migrate_some(1);
+        assert!(w.shared.source(&w.token).is_none());
+        reader.join().unwrap();
     });
 }

@@ -1,0 +1,72 @@
+//! Registers N entries one by one on a default registry, timing every call: the check of
+//! SPEC L7 (table growth never holds a write past its deadline).
+//!
+//! ```sh
+//! cargo run --release -p roster --example bulk_load -- 2000000
+//! ```
+//!
+//! Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
+//! write timed out.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use roster::{ErrorKind, Key, Metadata, Registry};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = match std::env::args().nth(1) {
+        Some(a) => a.parse().map_err(|e| format!("N must be a count: {e}"))?,
+        None => 2_000_000,
+    };
+    let registry = Registry::new()?;
+    let ns = registry.namespace("bulk")?;
+    let owner = registry.spawn();
+    let meta = Metadata::new().capability("load");
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let (mut timeouts, mut slowest_at) = (0u64, 0u64);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let r = registry.register(&owner, &Key::new(ns, i), &meta);
+        let ns_taken = t.elapsed().as_nanos() as u64;
+        if ns_taken > hist.max() {
+            slowest_at = i;
+        }
+        hist.saturating_record(ns_taken.max(1));
+        match r {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::Timeout { .. }) => timeouts += 1,
+            Err(e) => return Err(e.into()),
+        }
+        if (i + 1) % 500_000 == 0 {
+            eprintln!(
+                "{} registered, {:.1} s",
+                i + 1,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let us = |v: u64| v as f64 / 1000.0;
+    println!(
+        "{n} registrations in {:.2} s on {} shards, deadline {:?}",
+        start.elapsed().as_secs_f64(),
+        registry.shard_count(),
+        registry.write_deadline()
+    );
+    println!(
+        "timeouts {timeouts}; p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, p99.99 {:.1} us, max {:.1} us (call {slowest_at})",
+        us(hist.value_at_quantile(0.5)),
+        us(hist.value_at_quantile(0.99)),
+        us(hist.value_at_quantile(0.999)),
+        us(hist.value_at_quantile(0.9999)),
+        us(hist.max()),
+    );
+    println!(
+        "calls over the deadline: {}",
+        hist.count_between(registry.write_deadline().as_nanos() as u64, u64::MAX)
+    );
+    if timeouts > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
