@@ -127,9 +127,10 @@ pub(crate) struct ProcessTable {
     free: Mutex<Free>,
     /// Live processes.
     live: AtomicU64,
-    /// Dead processes whose entries some shard has yet to remove (see
-    /// [`Hooks::reclaiming`]).
-    dying: AtomicU64,
+    /// Deaths begun and deaths whose cleanup is done, both counting up (see
+    /// [`Hooks::deaths`]); their difference is the deaths still being reclaimed.
+    deaths: AtomicU64,
+    reclaimed: AtomicU64,
     /// Entries per (namespace, shard): word `ns * shards + shard`, so shard writers never
     /// share a counter's cache line.
     /// Charges, the memory limit and the namespace quotas and counts.
@@ -170,7 +171,8 @@ impl ProcessTable {
                 next: 0,
             }),
             live: AtomicU64::new(0),
-            dying: AtomicU64::new(0),
+            deaths: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
             budget: Budget::new(memory_limit),
             hub: Arc::new(hub),
             epoch: Instant::now(),
@@ -248,9 +250,16 @@ impl ProcessTable {
     pub(crate) fn kill(&self, pid: Pid) -> Option<Vec<usize>> {
         let state = self.word(pid.index(), STATE)?;
         let alive = pid.generation() << 1 | 1;
-        state
+        // Counted before the pid is seen dead, so a writer refused because of this death
+        // waits for its cleanup; undone (by counting it reclaimed) if it was no death.
+        self.deaths.fetch_add(1, Ordering::SeqCst);
+        if state
             .compare_exchange(alive, alive & !1, Ordering::SeqCst, Ordering::SeqCst)
-            .ok()?;
+            .is_err()
+        {
+            self.reclaimed.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
         // Pairs with the fence in `Hooks::attach`: a shard that stores an entry after
         // this saw the pid dead, or its mask bit is read below.
         fence(Ordering::SeqCst);
@@ -268,10 +277,9 @@ impl ProcessTable {
         }
         let pending = self.word(pid.index(), PENDING)?;
         if shards.is_empty() {
+            self.reclaimed.fetch_add(1, Ordering::SeqCst);
             self.recycle(pid.index());
         } else {
-            // Counted before any notice is sent, so before any release can uncount it.
-            self.dying.fetch_add(1, Ordering::SeqCst);
             pending.store(shards.len() as u64, Ordering::SeqCst);
         }
         Some(shards)
@@ -301,7 +309,8 @@ impl ProcessTable {
             }
         }
         if !done.is_empty() {
-            self.dying.fetch_sub(done.len() as u64, Ordering::SeqCst);
+            self.reclaimed
+                .fetch_add(done.len() as u64, Ordering::SeqCst);
             self.lag.record_many(&lags);
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
             free.list.extend(done);
@@ -405,8 +414,10 @@ impl Hooks for ProcessTable {
         self.budget.admit(key, charge)
     }
 
-    fn reclaiming(&self) -> bool {
-        self.dying.load(Ordering::SeqCst) > 0
+    fn deaths(&self) -> (u64, u64) {
+        // `deaths` first: a death counted in `reclaimed` but not here cannot be seen.
+        let started = self.deaths.load(Ordering::SeqCst);
+        (started, self.reclaimed.load(Ordering::SeqCst))
     }
 
     fn readmit(&self, key: &[u64], old: u64, new: u64) -> Result<(), Refusal> {

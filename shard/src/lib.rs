@@ -66,13 +66,14 @@ pub trait Hooks: Send + Sync + 'static {
         let _ = (key, charge);
         Ok(())
     }
-    /// Whether entries of dead owners may still await removal in some shard (their
-    /// charges then still count). A writer whose [`Hooks::admit`] or [`Hooks::readmit`]
-    /// was refused while this holds serves its own death notices and asks again, until
-    /// the answer changes, nothing awaits removal, or the write's deadline: a refusal is
-    /// never caused by the charges of owners that are already dead.
-    fn reclaiming(&self) -> bool {
-        false
+    /// Deaths so far whose entries had to be removed, and how many of them are done
+    /// (their charges returned), both counting up. A writer whose [`Hooks::admit`] or
+    /// [`Hooks::readmit`] was refused while deaths were pending serves its own death
+    /// notices and asks again, until as many deaths are done as had begun at the first
+    /// refusal, or the write's deadline: a refusal is not caused by the charges of owners
+    /// that were already dead when the write was refused.
+    fn deaths(&self) -> (u64, u64) {
+        (0, 0)
     }
     /// Called before an update changes the charge of the entry with `key` from `old` to
     /// `new`: `Err` refuses the update, and nothing changes.

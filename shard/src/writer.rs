@@ -208,6 +208,16 @@ pub(crate) const MIGRATE_PER_INSERT: usize = if cfg!(roster_loom) { 1 } else { 8
 /// Source slots an idle writer moves in one step (a few microseconds of work).
 pub(crate) const MIGRATE_IDLE: usize = 1024;
 
+/// What [`Writer::admit_reclaiming`] decided.
+enum Admission {
+    /// Admitted: go on.
+    Granted,
+    /// Refused for good.
+    Refused(Refusal),
+    /// Death notices were served meanwhile; nothing is reserved: start the write over.
+    Restart,
+}
+
 /// How long a refused write without a deadline waits for dead owners' entries to go.
 const RECLAIM_WAIT: Duration = Duration::from_millis(100);
 
@@ -299,8 +309,9 @@ impl Writer {
     fn notice(&mut self, n: Notice) -> bool {
         match n {
             Notice::Died(mut deaths) => {
+                deaths.owners.iter().for_each(|&o| self.owner_died(o));
+                // Taken only now: a panic above still reports them detached (on drop).
                 let owners = std::mem::take(&mut deaths.owners);
-                owners.iter().for_each(|&o| self.owner_died(o));
                 self.hooks.detached(&owners, self.token.shard);
             }
             Notice::Stop => return false,
@@ -344,14 +355,24 @@ impl Writer {
                 meta,
                 terms,
             } => self.insert(*hash, key, *owner, meta, terms),
-            Op::Remove { hash, key, owner } => self.remove(*hash, key, *owner),
+            Op::Remove { hash, key, owner } => {
+                let r = self.remove(*hash, key, *owner);
+                // Keep a migration moving under a load without inserts too, so readers'
+                // misses stop probing two tables soon.
+                self.migrate_some(MIGRATE_PER_INSERT);
+                r
+            }
             Op::Update {
                 hash,
                 key,
                 owner,
                 meta,
                 terms,
-            } => self.update(*hash, key, *owner, meta, terms),
+            } => {
+                let r = self.update(*hash, key, *owner, meta, terms);
+                self.migrate_some(MIGRATE_PER_INSERT);
+                r
+            }
         }
     }
 
@@ -443,25 +464,32 @@ impl Writer {
         if key.len() > MAX_KEY_WORDS || meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
             return Err(WriteError::TooLarge);
         }
-        // A dead caller is refused before the key is looked at (see `owned_slot`); the
-        // SeqCst check in `attach` below stays the one that orders against `kill`.
-        if !self.hooks.is_alive(owner) {
-            return Err(WriteError::OwnerDead);
-        }
-        if let Some(i) = self.find(hash, key) {
-            let v = self.table().view(&self.token, i);
-            if self.hooks.is_alive(v.owner) {
-                return Err(WriteError::Exists { owner: v.owner });
-            }
-            // The holder is dead and awaiting cleanup: reclaim its entry now.
-            self.remove_slot(i, true, EventKind::Died);
-        }
-        if !self.hooks.attach(owner, self.token.shard) {
-            return Err(WriteError::OwnerDead);
-        }
         let charge = entry_charge(key.len(), meta.len(), terms.len());
-        self.admit_reclaiming(|h| h.admit(key, charge))
-            .map_err(WriteError::Refused)?;
+        loop {
+            // A dead caller is refused before the key is looked at (see `owned_slot`);
+            // the SeqCst check in `attach` below stays the one that orders against `kill`.
+            if !self.hooks.is_alive(owner) {
+                return Err(WriteError::OwnerDead);
+            }
+            if let Some(i) = self.find(hash, key) {
+                let v = self.table().view(&self.token, i);
+                if self.hooks.is_alive(v.owner) {
+                    return Err(WriteError::Exists { owner: v.owner });
+                }
+                // The holder is dead and awaiting cleanup: reclaim its entry now.
+                self.remove_slot(i, true, EventKind::Died);
+            }
+            if !self.hooks.attach(owner, self.token.shard) {
+                return Err(WriteError::OwnerDead);
+            }
+            let shard = self.token.shard;
+            let undo = |h: &dyn Hooks| h.removed(key, charge, shard);
+            match self.admit_reclaiming(|h| h.admit(key, charge), undo) {
+                Admission::Granted => break,
+                Admission::Refused(r) => return Err(WriteError::Refused(r)),
+                Admission::Restart => continue,
+            }
+        }
         self.charged += charge;
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
             self.grow();
@@ -504,31 +532,50 @@ impl Writer {
         Ok(())
     }
 
-    /// Asks `admit`; while it refuses and entries of dead owners may still hold charges
-    /// ([`Hooks::reclaiming`]), serves this shard's death notices and asks again, until
-    /// the write's deadline (or [`RECLAIM_WAIT`] for writes without one). So a refusal is
-    /// never caused by owners that are already dead, unless their cleanup outlasts the
-    /// deadline. Other commands wait meanwhile: their order is kept.
+    /// Asks `admit`; while it refuses and deaths that had begun at the first refusal
+    /// are not all reclaimed ([`Hooks::deaths`]), serves this shard's death notices and
+    /// asks again, until the write's deadline (or [`RECLAIM_WAIT`] for writes without
+    /// one). So a refusal is not caused by owners that were already dead, unless their
+    /// cleanup outlasts the deadline. Other commands wait meanwhile: their order is kept.
+    ///
+    /// Serving a notice can change anything the caller looked up before asking (remove
+    /// its slot, shift it, kill its owner), so once one was served the answer is
+    /// [`Admission::Restart`]: a grant is given back through `undo`, and the caller starts
+    /// the write over.
     fn admit_reclaiming(
         &mut self,
         mut admit: impl FnMut(&dyn Hooks) -> Result<(), Refusal>,
-    ) -> Result<(), Refusal> {
+        undo: impl FnOnce(&dyn Hooks),
+    ) -> Admission {
         let mut until = None;
+        let mut target = None;
+        let mut served = false;
         loop {
-            // Sampled before asking: a refusal while nothing awaited removal is genuine.
-            // (A cleanup that ends between the two released its charges before it
-            // stopped counting, so the `SeqCst` load that sees it done also sees them.)
-            let dying = self.hooks.reclaiming();
+            // Sampled before asking: a death reclaimed between the two returned its
+            // charges before it was counted (`SeqCst`), so this admission sees them.
+            let (started, reclaimed) = self.hooks.deaths();
             let r = admit(&*self.hooks);
-            if r.is_ok() || !dying || self.stopping {
-                return r;
-            }
+            let refusal = match r {
+                Ok(()) if served => {
+                    undo(&*self.hooks);
+                    return Admission::Restart;
+                }
+                Ok(()) => return Admission::Granted,
+                Err(refusal) => refusal,
+            };
+            let target = *target.get_or_insert(started);
             let until = *until
                 .get_or_insert_with(|| self.until.unwrap_or_else(|| Instant::now() + RECLAIM_WAIT));
-            if Instant::now() >= until {
-                return r;
+            if reclaimed >= target || self.stopping || Instant::now() >= until {
+                return if served {
+                    Admission::Restart
+                } else {
+                    Admission::Refused(refusal)
+                };
             }
-            if !self.serve_notices() {
+            if self.serve_notices() {
+                served = true;
+            } else {
                 std::thread::yield_now();
             }
         }
@@ -588,18 +635,27 @@ impl Writer {
         if meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
             return Err(WriteError::TooLarge);
         }
-        let i = self.owned_slot(hash, key, owner)?;
-        let v = self.table().view(&self.token, i);
-        let old_off = v.loc.offset();
-        let old = self.w1(old_off);
-        let w1 = W1 {
-            terms: terms.len(),
-            meta_words: meta.len(),
-            ..old
+        let (i, v, old, w1, was, now) = loop {
+            let i = self.owned_slot(hash, key, owner)?;
+            let v = self.table().view(&self.token, i);
+            let old = self.w1(v.loc.offset());
+            let w1 = W1 {
+                terms: terms.len(),
+                meta_words: meta.len(),
+                ..old
+            };
+            let (was, now) = (w1_charge(old), w1_charge(w1));
+            let undo = |h: &dyn Hooks| {
+                // Shrinking back is never refused.
+                let _ = h.readmit(key, now, was);
+            };
+            match self.admit_reclaiming(|h| h.readmit(key, was, now), undo) {
+                Admission::Granted => break (i, v, old, w1, was, now),
+                Admission::Refused(r) => return Err(WriteError::Refused(r)),
+                Admission::Restart => continue,
+            }
         };
-        let (was, now) = (w1_charge(old), w1_charge(w1));
-        self.admit_reclaiming(|h| h.readmit(key, was, now))
-            .map_err(WriteError::Refused)?;
+        let old_off = v.loc.offset();
         self.charged = self.charged - was + now;
         self.unindex(old_off, old);
         let off = if class_words(w1.block_words()) == class_words(old.block_words()) {
@@ -1155,6 +1211,98 @@ mod tests {
         // A send to a writer that has ended fails and detaches at once.
         assert!(notice_tx.send(deaths(vec![4])).is_err());
         assert_eq!(hooks.0.lock().unwrap().len(), 4);
+    }
+
+    /// Owner 7 is alive and its charges block admissions until its death notice has been
+    /// served (as a quota full of a dying owner's entries does).
+    #[derive(Default)]
+    struct DyingHooks {
+        served: std::sync::atomic::AtomicBool,
+    }
+
+    impl Hooks for DyingHooks {
+        fn is_alive(&self, owner: u64) -> bool {
+            owner != 7 || !self.served.load(Ordering::SeqCst)
+        }
+        fn attach(&self, owner: u64, _: usize) -> bool {
+            self.is_alive(owner)
+        }
+        fn detached(&self, owners: &[u64], _: usize) {
+            if owners.contains(&7) {
+                self.served.store(true, Ordering::SeqCst);
+            }
+        }
+        fn deaths(&self) -> (u64, u64) {
+            (1, u64::from(self.served.load(Ordering::SeqCst)))
+        }
+        fn admit(&self, key: &[u64], _: u64) -> Result<(), Refusal> {
+            // The two entries that set the scene always fit.
+            if key[0] < 100 || self.served.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(Refusal { code: 1, limit: 1 })
+            }
+        }
+        fn readmit(&self, _: &[u64], old: u64, new: u64) -> Result<(), Refusal> {
+            if new <= old || self.served.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(Refusal { code: 1, limit: 1 })
+            }
+        }
+    }
+
+    /// A writer over `DyingHooks` holding owner 7's entry at slot 1 and owner 1's entry
+    /// (key 2) right behind it in the same cluster, with 7's death notice queued.
+    fn dying_scene() -> (Writer, Arc<DyingHooks>, crossbeam_channel::Sender<Notice>) {
+        let hooks = Arc::new(DyingHooks::default());
+        let (p, token) = Published::new(0, 64, 4);
+        let mut w = Writer::new(Arc::new(p), token, hooks.clone(), 4, 0);
+        w.insert_plain(hash(1, 1), &[1], 7, &[10]).unwrap();
+        w.insert_plain(hash(1, 2), &[2], 1, &[20]).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        w.notices = Some(rx);
+        tx.send(Notice::Died(Deaths {
+            owners: vec![7],
+            hooks: hooks.clone(),
+            shard: 0,
+        }))
+        .unwrap();
+        (w, hooks, tx)
+    }
+
+    /// An update refused while a death is reclaimed, whose notice (served meanwhile)
+    /// shifts the updated entry to another slot, starts over on the entry's new slot
+    /// instead of writing into its old one.
+    #[test]
+    fn a_write_waiting_for_reclamation_starts_over_after_serving_deaths() {
+        let (mut w, _hooks, _tx) = dying_scene();
+        w.update_plain(
+            hash(1, 2),
+            &[2],
+            1,
+            &[21, 22, 23, 24, 25, 26, 27, 28, 29, 30],
+        )
+        .unwrap();
+        assert_eq!(read(&w, hash(1, 2), &[2]).unwrap().1.len(), 10);
+        assert!(read(&w, hash(1, 1), &[1]).is_none());
+        let audit = w.audit();
+        assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+        assert_eq!(audit.entries, 1);
+    }
+
+    /// An insert by an owner whose own death is served while the insert waits for
+    /// admission is refused: no entry of a dead owner is stored after its cleanup.
+    #[test]
+    fn an_owner_that_dies_while_its_insert_waits_is_refused() {
+        let (mut w, _hooks, _tx) = dying_scene();
+        assert_eq!(
+            w.insert_plain(hash(3, 100), &[100], 7, &[1]),
+            Err(WriteError::OwnerDead)
+        );
+        let audit = w.audit();
+        assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+        assert_eq!((audit.entries, audit.owners), (1, 1));
     }
 
     /// SPEC L6: a death notice queued behind ordinary writes is served before them.

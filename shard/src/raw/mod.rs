@@ -170,8 +170,9 @@ fn source_of(t: &RawTable) -> Option<&RawTable> {
     //    same pointer in `prev`), so it came from `Box::into_raw` and is owned by the
     //    `prev` chain, which frees it only in `Drop for TableCell`, with `&mut` (W4):
     //    it outlives the borrow of `t` the result is tied to.
-    // 2. The `Acquire` load pairs with the `Release` store of `current` that published
-    //    `t` (whose `source` was set before it), so the source's fields are visible.
+    // 2. The caller's `Acquire` load of `current` pairs with the `Release` store that
+    //    published `t`, whose `source` was set (and the source's slots last changed
+    //    outside a `moves` section) before it, so the source's fields are visible.
     // 3. Every field reached through `&RawTable` is an atomic or immutable.
     Some(unsafe { &*p })
 }
