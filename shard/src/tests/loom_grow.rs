@@ -17,24 +17,16 @@ fn loom_growth_then_block_reuse_is_never_seen() {
         }
         assert_eq!(w.table().capacity(), 4);
         let p = w.shared.clone();
-        let readers: Vec<_> = (0..2)
-            .map(|r| {
-                let p = p.clone();
-                thread::spawn(move || {
-                    if r == 0 {
-                        let got = read(&p, hash(1, 2), &[2]);
-                        assert!(
-                            matches!(got, Seen::Hit(ref m) if m == &[2]) || got == Seen::GaveUp
-                        );
-                    }
-                    // Key 1 is removed and its block reused for key 9 with other metadata:
-                    // a hit on key 1 must still carry key 1's metadata.
-                    if let Seen::Hit(meta) = read(&p, hash(0, 1), &[1]) {
-                        assert_eq!(meta, vec![1], "reader trusted a reused block");
-                    }
-                })
-            })
-            .collect();
+        // One reader: two over a migration's write sections is too large a state space
+        // for CI (two-reader models are in `loom_seqlock`; a key present throughout a
+        // migration is `loom_migration_never_hides_a_present_key`'s).
+        let reader = thread::spawn(move || {
+            // Key 1 is removed and its block reused for key 9 with other metadata: a hit
+            // on key 1 must still carry key 1's metadata.
+            if let Seen::Hit(meta) = read(&p, hash(0, 1), &[1]) {
+                assert_eq!(meta, vec![1], "reader trusted a reused block");
+            }
+        });
         w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
         assert_eq!(w.table().capacity(), 8);
         // The rest of the migration in one idle step (half-done migrations under a
@@ -43,9 +35,7 @@ fn loom_growth_then_block_reuse_is_never_seen() {
         w.finish_migration();
         w.remove(hash(0, 1), &[1], 1).unwrap();
         w.insert_plain(hash(2, 9), &[1], 1, &[9]).unwrap();
-        for r in readers {
-            r.join().unwrap();
-        }
+        reader.join().unwrap();
     });
 }
 
