@@ -164,7 +164,10 @@ pub(crate) enum Expiry {
 impl ProcessTable {
     pub(crate) fn new(shards: usize, memory_limit: Option<u64>, hub: Hub) -> ProcessTable {
         ProcessTable {
-            words: AtomicWords::new(10),
+            words: AtomicWords::reserved(
+                ((MAX_PROCESSES + 1) * (MASK + shards.div_ceil(64) as u64)).min(1 << 31),
+                10,
+            ),
             stride: MASK + shards.div_ceil(64) as u64,
             free: Mutex::new(Free {
                 list: VecDeque::new(),
@@ -201,8 +204,10 @@ impl ProcessTable {
             Some(i) => i,
             None if u64::from(free.next) < MAX_PROCESSES => {
                 let i = free.next;
+                if !self.words.ensure((i as u64 + 1) * self.stride) {
+                    return None;
+                }
                 free.next += 1;
-                self.words.ensure((i as u64 + 1) * self.stride);
                 i
             }
             None => return None,

@@ -47,7 +47,12 @@ impl ArenaAlloc {
             off = arena.chunk_end(off);
         }
         self.next = off + c as u64;
-        arena.ensure(self.next);
+        // Past the reservation (64 GiB of one shard's blocks) the writer cannot go on.
+        assert!(
+            arena.ensure(self.next),
+            "shard arena full: {} words",
+            self.next
+        );
         off
     }
 

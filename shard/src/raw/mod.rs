@@ -158,6 +158,12 @@ pub enum Attempt {
     Retry,
 }
 
+/// Words of address space each shard's arena reserves (16 GiB; pages are used only as
+/// the arena fills): the most one shard's entries, index and free blocks may take, about
+/// 80 million entries of the P4 shape. (Not more: tools such as valgrind refuse
+/// reservations much larger, and the registry then falls back to chunked arenas.)
+pub const ARENA_RESERVE_WORDS: u64 = 1 << 31;
+
 /// The migration source `t` names, if a migration runs.
 #[inline]
 fn source_of(t: &RawTable) -> Option<&RawTable> {
@@ -281,7 +287,7 @@ impl Published {
         let p = Published {
             entries: TableCell::new(RawTable::try_with_capacity(capacity)?),
             terms: TableCell::new(RawTable::with_capacity(RawTable::MIN_CAPACITY)),
-            arena: AtomicWords::new(arena_base_bits),
+            arena: AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits),
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
         };
@@ -351,10 +357,68 @@ impl Published {
 
     /// One optimistic read of `key` (hash `hash`); metadata is copied into `out` when it
     /// fits. Never blocks, never writes to shared memory.
+    ///
+    /// The hot path: the probe, the block read and the validation written out flat
+    /// (the generic [`Published::probe`] takes a closure the compiler does not always
+    /// inline), with one arena lookup for key and metadata together.
     #[inline]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let t = self.table();
-        let mut found = |owner, loc: Loc| {
+        if !t.source.load(Ordering::Acquire).is_null() {
+            return self.try_read_migrating(t, hash, key, out);
+        }
+        let m1 = t.moves.load(Ordering::Acquire);
+        if m1 & 1 == 1 {
+            return Attempt::Retry;
+        }
+        let want = tag(hash);
+        let mut i = t.home(hash);
+        for _ in 0..t.capacity() {
+            let slot = &t.slots[i];
+            let s1 = slot.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                return Attempt::Retry;
+            }
+            let h = slot.hash.load(Ordering::Relaxed);
+            if h == 0 {
+                break;
+            }
+            if h == want {
+                let owner = slot.owner.load(Ordering::Relaxed);
+                let loc = Loc(slot.loc.load(Ordering::Relaxed));
+                let hit = self.read_block(loc, key, out);
+                fence(Ordering::Acquire);
+                if slot.seq.load(Ordering::Relaxed) != s1 {
+                    return Attempt::Retry;
+                }
+                if hit {
+                    return Attempt::Found {
+                        owner,
+                        meta_words: loc.meta_words(),
+                        block: loc.offset(),
+                    };
+                }
+            }
+            i = t.next(i);
+        }
+        fence(Ordering::Acquire);
+        if t.moves.load(Ordering::Relaxed) != m1 {
+            return Attempt::Retry;
+        }
+        // A miss must also be a miss of the current table (R6): `t` may have become a
+        // migration source since it was loaded, its entries moving on.
+        if !std::ptr::eq(self.entries.current(), t) {
+            return Attempt::Retry;
+        }
+        Attempt::NotFound
+    }
+
+    /// [`Published::try_read`] while the current table `t` takes entries over from its
+    /// source (R5).
+    #[cold]
+    #[inline(never)]
+    fn try_read_migrating(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
+        let found = |owner, loc: Loc| {
             self.read_block(loc, key, out).then_some(Attempt::Found {
                 owner,
                 meta_words: loc.meta_words(),
@@ -362,21 +426,19 @@ impl Published {
             })
         };
         let read = match source_of(t) {
-            None => self.probe(t, hash, &mut found),
+            None => self.probe(t, hash, found),
             Some(source) => self.probe_migrating(t, source, hash, found),
         };
-        // A miss must also be a miss of the current table (R6): `t` may have become a
-        // migration source since it was loaded, its entries moving on.
+        // As in `try_read` (R6).
         if read == Attempt::NotFound && !std::ptr::eq(self.entries.current(), t) {
             return Attempt::Retry;
         }
         read
     }
 
-    /// [`Published::try_read`] while `t` takes entries over from `source` (R5): the
-    /// source's `moves` is read first and validated last, so an entry that moved from
-    /// `source` to `t` between the two probes makes the miss retry.
-    #[cold]
+    /// A probe of `t` and then of its migration `source` (R5): the source's `moves` is
+    /// read first and validated last, so an entry that moved from `source` to `t`
+    /// between the two probes makes the miss retry.
     fn probe_migrating(
         &self,
         t: &RawTable,
@@ -516,25 +578,25 @@ impl Published {
 
     /// Compares the block's key with `key` and, on a match, copies its metadata into `out`
     /// if it fits. Any `loc` is answered (torn ones are out of range or mismatch).
-    #[inline]
+    #[inline(always)]
     fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> bool {
         let kw = loc.key_words();
         if kw != key.len() {
             return false;
         }
-        let Some(block) = self.arena.range(loc.offset(), loc.block_words() as u64) else {
+        let mw = loc.meta_words();
+        // Key and metadata in one arena lookup; the header is not read.
+        let start = loc.offset() + HEADER_WORDS as u64;
+        let Some(words) = self.arena.range(start, (kw + mw) as u64) else {
             return false;
         };
-        let stored = &block[HEADER_WORDS..HEADER_WORDS + kw];
-        if !stored
-            .iter()
-            .zip(key)
-            .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
-        {
-            return false;
+        let (stored, meta) = words.split_at(kw);
+        for (s, k) in stored.iter().zip(key) {
+            if s.load(Ordering::Relaxed) != *k {
+                return false;
+            }
         }
-        let meta = &block[HEADER_WORDS + kw..];
-        if let Some(out) = out.get_mut(..meta.len()) {
+        if let Some(out) = out.get_mut(..mw) {
             for (o, m) in out.iter_mut().zip(meta) {
                 *o = m.load(Ordering::Relaxed);
             }

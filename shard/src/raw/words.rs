@@ -19,6 +19,17 @@
 //!
 //! Ordering: a chunk is published with a `Release` CAS and found with an `Acquire` load, so
 //! a reader that sees the pointer also sees the chunk's initialised words.
+//!
+//! # One reserved range
+//!
+//! Where the OS offers it ([`AtomicWords::reserved`] on Unix, outside loom and Miri), the
+//! vector is instead one range of address space reserved up front (`mmap` with
+//! `MAP_NORESERVE`): every word of it is mapped, reads as zero until written, and gets a
+//! physical page only when first touched. An index is then an address: `get` and `range`
+//! cost a bounds check and an add, where the directory costs a `log2`, shifts and a
+//! dependent pointer load (the lookup path does two of them). The reservation lives as
+//! long as the vector and is unmapped only in `Drop` (invariant 2 holds the same way).
+//! Where it cannot be had (strict overcommit, no `mmap`), the vector is chunked.
 
 use std::ptr;
 
@@ -29,23 +40,53 @@ const MAX_CHUNKS: usize = 40;
 
 /// A growable, never-moving vector of `AtomicU64`, all zero when first reached.
 pub struct AtomicWords {
+    /// The reserved range (see "One reserved range"): `reserved` mapped words at `base`;
+    /// null and 0 when the vector is chunked.
+    base: *const AtomicU64,
+    reserved: u64,
+    /// Words asked for by [`AtomicWords::ensure`] so far, in the reserved range.
+    ensured: AtomicU64,
     /// See the module docs for the chunk layout; each entry is null or a chunk (invariant 1).
     chunks: [AtomicPtr<AtomicU64>; MAX_CHUNKS],
     /// log2 of the first chunk's length.
     base_bits: u32,
 }
 
-// `Send + Sync` come for free: the directory is made of `AtomicPtr`s, and the chunks they
-// point at are only ever reached as `&AtomicU64`.
+// SAFETY: the only non-thread-safe field is `base`, the start of a private mapping that
+// this vector owns (unmapped once, in `Drop`) and through which only `&AtomicU64`s are
+// ever handed out; the chunks are likewise reached only as `&AtomicU64`. So sending the
+// vector to another thread, or sharing it, shares nothing but atomics.
+unsafe impl Send for AtomicWords {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for AtomicWords {}
 
 impl AtomicWords {
     /// Makes an empty vector whose first chunk (allocated on first use) has
     /// `2^base_bits` words. `base_bits` is clamped to `0..=24`.
     pub fn new(base_bits: u32) -> AtomicWords {
         AtomicWords {
+            base: ptr::null(),
+            reserved: 0,
+            ensured: AtomicU64::new(0),
             chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             base_bits: base_bits.min(24),
         }
+    }
+
+    /// A vector of at most `words` words in one reserved range of address space (see
+    /// "One reserved range"), or, where that cannot be had, [`AtomicWords::new`]`(base_bits)`.
+    pub fn reserved(words: u64, base_bits: u32) -> AtomicWords {
+        let mut v = AtomicWords::new(base_bits);
+        if let Some(base) = reserve(words) {
+            v.base = base;
+            v.reserved = words;
+        }
+        v
+    }
+
+    /// Whether this vector is one reserved range.
+    pub fn is_reserved(&self) -> bool {
+        self.reserved != 0
     }
 
     #[inline]
@@ -73,6 +114,9 @@ impl AtomicWords {
     /// First index past the end of the chunk holding index `i`: a run of words that must
     /// stay in one chunk (see [`AtomicWords::range`]) has to end at or before it.
     pub fn chunk_end(&self, i: u64) -> u64 {
+        if self.is_reserved() {
+            return self.reserved;
+        }
         match self.locate(i) {
             Some((_, inner, len)) => i - inner + len,
             None => u64::MAX,
@@ -94,9 +138,19 @@ impl AtomicWords {
         Some(unsafe { std::slice::from_raw_parts(p, self.chunk_len(k) as usize) })
     }
 
-    /// The word at index `i`, or `None` if its chunk was never allocated.
+    /// The word at index `i`, or `None` if its chunk was never allocated (or it lies past
+    /// the reserved range).
     #[inline]
     pub fn get(&self, i: u64) -> Option<&AtomicU64> {
+        if self.is_reserved() {
+            if i >= self.reserved {
+                return None;
+            }
+            // SAFETY: `i < reserved`, so `base + i` lies in the reserved range: mapped for
+            // the vector's life (unmapped only in `Drop`, which needs `&mut self`), zero or
+            // written through atomics, aligned (page-aligned base), and only ever shared.
+            return Some(unsafe { &*self.base.add(i as usize) });
+        }
         let (k, inner, _) = self.locate(i)?;
         self.chunk(k).map(|c| &c[inner as usize])
     }
@@ -105,6 +159,16 @@ impl AtomicWords {
     /// Readers use this on possibly torn offsets, so any input is answered, never panics.
     #[inline]
     pub fn range(&self, start: u64, len: u64) -> Option<&[AtomicU64]> {
+        if self.is_reserved() {
+            if start > self.reserved || len > self.reserved - start {
+                return None;
+            }
+            // SAFETY: `start + len <= reserved` (checked without overflow above), so the
+            // run lies in the reserved range, which `get`'s proof covers word by word.
+            return Some(unsafe {
+                std::slice::from_raw_parts(self.base.add(start as usize), len as usize)
+            });
+        }
         let (k, inner, clen) = self.locate(start)?;
         // `inner < clen`, so this cannot wrap, and `inner + len <= clen` after it.
         if len > clen - inner {
@@ -113,14 +177,22 @@ impl AtomicWords {
         self.chunk(k)?.get(inner as usize..(inner + len) as usize)
     }
 
-    /// Makes sure every index below `len` is backed by memory. Safe to call from several
+    /// Makes sure every index below `len` is backed by memory; `false` if it cannot be
+    /// (past the reserved range, or the chunk directory). Safe to call from several
     /// threads: a chunk is installed by one CAS and a loser frees its own allocation.
-    pub fn ensure(&self, len: u64) {
+    pub fn ensure(&self, len: u64) -> bool {
+        if self.is_reserved() {
+            if len > self.reserved {
+                return false;
+            }
+            self.ensured.fetch_max(len, Ordering::Relaxed);
+            return true;
+        }
         if len == 0 {
-            return;
+            return true;
         }
         let Some((last, _, _)) = self.locate(len - 1) else {
-            return;
+            return false;
         };
         for k in 0..=last {
             if !self.chunks[k].load(Ordering::Acquire).is_null() {
@@ -139,10 +211,15 @@ impl AtomicWords {
                 drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, n)) });
             }
         }
+        true
     }
 
-    /// Number of words backed by allocated chunks (a prefix of the index space).
+    /// Number of words backed by allocated chunks (a prefix of the index space); for a
+    /// reserved range, the words ensured so far.
     pub fn capacity(&self) -> u64 {
+        if self.is_reserved() {
+            return self.ensured.load(Ordering::Relaxed);
+        }
         let mut total = 0;
         for k in 0..MAX_CHUNKS {
             if self.chunks[k].load(Ordering::Acquire).is_null() {
@@ -184,8 +261,43 @@ fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
+/// Reserves `words` words of address space, mapped and zero, or `None`.
+#[cfg(all(unix, not(roster_loom), not(miri)))]
+fn reserve(words: u64) -> Option<*const AtomicU64> {
+    let bytes = usize::try_from(words.checked_mul(8)?).ok()?;
+    if bytes == 0 {
+        return None;
+    }
+    // SAFETY: an anonymous private mapping of a non-zero size at an address of the
+    // kernel's choosing has no preconditions; the result is checked below.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast::<AtomicU64>().cast_const())
+}
+
+/// Loom's and Miri's runs, and systems without `mmap`, use the chunk directory.
+#[cfg(not(all(unix, not(roster_loom), not(miri))))]
+fn reserve(words: u64) -> Option<*const AtomicU64> {
+    let _ = words;
+    None
+}
+
 impl Drop for AtomicWords {
     fn drop(&mut self) {
+        #[cfg(all(unix, not(roster_loom), not(miri)))]
+        if self.is_reserved() {
+            // SAFETY: `base` and the size are exactly those `reserve` mapped, unmapped
+            // once, here; `&mut self` proves no borrow of a word is alive (invariant 2).
+            unsafe { libc::munmap(self.base.cast_mut().cast(), self.reserved as usize * 8) };
+        }
         for k in 0..MAX_CHUNKS {
             let p = self.chunks[k].load(Ordering::Acquire);
             if !p.is_null() {
@@ -261,5 +373,28 @@ mod tests {
         }
         w.get(99).unwrap().store(7, Ordering::Relaxed);
         assert_eq!(w.get(99).unwrap().load(Ordering::Relaxed), 7);
+    }
+}
+
+#[cfg(all(test, unix, not(roster_loom), not(miri)))]
+mod reserved_tests {
+    use super::*;
+
+    /// The reserved range is one mapping: words read zero until written, and nothing past
+    /// the reservation is reachable.
+    #[test]
+    fn reserved_range_reads_zero_and_bounds_every_access() {
+        let w = AtomicWords::reserved(1 << 31, 4);
+        assert!(w.is_reserved());
+        assert_eq!(w.get((1 << 31) - 1).unwrap().load(Ordering::Relaxed), 0);
+        assert!(w.get(1 << 31).is_none());
+        assert!(w.range((1 << 31) - 2, 3).is_none());
+        assert!(w.range(u64::MAX, 2).is_none());
+        assert!(w.ensure(100));
+        w.get(99).unwrap().store(5, Ordering::Relaxed);
+        assert_eq!(w.range(98, 2).unwrap()[1].load(Ordering::Relaxed), 5);
+        assert_eq!(w.capacity(), 100);
+        assert!(!w.ensure((1 << 31) + 1));
+        assert_eq!(w.chunk_end(7), 1 << 31);
     }
 }
