@@ -132,6 +132,19 @@ impl<'a> Key<'a> {
         self.name
     }
 
+    /// The two encoded words of a key with an integer name (which needs no check), or
+    /// `None` for a string name.
+    #[inline]
+    pub(crate) fn int_words(&self) -> Option<[u64; 2]> {
+        match self.name {
+            Name::Int(n) => Some([
+                (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12 | INT_NAME,
+                n,
+            ]),
+            Name::Str(_) => None,
+        }
+    }
+
     /// Encodes the key into shard words in `w` (cleared first), checking the name against
     /// `max_name_len`. The buffer is the caller's: returning a 2 KiB `ArrayVec` by value
     /// would cost a copy of all of it on every lookup.

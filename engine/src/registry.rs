@@ -32,6 +32,45 @@ pub const MAX_CAPACITY: usize = 1 << 32;
 /// Most commands [`RegistryBuilder::queue_capacity`] may queue per shard (2^24).
 pub const MAX_QUEUE: usize = 1 << 24;
 
+/// Hashes encoded keys, with per-registry random keys (so the table layout cannot be
+/// predicted from outside): the words are folded in pairs by 64x64->128-bit multiplies,
+/// as ahash's fallback hasher and wyhash do, and the result goes through one more keyed
+/// fold, so its high bits (a table's home slot) and low bits (the shard) are both mixed.
+/// About a dozen instructions for the two words of an integer name.
+pub(crate) struct KeyHasher {
+    keys: [u64; 4],
+}
+
+impl KeyHasher {
+    fn new() -> KeyHasher {
+        let random = ahash::RandomState::new();
+        KeyHasher {
+            keys: std::array::from_fn(|i| random.hash_one(i as u64) | 1),
+        }
+    }
+
+    #[inline(always)]
+    fn fold(a: u64, b: u64) -> u64 {
+        let r = u128::from(a) * u128::from(b);
+        (r as u64) ^ ((r >> 64) as u64)
+    }
+
+    /// The hash of an encoded key.
+    #[inline]
+    pub(crate) fn hash(&self, words: &[u64]) -> u64 {
+        let [k0, k1, k2, k3] = self.keys;
+        let mut h = k0 ^ words.len() as u64;
+        let mut pairs = words.chunks_exact(2);
+        for p in &mut pairs {
+            h = Self::fold(p[0] ^ k1 ^ h, p[1] ^ k2);
+        }
+        if let [w] = pairs.remainder() {
+            h = Self::fold(w ^ k1 ^ h, k2);
+        }
+        Self::fold(h ^ k3, k0)
+    }
+}
+
 /// A write deadline must leave the writer some time; one too long for the clock (up to
 /// `Duration::MAX`) means "no deadline": the write waits for its writer as long as it
 /// takes.
@@ -289,7 +328,7 @@ impl RegistryBuilder {
             shards: list.into_boxed_slice(),
             mask: shards as u64 - 1,
             procs,
-            hasher: ahash::RandomState::new(),
+            hasher: KeyHasher::new(),
             limits: self.limits,
             names: RwLock::new(Names::default()),
             closed: AtomicBool::new(false),
@@ -512,7 +551,7 @@ pub(crate) struct Inner {
     shards: Box<[Shard]>,
     mask: u64,
     procs: Arc<ProcessTable>,
-    hasher: ahash::RandomState,
+    hasher: KeyHasher,
     limits: Limits,
     names: RwLock<Names>,
     closed: AtomicBool,
@@ -1098,7 +1137,7 @@ impl Registry {
     /// The shard index of an encoded key and its hash.
     #[inline]
     pub(crate) fn route_index(&self, words: &[u64]) -> (u64, usize) {
-        let hash = self.inner.hasher.hash_one(words);
+        let hash = self.inner.hasher.hash(words);
         (hash, (hash & self.inner.mask) as usize)
     }
 
@@ -1308,6 +1347,11 @@ impl Registry {
     fn lookup_plain(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         self.check_open()?;
         self.own(key.namespace())?;
+        // Integer names encode to two words with nothing to check: no buffer, no loop.
+        if let Some(words) = key.int_words() {
+            let (hash, shard) = self.route(&words);
+            return self.read_entry(shard, hash, &words, entry);
+        }
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
