@@ -45,14 +45,13 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Barrier, Mutex};
 use std::time::Instant;
 
 use roster::{Authority, Entry, Error, ErrorKind, Key, Metadata, Namespace, Pid, Process};
 use roster::{Registry, ValueRef};
 
-use super::common::builder;
+use super::common::{block_on, builder};
 
 // ---------------------------------------------------------------------------------------
 // Histories.
@@ -401,25 +400,6 @@ impl Rng {
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-/// Drives a future on this thread: the registry's futures need no runtime.
-fn block_on<F: Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
     }
 }
 

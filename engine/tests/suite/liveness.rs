@@ -2,35 +2,13 @@
 //! (SPEC I1, I5, I6, S2, S4, L3, L6).
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use roster::{Authority, ErrorKind, ExitReason, Key, ManualClock, Metadata, Pid, Spawn};
 
-use super::common::{builder, eventually, scaled, with_registry};
-
-/// A minimal executor: parks the thread until its waker is called.
-fn block_on<F: Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
+use super::common::{block_on, builder, eventually, scaled, with_registry};
 
 #[test]
 fn monitors_report_exit_reasons() {

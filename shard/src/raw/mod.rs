@@ -356,61 +356,32 @@ impl Published {
     }
 
     /// One optimistic read of `key` (hash `hash`); metadata is copied into `out` when it
-    /// fits. Never blocks, never writes to shared memory.
-    ///
-    /// The hot path: the probe, the block read and the validation written out flat
-    /// (the generic [`Published::probe`] takes a closure the compiler does not always
-    /// inline), with one arena lookup for key and metadata together.
+    /// fits. Never blocks, never writes to shared memory. Key and metadata come from one
+    /// arena lookup; the probe is inlined whole (the hot path).
     #[inline]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let t = self.table();
         if !t.source.load(Ordering::Acquire).is_null() {
             return self.try_read_migrating(t, hash, key, out);
         }
-        let m1 = t.moves.load(Ordering::Acquire);
-        if m1 & 1 == 1 {
+        let read = self.probe(t, hash, |owner, loc| {
+            self.read_block(loc, key, out).then_some(Attempt::Found {
+                owner,
+                meta_words: loc.meta_words(),
+                block: loc.offset(),
+            })
+        });
+        self.current_miss(t, read)
+    }
+
+    /// A miss must also be a miss of the current table (R6): `t` may have become a
+    /// migration source since it was loaded, its entries moving on.
+    #[inline(always)]
+    fn current_miss(&self, t: &RawTable, read: Attempt) -> Attempt {
+        if read == Attempt::NotFound && !std::ptr::eq(self.entries.current(), t) {
             return Attempt::Retry;
         }
-        let want = tag(hash);
-        let mut i = t.home(hash);
-        for _ in 0..t.capacity() {
-            let slot = &t.slots[i];
-            let s1 = slot.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                return Attempt::Retry;
-            }
-            let h = slot.hash.load(Ordering::Relaxed);
-            if h == 0 {
-                break;
-            }
-            if h == want {
-                let owner = slot.owner.load(Ordering::Relaxed);
-                let loc = Loc(slot.loc.load(Ordering::Relaxed));
-                let hit = self.read_block(loc, key, out);
-                fence(Ordering::Acquire);
-                if slot.seq.load(Ordering::Relaxed) != s1 {
-                    return Attempt::Retry;
-                }
-                if hit {
-                    return Attempt::Found {
-                        owner,
-                        meta_words: loc.meta_words(),
-                        block: loc.offset(),
-                    };
-                }
-            }
-            i = t.next(i);
-        }
-        fence(Ordering::Acquire);
-        if t.moves.load(Ordering::Relaxed) != m1 {
-            return Attempt::Retry;
-        }
-        // A miss must also be a miss of the current table (R6): `t` may have become a
-        // migration source since it was loaded, its entries moving on.
-        if !std::ptr::eq(self.entries.current(), t) {
-            return Attempt::Retry;
-        }
-        Attempt::NotFound
+        read
     }
 
     /// [`Published::try_read`] while the current table `t` takes entries over from its
@@ -429,11 +400,7 @@ impl Published {
             None => self.probe(t, hash, found),
             Some(source) => self.probe_migrating(t, source, hash, found),
         };
-        // As in `try_read` (R6).
-        if read == Attempt::NotFound && !std::ptr::eq(self.entries.current(), t) {
-            return Attempt::Retry;
-        }
-        read
+        self.current_miss(t, read)
     }
 
     /// A probe of `t` and then of its migration `source` (R5): the source's `moves` is
@@ -531,8 +498,9 @@ impl Published {
 
     /// Probes `t` for `hash` under the seqlock protocol. `matched` reads the candidate
     /// slot's block (`Relaxed` loads only, any `loc` tolerated) and says whether it is the
-    /// one; its answer counts only if the slot validates afterwards.
-    #[inline]
+    /// one; its answer counts only if the slot validates afterwards. Always inlined, so
+    /// `matched` is too: the lookup path pays no call.
+    #[inline(always)]
     fn probe(
         &self,
         t: &RawTable,
