@@ -10,7 +10,9 @@ use crate::process::Pid;
 /// caller needs to act on it (the holder of a taken key, the limit that was exceeded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
-    kind: ErrorKind,
+    /// Boxed, so an `Error` is one pointer and `Result<bool, Error>` (every lookup's
+    /// answer) comes back in registers; errors are the rare path that may allocate.
+    kind: Box<ErrorKind>,
 }
 
 /// What went wrong.
@@ -117,7 +119,9 @@ pub enum ErrorKind {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Error {
-        Error { kind }
+        Error {
+            kind: Box::new(kind),
+        }
     }
 
     /// What happened.
@@ -128,7 +132,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             ErrorKind::AlreadyRegistered { owner } => {
                 write!(f, "key already registered by live process {owner}")
             }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use roster_shard::{Op, Read, Shard, ShardConfig, Ticket, WriteError};
+use roster_shard::{Attempt, Op, Read, Shard, ShardConfig, Ticket, WriteError};
 
 use crate::budget::{self, Quota, Usage};
 use crate::entry::Entry;
@@ -1335,23 +1335,50 @@ impl Registry {
     /// As [`Registry::lookup`].
     #[inline]
     pub fn lookup_into(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
-        // Off, the guard would still cost a drop flag and a landing pad on the hottest path.
-        if self.inner.ops.is_none() {
-            return self.lookup_plain(key, entry);
+        // Off, the timer would still cost a drop flag and a landing pad on the hottest path.
+        if self.inner.ops.is_some() {
+            return self.lookup_timed(key, entry);
         }
+        self.lookup_plain(key, entry)
+    }
+
+    /// [`Registry::lookup_into`] with operation stats on.
+    #[inline(never)]
+    fn lookup_timed(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         let _timer = self.op_timer(OpKind::Lookup);
         self.lookup_plain(key, entry)
     }
 
-    #[inline]
+    /// The lookup itself, inlined whole into [`Registry::lookup_into`]: for an integer
+    /// name it is two checks, a hash, one optimistic read and one liveness load, with no
+    /// call and no loop.
+    #[inline(always)]
     fn lookup_plain(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
-        self.check_open()?;
-        self.own(key.namespace())?;
+        if self.inner.closed.load(Ordering::Relaxed) || key.namespace().1 != self.inner.tag {
+            return Err(self.lookup_refused(key));
+        }
         // Integer names encode to two words with nothing to check: no buffer, no loop.
         if let Some(words) = key.int_words() {
             let (hash, shard) = self.route(&words);
             return self.read_entry(shard, hash, &words, entry);
         }
+        self.lookup_str(key, entry)
+    }
+
+    /// Why a lookup of `key` is refused before it reads anything.
+    #[cold]
+    #[inline(never)]
+    fn lookup_refused(&self, key: &Key<'_>) -> Error {
+        match self.check_open().and_then(|()| self.own(key.namespace())) {
+            Err(e) => e,
+            Ok(_) => unreachable!("lookup_refused is called only for a refused lookup"),
+        }
+    }
+
+    /// [`Registry::lookup_plain`] for a string name: encoded (and checked) into a
+    /// buffer on the stack first.
+    #[inline(never)]
+    fn lookup_str(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);
@@ -1359,9 +1386,40 @@ impl Registry {
     }
 
     /// Reads the encoded key `words` (hash `hash`) from `shard` into `entry`: the lookup
-    /// after routing, shared by single and batched lookups.
-    #[inline]
+    /// after routing, shared by single and batched lookups. The common answers (a hit
+    /// that fits the entry's buffer, a miss) are inlined; the rest is not.
+    #[inline(always)]
     pub(crate) fn read_entry(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        words: &[u64],
+        entry: &mut Entry,
+    ) -> Result<bool, Error> {
+        let buffer = entry.buffer();
+        let room = buffer.len();
+        match shard.try_read(hash, words, buffer) {
+            Attempt::Found {
+                owner, meta_words, ..
+            } if meta_words <= room => {
+                let pid = Pid(owner);
+                if !self.inner.procs.is_alive(pid) {
+                    return Ok(false);
+                }
+                entry.set(pid, meta_words);
+                Ok(true)
+            }
+            Attempt::NotFound => Ok(false),
+            _ => self.read_entry_slow(shard, hash, words, entry),
+        }
+    }
+
+    /// [`Registry::read_entry`] after its one optimistic attempt did not answer: a write
+    /// overlapped it (retried, then asked of the writer), the metadata is larger than the
+    /// entry's buffer (it grows and reads again), or the shard has closed.
+    #[cold]
+    #[inline(never)]
+    fn read_entry_slow(
         &self,
         shard: &Shard,
         hash: u64,

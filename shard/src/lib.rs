@@ -36,12 +36,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 
-use raw::{Attempt, Published};
+use raw::Published;
 use reply::{Failed, Pending, Reply};
 use sync::{fence, AtomicBool, AtomicU64, Ordering};
 use writer::{Command, Deaths, Notice, Writer};
 
-pub use raw::{prefetch, AtomicWords, MAX_KEY_WORDS, MAX_META_WORDS};
+pub use raw::{prefetch, AtomicWords, Attempt, MAX_KEY_WORDS, MAX_META_WORDS};
 pub use writer::{Op, MAX_TERMS};
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
@@ -481,6 +481,14 @@ impl Shard {
     #[inline]
     pub fn read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Read {
         self.read_at(hash, key, out).0
+    }
+
+    /// One optimistic attempt of [`Shard::read`], for a caller that inlines the common
+    /// answers and sends [`Attempt::Retry`] (a write overlapped) to [`Shard::read`].
+    /// Never blocks, never writes to shared memory.
+    #[inline(always)]
+    pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
+        self.shared.try_read(hash, key, out)
     }
 
     /// First step of a batched read: prefetches the slot `hash` starts probing at. Issue it

@@ -11,8 +11,9 @@
 //!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
 //! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd means retry.
-//! 2. Probe from the key's home. For each slot: `s1 = seq.load(Acquire)` (odd: retry);
-//!    `hash.load(Relaxed)`. Empty: go to 4. Tag differs: next slot.
+//! 2. Probe from the key's home. For each slot: `s1 = seq.load(Acquire)`;
+//!    `hash.load(Relaxed)`. Tag matches: odd `s1` means retry, else go to 3. Empty: go
+//!    to 4. Otherwise: next slot (a slot passed or stopped at needs no stable `seq`; R3).
 //! 3. Tag matches: load `owner`, `loc`, the block's key words and (into the caller's buffer)
 //!    its metadata words, all `Relaxed`; then `fence(Acquire)` and `seq.load(Relaxed)`:
 //!    changed means retry; else a key match is a hit, and a mismatch moves on.
@@ -121,6 +122,8 @@ mod table;
 mod words;
 
 pub use prefetch::prefetch;
+
+use table::Slot;
 
 pub use table::{
     tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS, MAX_META_WORDS,
@@ -356,9 +359,10 @@ impl Published {
     }
 
     /// One optimistic read of `key` (hash `hash`); metadata is copied into `out` when it
-    /// fits. Never blocks, never writes to shared memory. Key and metadata come from one
-    /// arena lookup; the probe is inlined whole (the hot path).
-    #[inline]
+    /// fits. Never blocks, never writes to shared memory. The hot path, written flat:
+    /// one table load, one probe, key and metadata from one arena lookup (steps 1-4 of
+    /// the module docs).
+    #[inline(always)]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let t = self.table();
         if !t.source.load(Ordering::Acquire).is_null() {
@@ -512,18 +516,21 @@ impl Published {
             return Attempt::Retry;
         }
         let want = tag(hash);
+        // The slice and mask as locals: the table's fields would otherwise be loaded
+        // again after every `Acquire` load below (it orders later loads after it).
+        let slots: &[Slot] = &t.slots;
+        let mask = slots.len() - 1;
         let mut i = t.home(hash);
-        for _ in 0..t.capacity() {
-            let slot = &t.slots[i];
+        for _ in 0..slots.len() {
+            let slot = &slots[i];
             let s1 = slot.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                return Attempt::Retry;
-            }
             let h = slot.hash.load(Ordering::Relaxed);
-            if h == 0 {
-                break;
-            }
             if h == want {
+                // Only a slot whose payload is used needs a stable `seq`; one the probe
+                // passes or stops at is covered by the miss validation (R3).
+                if s1 & 1 == 1 {
+                    return Attempt::Retry;
+                }
                 let owner = slot.owner.load(Ordering::Relaxed);
                 let loc = Loc(slot.loc.load(Ordering::Relaxed));
                 let found = matched(owner, loc);
@@ -534,8 +541,10 @@ impl Published {
                 if let Some(found) = found {
                     return found;
                 }
+            } else if h == 0 {
+                break;
             }
-            i = t.next(i);
+            i = (i + 1) & mask;
         }
         fence(Ordering::Acquire);
         if t.moves.load(Ordering::Relaxed) != m1 {
@@ -559,10 +568,8 @@ impl Published {
             return false;
         };
         let (stored, meta) = words.split_at(kw);
-        for (s, k) in stored.iter().zip(key) {
-            if s.load(Ordering::Relaxed) != *k {
-                return false;
-            }
+        if !key_eq(stored, key) {
+            return false;
         }
         if let Some(out) = out.get_mut(..mw) {
             for (o, m) in out.iter_mut().zip(meta) {
@@ -571,6 +578,19 @@ impl Published {
         }
         true
     }
+}
+
+/// Whether the stored key words equal `key` (of the same length): two-word keys (integer
+/// names, short string names) compare without a loop.
+#[inline(always)]
+fn key_eq(stored: &[AtomicU64], key: &[u64]) -> bool {
+    if let ([s0, s1], [k0, k1]) = (stored, key) {
+        return s0.load(Ordering::Relaxed) == *k0 && s1.load(Ordering::Relaxed) == *k1;
+    }
+    stored
+        .iter()
+        .zip(key)
+        .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
 }
 
 #[cfg(all(test, not(roster_loom)))]
