@@ -47,6 +47,12 @@ impl ArenaAlloc {
             off = arena.chunk_end(off);
         }
         self.next = off + c as u64;
+        // Postings name blocks in 32 bits (see `raw/postings.rs`).
+        assert!(
+            self.next <= crate::raw::postings::MAX_ARENA_WORDS,
+            "shard arena full: {} words",
+            self.next
+        );
         // Past the reservation (64 GiB of one shard's blocks) the writer cannot go on.
         assert!(
             arena.ensure(self.next),

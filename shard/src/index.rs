@@ -2,15 +2,14 @@
 //! blocks holding it, published in the shard's term table.
 //!
 //! The term table is a [`RawTable`] like the entry table, with the same seqlock read
-//! protocol; a term's "entry" is a posting block:
-//!
-//! ```text
-//! [ term_hash | capacity words | term | len | posting 0 | posting 1 | ... ]
-//! ```
-//!
-//! A posting is an entry block's arena offset. Adding appends in place (doubling into a
-//! new block when full); removing swaps the last posting into the gap. Both happen inside
-//! the term slot's write section, so a reader's copy of a list is validated as a whole.
+//! protocol; a term's "entry" is its posting list's head block, which points at chunks of
+//! 32-bit postings (the layout is `raw/postings.rs`'s, shared with readers). A posting is
+//! an entry block's arena offset. Adding appends in place, in the last chunk or in a new
+//! one twice the size of the last; removing swaps the last posting into the gap and drops
+//! the last chunk once it empties. No posting is ever copied to grow a list, so a write
+//! costs O(1) however long the list (SPEC L7). Every store happens inside the term slot's
+//! write section, so a reader's copy of a list is validated as a whole; a chunk or head
+//! that leaves the list is freed after the section that unlinked it (W5).
 //! Each entry block's tail records, per term, `term_id:32 | position:32`, so removing an
 //! entry's postings and fixing the one a swap moved are O(1) each.
 //! Queries read a list, then look each posting's key up through the entry table, which
@@ -20,12 +19,10 @@
 use hashbrown::HashMap;
 
 use crate::arena::class_words;
-use crate::raw::{tag, term_hash, Loc, RawTable, SlotView, HEADER_WORDS};
-use crate::sync::Ordering;
+use crate::raw::postings::{self as list, DIR, FIRST_HEAD_WORDS, LEN, TERM};
+use crate::raw::{tag, term_hash, Loc, RawTable, SlotView};
+use crate::sync::{AtomicU64, Ordering};
 use crate::writer::{block_of, copy_into, Writer, W1};
-
-/// Words before the postings in a posting block: header, term, len.
-const LIST: usize = HEADER_WORDS + 2;
 
 /// The writer's term ids: dense, so a tail word can name a term in 32 bits.
 #[derive(Debug, Default)]
@@ -74,7 +71,7 @@ impl Writer {
         let hash = term_hash(term);
         let want = tag(hash);
         self.seek(self.terms_table(), hash, |v| {
-            v.hash == want && self.word(v.loc.offset() + HEADER_WORDS as u64) == term
+            v.hash == want && self.word(v.loc.offset() + TERM as u64) == term
         })
     }
 
@@ -85,70 +82,107 @@ impl Writer {
             .map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
+    /// The chunk word holding position `pos` of the list whose head is at `head`, and the
+    /// posting's index in its chunk.
+    fn posting_word(&self, head: u64, pos: u64) -> (&AtomicU64, usize) {
+        let (k, i) = list::locate(pos).expect("positions of a stored list");
+        let chunk = self.word(head + (DIR + k) as u64);
+        let w = block_of(&self.shared, chunk + (i / 2) as u64, 1);
+        (&w[0], i)
+    }
+
+    /// The posting at position `pos` of the list whose head is at `head`.
+    fn posting(&self, head: u64, pos: u64) -> u64 {
+        let (w, i) = self.posting_word(head, pos);
+        list::half(w.load(Ordering::Relaxed), i)
+    }
+
+    /// Stores `posting` at position `pos` of the list at `head` (in a write section of
+    /// its term's slot).
+    fn set_posting(&self, head: u64, pos: u64, posting: u64) {
+        let (w, i) = self.posting_word(head, pos);
+        w.store(
+            list::with_half(w.load(Ordering::Relaxed), i, posting),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Adds `posting` to `term`'s list; returns the tail word (`term_id:32 | position:32`)
     /// the entry keeps for it.
     pub(crate) fn postings_add(&mut self, term: u64, posting: u64) -> u64 {
+        debug_assert!(posting < list::MAX_ARENA_WORDS);
         let id = self.terms.id(term);
         let Some(i) = self.term_slot(term) else {
-            if self.terms.len + 1 > self.terms_table().max_len() {
-                let old = self.terms_table();
-                let new = RawTable::with_capacity(old.capacity() * 2);
-                copy_into(&self.token, old, &new);
-                self.shared.install_terms(&self.token, Box::new(new));
-            }
-            let words = class_words(LIST + 4);
-            let off = self.alloc.alloc(&self.shared.arena, words);
-            let hash = term_hash(term);
-            let t = self.terms_table();
-            let mut i = t.home(hash);
-            while t.view(&self.token, i).hash != 0 {
-                i = t.next(i);
-            }
-            let block = block_of(&self.shared, off, words);
-            let v = SlotView {
-                hash: tag(hash),
-                owner: 0,
-                loc: Loc::new(off, 1, 0),
-            };
-            t.write(&self.token, i, v, || {
-                for (w, x) in block.iter().zip([hash, words as u64, term, 1, posting]) {
-                    w.store(x, Ordering::Relaxed);
-                }
-            });
-            self.terms.len += 1;
+            self.new_list(term, posting);
             return (id as u64) << 32;
         };
-        let t = self.terms_table();
-        let v = t.view(&self.token, i);
-        let off = v.loc.offset();
-        let cap = self.word(off + 1) as usize;
-        let len = self.word(off + LIST as u64 - 1) as usize;
-        if LIST + len < cap {
-            let block = block_of(&self.shared, off, cap);
-            t.write(&self.token, i, v, || {
-                block[LIST + len].store(posting, Ordering::Relaxed);
-                block[LIST - 1].store(len as u64 + 1, Ordering::Relaxed);
-            });
-        } else {
-            let words = class_words(LIST + 2 * len.max(2));
-            let new_off = self.alloc.alloc(&self.shared.arena, words);
-            let (src, dst) = (
-                block_of(&self.shared, off, cap),
-                block_of(&self.shared, new_off, words),
-            );
-            let t = self.terms_table();
-            let loc = Loc::new(new_off, 1, 0);
-            t.write(&self.token, i, SlotView { loc, ..v }, || {
-                for (d, s) in dst.iter().zip(&src[..LIST + len]) {
-                    d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
-                }
-                dst[1].store(words as u64, Ordering::Relaxed);
-                dst[LIST + len].store(posting, Ordering::Relaxed);
-                dst[LIST - 1].store(len as u64 + 1, Ordering::Relaxed);
-            });
-            self.alloc.free(off, cap);
+        let v = self.terms_table().view(&self.token, i);
+        let old_head = v.loc.offset();
+        let words = self.word(old_head + 1) as usize;
+        let len = self.word(old_head + LEN as u64);
+        let (k, at) = list::locate(len).expect("a list below the arena's size");
+        // Past the last chunk's end: a new chunk, and a new head if the directory is
+        // full. Both are fresh blocks, filled inside the section that links them (W5).
+        let (mut head, mut head_words, mut chunk) = (old_head, words, None);
+        if at == 0 {
+            if DIR + k >= words {
+                head_words = DIR + 2 * (words - DIR);
+                head = self.alloc.alloc(&self.shared.arena, head_words);
+            }
+            chunk = Some(self.alloc.alloc(&self.shared.arena, list::chunk_words(k)));
         }
-        (id as u64) << 32 | len as u64
+        let old = (head != old_head).then(|| block_of(&self.shared, old_head, words));
+        let block = block_of(&self.shared, head, head_words);
+        let loc = Loc::new(head, 1, 0);
+        self.terms_table()
+            .write(&self.token, i, SlotView { loc, ..v }, || {
+                if let Some(old) = old {
+                    for (d, s) in block.iter().zip(old) {
+                        d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                    block[1].store(head_words as u64, Ordering::Relaxed);
+                }
+                if let Some(chunk) = chunk {
+                    block[DIR + k].store(chunk, Ordering::Relaxed);
+                }
+                self.set_posting(head, len, posting);
+                block[LEN].store(len + 1, Ordering::Relaxed);
+            });
+        if head != old_head {
+            // Unlinked by the section above (W5).
+            self.alloc.free(old_head, words);
+        }
+        (id as u64) << 32 | len
+    }
+
+    /// Makes `term`'s list, holding `posting` only, and its slot in the term table.
+    fn new_list(&mut self, term: u64, posting: u64) {
+        if self.terms.len + 1 > self.terms_table().max_len() {
+            let old = self.terms_table();
+            let new = RawTable::with_capacity(old.capacity() * 2);
+            copy_into(&self.token, old, &new);
+            self.shared.install_terms(&self.token, Box::new(new));
+        }
+        let head = self.alloc.alloc(&self.shared.arena, FIRST_HEAD_WORDS);
+        let chunk = self.alloc.alloc(&self.shared.arena, list::chunk_words(0));
+        let hash = term_hash(term);
+        let t = self.terms_table();
+        let i = t.free_slot(&self.token, hash);
+        let block = block_of(&self.shared, head, FIRST_HEAD_WORDS);
+        let first = block_of(&self.shared, chunk, 1);
+        let v = SlotView {
+            hash: tag(hash),
+            owner: 0,
+            loc: Loc::new(head, 1, 0),
+        };
+        t.write(&self.token, i, v, || {
+            let words = [hash, FIRST_HEAD_WORDS as u64, term, 1, chunk, 0];
+            for (w, x) in block.iter().zip(words) {
+                w.store(x, Ordering::Relaxed);
+            }
+            first[0].store(list::with_half(0, 0, posting), Ordering::Relaxed);
+        });
+        self.terms.len += 1;
     }
 
     /// Removes the postings of the entry block at `off` (header `w1`) from every list.
@@ -160,7 +194,8 @@ impl Writer {
     }
 
     /// Removes position `pos` from the list of term `id`, moving the last posting into
-    /// the gap and fixing that entry's tail; drops the term when its list empties.
+    /// the gap and fixing that entry's tail; drops the last chunk once it empties, and
+    /// the term once its list does.
     pub(crate) fn postings_remove(&mut self, id: u32, pos: usize) {
         let term = self.terms.of[id as usize];
         let Some(i) = self.term_slot(term) else {
@@ -169,30 +204,40 @@ impl Writer {
         };
         let t = self.terms_table();
         let v = t.view(&self.token, i);
-        let off = v.loc.offset();
-        let cap = self.word(off + 1) as usize;
-        let len = self.word(off + LIST as u64 - 1) as usize;
-        debug_assert!(pos < len, "position {pos} past list of {len}");
+        let head = v.loc.offset();
+        let words = self.word(head + 1) as usize;
+        let len = self.word(head + LEN as u64);
+        debug_assert!((pos as u64) < len, "position {pos} past list of {len}");
         if len <= 1 {
+            let chunk = self.word(head + DIR as u64);
             self.vacate(self.shared.terms(), i);
-            self.alloc.free(off, cap);
+            self.alloc.free(chunk, list::chunk_words(0));
+            self.alloc.free(head, words);
             self.terms.len -= 1;
             self.terms.release(id);
             return;
         }
         let last = len - 1;
-        let block = block_of(&self.shared, off, cap);
-        let moved = block[LIST + last].load(Ordering::Relaxed);
+        let moved = self.posting(head, last);
+        let block = block_of(&self.shared, head, words);
         t.write(&self.token, i, v, || {
-            block[LIST + pos].store(moved, Ordering::Relaxed);
-            block[LIST - 1].store(last as u64, Ordering::Relaxed);
+            if pos as u64 != last {
+                self.set_posting(head, pos as u64, moved);
+            }
+            block[LEN].store(last, Ordering::Relaxed);
         });
-        if pos != last {
+        // The section above took the last chunk out of the list if `last` was its first
+        // position: free it now (W5).
+        if let Some((k, 0)) = list::locate(last) {
+            let chunk = self.word(head + (DIR + k) as u64);
+            self.alloc.free(chunk, list::chunk_words(k));
+        }
+        if pos as u64 != last {
             // The moved posting's entry records its position in its tail: fix it.
             let w1 = self.w1(moved);
             for k in 0..w1.terms {
                 let at = moved + (w1.tail() + k) as u64;
-                if self.word(at) == (id as u64) << 32 | last as u64 {
+                if self.word(at) == (id as u64) << 32 | last {
                     if let Some(w) = self.shared.arena.get(at) {
                         // Tail words are never read by readers.
                         w.store((id as u64) << 32 | pos as u64, Ordering::Relaxed);
@@ -208,20 +253,21 @@ impl Writer {
         let Some(i) = self.term_slot(term) else {
             return Vec::new();
         };
-        let off = self.terms_table().view(&self.token, i).loc.offset();
-        let len = self.word(off + LIST as u64 - 1) as usize;
-        (0..len)
-            .map(|k| self.word(off + (LIST + k) as u64))
-            .collect()
+        let head = self.terms_table().view(&self.token, i).loc.offset();
+        let len = self.word(head + LEN as u64);
+        (0..len).map(|p| self.posting(head, p)).collect()
     }
 
     /// Audit: each tail word of the entry at `off` names a list holding `off` there.
     pub(crate) fn audit_postings(&self, off: u64, w1: W1, problems: &mut Vec<String>) {
         for k in 0..w1.terms {
             let tail = self.word(off + (w1.tail() + k) as u64);
-            let (id, pos) = ((tail >> 32) as usize, tail as u32 as usize);
+            let (id, pos) = ((tail >> 32) as usize, tail as u32 as u64);
             let term = self.terms.of.get(id).copied().unwrap_or(0);
-            let at = self.postings_of(term).get(pos).copied();
+            let at = self.term_slot(term).and_then(|i| {
+                let head = self.terms_table().view(&self.token, i).loc.offset();
+                (pos < self.word(head + LEN as u64)).then(|| self.posting(head, pos))
+            });
             if at != Some(off) {
                 problems.push(format!(
                     "I2: entry {off} expects posting {pos} of term {term:#x}, found {at:?}"
@@ -241,15 +287,18 @@ impl Writer {
                 continue;
             }
             terms += 1;
-            let off = v.loc.offset();
-            let cap = self.word(off + 1) as usize;
-            let term = self.word(off + HEADER_WORDS as u64);
-            let len = self.word(off + LIST as u64 - 1) as usize;
-            if len == 0 || LIST + len > cap || self.terms.ids.get(&term).is_none() {
-                problems.push(format!("I2: term {term:#x} list of {len} in {cap} words"));
+            let head = v.loc.offset();
+            let words = self.word(head + 1) as usize;
+            let term = self.word(head + TERM as u64);
+            let len = self.word(head + LEN as u64);
+            let chunks = list::chunks_for(len).unwrap_or(usize::MAX);
+            if len == 0 || DIR + chunks > words || self.terms.ids.get(&term).is_none() {
+                problems.push(format!("I2: term {term:#x} list of {len} in {words} words"));
+                continue;
             }
-            postings += len;
-            bytes += cap as u64 * 8;
+            postings += len as usize;
+            let chunk_words: usize = (0..chunks).map(list::chunk_words).sum();
+            bytes += (class_words(words) + chunk_words) as u64 * 8;
         }
         if terms != self.terms.len || terms != self.terms.ids.len() {
             problems.push(format!(

@@ -137,13 +137,16 @@ pub struct Refusal {
 
 /// Bytes an entry is charged against memory limits and quotas, and counted in
 /// [`ShardMemory::charged`]: its arena block at its size class (header, key, metadata and
-/// one index position per term), one 8-byte posting per index term, and one 32-byte
-/// slot. Table slack (slots kept free for probing) and free arena space are not charged;
-/// [`Shard::memory`] reports them.
+/// one index position per term), one 4-byte posting per index term, and one 32-byte
+/// slot. Table slack (slots kept free for probing), the unused room of posting chunks and
+/// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
     let block = arena::class_words(raw::HEADER_WORDS + key_words + meta_words + terms);
-    (block + terms) as u64 * 8 + SLOT_BYTES
+    block as u64 * 8 + terms as u64 * POSTING_BYTES + SLOT_BYTES
 }
+
+/// Bytes of one posting.
+const POSTING_BYTES: u64 = 4;
 
 /// Bytes of one slot.
 const SLOT_BYTES: u64 = 32;

@@ -1029,6 +1029,47 @@ mod tests {
         }
     }
 
+    /// A list thousands of postings long grows chunk by chunk (its head moving twice
+    /// the directory's size) and shrinks back to nothing, every tail and chunk exact.
+    #[test]
+    fn long_posting_lists_grow_and_shrink_by_chunks() {
+        let (mut w, _) = writer(8192);
+        let n = 3000u64;
+        for k in 0..n {
+            w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 78 + k % 3])
+                .unwrap();
+        }
+        let mut list = Vec::new();
+        let read = w.shared.try_read_postings(77, Some(&mut list));
+        assert!(matches!(read, Attempt::Found { meta_words, .. } if meta_words == n as usize));
+        assert_eq!(list, w.postings_of(77));
+        let mut distinct = list.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), n as usize);
+        assert!(w.audit().problems.is_empty());
+        // Removed in a scattered order (1237 is prime to 3000): swaps from every chunk.
+        let mut k = 0;
+        for step in 1..=n {
+            k = (k + 1237) % n;
+            w.remove(hash(k % 64, k), &[k], 1).unwrap();
+            if step % 250 == 0 {
+                let a = w.audit();
+                assert!(a.problems.is_empty(), "after {step}: {:?}", a.problems);
+                let left = (n - step) as usize;
+                match w.shared.try_read_postings(77, Some(&mut list)) {
+                    Attempt::Found { meta_words, .. } => {
+                        assert_eq!((meta_words, list.len()), (left, left));
+                        assert_eq!(list, w.postings_of(77));
+                    }
+                    other => assert!(left == 0 && other == Attempt::NotFound, "{other:?}"),
+                }
+            }
+        }
+        let a = w.audit();
+        assert_eq!((a.entries, a.postings, a.block_bytes), (0, 0, 0));
+    }
+
     #[test]
     fn backward_shift_keeps_colliding_keys_reachable() {
         let (mut w, _) = writer(8);

@@ -117,6 +117,7 @@
 //! argument R1 uses; retiring instead of freeing follows the "leak until drop" option of
 //! crossbeam-epoch's docs on deferred destruction.
 
+pub(crate) mod postings;
 mod prefetch;
 mod table;
 mod words;
@@ -472,29 +473,41 @@ impl Published {
 
     /// One optimistic read of the posting list of index term `term` into `out` (cleared
     /// first; `None` reads the length only): `Found { meta_words }` gives its length.
-    /// Term blocks are laid out as `[hash, capacity words | term | len | postings...]`
-    /// (see `index.rs`).
+    /// The list's layout is `postings.rs`'s: a head block, then its chunks.
     pub fn try_read_postings(&self, term: u64, mut out: Option<&mut Vec<u64>>) -> Attempt {
         self.probe(self.terms(), term_hash(term), |_, loc| {
-            let head = self.arena.range(loc.offset(), HEADER_WORDS as u64)?;
-            let words = head[1].load(Ordering::Relaxed);
-            let block = self.arena.range(loc.offset(), words)?;
-            if block.get(HEADER_WORDS)?.load(Ordering::Relaxed) != term {
+            let head = self.arena.range(loc.offset(), postings::DIR as u64)?;
+            if head[postings::TERM].load(Ordering::Relaxed) != term {
                 return None;
             }
-            // `len` is a racy word: a stale `loc` into a reused block can make it any
-            // value, so the end is computed without overflow in every profile (R4).
-            let len = block.get(HEADER_WORDS + 1)?.load(Ordering::Relaxed);
-            let end = usize::try_from(len).ok()?.checked_add(HEADER_WORDS + 2)?;
-            let postings = block.get(HEADER_WORDS + 2..end)?;
-            let len = postings.len();
+            // Every word here is racy: a stale `loc` into a reused block can make any of
+            // them any value, so each is bounds-checked, without overflow (R4). A list
+            // cannot hold more postings than the arena has halves of words.
+            let len = head[postings::LEN].load(Ordering::Relaxed);
+            if len > self.arena.capacity().saturating_mul(2) {
+                return None;
+            }
+            let chunks = postings::chunks_for(len)?;
+            let dir = self
+                .arena
+                .range(loc.offset() + postings::DIR as u64, chunks as u64)?;
             if let Some(out) = out.as_deref_mut() {
                 out.clear();
-                out.extend(postings.iter().map(|w| w.load(Ordering::Relaxed)));
+                for (k, c) in dir.iter().enumerate() {
+                    let n = (len - postings::chunk_start(k)).min(postings::chunk_len(k) as u64);
+                    let words = self.arena.range(c.load(Ordering::Relaxed), n.div_ceil(2))?;
+                    for (i, w) in words.iter().enumerate() {
+                        let w = w.load(Ordering::Relaxed);
+                        out.push(postings::half(w, 0));
+                        if 2 * i as u64 + 1 < n {
+                            out.push(postings::half(w, 1));
+                        }
+                    }
+                }
             }
             Some(Attempt::Found {
                 owner: 0,
-                meta_words: len,
+                meta_words: len as usize,
                 block: loc.offset(),
             })
         })

@@ -47,3 +47,58 @@ fn loom_postings_are_read_whole() {
         assert_eq!(w.postings_of(7), [B]);
     });
 }
+
+/// A list that crosses into a new chunk and outgrows its head's directory, then gives
+/// the old head back for another term's new list to reuse: a reader sees the list
+/// before, after the append or after the swap-remove, never a mix, and never the
+/// other term's words through the old head.
+#[test]
+fn loom_a_list_grows_by_chunks_and_its_old_head_is_reused() {
+    // Two chunks (2 + 4 postings under loom) fill the first head's directory exactly.
+    const FULL: u64 = 6;
+    fn at(k: u64) -> u64 {
+        A + 64 * k
+    }
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 10_000;
+    model.check(|| {
+        let mut w = writer(4);
+        let id7 = (w.postings_add(7, at(0)) >> 32) as u32;
+        for k in 1..FULL {
+            w.postings_add(7, at(k));
+        }
+        let id9 = (w.postings_add(9, B) >> 32) as u32;
+        let before: Vec<u64> = (0..FULL).map(at).collect();
+        let p = w.shared.clone();
+        let reader = thread::spawn(move || {
+            let mut list = Vec::new();
+            for _ in 0..3 {
+                match p.try_read_postings(7, Some(&mut list)) {
+                    Attempt::Found { meta_words, .. } => {
+                        assert_eq!(meta_words, list.len());
+                        let mut grown = before.clone();
+                        grown.push(at(FULL));
+                        let mut swapped = grown.clone();
+                        swapped.swap_remove(0);
+                        let ok = list == before || list == grown || list == swapped;
+                        assert!(ok, "torn postings {list:?}");
+                        return;
+                    }
+                    Attempt::NotFound => panic!("term 7 always has postings"),
+                    Attempt::Retry => loom::thread::yield_now(),
+                }
+            }
+        });
+        // A third chunk and a head twice the size; then a swap-remove; then term 9's
+        // list goes and term 11's takes a head of the first size: the one term 7 left.
+        w.postings_add(7, at(FULL));
+        w.postings_remove(id7, 0);
+        w.postings_remove(id9, 0);
+        w.postings_add(11, B);
+        reader.join().unwrap();
+        let mut expect: Vec<u64> = (0..=FULL).map(at).collect();
+        expect.swap_remove(0);
+        assert_eq!(w.postings_of(7), expect);
+        assert_eq!(w.postings_of(11), [B]);
+    });
+}
