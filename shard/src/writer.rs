@@ -1034,7 +1034,8 @@ mod tests {
     #[test]
     fn long_posting_lists_grow_and_shrink_by_chunks() {
         let (mut w, _) = writer(8192);
-        let n = 3000u64;
+        // Still five chunks under Miri; 1237 is prime to both sizes.
+        let n = if cfg!(miri) { 300 } else { 3000u64 };
         for k in 0..n {
             w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 78 + k % 3])
                 .unwrap();
@@ -1048,12 +1049,12 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), n as usize);
         assert!(w.audit().problems.is_empty());
-        // Removed in a scattered order (1237 is prime to 3000): swaps from every chunk.
+        // Removed in a scattered order: swaps from every chunk.
         let mut k = 0;
         for step in 1..=n {
             k = (k + 1237) % n;
             w.remove(hash(k % 64, k), &[k], 1).unwrap();
-            if step % 250 == 0 {
+            if step % (n / 12) == 0 {
                 let a = w.audit();
                 assert!(a.problems.is_empty(), "after {step}: {:?}", a.problems);
                 let left = (n - step) as usize;

@@ -22,6 +22,8 @@
 /// Postings in chunk 0 (each later chunk holds twice its predecessor's). Two under loom,
 /// so its models reach a third chunk and a moved head in few steps.
 pub const FIRST: usize = if cfg!(roster_loom) { 2 } else { 4 };
+// Chunks hold whole words of two postings each.
+const _: () = assert!(FIRST % 2 == 0);
 
 /// Most chunks a list may have: up to `FIRST * (2^MAX_CHUNKS - 1)` postings, more than an
 /// arena of [`MAX_ARENA_WORDS`] words could hold.

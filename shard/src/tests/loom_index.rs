@@ -67,7 +67,11 @@ fn loom_a_list_grows_by_chunks_and_its_old_head_is_reused() {
         for k in 1..FULL {
             w.postings_add(7, at(k));
         }
+        // Term 9's head goes to the free list first, so the one term 7 gives up below is
+        // on top of it when term 11 asks for a head (free lists are LIFO).
         let id9 = (w.postings_add(9, B) >> 32) as u32;
+        w.postings_remove(id9, 0);
+        let old_head = w.list_head(7);
         let before: Vec<u64> = (0..FULL).map(at).collect();
         let p = w.shared.clone();
         let reader = thread::spawn(move || {
@@ -89,12 +93,17 @@ fn loom_a_list_grows_by_chunks_and_its_old_head_is_reused() {
                 }
             }
         });
-        // A third chunk and a head twice the size; then a swap-remove; then term 9's
-        // list goes and term 11's takes a head of the first size: the one term 7 left.
+        // A third chunk and a head twice the size; then a swap-remove (which frees the
+        // third chunk again); then term 11's new list takes the head term 7 left.
         w.postings_add(7, at(FULL));
+        assert_ne!(w.list_head(7), old_head);
         w.postings_remove(id7, 0);
-        w.postings_remove(id9, 0);
         w.postings_add(11, B);
+        assert_eq!(
+            w.list_head(11),
+            old_head,
+            "the model reuses term 7's old head"
+        );
         reader.join().unwrap();
         let mut expect: Vec<u64> = (0..=FULL).map(at).collect();
         expect.swap_remove(0);
