@@ -32,7 +32,7 @@
 //! ```
 //!
 //! See `DESIGN.md` and `SPEC.md` in the repository for the architecture and the
-//! invariants (I1–I6, S1–S7, L1–L6) that the tests name.
+//! guarantees (I1–I6, S1–S7, L1–L7) that the tests name.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
