@@ -252,7 +252,12 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         "{:>12} {:>14} {:>10} {:>14}\n",
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     );
+    // `TotalCount` is cumulative: the values recorded at or below the row's value, as
+    // HdrHistogram's `outputPercentileDistribution` writes it (readers such as hdr-plot
+    // and the Python `hdrhistogram` package take it so).
+    let mut total = 0u64;
     for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
         let q = v.quantile_iterated_to();
         let inv = if q < 1.0 {
             format!("{:>14.2}", 1.0 / (1.0 - q))
@@ -264,7 +269,7 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
             "{:>12.3} {:>14.12} {:>10} {}",
             v.value_iterated_to() as f64 / 1000.0,
             q,
-            v.count_since_last_iteration(),
+            total,
             inv
         );
     }
@@ -345,5 +350,15 @@ mod tests {
             .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
             .unwrap();
         assert!(last.trim_start().starts_with("100.0"), "{last}");
+        // The third column counts every value up to the row's: it never falls, and the
+        // last row holds them all.
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .skip(1)
+            .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert_eq!(counts.last(), Some(&1000));
     }
 }
