@@ -463,6 +463,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .collect(),
         verdicts,
         notes,
+        warnings: oversubscribed(cfg.threads, registry.shard_count())
+            .into_iter()
+            .collect(),
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("target/loadgen").join(format!("{name}-{}", started_unix as u64))
@@ -485,6 +488,22 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// A warning if the load's threads, the shard writers and the background writer some
+/// workloads run outnumber the cores: latency tails then measure the OS scheduler's
+/// time slices as much as Roster.
+fn oversubscribed(threads: usize, shards: usize) -> Option<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let busy = (threads + shards + 1) as u64;
+    (busy > cores).then(|| {
+        format!(
+            "{threads} load threads + {shards} shard writers + 1 background writer on \
+             {cores} cores: threads wait for a core, so tails (p99 and up) measure the \
+             scheduler as much as Roster (more cores, or fewer --threads and \
+             --shards, remove this)"
+        )
     })
 }
 

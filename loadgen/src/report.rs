@@ -140,6 +140,10 @@ pub struct Summary {
     pub ops: BTreeMap<String, OpSummary>,
     pub verdicts: Vec<Verdict>,
     pub notes: Vec<String>,
+    /// What makes this run's numbers less than what they claim to be (more busy threads
+    /// than cores, ...), printed above the verdicts. Absent in older reports.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Summary {
@@ -161,6 +165,9 @@ impl Summary {
         }
         if !self.verdicts.is_empty() {
             let _ = writeln!(out);
+            for w in &self.warnings {
+                let _ = writeln!(out, "warning: {w}");
+            }
             let _ = writeln!(
                 out,
                 "{:<4} {:<6} {:<46} measured",
@@ -202,6 +209,9 @@ impl Summary {
         );
         let _ = writeln!(md, "- rustc: {}; commit: `{}`", m.rustc, m.commit);
         let _ = writeln!(md, "- timestamp cost: {:.1} ns per read\n", m.timer_ns);
+        for w in &self.warnings {
+            let _ = writeln!(md, "> **warning:** {w}\n");
+        }
         if !self.verdicts.is_empty() {
             let _ = writeln!(
                 md,
