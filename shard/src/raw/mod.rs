@@ -529,9 +529,10 @@ impl Published {
             return Attempt::Retry;
         }
         let want = tag(hash);
-        // The slice as a local: the table's fields would otherwise be loaded again after
-        // every `Acquire` load below (it orders later loads after it).
+        // The slice and mask as locals: the table's fields would otherwise be loaded
+        // again after every `Acquire` load below (it orders later loads after it).
         let slots: &[Slot] = &t.slots;
+        let mask = slots.len() - 1;
         let mut i = t.home(hash);
         for _ in 0..slots.len() {
             let slot = &slots[i];
@@ -556,10 +557,7 @@ impl Published {
             } else if h == 0 {
                 break;
             }
-            i += 1;
-            if i == slots.len() {
-                i = 0;
-            }
+            i = (i + 1) & mask;
         }
         fence(Ordering::Acquire);
         if t.moves.load(Ordering::Relaxed) != m1 {

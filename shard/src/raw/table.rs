@@ -286,9 +286,9 @@ pub struct RawTable {
     /// Even: stable. Odd: a backward shift is moving entries, or (forever) the table is
     /// retired. Bumped around every shift so a reader's miss can be validated.
     pub(crate) moves: AtomicU64,
-    /// Number of slots: any size, so a capacity hint gets the table it asks for (a
-    /// hash's home is its high bits scaled to it, see [`RawTable::home`]).
-    cap: usize,
+    /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
+    shift: u32,
+    mask: usize,
     pub(crate) slots: Slots,
     /// The table this one replaced (null for the first). Only `Published::drop` follows it.
     pub(crate) prev: AtomicPtr<RawTable>,
@@ -302,7 +302,7 @@ impl RawTable {
     /// Smallest capacity handed out.
     pub const MIN_CAPACITY: usize = if cfg!(roster_loom) { 4 } else { 8 };
 
-    /// A table of `capacity` slots (at least [`RawTable::MIN_CAPACITY`]).
+    /// A table with room for at least `capacity` slots (rounded up to a power of two).
     ///
     /// # Panics
     ///
@@ -314,11 +314,14 @@ impl RawTable {
     /// [`RawTable::with_capacity`], or `None` if the size overflows or the allocator
     /// refuses it.
     pub fn try_with_capacity(capacity: usize) -> Option<RawTable> {
-        let cap = capacity.max(Self::MIN_CAPACITY);
+        let cap = capacity
+            .max(Self::MIN_CAPACITY)
+            .checked_next_power_of_two()?;
         let slots = zeroed_slots(cap)?;
         Some(RawTable {
             moves: AtomicU64::new(0),
-            cap,
+            shift: 64 - cap.trailing_zeros(),
+            mask: cap - 1,
             slots,
             prev: AtomicPtr::new(std::ptr::null_mut()),
             source: AtomicPtr::new(std::ptr::null_mut()),
@@ -328,41 +331,30 @@ impl RawTable {
     /// Number of slots.
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.mask + 1
     }
 
     /// Most entries the table takes before the writer grows it: 3/4 of the slots.
     pub fn max_len(&self) -> usize {
-        self.cap * 3 / 4
+        self.capacity() / 4 * 3
     }
 
-    /// The home slot of a hash: its high bits scaled to the capacity (Lemire's
-    /// multiply-shift range reduction; for a power-of-two capacity, the top bits). The
-    /// low bit is set first, so a hash and its [`tag`] share their home.
+    /// The home slot of a hash.
     #[inline]
     pub fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash | 1) * self.cap as u128) >> 64) as usize
+        (hash >> self.shift) as usize
     }
 
-    /// The slot after `i` (`i < capacity`), wrapping.
+    /// The slot after `i`, wrapping.
     #[inline]
     pub fn next(&self, i: usize) -> usize {
-        let j = i + 1;
-        if j == self.cap {
-            0
-        } else {
-            j
-        }
+        (i + 1) & self.mask
     }
 
-    /// Cyclic distance from slot `from` forward to slot `to` (both below the capacity).
+    /// Cyclic distance from slot `from` forward to slot `to`.
     #[inline]
     pub fn distance(&self, from: usize, to: usize) -> usize {
-        if to >= from {
-            to - from
-        } else {
-            to + self.cap - from
-        }
+        to.wrapping_sub(from) & self.mask
     }
 
     /// Bytes of slot memory.
