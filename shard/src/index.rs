@@ -82,29 +82,26 @@ impl Writer {
             .map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
-    /// The chunk word holding position `pos` of the list whose head is at `head`, and the
-    /// posting's index in its chunk.
-    fn posting_word(&self, head: u64, pos: u64) -> (&AtomicU64, usize) {
+    /// The chunk word holding position `pos` of the list whose head block is `head`
+    /// (its `words` words), and the posting's index in its chunk.
+    #[inline]
+    fn posting_word<'a>(&'a self, head: &[AtomicU64], pos: u64) -> (&'a AtomicU64, usize) {
         let (k, i) = list::locate(pos).expect("positions of a stored list");
-        let chunk = self.word(head + (DIR + k) as u64);
-        let w = block_of(&self.shared, chunk + (i / 2) as u64, 1);
-        (&w[0], i)
+        let chunk = head[DIR + k].load(Ordering::Relaxed);
+        (&block_of(&self.shared, chunk + (i / 2) as u64, 1)[0], i)
     }
 
-    /// The posting at position `pos` of the list whose head is at `head`.
-    fn posting(&self, head: u64, pos: u64) -> u64 {
+    /// The posting at position `pos` of the list whose head block is `head`.
+    #[inline]
+    fn posting(&self, head: &[AtomicU64], pos: u64) -> u64 {
         let (w, i) = self.posting_word(head, pos);
         list::half(w.load(Ordering::Relaxed), i)
     }
 
-    /// Stores `posting` at position `pos` of the list at `head` (in a write section of
-    /// its term's slot).
-    fn set_posting(&self, head: u64, pos: u64, posting: u64) {
-        let (w, i) = self.posting_word(head, pos);
-        w.store(
-            list::with_half(w.load(Ordering::Relaxed), i, posting),
-            Ordering::Relaxed,
-        );
+    /// The head block of the list whose head is at `off`.
+    #[inline]
+    fn head_block(&self, off: u64) -> &[AtomicU64] {
+        block_of(&self.shared, off, self.word(off + 1) as usize)
     }
 
     /// Adds `posting` to `term`'s list; returns the tail word (`term_id:32 | position:32`)
@@ -118,34 +115,43 @@ impl Writer {
         };
         let v = self.terms_table().view(&self.token, i);
         let old_head = v.loc.offset();
-        let words = self.word(old_head + 1) as usize;
-        let len = self.word(old_head + LEN as u64);
+        let old = self.head_block(old_head);
+        let len = old[LEN].load(Ordering::Relaxed);
         let (k, at) = list::locate(len).expect("a list below the arena's size");
+        if at != 0 {
+            // Room in the last chunk: one word and the length, in place.
+            let chunk = old[DIR + k].load(Ordering::Relaxed);
+            let w = &block_of(&self.shared, chunk + (at / 2) as u64, 1)[0];
+            self.terms_table().write(&self.token, i, v, || {
+                let word = list::with_half(w.load(Ordering::Relaxed), at, posting);
+                w.store(word, Ordering::Relaxed);
+                old[LEN].store(len + 1, Ordering::Relaxed);
+            });
+            return (id as u64) << 32 | len;
+        }
         // Past the last chunk's end: a new chunk, and a new head if the directory is
         // full. Both are fresh blocks, filled inside the section that links them (W5).
-        let (mut head, mut head_words, mut chunk) = (old_head, words, None);
-        if at == 0 {
-            if DIR + k >= words {
-                head_words = DIR + 2 * (words - DIR);
-                head = self.alloc.alloc(&self.shared.arena, head_words);
-            }
-            chunk = Some(self.alloc.alloc(&self.shared.arena, list::chunk_words(k)));
+        let words = old.len();
+        let (mut head, mut head_words) = (old_head, words);
+        if DIR + k >= words {
+            head_words = DIR + 2 * (words - DIR);
+            head = self.alloc.alloc(&self.shared.arena, head_words);
         }
-        let old = (head != old_head).then(|| block_of(&self.shared, old_head, words));
+        let chunk = self.alloc.alloc(&self.shared.arena, list::chunk_words(k));
+        let old = block_of(&self.shared, old_head, words);
         let block = block_of(&self.shared, head, head_words);
+        let first = &block_of(&self.shared, chunk, 1)[0];
         let loc = Loc::new(head, 1, 0);
         self.terms_table()
             .write(&self.token, i, SlotView { loc, ..v }, || {
-                if let Some(old) = old {
+                if head != old_head {
                     for (d, s) in block.iter().zip(old) {
                         d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
                     }
                     block[1].store(head_words as u64, Ordering::Relaxed);
                 }
-                if let Some(chunk) = chunk {
-                    block[DIR + k].store(chunk, Ordering::Relaxed);
-                }
-                self.set_posting(head, len, posting);
+                block[DIR + k].store(chunk, Ordering::Relaxed);
+                first.store(list::with_half(0, 0, posting), Ordering::Relaxed);
                 block[LEN].store(len + 1, Ordering::Relaxed);
             });
         if head != old_head {
@@ -218,11 +224,14 @@ impl Writer {
             return;
         }
         let last = len - 1;
-        let moved = self.posting(head, last);
         let block = block_of(&self.shared, head, words);
+        let (lw, li) = self.posting_word(block, last);
+        let moved = list::half(lw.load(Ordering::Relaxed), li);
+        let (pw, pi) = self.posting_word(block, pos as u64);
         t.write(&self.token, i, v, || {
             if pos as u64 != last {
-                self.set_posting(head, pos as u64, moved);
+                let word = list::with_half(pw.load(Ordering::Relaxed), pi, moved);
+                pw.store(word, Ordering::Relaxed);
             }
             block[LEN].store(last, Ordering::Relaxed);
         });
@@ -262,6 +271,7 @@ impl Writer {
         };
         let head = self.terms_table().view(&self.token, i).loc.offset();
         let len = self.word(head + LEN as u64);
+        let head = self.head_block(head);
         (0..len).map(|p| self.posting(head, p)).collect()
     }
 
@@ -273,7 +283,8 @@ impl Writer {
             let term = self.terms.of.get(id).copied().unwrap_or(0);
             let at = self.term_slot(term).and_then(|i| {
                 let head = self.terms_table().view(&self.token, i).loc.offset();
-                (pos < self.word(head + LEN as u64)).then(|| self.posting(head, pos))
+                let head = self.head_block(head);
+                (pos < head[LEN].load(Ordering::Relaxed)).then(|| self.posting(head, pos))
             });
             if at != Some(off) {
                 problems.push(format!(

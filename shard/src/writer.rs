@@ -1035,7 +1035,11 @@ mod tests {
     fn long_posting_lists_grow_and_shrink_by_chunks() {
         // Still five chunks under Miri (100 postings), where every audit walks the
         // whole table slowly; 1237 is prime to both sizes.
-        let (n, every) = if cfg!(miri) { (100, 50) } else { (3000u64, 250) };
+        let (n, every) = if cfg!(miri) {
+            (100, 50)
+        } else {
+            (3000u64, 250)
+        };
         let (mut w, _) = writer(n as usize * 2);
         for k in 0..n {
             w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 78 + k % 3])

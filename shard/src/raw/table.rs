@@ -379,6 +379,7 @@ impl RawTable {
     /// section, after the opening fence: every store into the arena must happen there (or
     /// in another section), never before one, so readers validating any slot that used the
     /// same memory before see their `seq` change (rule W1 in `raw`'s docs).
+    #[inline]
     pub fn write(&self, t: &WriterToken, i: usize, v: SlotView, before: impl FnOnce()) {
         let _ = t;
         let s = &self.slots[i];
