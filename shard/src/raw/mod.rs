@@ -103,8 +103,9 @@
 //! after each insert and in bigger steps while idle (W6; see `table.rs`, "Migration"), so
 //! no write waits for a whole-table copy (SPEC L7). Any write that touches a key still in
 //! the source moves it first. Its slots come zeroed from the OS, so its page faults are
-//! spread over the inserts that fill it too. The term table (a few slots per distinct
-//! index term) still grows by copying everything at once (W2) while a write waits.
+//! spread over the inserts that fill it too. Posting lists never copy their postings
+//! to grow (`postings.rs`). The term table (a few slots per distinct index term) still
+//! grows by copying everything at once (W2) while a write waits.
 //! Tables that were replaced are kept, chained through `prev`, until the shard drops:
 //! readers pay no RMW and no store for reclamation. Because tables only double (no
 //! tombstones means no same-size rebuilds), they together hold fewer slots than the
