@@ -63,9 +63,12 @@
 //!   slot while the key was present for the whole read would need the key to lie beyond
 //!   that slot, which T1 forbids at every instant outside a shift; if the reader's
 //!   `Relaxed` load of that slot read a value stored by a shift (the only way an entry
-//!   leaves a slot while staying present), the shift's opening `fence(Release)`
-//!   synchronises with the reader's `fence(Acquire)` before its second `moves` load, so
-//!   that load sees the odd (or a later) value and the miss is retried.
+//!   leaves a slot of a table while staying present in it; a migration's moves are
+//!   R5's), the shift's opening `fence(Release)` synchronises with the reader's
+//!   `fence(Acquire)` before its second `moves` load, so that load sees the odd (or a
+//!   later) value and the miss is retried. Slots the probe passes are therefore read
+//!   without checking their `seq` (an open section there changes nothing above); only
+//!   the slot whose payload is used must have an even, unchanged one.
 //! - R5 (no false miss during a migration): a reader that finds `t.source` set loads
 //!   `source.moves` (`Acquire`) first, probes `t`, then the source, and validates a miss
 //!   in both with `fence(Acquire)` and a second load of `source.moves`. A key present

@@ -57,3 +57,32 @@ fn loom_shift_never_hides_a_present_key() {
         assert_eq!(read(&p, hash(1, 2), &[2]), Seen::Hit(vec![2]));
     });
 }
+
+/// A probe passes a slot whose write section is open (an in-place update of another
+/// key, `seq` odd) without retrying, and still finds the key beyond it (R3: a passed
+/// slot needs no stable `seq`; its tag can only make the probe skip it).
+#[test]
+fn loom_a_probe_passes_a_slot_being_written() {
+    loom::model(|| {
+        let mut w = writer(4);
+        // Same home: the second key sits one slot past the first, whose update is in place.
+        w.insert_plain(hash(1, 1), &[1], 1, &[1]).unwrap();
+        w.insert_plain(hash(1, 2), &[2], 1, &[2]).unwrap();
+        let p = w.shared.clone();
+        let reader = {
+            let p = Arc::clone(&p);
+            thread::spawn(move || {
+                assert_eq!(read(&p, hash(1, 2), &[2]), Seen::Hit(vec![2]));
+                let first = read(&p, hash(1, 1), &[1]);
+                assert!(
+                    matches!(&first, Seen::Hit(m) if m == &[1] || m == &[3])
+                        || first == Seen::GaveUp,
+                    "{first:?}"
+                );
+            })
+        };
+        w.update_plain(hash(1, 1), &[1], 1, &[3]).unwrap();
+        reader.join().unwrap();
+        assert_eq!(read(&p, hash(1, 1), &[1]), Seen::Hit(vec![3]));
+    });
+}
