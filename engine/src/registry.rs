@@ -1355,7 +1355,7 @@ impl Registry {
     #[inline(always)]
     fn lookup_plain(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         if self.inner.closed.load(Ordering::Relaxed) || key.namespace().1 != self.inner.tag {
-            return Err(self.lookup_refused(key));
+            self.lookup_refused(key)?;
         }
         // Integer names encode to two words with nothing to check: no buffer, no loop.
         if let Some(words) = key.int_words() {
@@ -1365,14 +1365,13 @@ impl Registry {
         self.lookup_str(key, entry)
     }
 
-    /// Why a lookup of `key` is refused before it reads anything.
+    /// The checks a lookup of `key` makes before it reads anything, off the hot path:
+    /// reached only when one of them fails, it says which.
     #[cold]
     #[inline(never)]
-    fn lookup_refused(&self, key: &Key<'_>) -> Error {
-        match self.check_open().and_then(|()| self.own(key.namespace())) {
-            Err(e) => e,
-            Ok(_) => unreachable!("lookup_refused is called only for a refused lookup"),
-        }
+    fn lookup_refused(&self, key: &Key<'_>) -> Result<(), Error> {
+        self.check_open()?;
+        self.own(key.namespace()).map(|_| ())
     }
 
     /// [`Registry::lookup_plain`] for a string name: encoded (and checked) into a
@@ -1401,17 +1400,22 @@ impl Registry {
         match shard.try_read(hash, words, buffer) {
             Attempt::Found {
                 owner, meta_words, ..
-            } if meta_words <= room => {
-                let pid = Pid(owner);
-                if !self.inner.procs.is_alive(pid) {
-                    return Ok(false);
-                }
-                entry.set(pid, meta_words);
-                Ok(true)
-            }
+            } if meta_words <= room => Ok(self.settle(entry, owner, meta_words)),
             Attempt::NotFound => Ok(false),
             _ => self.read_entry_slow(shard, hash, words, entry),
         }
+    }
+
+    /// A hit read into `entry`'s buffer counts only if its owner is alive (SPEC I1):
+    /// then `entry` takes the owner and the metadata length.
+    #[inline(always)]
+    fn settle(&self, entry: &mut Entry, owner: u64, meta_words: usize) -> bool {
+        let pid = Pid(owner);
+        let alive = self.inner.procs.is_alive(pid);
+        if alive {
+            entry.set(pid, meta_words);
+        }
+        alive
     }
 
     /// [`Registry::read_entry`] after its one optimistic attempt did not answer: a write
@@ -1433,12 +1437,7 @@ impl Registry {
                         entry.reserve(meta_words);
                         continue;
                     }
-                    let pid = Pid(owner);
-                    if !self.inner.procs.is_alive(pid) {
-                        return Ok(false);
-                    }
-                    entry.set(pid, meta_words);
-                    return Ok(true);
+                    return Ok(self.settle(entry, owner, meta_words));
                 }
                 Read::NotFound => return Ok(false),
                 Read::Closed => return Err(Error::new(ErrorKind::ShuttingDown)),

@@ -82,20 +82,19 @@ impl Writer {
             .map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
-    /// The chunk word holding position `pos` of the list whose head block is `head`
-    /// (its `words` words), and the posting's index in its chunk.
+    /// The word of chunk `k` holding its posting `i`, in the list whose head block is
+    /// `head` (`(k, i)` from [`list::locate`]).
     #[inline]
-    fn posting_word<'a>(&'a self, head: &[AtomicU64], pos: u64) -> (&'a AtomicU64, usize) {
-        let (k, i) = list::locate(pos).expect("positions of a stored list");
+    fn chunk_word<'a>(&'a self, head: &[AtomicU64], (k, i): (usize, usize)) -> &'a AtomicU64 {
         let chunk = head[DIR + k].load(Ordering::Relaxed);
-        (&block_of(&self.shared, chunk + (i / 2) as u64, 1)[0], i)
+        &block_of(&self.shared, chunk + (i / 2) as u64, 1)[0]
     }
 
     /// The posting at position `pos` of the list whose head block is `head`.
     #[inline]
     fn posting(&self, head: &[AtomicU64], pos: u64) -> u64 {
-        let (w, i) = self.posting_word(head, pos);
-        list::half(w.load(Ordering::Relaxed), i)
+        let at = list::locate(pos).expect("positions of a stored list");
+        list::half(self.chunk_word(head, at).load(Ordering::Relaxed), at.1)
     }
 
     /// The head block of the list whose head is at `off`.
@@ -120,8 +119,7 @@ impl Writer {
         let (k, at) = list::locate(len).expect("a list below the arena's size");
         if at != 0 {
             // Room in the last chunk: one word and the length, in place.
-            let chunk = old[DIR + k].load(Ordering::Relaxed);
-            let w = &block_of(&self.shared, chunk + (at / 2) as u64, 1)[0];
+            let w = self.chunk_word(old, (k, at));
             self.terms_table().write(&self.token, i, v, || {
                 let word = list::with_half(w.load(Ordering::Relaxed), at, posting);
                 w.store(word, Ordering::Relaxed);
@@ -138,6 +136,7 @@ impl Writer {
             head = self.alloc.alloc(&self.shared.arena, head_words);
         }
         let chunk = self.alloc.alloc(&self.shared.arena, list::chunk_words(k));
+        // Taken again: the allocations above needed `self` mutably.
         let old = block_of(&self.shared, old_head, words);
         let block = block_of(&self.shared, head, head_words);
         let first = &block_of(&self.shared, chunk, 1)[0];
@@ -211,11 +210,11 @@ impl Writer {
         let t = self.terms_table();
         let v = t.view(&self.token, i);
         let head = v.loc.offset();
-        let words = self.word(head + 1) as usize;
-        let len = self.word(head + LEN as u64);
+        let block = self.head_block(head);
+        let len = block[LEN].load(Ordering::Relaxed);
         debug_assert!((pos as u64) < len, "position {pos} past list of {len}");
         if len <= 1 {
-            let chunk = self.word(head + DIR as u64);
+            let (chunk, words) = (block[DIR].load(Ordering::Relaxed), block.len());
             self.vacate(self.shared.terms(), i);
             self.alloc.free(chunk, list::chunk_words(0));
             self.alloc.free(head, words);
@@ -224,21 +223,24 @@ impl Writer {
             return;
         }
         let last = len - 1;
-        let block = block_of(&self.shared, head, words);
-        let (lw, li) = self.posting_word(block, last);
-        let moved = list::half(lw.load(Ordering::Relaxed), li);
-        let (pw, pi) = self.posting_word(block, pos as u64);
+        let at_last = list::locate(last).expect("positions of a stored list");
+        let moved = list::half(
+            self.chunk_word(block, at_last).load(Ordering::Relaxed),
+            at_last.1,
+        );
+        let at_pos = list::locate(pos as u64).expect("positions of a stored list");
+        let pw = self.chunk_word(block, at_pos);
         t.write(&self.token, i, v, || {
             if pos as u64 != last {
-                let word = list::with_half(pw.load(Ordering::Relaxed), pi, moved);
+                let word = list::with_half(pw.load(Ordering::Relaxed), at_pos.1, moved);
                 pw.store(word, Ordering::Relaxed);
             }
             block[LEN].store(last, Ordering::Relaxed);
         });
         // The section above took the last chunk out of the list if `last` was its first
         // position: free it now (W5).
-        if let Some((k, 0)) = list::locate(last) {
-            let chunk = self.word(head + (DIR + k) as u64);
+        if let (k, 0) = at_last {
+            let chunk = block[DIR + k].load(Ordering::Relaxed);
             self.alloc.free(chunk, list::chunk_words(k));
         }
         if pos as u64 != last {
@@ -269,9 +271,8 @@ impl Writer {
         let Some(i) = self.term_slot(term) else {
             return Vec::new();
         };
-        let head = self.terms_table().view(&self.token, i).loc.offset();
-        let len = self.word(head + LEN as u64);
-        let head = self.head_block(head);
+        let head = self.head_block(self.terms_table().view(&self.token, i).loc.offset());
+        let len = head[LEN].load(Ordering::Relaxed);
         (0..len).map(|p| self.posting(head, p)).collect()
     }
 
@@ -282,8 +283,7 @@ impl Writer {
             let (id, pos) = ((tail >> 32) as usize, tail as u32 as u64);
             let term = self.terms.of.get(id).copied().unwrap_or(0);
             let at = self.term_slot(term).and_then(|i| {
-                let head = self.terms_table().view(&self.token, i).loc.offset();
-                let head = self.head_block(head);
+                let head = self.head_block(self.terms_table().view(&self.token, i).loc.offset());
                 (pos < head[LEN].load(Ordering::Relaxed)).then(|| self.posting(head, pos))
             });
             if at != Some(off) {
