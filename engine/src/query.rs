@@ -175,6 +175,31 @@ pub enum OwnedName {
     Str(String),
 }
 
+impl From<crate::Key<'_>> for OwnedKey {
+    /// An owned copy of `key`, for a struct that keeps a key without its lifetime.
+    ///
+    /// ```
+    /// use roster::{Key, OwnedKey, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let key = Key::new(registry.namespace("agents")?, "planner");
+    /// let owned = OwnedKey::from(key);
+    /// assert_eq!(owned.as_key(), key);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    fn from(key: crate::Key<'_>) -> OwnedKey {
+        let name = match key.name() {
+            Name::Int(n) => OwnedName::Int(n),
+            Name::Str(s) => OwnedName::Str(s.to_owned()),
+        };
+        OwnedKey {
+            namespace: key.namespace(),
+            node: key.node(),
+            name,
+        }
+    }
+}
+
 impl OwnedKey {
     /// Borrows it as a [`Key`](crate::Key), e.g. to look it up again.
     pub fn as_key(&self) -> crate::Key<'_> {

@@ -1256,6 +1256,34 @@ impl Registry {
         ticket.wait().map_err(|e| ctx.error(e, shard))
     }
 
+    /// Checks `key` and `metadata` against this registry's limits as
+    /// [`Registry::register`] would, storing nothing: for callers that must know a write
+    /// will pass validation before they commit to it elsewhere (the cluster layer claims a
+    /// name in etcd only for an entry this registry would accept).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidKey`], [`ErrorKind::InvalidMetadata`],
+    /// [`ErrorKind::ForeignNamespace`]: what `register` would answer for them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{ErrorKind, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("jobs")?;
+    /// assert!(registry.validate(&Key::new(ns, "leader"), &Metadata::new()).is_ok());
+    /// let err = registry.validate(&Key::new(ns, ""), &Metadata::new()).unwrap_err();
+    /// assert!(matches!(err.kind(), ErrorKind::InvalidKey { .. }));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn validate(&self, key: &Key<'_>, metadata: &Metadata) -> Result<(), Error> {
+        self.own(key.namespace())?;
+        key.check(self.inner.limits.max_name_len)?;
+        metadata.encode(&self.inner.limits, |_| Ok(0)).map(|_| ())
+    }
+
     /// Registers `key` for the process `owner` is over (pass the [`Process`] guard, or
     /// an [`Authority`] from it) with `metadata`, if the key is free. Of concurrent
     /// registrations of one key exactly one succeeds (SPEC S1). A key held by a dead

@@ -1,0 +1,292 @@
+//! The local replica: other owners' claims, applied to the local registry in etcd
+//! revision order, so lookups and queries read them through the registry's lock-free
+//! path like any local entry.
+//!
+//! Each remote owner (a node and a pid there) gets a local stand-in process, spawned
+//! with a [`RemoteOwner`] handle that names the real owner. A remote entry is
+//! registered under its owner's stand-in with the claim's metadata (its node set to the
+//! owner's node). A stand-in is killed when its last entry goes, and all of them when the
+//! node fences itself: the registry's liveness check hides every remote entry at once.
+//!
+//! One task applies the watch, event by event, under the replica's lock:
+//!
+//! - put by this session's lease: one of our own claims, already local; skipped.
+//! - put of a key this node has claimed: an event from before our claim; skipped.
+//! - other puts: upsert under the owner's stand-in (a new owner moves the entry).
+//! - delete of one of our claims (its create revision matches): the claim was lost
+//!   (an operator's delete, an expired lease); the local entry goes too.
+//! - other deletes: the remote entry goes.
+//!
+//! A snapshot (at join, after a compaction, after a rejoin) replaces the replica with
+//! what etcd holds at one revision: missing entries are added, changed ones updated,
+//! entries etcd no longer has removed, and lost own claims dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+
+use etcd_client::{EventType, GetOptions, KeyValue};
+use roster::{ErrorKind, Metadata, Node, OwnedKey, Process, Registry, Spawn};
+
+use crate::cluster::{lock, Inner};
+use crate::codec::{self, Claim};
+use crate::Error;
+
+/// The real owner of a remote entry, attached as the handle of its local stand-in
+/// (`registry.handle::<RemoteOwner>(pid)`; [`Cluster::owner`](crate::Cluster::owner)
+/// reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RemoteOwner {
+    pub(crate) node: Node,
+    pub(crate) pid: u64,
+}
+
+struct RemoteEntry {
+    key: OwnedKey,
+    owner: RemoteOwner,
+    mod_rev: i64,
+}
+
+struct StandIn {
+    process: Process,
+    entries: usize,
+}
+
+/// Remote entries by etcd key, and their owners' stand-ins.
+#[derive(Default)]
+pub(crate) struct Replica {
+    entries: HashMap<Vec<u8>, RemoteEntry>,
+    stand_ins: HashMap<RemoteOwner, StandIn>,
+}
+
+/// Runs a registry write again while it times out (the replica must apply every event;
+/// a timeout means "not applied", so retrying is safe).
+async fn applied<F: Future<Output = Result<(), roster::Error>>>(
+    mut write: impl FnMut() -> F,
+) -> Result<(), roster::Error> {
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Err(e) if matches!(e.kind(), ErrorKind::Timeout { .. }) && tries < 20 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+impl Replica {
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn owner_of(&self, etcd_key: &[u8]) -> Option<RemoteOwner> {
+        self.entries.get(etcd_key).map(|e| e.owner)
+    }
+
+    /// Sets the remote entry at `etcd_key`; `Ok(false)` if a local process holds the
+    /// key outside the cluster layer.
+    async fn upsert(
+        &mut self,
+        registry: &Registry,
+        etcd_key: &[u8],
+        key: OwnedKey,
+        owner: RemoteOwner,
+        meta: &Metadata,
+        mod_rev: i64,
+    ) -> Result<bool, roster::Error> {
+        if let Some(e) = self.entries.get_mut(etcd_key) {
+            if e.owner == owner {
+                if e.mod_rev == mod_rev {
+                    return Ok(true);
+                }
+                e.mod_rev = mod_rev;
+                let stand_in = &self.stand_ins[&owner].process;
+                applied(|| registry.update_metadata_async(stand_in, &key.as_key(), meta)).await?;
+                return Ok(true);
+            }
+            self.remove(registry, etcd_key).await;
+        }
+        if !self.stand_ins.contains_key(&owner) {
+            let process = registry.try_spawn_with(Spawn::new().handle(owner))?;
+            self.stand_ins.insert(owner, StandIn { process, entries: 0 });
+        }
+        let stand_in = self.stand_ins.get_mut(&owner).expect("inserted above");
+        match applied(|| registry.register_async(&stand_in.process, &key.as_key(), meta)).await {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyRegistered { .. }) => {
+                if stand_in.entries == 0 {
+                    self.stand_ins.remove(&owner);
+                }
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+        stand_in.entries += 1;
+        self.entries.insert(
+            etcd_key.to_vec(),
+            RemoteEntry {
+                key,
+                owner,
+                mod_rev,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Removes the remote entry at `etcd_key`, if any: whether there was one.
+    async fn remove(&mut self, registry: &Registry, etcd_key: &[u8]) -> bool {
+        let Some(e) = self.entries.remove(etcd_key) else {
+            return false;
+        };
+        let stand_in = self.stand_ins.get_mut(&e.owner).expect("every entry has one");
+        stand_in.entries -= 1;
+        if stand_in.entries == 0 {
+            // Killing the stand-in hides its entry at once; the shard removes it.
+            self.stand_ins.remove(&e.owner);
+        } else {
+            let _ = applied(|| registry.unregister_async(&stand_in.process, &e.key.as_key())).await;
+        }
+        true
+    }
+
+    /// Removes a remote entry that etcd has already given to this node (its delete is
+    /// not delivered yet): whether there was one.
+    pub(crate) async fn evict(&mut self, registry: &Registry, etcd_key: &[u8]) -> bool {
+        self.remove(registry, etcd_key).await
+    }
+
+    /// Drops every remote entry at once (their stand-ins die).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.stand_ins.clear();
+    }
+}
+
+impl Inner {
+    /// Applies one watch event (see the module docs for the rules).
+    pub(crate) async fn apply(&self, replica: &mut Replica, kind: EventType, kv: &KeyValue, prev: Option<&KeyValue>) {
+        let lease = self.lease.load(Ordering::Acquire);
+        let etcd_key = kv.key();
+        match kind {
+            EventType::Put => {
+                if kv.lease() == lease && lease != 0 {
+                    return;
+                }
+                if lock(&self.claims).by_key.contains_key(etcd_key) {
+                    return;
+                }
+                self.upsert_remote(replica, kv).await;
+            }
+            EventType::Delete => {
+                let lost = {
+                    let mut claims = lock(&self.claims);
+                    match (claims.by_key.get(etcd_key), prev) {
+                        (Some(c), Some(p)) if c.create_rev == p.create_revision() => {
+                            claims.remove(etcd_key)
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(c) = lost {
+                    let _ = self
+                        .registry
+                        .unregister_async(&c.authority, &c.key.as_key())
+                        .await;
+                    return;
+                }
+                replica.remove(&self.registry, etcd_key).await;
+            }
+        }
+    }
+
+    /// Upserts the claim `kv` into the replica; a key or value that is not a claim is
+    /// ignored.
+    async fn upsert_remote(&self, replica: &mut Replica, kv: &KeyValue) {
+        let prefix = &self.config.prefix;
+        let (Some((ns, node, name)), Some(claim)) = (
+            codec::parse_claim_key(prefix, kv.key()),
+            Claim::from_bytes(kv.value()),
+        ) else {
+            return;
+        };
+        let Ok(key) = codec::owned_key(&self.registry, &ns, node, name) else {
+            return;
+        };
+        crate::cluster::mark_cluster_wide(self, key.namespace, &ns);
+        let owner = RemoteOwner {
+            node: Node(claim.node),
+            pid: claim.pid,
+        };
+        let meta = claim.metadata();
+        match replica
+            .upsert(&self.registry, kv.key(), key, owner, &meta, kv.mod_revision())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Loads every claim etcd holds into the replica (see the module docs): the
+    /// revision of the snapshot.
+    pub(crate) async fn resync(&self) -> Result<i64, Error> {
+        let prefix = codec::names_prefix(&self.config.prefix);
+        let mut client = self.client.clone();
+        let resp = self
+            .timed(client.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        self.seen_revision(rev);
+        let lease = self.lease.load(Ordering::Acquire);
+        let mut replica = self.replica.lock().await;
+        let mut present = HashSet::new();
+        for kv in resp.kvs() {
+            present.insert(kv.key().to_vec());
+            let ours = lock(&self.claims)
+                .by_key
+                .get(kv.key())
+                .map(|c| c.create_rev == kv.create_revision());
+            match ours {
+                Some(true) => continue,
+                Some(false) => self.drop_lost_claim(kv.key()).await,
+                None if kv.lease() == lease && lease != 0 => continue,
+                None => {}
+            }
+            self.upsert_remote(&mut replica, kv).await;
+        }
+        let gone: Vec<Vec<u8>> = replica
+            .entries
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            replica.remove(&self.registry, &k).await;
+        }
+        let lost: Vec<Vec<u8>> = lock(&self.claims)
+            .by_key
+            .iter()
+            .filter(|(k, c)| !present.contains(*k) && c.create_rev <= rev)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in lost {
+            self.drop_lost_claim(&k).await;
+        }
+        self.counters.applied_revision.store(rev, Ordering::Relaxed);
+        self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+        self.delivered(rev);
+        Ok(rev)
+    }
+
+    /// One of our claims is no longer ours in etcd: its local entry goes.
+    async fn drop_lost_claim(&self, etcd_key: &[u8]) {
+        let claim = lock(&self.claims).remove(etcd_key);
+        if let Some(c) = claim {
+            let _ = self
+                .registry
+                .unregister_async(&c.authority, &c.key.as_key())
+                .await;
+        }
+    }
+}

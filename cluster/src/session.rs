@@ -1,0 +1,290 @@
+//! A node's session: one etcd lease, kept alive, and one watch feeding the replica.
+//!
+//! **Fencing.** etcd expires a lease no sooner than its TTL after the last keepalive
+//! the leader received, and the leader receives a keepalive after this node sent it. So
+//! when the answer to a keepalive sent at `t` grants `ttl`, the lease holds at least
+//! until `t + ttl`: the node's *deadline*. A watchdog fences the node at `deadline -
+//! ttl/5` unless a later keepalive has moved the deadline. Fencing first marks the node
+//! fenced (so writes in flight undo their local step), then stops the watch, kills every
+//! remote stand-in (their entries vanish at once), and removes every claimed entry from
+//! the local registry; all of this happens before the lease can have expired, so a name
+//! this node shows as held is never held by another node at the same time (up to the
+//! drift between the two clocks over one TTL, which the fifth of a TTL covers).
+//!
+//! Keepalives go every `ttl/3`, so two can be lost before the watchdog fires. A
+//! keepalive answer with a TTL of 0 means etcd has already expired the lease: the node
+//! fences at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchOptions};
+use tokio::time::sleep;
+
+use crate::cluster::{lock, since_epoch, Inner, FENCED, LEFT, LIVE};
+use crate::codec;
+use crate::Error;
+
+/// Starts the first session.
+pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    let _g = inner.session_lock.lock().await;
+    begin(inner).await
+}
+
+/// Starts a session after a fence.
+pub(crate) async fn rejoin(inner: &Arc<Inner>) -> Result<(), Error> {
+    let _g = inner.session_lock.lock().await;
+    match inner.state.load(Ordering::Acquire) {
+        LIVE => Ok(()),
+        LEFT => Err(Error::Left),
+        _ => begin(inner).await,
+    }
+}
+
+/// [`rejoin`] with its future's type written out: the rejoin loop that fencing starts
+/// reaches `begin`, which starts the keepalive that may fence again, and a cycle of
+/// opaque futures cannot be proven `Send`.
+fn rejoin_boxed(
+    inner: Arc<Inner>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send>> {
+    Box::pin(async move { rejoin(&inner).await })
+}
+
+/// A lease, a snapshot, then the keepalive and watch tasks; the node is live after.
+async fn begin(inner: &Arc<Inner>) -> Result<(), Error> {
+    let ttl_secs = inner.config.lease_ttl.as_secs().max(1) as i64;
+    let sent = Instant::now();
+    let mut client = inner.client.clone();
+    let grant = inner.timed(client.lease_grant(ttl_secs, None)).await?;
+    let id = grant.id();
+    let ttl = Duration::from_secs(grant.ttl().max(1) as u64);
+    set_deadline(inner, sent + ttl);
+    inner
+        .counters
+        .lease_ttl_ms
+        .store(ttl.as_millis() as u64, Ordering::Relaxed);
+    inner.lease.store(id, Ordering::Release);
+    let rev = match inner.resync().await {
+        Ok(rev) => rev,
+        Err(e) => {
+            let mut client = inner.client.clone();
+            let _ = inner.timed(client.lease_revoke(id)).await;
+            return Err(e);
+        }
+    };
+    inner.state.store(LIVE, Ordering::Release);
+    let watch = tokio::spawn(watch(inner.clone(), id, rev + 1));
+    if let Some(old) = lock(&inner.watch_task).replace(watch) {
+        old.abort();
+    }
+    inner.spawn(keepalive(inner.clone(), id, ttl));
+    Ok(())
+}
+
+fn set_deadline(inner: &Inner, deadline: Instant) {
+    inner
+        .counters
+        .lease_deadline_ns
+        .store(since_epoch(deadline), Ordering::Relaxed);
+}
+
+fn fence_time(inner: &Inner, ttl: Duration) -> tokio::time::Instant {
+    let deadline = inner.counters.lease_deadline_ns.load(Ordering::Relaxed);
+    let now = Instant::now();
+    let left = Duration::from_nanos(deadline.saturating_sub(since_epoch(now)));
+    tokio::time::Instant::from_std(now + left.saturating_sub(ttl / 5))
+}
+
+/// Keeps lease `id` alive until the session ends, fencing the node when it cannot.
+async fn keepalive(inner: Arc<Inner>, id: i64, ttl: Duration) {
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    loop {
+        if !inner.still_live(id) {
+            return;
+        }
+        let fence_at = fence_time(&inner, ttl);
+        let round = async {
+            if stream.is_none() {
+                let mut client = inner.client.clone();
+                stream = Some(inner.timed(client.lease_keep_alive(id)).await.ok()?);
+            }
+            let (keeper, answers) = stream.as_mut()?;
+            let sent = Instant::now();
+            keeper.keep_alive().await.ok()?;
+            let answer = inner.timed(answers.message()).await.ok()??;
+            Some((sent, answer.ttl()))
+        };
+        tokio::select! {
+            r = round => match r {
+                Some((_, 0)) => {
+                    fence(&inner, "etcd expired the lease").await;
+                    return;
+                }
+                Some((sent, granted)) => {
+                    set_deadline(&inner, sent + Duration::from_secs(granted as u64));
+                    retry_orphans(&inner).await;
+                    sleep(ttl / 3).await;
+                }
+                None => {
+                    stream = None;
+                    sleep(Duration::from_millis(200)).await;
+                }
+            },
+            _ = tokio::time::sleep_until(fence_at) => {
+                fence(&inner, "lease not renewed in time").await;
+                return;
+            }
+        }
+    }
+}
+
+/// Releases etcd could not take when they were made.
+async fn retry_orphans(inner: &Inner) {
+    let orphans = std::mem::take(&mut *lock(&inner.orphans));
+    if !orphans.is_empty() && inner.release_batch(&orphans).await.is_err() {
+        lock(&inner.orphans).extend(orphans);
+    }
+}
+
+/// Follows the names prefix from revision `from` into the replica, reconnecting after
+/// errors and re-syncing after a compaction, until session `id` ends.
+async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
+    let prefix = codec::names_prefix(&inner.config.prefix);
+    let mut backoff = Duration::from_millis(50);
+    while inner.still_live(id) {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_prev_key();
+        let mut client = inner.client.clone();
+        let (_watcher, mut stream) = match inner.timed(client.watch(prefix.clone(), Some(options))).await {
+            Ok(s) => s,
+            Err(_) => {
+                inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    backoff = Duration::from_millis(50);
+                    if resp.compact_revision() > 0 {
+                        // Our next revision is compacted away: start over from a snapshot.
+                        match inner.resync().await {
+                            Ok(rev) => from = rev + 1,
+                            Err(_) => sleep(backoff).await,
+                        }
+                        break;
+                    }
+                    if resp.canceled() {
+                        inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    if let Some(h) = resp.header() {
+                        inner.seen_revision(h.revision());
+                    }
+                    if resp.events().is_empty() {
+                        continue;
+                    }
+                    let mut replica = inner.replica.lock().await;
+                    let mut last = from - 1;
+                    for ev in resp.events() {
+                        if let Some(kv) = ev.kv() {
+                            inner.apply(&mut replica, ev.event_type(), kv, ev.prev_kv()).await;
+                            last = last.max(kv.mod_revision());
+                        }
+                    }
+                    drop(replica);
+                    from = last + 1;
+                    inner
+                        .counters
+                        .applied_revision
+                        .store(last, Ordering::Relaxed);
+                    inner.delivered(last);
+                }
+                Ok(None) | Err(_) => {
+                    inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    sleep(backoff).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Fences the node (see the module docs); `why` is for the log of a future tracing
+/// hook.
+pub(crate) async fn fence(inner: &Arc<Inner>, why: &str) {
+    let _ = why;
+    let _g = inner.session_lock.lock().await;
+    if inner
+        .state
+        .compare_exchange(LIVE, FENCED, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    inner.counters.fences.fetch_add(1, Ordering::Relaxed);
+    release_locally(inner).await;
+    let id = inner.lease.load(Ordering::Acquire);
+    let revoker = inner.clone();
+    inner.spawn(async move {
+        let mut client = revoker.client.clone();
+        let _ = revoker.timed(client.lease_revoke(id)).await;
+    });
+    if inner.config.auto_rejoin {
+        let weak = Arc::downgrade(inner);
+        inner.spawn(async move {
+            loop {
+                sleep(Duration::from_secs(1)).await;
+                let Some(inner) = weak.upgrade() else { return };
+                match rejoin_boxed(inner).await {
+                    Ok(()) | Err(Error::Left) => return,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// Stops the watch, drops the replica and removes every claimed entry from the local
+/// registry.
+async fn release_locally(inner: &Inner) {
+    if let Some(w) = lock(&inner.watch_task).take() {
+        w.abort();
+    }
+    inner.replica.lock().await.clear();
+    let claims = std::mem::take(&mut *lock(&inner.claims));
+    let mut by_pid: std::collections::HashMap<roster::Pid, (roster::Authority, Vec<roster::OwnedKey>)> =
+        Default::default();
+    for (_, c) in claims.by_key {
+        by_pid
+            .entry(c.authority.pid())
+            .or_insert_with(|| (c.authority.clone(), Vec::new()))
+            .1
+            .push(c.key);
+    }
+    for (_, (authority, keys)) in by_pid {
+        let keys: Vec<roster::Key<'_>> = keys.iter().map(|k| k.as_key()).collect();
+        let _ = inner.registry.unregister_many_async(&authority, &keys).await;
+    }
+}
+
+/// Leaves the cluster.
+pub(crate) async fn leave(inner: &Arc<Inner>) -> Result<(), Error> {
+    let _g = inner.session_lock.lock().await;
+    let was = inner.state.swap(LEFT, Ordering::AcqRel);
+    release_locally(inner).await;
+    let result = if was == LIVE {
+        let id = inner.lease.load(Ordering::Acquire);
+        let mut client = inner.client.clone();
+        inner.timed(client.lease_revoke(id)).await.map(|_| ())
+    } else {
+        Ok(())
+    };
+    inner.stop_tasks();
+    result
+}
