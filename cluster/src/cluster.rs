@@ -132,6 +132,8 @@ pub(crate) struct Counters {
     pub(crate) reconnects: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) fences: AtomicU64,
+    pub(crate) late_fences: AtomicU64,
+    pub(crate) fence_margin_ns: AtomicU64,
     pub(crate) conflicts: AtomicU64,
     /// When the lease runs out at the earliest, in ns after `epoch`.
     pub(crate) lease_deadline_ns: AtomicU64,
@@ -184,6 +186,12 @@ pub struct ClusterStats {
     pub resyncs: u64,
     /// Times this node fenced itself.
     pub fences: u64,
+    /// How long before its lease could have expired the last fence had removed this
+    /// node's claims (`None` before the first fence).
+    pub fence_margin: Option<Duration>,
+    /// Fences that completed after the lease could have expired (the node's tasks were
+    /// held past the fifth-of-a-TTL margin): zero unless the machine is overloaded.
+    pub late_fences: u64,
     /// Remote claims the replica could not apply because a local process held the key
     /// outside the cluster layer (registered straight through the registry).
     pub conflicts: u64,
@@ -218,7 +226,9 @@ impl Inner {
     }
 
     pub(crate) fn seen_revision(&self, rev: i64) {
-        self.counters.etcd_revision.fetch_max(rev, Ordering::Relaxed);
+        self.counters
+            .etcd_revision
+            .fetch_max(rev, Ordering::Relaxed);
     }
 
     fn check_live(&self) -> Result<i64, Error> {
@@ -262,13 +272,19 @@ impl Inner {
     /// Records an own write etcd answered at `rev`, for the watch-lag measurement.
     pub(crate) fn sent(&self, rev: i64) {
         let mut unseen = lock(&self.unseen);
+        if self.counters.applied_revision.load(Ordering::Relaxed) >= rev {
+            // The watch delivered it before etcd's answer reached us.
+            self.record_lag(0);
+            return;
+        }
         if unseen.len() >= 4096 {
             unseen.pop_front();
         }
         unseen.push_back((rev, Instant::now()));
     }
 
-    /// The watch delivered revisions up to `rev`: settles the lag of own writes.
+    /// The watch delivered revisions up to `rev` (already stored as applied): settles
+    /// the lag of own writes.
     pub(crate) fn delivered(&self, rev: i64) {
         let now = Instant::now();
         let mut unseen = lock(&self.unseen);
@@ -277,14 +293,14 @@ impl Inner {
                 break;
             }
             unseen.pop_front();
-            let lag = now.saturating_duration_since(at).as_nanos() as u64;
-            self.counters
-                .watch_lag_last_ns
-                .store(lag.max(1), Ordering::Relaxed);
-            self.counters
-                .watch_lag_max_ns
-                .fetch_max(lag, Ordering::Relaxed);
+            self.record_lag(now.saturating_duration_since(at).as_nanos() as u64);
         }
+    }
+
+    fn record_lag(&self, ns: u64) {
+        let c = &self.counters;
+        c.watch_lag_last_ns.store(ns.max(1), Ordering::Relaxed);
+        c.watch_lag_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
     /// Claims `etcd_key` for `claim` under `lease`: `Ok(create revision)`, or who holds
@@ -321,7 +337,11 @@ impl Inner {
     /// Deletes `etcd_key` if its create revision is still `create_rev`; an unreachable
     /// etcd leaves it to the lease loop.
     pub(crate) async fn release(&self, etcd_key: Vec<u8>, create_rev: i64) {
-        if self.release_batch(&[(etcd_key.clone(), create_rev)]).await.is_err() {
+        if self
+            .release_batch(&[(etcd_key.clone(), create_rev)])
+            .await
+            .is_err()
+        {
             lock(&self.orphans).push((etcd_key, create_rev));
         }
     }
@@ -415,7 +435,11 @@ impl Inner {
 fn holder(resp: &etcd_client::TxnResponse) -> Owner {
     for op in resp.op_responses() {
         if let etcd_client::TxnOpResponse::Get(get) = op {
-            if let Some(c) = get.kvs().first().and_then(|kv| Claim::from_bytes(kv.value())) {
+            if let Some(c) = get
+                .kvs()
+                .first()
+                .and_then(|kv| Claim::from_bytes(kv.value()))
+            {
                 return Owner::Remote {
                     node: Node(c.node),
                     pid: c.pid,
@@ -618,7 +642,9 @@ impl Cluster {
                 .when(
                     chunk
                         .iter()
-                        .map(|(_, k, _, _)| Compare::create_revision(k.clone(), CompareOp::Equal, 0))
+                        .map(|(_, k, _, _)| {
+                            Compare::create_revision(k.clone(), CompareOp::Equal, 0)
+                        })
                         .collect::<Vec<_>>(),
                 )
                 .and_then(
@@ -633,10 +659,16 @@ impl Cluster {
                         })
                         .collect::<Vec<_>>(),
                 );
-            inner.counters.pending_claims.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .pending_claims
+                .fetch_add(1, Ordering::Relaxed);
             let mut client = inner.client.clone();
             let resp = inner.timed(client.txn(txn)).await;
-            inner.counters.pending_claims.fetch_sub(1, Ordering::Relaxed);
+            inner
+                .counters
+                .pending_claims
+                .fetch_sub(1, Ordering::Relaxed);
             match resp {
                 Ok(resp) if resp.succeeded() => {
                     let rev = resp.header().map_or(0, |h| h.revision());
@@ -689,7 +721,9 @@ impl Cluster {
             Ok(local) => {
                 for (((i, etcd_key, _, meta), rev), r) in won.iter().zip(local.iter()) {
                     let r = match r {
-                        Err(e) if matches!(e.kind(), roster::ErrorKind::AlreadyRegistered { .. }) => {
+                        Err(e)
+                            if matches!(e.kind(), roster::ErrorKind::AlreadyRegistered { .. }) =>
+                        {
                             inner
                                 .register_local(owner, &items[*i].0, meta, etcd_key)
                                 .await
@@ -712,11 +746,12 @@ impl Cluster {
             }
         }
         if !release.is_empty() {
-            let mut claims = lock(&inner.claims);
-            for (k, _) in &release {
-                claims.remove(k);
+            {
+                let mut claims = lock(&inner.claims);
+                for (k, _) in &release {
+                    claims.remove(k);
+                }
             }
-            drop(claims);
             if inner.release_batch(&release).await.is_err() {
                 lock(&inner.orphans).extend(release);
             }
@@ -906,6 +941,11 @@ impl Cluster {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             resyncs: c.resyncs.load(Ordering::Relaxed),
             fences: c.fences.load(Ordering::Relaxed),
+            fence_margin: match c.fence_margin_ns.load(Ordering::Relaxed) {
+                0 => None,
+                ns => Some(Duration::from_nanos(ns)),
+            },
+            late_fences: c.late_fences.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
         }
     }

@@ -105,9 +105,12 @@ impl Replica {
             }
             self.remove(registry, etcd_key).await;
         }
-        if !self.stand_ins.contains_key(&owner) {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.stand_ins.entry(owner) {
             let process = registry.try_spawn_with(Spawn::new().handle(owner))?;
-            self.stand_ins.insert(owner, StandIn { process, entries: 0 });
+            v.insert(StandIn {
+                process,
+                entries: 0,
+            });
         }
         let stand_in = self.stand_ins.get_mut(&owner).expect("inserted above");
         match applied(|| registry.register_async(&stand_in.process, &key.as_key(), meta)).await {
@@ -137,7 +140,10 @@ impl Replica {
         let Some(e) = self.entries.remove(etcd_key) else {
             return false;
         };
-        let stand_in = self.stand_ins.get_mut(&e.owner).expect("every entry has one");
+        let stand_in = self
+            .stand_ins
+            .get_mut(&e.owner)
+            .expect("every entry has one");
         stand_in.entries -= 1;
         if stand_in.entries == 0 {
             // Killing the stand-in hides its entry at once; the shard removes it.
@@ -163,7 +169,13 @@ impl Replica {
 
 impl Inner {
     /// Applies one watch event (see the module docs for the rules).
-    pub(crate) async fn apply(&self, replica: &mut Replica, kind: EventType, kv: &KeyValue, prev: Option<&KeyValue>) {
+    pub(crate) async fn apply(
+        &self,
+        replica: &mut Replica,
+        kind: EventType,
+        kv: &KeyValue,
+        prev: Option<&KeyValue>,
+    ) {
         let lease = self.lease.load(Ordering::Acquire);
         let etcd_key = kv.key();
         match kind {
@@ -218,7 +230,14 @@ impl Inner {
         };
         let meta = claim.metadata();
         match replica
-            .upsert(&self.registry, kv.key(), key, owner, &meta, kv.mod_revision())
+            .upsert(
+                &self.registry,
+                kv.key(),
+                key,
+                owner,
+                &meta,
+                kv.mod_revision(),
+            )
             .await
         {
             Ok(true) => {}

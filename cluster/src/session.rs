@@ -104,6 +104,10 @@ async fn keepalive(inner: Arc<Inner>, id: i64, ttl: Duration) {
             return;
         }
         let fence_at = fence_time(&inner, ttl);
+        if tokio::time::Instant::now() >= fence_at {
+            fence(&inner, "lease not renewed in time").await;
+            return;
+        }
         let round = async {
             if stream.is_none() {
                 let mut client = inner.client.clone();
@@ -115,26 +119,42 @@ async fn keepalive(inner: Arc<Inner>, id: i64, ttl: Duration) {
             let answer = inner.timed(answers.message()).await.ok()??;
             Some((sent, answer.ttl()))
         };
-        tokio::select! {
-            r = round => match r {
-                Some((_, 0)) => {
-                    fence(&inner, "etcd expired the lease").await;
-                    return;
-                }
-                Some((sent, granted)) => {
-                    set_deadline(&inner, sent + Duration::from_secs(granted as u64));
-                    retry_orphans(&inner).await;
-                    sleep(ttl / 3).await;
-                }
-                None => {
-                    stream = None;
-                    sleep(Duration::from_millis(200)).await;
-                }
-            },
+        // The watchdog first: a round that fails at once must not starve it.
+        let round = tokio::select! {
+            biased;
             _ = tokio::time::sleep_until(fence_at) => {
                 fence(&inner, "lease not renewed in time").await;
                 return;
             }
+            r = round => r,
+        };
+        let pause = match round {
+            Some((_, 0)) => {
+                fence(&inner, "etcd expired the lease").await;
+                return;
+            }
+            Some((sent, granted)) => {
+                set_deadline(&inner, sent + Duration::from_secs(granted as u64));
+                ttl / 3
+            }
+            None => {
+                stream = None;
+                Duration::from_millis(200)
+            }
+        };
+        // The pause (and releases left over from an unreachable etcd) race the
+        // watchdog too.
+        let fence_at = fence_time(&inner, ttl);
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(fence_at) => {
+                fence(&inner, "lease not renewed in time").await;
+                return;
+            }
+            _ = async {
+                retry_orphans(&inner).await;
+                sleep(pause).await;
+            } => {}
         }
     }
 }
@@ -158,7 +178,10 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
             .with_start_revision(from)
             .with_prev_key();
         let mut client = inner.client.clone();
-        let (_watcher, mut stream) = match inner.timed(client.watch(prefix.clone(), Some(options))).await {
+        let (_watcher, mut stream) = match inner
+            .timed(client.watch(prefix.clone(), Some(options)))
+            .await
+        {
             Ok(s) => s,
             Err(_) => {
                 inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -193,7 +216,9 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
                     let mut last = from - 1;
                     for ev in resp.events() {
                         if let Some(kv) = ev.kv() {
-                            inner.apply(&mut replica, ev.event_type(), kv, ev.prev_kv()).await;
+                            inner
+                                .apply(&mut replica, ev.event_type(), kv, ev.prev_kv())
+                                .await;
                             last = last.max(kv.mod_revision());
                         }
                     }
@@ -229,6 +254,16 @@ pub(crate) async fn fence(inner: &Arc<Inner>, why: &str) {
     }
     inner.counters.fences.fetch_add(1, Ordering::Relaxed);
     release_locally(inner).await;
+    // How early the fence completed: a late one (a scheduler that held this task past
+    // the margin) is counted, for operators to see.
+    let deadline = inner.counters.lease_deadline_ns.load(Ordering::Relaxed);
+    let now = since_epoch(Instant::now());
+    let c = &inner.counters;
+    c.fence_margin_ns
+        .store(deadline.saturating_sub(now).max(1), Ordering::Relaxed);
+    if now > deadline {
+        c.late_fences.fetch_add(1, Ordering::Relaxed);
+    }
     let id = inner.lease.load(Ordering::Acquire);
     let revoker = inner.clone();
     inner.spawn(async move {
@@ -258,8 +293,10 @@ async fn release_locally(inner: &Inner) {
     }
     inner.replica.lock().await.clear();
     let claims = std::mem::take(&mut *lock(&inner.claims));
-    let mut by_pid: std::collections::HashMap<roster::Pid, (roster::Authority, Vec<roster::OwnedKey>)> =
-        Default::default();
+    let mut by_pid: std::collections::HashMap<
+        roster::Pid,
+        (roster::Authority, Vec<roster::OwnedKey>),
+    > = Default::default();
     for (_, c) in claims.by_key {
         by_pid
             .entry(c.authority.pid())
@@ -269,7 +306,10 @@ async fn release_locally(inner: &Inner) {
     }
     for (_, (authority, keys)) in by_pid {
         let keys: Vec<roster::Key<'_>> = keys.iter().map(|k| k.as_key()).collect();
-        let _ = inner.registry.unregister_many_async(&authority, &keys).await;
+        let _ = inner
+            .registry
+            .unregister_many_async(&authority, &keys)
+            .await;
     }
 }
 

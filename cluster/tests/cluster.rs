@@ -33,7 +33,11 @@ fn visible(c: &Cluster, key: &Key<'_>) -> bool {
 async fn concurrent_claims_have_exactly_one_winner() {
     let etcd = Etcd::start();
     let urls = etcd.urls();
-    let nodes = [node(&urls, 1, "/t").await, node(&urls, 2, "/t").await, node(&urls, 3, "/t").await];
+    let nodes = [
+        node(&urls, 1, "/t").await,
+        node(&urls, 2, "/t").await,
+        node(&urls, 3, "/t").await,
+    ];
     for round in 0..25u64 {
         let procs: Vec<_> = nodes.iter().map(|n| n.registry().spawn()).collect();
         let claims = nodes.iter().zip(&procs).map(|(n, p)| async move {
@@ -52,12 +56,20 @@ async fn concurrent_claims_have_exactly_one_winner() {
                 node: Node(w as u32 + 1),
                 pid: procs[w].pid().as_u64(),
             };
-            assert_eq!(r, &Err(Error::AlreadyRegistered { owner: expect }), "round {round}");
+            assert_eq!(
+                r,
+                &Err(Error::AlreadyRegistered { owner: expect }),
+                "round {round}"
+            );
         }
         // The winner's own node names its own process as local.
         let ns = nodes[w].namespace("leaders").unwrap();
         let again = nodes[w]
-            .register(&nodes[w].registry().spawn(), &Key::new(ns, round), &Metadata::new())
+            .register(
+                &nodes[w].registry().spawn(),
+                &Key::new(ns, round),
+                &Metadata::new(),
+            )
             .await;
         assert_eq!(
             again,
@@ -108,24 +120,38 @@ async fn remote_entries_are_read_locally_and_follow_updates() {
     let etcd = Etcd::start();
     let urls = etcd.urls();
     let (a, b) = (node(&urls, 1, "/t").await, node(&urls, 2, "/t").await);
-    let (ns_a, ns_b) = (a.namespace("agents").unwrap(), b.namespace("agents").unwrap());
+    let (ns_a, ns_b) = (
+        a.namespace("agents").unwrap(),
+        b.namespace("agents").unwrap(),
+    );
     let searcher = a.registry().spawn();
     let meta = Metadata::new()
         .capability("search")
         .health(Health::Healthy)
         .attribute("region", "eu-west");
-    a.register(&searcher, &Key::new(ns_a, "searcher"), &meta).await.unwrap();
+    a.register(&searcher, &Key::new(ns_a, "searcher"), &meta)
+        .await
+        .unwrap();
     // A reads its own write at once.
-    let local = a.registry().lookup(&Key::new(ns_a, "searcher")).unwrap().unwrap();
+    let local = a
+        .registry()
+        .lookup(&Key::new(ns_a, "searcher"))
+        .unwrap()
+        .unwrap();
     assert_eq!(local.pid(), searcher.pid());
     assert_eq!(local.node(), Node(1));
 
     let key_b = Key::new(ns_b, "searcher");
-    let lag = eventually(SLACK, || visible(&b, &key_b)).await.expect("B sees A's entry");
+    let lag = eventually(SLACK, || visible(&b, &key_b))
+        .await
+        .expect("B sees A's entry");
     let entry = b.registry().lookup(&key_b).unwrap().unwrap();
     assert_eq!(entry.node(), Node(1));
     assert_eq!(entry.health(), Health::Healthy);
-    assert_eq!(entry.attribute("region"), Some(roster::ValueRef::Str("eu-west")));
+    assert_eq!(
+        entry.attribute("region"),
+        Some(roster::ValueRef::Str("eu-west"))
+    );
     assert_eq!(
         b.owner(&entry),
         Owner::Remote {
@@ -133,7 +159,10 @@ async fn remote_entries_are_read_locally_and_follow_updates() {
             pid: searcher.pid().as_u64()
         }
     );
-    let hits = b.registry().query(&Query::new(ns_b).capability("search")).unwrap();
+    let hits = b
+        .registry()
+        .query(&Query::new(ns_b).capability("search"))
+        .unwrap();
     assert_eq!(hits.len(), 1);
     assert!(lag < SLACK);
 
@@ -153,30 +182,50 @@ async fn remote_entries_are_read_locally_and_follow_updates() {
     );
 
     // An update propagates.
-    a.update_metadata(&searcher, &Key::new(ns_a, "searcher"), &meta.clone().health(Health::Degraded))
-        .await
-        .unwrap();
+    a.update_metadata(
+        &searcher,
+        &Key::new(ns_a, "searcher"),
+        &meta.clone().health(Health::Degraded),
+    )
+    .await
+    .unwrap();
     assert!(eventually(SLACK, || {
-        b.registry().lookup(&key_b).unwrap().is_some_and(|e| e.health() == Health::Degraded)
+        b.registry()
+            .lookup(&key_b)
+            .unwrap()
+            .is_some_and(|e| e.health() == Health::Degraded)
     })
     .await
     .is_some());
 
     // So does an unregister; then B may take the name.
-    a.unregister(&searcher, &Key::new(ns_a, "searcher")).await.unwrap();
+    a.unregister(&searcher, &Key::new(ns_a, "searcher"))
+        .await
+        .unwrap();
     assert!(!visible(&a, &Key::new(ns_a, "searcher")));
     assert!(eventually(SLACK, || !visible(&b, &key_b)).await.is_some());
-    b.register(&intruder, &key_b, &Metadata::new()).await.unwrap();
-    let key_a = Key::new(ns_a, "searcher");
-    assert!(eventually(SLACK, || a.registry().lookup(&key_a).unwrap().is_some_and(|e| e.node() == Node(2)))
+    b.register(&intruder, &key_b, &Metadata::new())
         .await
-        .is_some());
+        .unwrap();
+    let key_a = Key::new(ns_a, "searcher");
+    assert!(eventually(SLACK, || a
+        .registry()
+        .lookup(&key_a)
+        .unwrap()
+        .is_some_and(|e| e.node() == Node(2)))
+    .await
+    .is_some());
 
     let stats = b.stats();
     assert!(matches!(stats.lease, LeaseState::Live { .. }));
     assert!(stats.applied_revision > 0);
     assert_eq!(stats.local_claims, 1);
-    assert!(stats.watch_lag.is_some(), "B saw its own claim come back on the watch");
+    assert!(
+        eventually(SLACK, || b.stats().watch_lag.is_some())
+            .await
+            .is_some(),
+        "B's own claim comes back on its watch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,21 +236,33 @@ async fn local_namespaces_stay_local_and_invalid_writes_claim_nothing() {
     let local_a = a.registry().namespace("scratch").unwrap();
     let local_b = b.registry().namespace("scratch").unwrap();
     let p = a.registry().spawn();
-    a.register(&p, &Key::new(local_a, 1), &Metadata::new()).await.unwrap();
+    a.register(&p, &Key::new(local_a, 1), &Metadata::new())
+        .await
+        .unwrap();
     let q = b.registry().spawn();
     // The same name in a local namespace on another node is another key.
-    b.register(&q, &Key::new(local_b, 1), &Metadata::new()).await.unwrap();
+    b.register(&q, &Key::new(local_b, 1), &Metadata::new())
+        .await
+        .unwrap();
 
     let ns = a.namespace("agents").unwrap();
-    let err = a.register(&p, &Key::new(ns, ""), &Metadata::new()).await.unwrap_err();
+    let err = a
+        .register(&p, &Key::new(ns, ""), &Metadata::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Local(_)), "{err:?}");
     // A dead process's claim is released again: the name stays free.
     let dead = a.registry().spawn();
     let authority = dead.authority();
     drop(dead);
-    assert!(a.register(&authority, &Key::new(ns, "x"), &Metadata::new()).await.is_err());
+    assert!(a
+        .register(&authority, &Key::new(ns, "x"), &Metadata::new())
+        .await
+        .is_err());
     let ns_b = b.namespace("agents").unwrap();
-    b.register(&q, &Key::new(ns_b, "x"), &Metadata::new()).await.unwrap();
+    b.register(&q, &Key::new(ns_b, "x"), &Metadata::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,37 +275,68 @@ async fn death_of_a_process_and_of_a_node_propagate() {
 
     // A process's death: its names go in etcd and then on every node.
     let worker = a.registry().spawn();
-    let items: Vec<_> = (0..300u64).map(|i| (Key::new(ns_a, i), Metadata::new())).collect();
+    let items: Vec<_> = (0..300u64)
+        .map(|i| (Key::new(ns_a, i), Metadata::new()))
+        .collect();
     let results = a.register_many(&worker, &items).await.unwrap();
-    assert!(results.iter().all(|r| r.is_ok()), "{:?}", results.iter().find(|r| r.is_err()));
-    assert!(eventually(SLACK, || b.registry().count(ns_b).unwrap() == 300).await.is_some());
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert!(
+        eventually(SLACK, || b.registry().count(ns_b).unwrap() == 300)
+            .await
+            .is_some()
+    );
     drop(worker);
     assert!(a.registry().lookup(&Key::new(ns_a, 7)).unwrap().is_none());
-    assert!(eventually(SLACK, || b.registry().count(ns_b).unwrap() == 0).await.is_some());
-    assert!(eventually(SLACK, || a.stats().local_claims == 0).await.is_some());
+    assert!(eventually(SLACK, || b.registry().count(ns_b).unwrap() == 0)
+        .await
+        .is_some());
+    assert!(eventually(SLACK, || a.stats().local_claims == 0)
+        .await
+        .is_some());
 
     // A clean leave: its names vanish elsewhere at once (no TTL to wait for).
     let p = a.registry().spawn();
-    a.register(&p, &Key::new(ns_a, "leaver"), &Metadata::new()).await.unwrap();
+    a.register(&p, &Key::new(ns_a, "leaver"), &Metadata::new())
+        .await
+        .unwrap();
     let key_b = Key::new(ns_b, "leaver");
     assert!(eventually(SLACK, || visible(&b, &key_b)).await.is_some());
     let start = Instant::now();
     a.leave().await.unwrap();
     assert!(eventually(SLACK, || !visible(&b, &key_b)).await.is_some());
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
-    assert_eq!(a.register(&p, &Key::new(ns_a, "again"), &Metadata::new()).await, Err(Error::Left));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        a.register(&p, &Key::new(ns_a, "again"), &Metadata::new())
+            .await,
+        Err(Error::Left)
+    );
 
     // A node's death: no goodbye, its lease expires, its names go.
     let c = node(&urls, 3, "/t").await;
     let ns_c = c.namespace("agents").unwrap();
     let q = c.registry().spawn();
-    c.register(&q, &Key::new(ns_c, "crasher"), &Metadata::new()).await.unwrap();
+    c.register(&q, &Key::new(ns_c, "crasher"), &Metadata::new())
+        .await
+        .unwrap();
     let key_b = Key::new(ns_b, "crasher");
     assert!(eventually(SLACK, || visible(&b, &key_b)).await.is_some());
     let start = Instant::now();
     drop(c); // stops its tasks: no keepalive, no revoke
-    let took = eventually(SLACK, || !visible(&b, &key_b)).await.expect("the name expires");
-    assert!(took + Duration::from_millis(100) >= Duration::from_secs(2), "{took:?}: before the lease ran out");
+    let took = eventually(SLACK, || !visible(&b, &key_b))
+        .await
+        .expect("the name expires");
+    assert!(
+        took + Duration::from_millis(100) >= Duration::from_secs(2),
+        "{took:?}: before the lease ran out"
+    );
     assert!(start.elapsed() < Duration::from_secs(8));
 }
 
@@ -255,29 +347,56 @@ async fn a_node_cut_off_from_etcd_fences_itself_and_rejoins() {
     let proxy = Proxy::start(etcd.port(0)).await;
     let a = node(&[proxy.url()], 1, "/t").await;
     let b = node(&urls, 2, "/t").await;
-    let (ns_a, ns_b) = (a.namespace("agents").unwrap(), b.namespace("agents").unwrap());
+    let (ns_a, ns_b) = (
+        a.namespace("agents").unwrap(),
+        b.namespace("agents").unwrap(),
+    );
     let p = a.registry().spawn();
-    a.register(&p, &Key::new(ns_a, "leader"), &Metadata::new()).await.unwrap();
+    a.register(&p, &Key::new(ns_a, "leader"), &Metadata::new())
+        .await
+        .unwrap();
     let q = b.registry().spawn();
-    b.register(&q, &Key::new(ns_b, "other"), &Metadata::new()).await.unwrap();
-    assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, "other"))).await.is_some());
+    b.register(&q, &Key::new(ns_b, "other"), &Metadata::new())
+        .await
+        .unwrap();
+    assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, "other")))
+        .await
+        .is_some());
 
     proxy.cut();
     let cut_at = Instant::now();
-    assert!(eventually(SLACK, || a.stats().lease == LeaseState::Fenced).await.is_some());
+    // The fence is complete once it has recorded its margin.
+    assert!(eventually(SLACK, || a.stats().fence_margin.is_some())
+        .await
+        .is_some());
     let fenced_after = cut_at.elapsed();
+    assert_eq!(a.stats().lease, LeaseState::Fenced);
     // Fenced before the 3 s lease could run out, and nothing is presented as held.
-    assert!(fenced_after < Duration::from_secs(3), "fenced after {fenced_after:?}");
+    assert!(
+        fenced_after < Duration::from_secs(3),
+        "fenced after {fenced_after:?}"
+    );
+    let stats = a.stats();
+    assert_eq!(stats.late_fences, 0, "margin {:?}", stats.fence_margin);
     assert!(!visible(&a, &Key::new(ns_a, "leader")));
-    assert!(!visible(&a, &Key::new(ns_a, "other")), "the stale replica is dropped too");
+    assert!(
+        !visible(&a, &Key::new(ns_a, "other")),
+        "the stale replica is dropped too"
+    );
     assert!(a.registry().is_alive(p.pid()), "its processes live on");
-    assert_eq!(a.register(&p, &Key::new(ns_a, "x"), &Metadata::new()).await, Err(Error::Fenced));
+    assert_eq!(
+        a.register(&p, &Key::new(ns_a, "x"), &Metadata::new()).await,
+        Err(Error::Fenced)
+    );
 
     // Once A's lease has expired, B may take the name.
     let r = q.authority();
     let mut taken = false;
     for _ in 0..100 {
-        if b.register(&r, &Key::new(ns_b, "leader"), &Metadata::new()).await.is_ok() {
+        if b.register(&r, &Key::new(ns_b, "leader"), &Metadata::new())
+            .await
+            .is_ok()
+        {
             taken = true;
             break;
         }
@@ -288,12 +407,22 @@ async fn a_node_cut_off_from_etcd_fences_itself_and_rejoins() {
 
     // Let A back in: it rejoins by itself and sees B's claim as remote.
     proxy.restore();
-    assert!(eventually(SLACK, || matches!(a.stats().lease, LeaseState::Live { .. })).await.is_some());
+    assert!(
+        eventually(SLACK, || matches!(a.stats().lease, LeaseState::Live { .. }))
+            .await
+            .is_some()
+    );
     let key = Key::new(ns_a, "leader");
-    assert!(eventually(SLACK, || a.registry().lookup(&key).unwrap().is_some_and(|e| e.node() == Node(2)))
+    assert!(eventually(SLACK, || a
+        .registry()
+        .lookup(&key)
+        .unwrap()
+        .is_some_and(|e| e.node() == Node(2)))
+    .await
+    .is_some());
+    a.register(&p, &Key::new(ns_a, "fresh"), &Metadata::new())
         .await
-        .is_some());
-    a.register(&p, &Key::new(ns_a, "fresh"), &Metadata::new()).await.unwrap();
+        .unwrap();
     assert!(a.stats().fences >= 1);
 }
 
@@ -311,25 +440,52 @@ async fn after_a_compaction_a_lagging_node_resyncs_from_a_snapshot() {
     .await
     .unwrap();
     let b = node(&urls, 2, "/t").await;
-    let (ns_a, ns_b) = (a.namespace("agents").unwrap(), b.namespace("agents").unwrap());
+    let (ns_a, ns_b) = (
+        a.namespace("agents").unwrap(),
+        b.namespace("agents").unwrap(),
+    );
     let q = b.registry().spawn();
-    b.register(&q, &Key::new(ns_b, "stays"), &Metadata::new()).await.unwrap();
-    b.register(&q, &Key::new(ns_b, "goes"), &Metadata::new()).await.unwrap();
-    assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, "goes"))).await.is_some());
+    b.register(&q, &Key::new(ns_b, "stays"), &Metadata::new())
+        .await
+        .unwrap();
+    b.register(&q, &Key::new(ns_b, "goes"), &Metadata::new())
+        .await
+        .unwrap();
+    assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, "goes")))
+        .await
+        .is_some());
     let resyncs = a.stats().resyncs;
 
     proxy.cut();
     b.unregister(&q, &Key::new(ns_b, "goes")).await.unwrap();
-    b.register(&q, &Key::new(ns_b, "new"), &Metadata::new()).await.unwrap();
-    let mut client = etcd_client::Client::connect([etcd.url(0)], None).await.unwrap();
-    let rev = client.get("x", None).await.unwrap().header().unwrap().revision();
+    b.register(&q, &Key::new(ns_b, "new"), &Metadata::new())
+        .await
+        .unwrap();
+    let mut client = etcd_client::Client::connect([etcd.url(0)], None)
+        .await
+        .unwrap();
+    let rev = client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     client.compact(rev, None).await.unwrap();
     proxy.restore();
 
-    assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, "new"))).await.is_some());
-    assert!(!visible(&a, &Key::new(ns_a, "goes")), "no ghost of the entry deleted meanwhile");
+    assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, "new")))
+        .await
+        .is_some());
+    assert!(
+        !visible(&a, &Key::new(ns_a, "goes")),
+        "no ghost of the entry deleted meanwhile"
+    );
     assert!(visible(&a, &Key::new(ns_a, "stays")));
-    assert!(a.stats().resyncs > resyncs, "the watch could not resume: a snapshot was needed");
+    assert!(
+        a.stats().resyncs > resyncs,
+        "the watch could not resume: a snapshot was needed"
+    );
     assert_eq!(a.stats().fences, 0);
 }
 
@@ -338,13 +494,21 @@ async fn losing_an_etcd_member_changes_nothing_visible() {
     let mut etcd = Etcd::start_members(3);
     let urls = etcd.urls();
     let (a, b) = (node(&urls, 1, "/t").await, node(&urls, 2, "/t").await);
-    let (ns_a, ns_b) = (a.namespace("agents").unwrap(), b.namespace("agents").unwrap());
+    let (ns_a, ns_b) = (
+        a.namespace("agents").unwrap(),
+        b.namespace("agents").unwrap(),
+    );
     let p = a.registry().spawn();
-    a.register(&p, &Key::new(ns_a, "before"), &Metadata::new()).await.unwrap();
+    a.register(&p, &Key::new(ns_a, "before"), &Metadata::new())
+        .await
+        .unwrap();
     etcd.kill(0);
     let mut ok = false;
     for _ in 0..50 {
-        match a.register(&p, &Key::new(ns_a, "after"), &Metadata::new()).await {
+        match a
+            .register(&p, &Key::new(ns_a, "after"), &Metadata::new())
+            .await
+        {
             Ok(()) => {
                 ok = true;
                 break;
@@ -357,7 +521,12 @@ async fn losing_an_etcd_member_changes_nothing_visible() {
     }
     assert!(ok, "writes go on with two of three members");
     for name in ["before", "after"] {
-        assert!(eventually(SLACK, || visible(&b, &Key::new(ns_b, name))).await.is_some(), "{name}");
+        assert!(
+            eventually(SLACK, || visible(&b, &Key::new(ns_b, name)))
+                .await
+                .is_some(),
+            "{name}"
+        );
     }
     tokio::time::sleep(Duration::from_secs(4)).await; // more than a lease TTL
     assert!(matches!(a.stats().lease, LeaseState::Live { .. }));
@@ -371,16 +540,30 @@ async fn an_etcd_restart_ends_with_every_node_converged() {
     let urls = etcd.urls();
     let slow = |n| {
         let registry = Registry::builder().shards(2).build().unwrap();
-        Cluster::join(registry, config(&urls, n, "/t").lease_ttl(Duration::from_secs(15)))
+        Cluster::join(
+            registry,
+            config(&urls, n, "/t").lease_ttl(Duration::from_secs(15)),
+        )
     };
     let (a, b) = (slow(1).await.unwrap(), slow(2).await.unwrap());
-    let (ns_a, ns_b) = (a.namespace("agents").unwrap(), b.namespace("agents").unwrap());
+    let (ns_a, ns_b) = (
+        a.namespace("agents").unwrap(),
+        b.namespace("agents").unwrap(),
+    );
     let p = a.registry().spawn();
     let q = b.registry().spawn();
-    a.register(&p, &Key::new(ns_a, "a1"), &Metadata::new()).await.unwrap();
-    b.register(&q, &Key::new(ns_b, "b1"), &Metadata::new()).await.unwrap();
-    a.register(&p, &Key::new(ns_a, "a-goes"), &Metadata::new()).await.unwrap();
-    assert!(eventually(SLACK, || visible(&b, &Key::new(ns_b, "a-goes"))).await.is_some());
+    a.register(&p, &Key::new(ns_a, "a1"), &Metadata::new())
+        .await
+        .unwrap();
+    b.register(&q, &Key::new(ns_b, "b1"), &Metadata::new())
+        .await
+        .unwrap();
+    a.register(&p, &Key::new(ns_a, "a-goes"), &Metadata::new())
+        .await
+        .unwrap();
+    assert!(eventually(SLACK, || visible(&b, &Key::new(ns_b, "a-goes")))
+        .await
+        .is_some());
 
     etcd.restart(0);
     // Writes after the restart, on both nodes (retried while the clients reconnect).
@@ -401,11 +584,20 @@ async fn an_etcd_restart_ends_with_every_node_converged() {
     retry!(b.register(&q, &Key::new(ns_b, "b2"), &Metadata::new()));
     retry!(a.unregister(&p, &Key::new(ns_a, "a-goes")));
     for name in ["a1", "a2", "b1", "b2"] {
-        assert!(eventually(SLACK, || visible(&a, &Key::new(ns_a, name)) && visible(&b, &Key::new(ns_b, name)))
+        assert!(
+            eventually(SLACK, || visible(&a, &Key::new(ns_a, name))
+                && visible(&b, &Key::new(ns_b, name)))
             .await
-            .is_some(), "{name}");
+            .is_some(),
+            "{name}"
+        );
     }
-    assert!(eventually(SLACK, || !visible(&b, &Key::new(ns_b, "a-goes"))).await.is_some(), "no ghost");
+    assert!(
+        eventually(SLACK, || !visible(&b, &Key::new(ns_b, "a-goes")))
+            .await
+            .is_some(),
+        "no ghost"
+    );
     assert_eq!(a.registry().count(ns_a).unwrap(), 4);
     assert_eq!(b.registry().count(ns_b).unwrap(), 4);
 }
@@ -413,17 +605,29 @@ async fn an_etcd_restart_ends_with_every_node_converged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_etcd_is_a_clear_error_within_the_timeout() {
     // Nothing listens on a port we just freed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let registry = Registry::new().unwrap();
     let start = Instant::now();
     let err = Cluster::join(
         registry.clone(),
-        Config::new([format!("http://127.0.0.1:{port}")], Node(1)).timeout(Duration::from_millis(500)),
+        Config::new([format!("http://127.0.0.1:{port}")], Node(1))
+            .timeout(Duration::from_millis(500)),
     )
     .await
     .unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
-    assert!(matches!(err, Error::Unreachable { .. } | Error::Etcd(_)), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(err, Error::Unreachable { .. } | Error::Etcd(_)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("etcd"), "{err}");
 
     let bad = Cluster::join(registry.clone(), Config::new(["not a url"], Node(1))).await;
@@ -439,7 +643,9 @@ async fn nodes_in_separate_processes_agree_on_every_name() {
     let url = etcd.url(0);
     let spawn = |node: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_roster-node"))
-            .args(["--etcd", &url, "--node", node, "--prefix", "/procs", "--ttl", "3"])
+            .args([
+                "--etcd", &url, "--node", node, "--prefix", "/procs", "--ttl", "3",
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -457,20 +663,36 @@ async fn nodes_in_separate_processes_agree_on_every_name() {
         })
         .collect();
     async fn ask(
-        io: &mut (tokio::process::ChildStdin, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>),
+        io: &mut (
+            tokio::process::ChildStdin,
+            tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        ),
         line: &str,
     ) -> String {
-        io.0.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-        tokio::time::timeout(SLACK, io.1.next_line()).await.expect("an answer").unwrap().expect("a line")
+        io.0.write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(SLACK, io.1.next_line())
+            .await
+            .expect("an answer")
+            .unwrap()
+            .expect("a line")
     }
-    for i in 0..2 {
-        assert_eq!(ask(&mut io[i], "ping").await, "pong");
+    for node in io.iter_mut() {
+        assert_eq!(ask(node, "ping").await, "pong");
     }
     // Both claim the same 50 names at once: each name has exactly one winner.
     let (first, second) = io.split_at_mut(1);
-    let (r1, r2) = tokio::join!(ask(&mut first[0], "claim 50"), ask(&mut second[0], "claim 50"));
+    let (r1, r2) = tokio::join!(
+        ask(&mut first[0], "claim 50"),
+        ask(&mut second[0], "claim 50")
+    );
     let won = |r: &str| -> Vec<u64> {
-        r.strip_prefix("won").unwrap().split_whitespace().map(|n| n.parse().unwrap()).collect()
+        r.strip_prefix("won")
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
     };
     let (w1, w2) = (won(&r1), won(&r2));
     assert_eq!(w1.len() + w2.len(), 50, "{r1} / {r2}");

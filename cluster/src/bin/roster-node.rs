@@ -27,12 +27,25 @@ fn main() {
     let mut ttl = 5u64;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "--etcd" => etcd = Some(value()),
-            "--node" => node = Some(value().parse().unwrap_or_else(|_| usage("--node takes a number"))),
+            "--node" => {
+                node = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|_| usage("--node takes a number")),
+                )
+            }
             "--prefix" => prefix = value(),
-            "--ttl" => ttl = value().parse().unwrap_or_else(|_| usage("--ttl takes whole seconds")),
+            "--ttl" => {
+                ttl = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--ttl takes whole seconds"))
+            }
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -74,7 +87,11 @@ fn main() {
                 (Some("claim"), Some(Ok(n))) => {
                     let mut won = String::from("won");
                     for i in 0..n {
-                        if cluster.register(&holder, &Key::new(ns, i), &Metadata::new()).await.is_ok() {
+                        if cluster
+                            .register(&holder, &Key::new(ns, i), &Metadata::new())
+                            .await
+                            .is_ok()
+                        {
                             won.push_str(&format!(" {i}"));
                         }
                     }
