@@ -12,6 +12,8 @@
 //! (default `target/loadgen/<workload>-<unix time>/`).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod compare;
 mod plot;
 mod recorder;
@@ -71,6 +73,10 @@ enum Workload {
     Scaling,
     /// All of the above; P1-P6 verdicts.
     Suite,
+    /// roster-cluster on etcd (not in the suite): claim latency, batched claims,
+    /// propagation lag, remote lookups, node death against the lease TTL. Needs the
+    /// `cluster` feature and an etcd (--etcd, or a local `etcd` binary it starts).
+    Cluster,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -143,6 +149,15 @@ struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// cluster: an etcd client URL (default: start a local etcd from PATH).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// cluster: in-process nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=64))]
+    nodes: u64,
+    /// cluster: each node's lease TTL, whole seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_ttl: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -351,6 +366,20 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let w = args.workload;
     let wants = |x: Workload| suite || w == x;
 
+    if w == Workload::Cluster {
+        cluster_workload(&args, &run, &mut f, &say)?;
+        return finish(
+            &args,
+            &cfg,
+            &targets,
+            &f,
+            &name,
+            started_unix,
+            timer_ns,
+            Vec::new(),
+        );
+    }
+
     let needs_prefill = [
         Workload::Lookup,
         Workload::Mixed,
@@ -428,6 +457,34 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         }
     }
 
+    let warnings = oversubscribed(cfg.threads, registry.shard_count())
+        .into_iter()
+        .collect();
+    finish(
+        &args,
+        &cfg,
+        &targets,
+        &f,
+        &name,
+        started_unix,
+        timer_ns,
+        warnings,
+    )
+}
+
+/// Verdicts, the summary, the reports and the table of a finished run.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    args: &RunArgs,
+    cfg: &Config,
+    targets: &Targets,
+    f: &Findings,
+    name: &str,
+    started_unix: f64,
+    timer_ns: f64,
+    warnings: Vec<String>,
+) -> Result<ExitCode, String> {
+    let (w, suite) = (args.workload, args.workload == Workload::Suite);
     let ids: &[&str] = match w {
         Workload::Suite => &["P1", "P2", "P3", "P4", "P5", "P6"],
         Workload::Lookup => &["P1"],
@@ -438,7 +495,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         Workload::DeathStorm => &["P6"],
         _ => &[],
     };
-    let verdicts = workloads::verdicts(&targets, &f, ids);
+    let verdicts = workloads::verdicts(targets, f, ids);
     let mut notes = f.notes.clone();
     if suite {
         notes.push(format!(
@@ -451,7 +508,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let summary = Summary {
         tool: format!("roster-loadgen {}", env!("CARGO_PKG_VERSION")),
-        workload: name.clone(),
+        workload: name.to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_unix,
         machine: Machine::detect(timer_ns),
@@ -463,9 +520,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .collect(),
         verdicts,
         notes,
-        warnings: oversubscribed(cfg.threads, registry.shard_count())
-            .into_iter()
-            .collect(),
+        warnings,
     };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("target/loadgen").join(format!("{name}-{}", started_unix as u64))
@@ -489,6 +544,39 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `loadgen run cluster`.
+#[cfg(feature = "cluster")]
+fn cluster_workload(
+    args: &RunArgs,
+    run: &Run,
+    f: &mut Findings,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let opts = cluster::Options {
+        etcd: args.etcd.clone(),
+        nodes: args.nodes as usize,
+        lease_ttl: Duration::from_secs(args.lease_ttl),
+    };
+    cluster::run(run, &opts, f, say)
+}
+
+/// `loadgen run cluster` in a loadgen built without it.
+#[cfg(not(feature = "cluster"))]
+fn cluster_workload(
+    _: &RunArgs,
+    _: &Run,
+    _: &mut Findings,
+    _: &dyn Fn(&str),
+) -> Result<(), String> {
+    Err(
+        "this loadgen was built without the cluster workload; build it with \
+         `cargo run --release -p roster-loadgen --features cluster -- run cluster` \
+         (building needs protoc, running needs etcd: apt-get install protobuf-compiler \
+         etcd-server)"
+            .into(),
+    )
 }
 
 /// A warning if the load's threads, the shard writers and the background writer some

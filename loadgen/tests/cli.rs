@@ -196,3 +196,34 @@ fn loadgen_targets_with_zero_latency() -> String {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/targets.toml")).unwrap();
     text.replace("register_p50_ns = 20_000", "register_p50_ns = 0")
 }
+
+#[cfg(feature = "cluster")]
+#[test]
+fn the_cluster_workload_measures_claims_propagation_and_death_on_a_real_etcd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let o = run("cluster", &dir, &["--nodes", "2", "--lease-ttl", "2"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let s = summary(&dir);
+    for op in [
+        "cluster-register",
+        "cluster-propagation",
+        "cluster-batch-128",
+        "cluster-lookup-remote",
+        "cluster-lookup-local",
+    ] {
+        assert!(s["ops"][op]["count"].as_u64().unwrap() > 0, "{op}: {stdout}");
+        assert!(dir.join(format!("{op}.hgrm")).is_file());
+    }
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("node death (lease expiry)") && notes.contains("clean leave"), "{notes}");
+}
+
+#[cfg(not(feature = "cluster"))]
+#[test]
+fn the_cluster_workload_says_how_to_get_it_when_built_without() {
+    let o = loadgen(&["run", "cluster", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--features cluster") && err.contains("etcd"), "{err}");
+}
