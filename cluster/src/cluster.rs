@@ -56,24 +56,62 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.inner.stop_tasks();
+        // Without a goodbye the lease runs out and other nodes may take these names: the
+        // claimed entries go from the registry now, and so does the replica.
+        let inner = &self.inner;
+        inner.state.store(LEFT, Ordering::Release);
+        inner.stop_tasks();
+        let claims = std::mem::take(&mut lock(&inner.claims).by_key);
+        for (authority, keys) in group_by_owner(claims.into_values()) {
+            let keys: Vec<Key<'_>> = keys.iter().map(OwnedKey::as_key).collect();
+            let _ = inner.internal.unregister_many(&authority, &keys);
+        }
+        if let Ok(mut replica) = inner.replica.try_lock() {
+            replica.clear();
+        }
     }
+}
+
+/// Claims grouped by owner, for one batch per process.
+pub(crate) fn group_by_owner(
+    claims: impl IntoIterator<Item = LocalClaim>,
+) -> Vec<(Authority, Vec<OwnedKey>)> {
+    let mut by_pid: HashMap<Pid, (Authority, Vec<OwnedKey>)> = HashMap::new();
+    for c in claims {
+        by_pid
+            .entry(c.authority.pid())
+            .or_insert_with(|| (c.authority.clone(), Vec::new()))
+            .1
+            .push(c.key);
+    }
+    by_pid.into_values().collect()
 }
 
 pub(crate) struct Inner {
     pub(crate) registry: Registry,
+    /// The same registry without a write deadline, for the layer's own writes (undoing a
+    /// step, fencing, applying the replica): they must happen, so they never time out.
+    pub(crate) internal: Registry,
     pub(crate) config: Config,
     pub(crate) client: Client,
     /// The current session's lease id (0 before the first).
     pub(crate) lease: AtomicI64,
+    /// The lease of the last session that ended (fenced, or failed to start): its
+    /// keepalive stops.
+    pub(crate) ended_lease: AtomicI64,
     /// [`LIVE`], [`FENCED`] or [`LEFT`].
     pub(crate) state: AtomicU8,
     /// Cluster-wide namespaces, by namespace, with their names.
     pub(crate) namespaces: RwLock<HashMap<Namespace, Arc<str>>>,
     pub(crate) claims: Mutex<Claims>,
     pub(crate) replica: tokio::sync::Mutex<Replica>,
-    /// Releases etcd did not take (unreachable): retried by the lease loop.
+    /// Releases etcd did not take (unreachable): retried by the sweeper.
     pub(crate) orphans: Mutex<Vec<(Vec<u8>, i64)>>,
+    /// Keys with a claim on its way to etcd.
+    pub(crate) in_flight: Mutex<HashSet<Vec<u8>>>,
+    /// Keys etcd may hold under this node's lease with no record here (a claim whose
+    /// answer timed out or whose caller gave up): the sweeper checks and deletes them.
+    pub(crate) suspects: Mutex<Vec<Vec<u8>>>,
     /// Own writes not yet seen on the watch: (revision, when etcd answered).
     pub(crate) unseen: Mutex<VecDeque<(i64, Instant)>>,
     pub(crate) counters: Counters,
@@ -100,6 +138,40 @@ pub(crate) struct LocalClaim {
     pub(crate) create_rev: i64,
 }
 
+/// A claim on its way to etcd: registered in `in_flight` while it lasts. Dropped before
+/// [`InFlight::settled`] (the etcd answer timed out, or the caller dropped the future),
+/// it leaves the key to the sweeper, which deletes it if etcd did commit the claim.
+pub(crate) struct InFlight<'a> {
+    inner: &'a Inner,
+    key: Vec<u8>,
+    settled: bool,
+}
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn new(inner: &'a Inner, key: &[u8]) -> InFlight<'a> {
+        lock(&inner.in_flight).insert(key.to_vec());
+        InFlight {
+            inner,
+            key: key.to_vec(),
+            settled: false,
+        }
+    }
+
+    /// The claim's outcome is known and recorded (or nothing was committed).
+    pub(crate) fn settled(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.in_flight).remove(&self.key);
+        if !self.settled {
+            lock(&self.inner.suspects).push(std::mem::take(&mut self.key));
+        }
+    }
+}
+
 impl Claims {
     pub(crate) fn insert(&mut self, etcd_key: Vec<u8>, claim: LocalClaim) {
         self.by_pid
@@ -107,6 +179,15 @@ impl Claims {
             .or_default()
             .insert(etcd_key.clone());
         self.by_key.insert(etcd_key, claim);
+    }
+
+    /// Removes the record of the claim on `etcd_key` made at `create_rev` (not a newer
+    /// one of the same key).
+    pub(crate) fn remove_if(&mut self, etcd_key: &[u8], create_rev: i64) -> Option<LocalClaim> {
+        if self.by_key.get(etcd_key)?.create_rev != create_rev {
+            return None;
+        }
+        self.remove(etcd_key)
     }
 
     pub(crate) fn remove(&mut self, etcd_key: &[u8]) -> Option<LocalClaim> {
@@ -237,6 +318,41 @@ impl Inner {
             FENCED => Err(Error::Fenced),
             _ => Err(Error::Left),
         }
+    }
+
+    /// The error for a node that is not live.
+    pub(crate) fn stopped(&self) -> Error {
+        match self.state.load(Ordering::Acquire) {
+            LEFT => Error::Left,
+            _ => Error::Fenced,
+        }
+    }
+
+    /// Records the claim etcd granted at `create_rev` under `lease`, and watches its
+    /// owner's death: `false` (nothing recorded) if that session has ended, which a
+    /// fence decides before it takes the records, under the same lock.
+    pub(crate) fn record(
+        self: &Arc<Self>,
+        etcd_key: &[u8],
+        owner: &Authority,
+        key: &Key<'_>,
+        create_rev: i64,
+        lease: i64,
+    ) -> bool {
+        let mut claims = lock(&self.claims);
+        if !self.still_live(lease) {
+            return false;
+        }
+        claims.insert(
+            etcd_key.to_vec(),
+            LocalClaim {
+                authority: owner.clone(),
+                key: OwnedKey::from(*key),
+                create_rev,
+            },
+        );
+        self.monitor(&mut claims, owner.pid());
+        true
     }
 
     /// Whether the session that granted `lease` still holds.
@@ -394,6 +510,7 @@ impl Inner {
                 let mut claims = lock(&inner.claims);
                 claims.monitored.remove(&pid);
                 let keys = claims.by_pid.remove(&pid).unwrap_or_default();
+                // Records of this pid only: `by_pid` holds no other.
                 keys.into_iter()
                     .filter_map(|k| {
                         let c = claims.by_key.remove(&k)?;
@@ -419,7 +536,7 @@ impl Inner {
         match self.registry.register_async(owner, key, meta).await {
             Err(e) if matches!(e.kind(), roster::ErrorKind::AlreadyRegistered { .. }) => {
                 let mut replica = self.replica.lock().await;
-                if !replica.evict(&self.registry, etcd_key).await {
+                if !replica.evict(&self.internal, etcd_key).await {
                     return Err(e);
                 }
                 drop(replica);
@@ -479,16 +596,23 @@ impl Cluster {
                 })
             }
         };
+        let internal = registry
+            .with_deadline(Duration::MAX)
+            .map_err(Error::Local)?;
         let inner = Arc::new(Inner {
             registry,
+            internal,
             config,
             client,
             lease: AtomicI64::new(0),
+            ended_lease: AtomicI64::new(0),
             state: AtomicU8::new(FENCED),
             namespaces: RwLock::default(),
             claims: Mutex::default(),
             replica: tokio::sync::Mutex::new(Replica::default()),
             orphans: Mutex::default(),
+            in_flight: Mutex::default(),
+            suspects: Mutex::default(),
             unseen: Mutex::default(),
             counters: Counters::default(),
             tasks: Mutex::default(),
@@ -544,6 +668,29 @@ impl Cluster {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
+        let (this, owner, key, meta) = (
+            self.clone(),
+            owner.clone(),
+            OwnedKey::from(*key),
+            metadata.clone(),
+        );
+        detached(async move {
+            let r = this.register_now(&owner, &key.as_key(), &meta).await;
+            (r, move |r: Result<(), Error>| async move {
+                if r.is_ok() {
+                    let _ = this.unregister_now(&owner, &key.as_key()).await;
+                }
+            })
+        })
+        .await
+    }
+
+    async fn register_now(
+        &self,
+        owner: &Authority,
+        key: &Key<'_>,
+        metadata: &Metadata,
+    ) -> Result<(), Error> {
         let inner = self.inner();
         let Some(ns_name) = inner.cluster_namespace(key.namespace()) else {
             return Ok(inner.registry.register_async(owner, key, metadata).await?);
@@ -559,38 +706,39 @@ impl Cluster {
             });
         }
         let claim = Claim::new(inner.config.node, pid.as_u64(), &meta);
+        let flight = InFlight::new(inner, &etcd_key);
         let create_rev = match inner.claim(&etcd_key, &claim, lease).await {
             Ok(rev) => rev,
             Err(Error::AlreadyRegistered { owner }) => {
+                flight.settled();
                 return Err(Error::AlreadyRegistered {
                     owner: self.local_owner(owner),
-                })
+                });
             }
+            Err(e @ Error::Etcd(_)) => {
+                flight.settled();
+                return Err(e);
+            }
+            // Unreachable: etcd may have committed it; the sweeper finds out.
             Err(e) => return Err(e),
         };
-        {
-            let mut claims = lock(&inner.claims);
-            claims.insert(
-                etcd_key.clone(),
-                LocalClaim {
-                    authority: owner.clone(),
-                    key: OwnedKey::from(*key),
-                    create_rev,
-                },
-            );
-            inner.monitor(&mut claims, pid);
+        if !inner.record(&etcd_key, owner, key, create_rev, lease) {
+            // Fenced (or left) while etcd answered: the claim dies with that lease.
+            flight.settled();
+            return Err(inner.stopped());
         }
+        flight.settled();
         if let Err(e) = inner.register_local(owner, key, &meta, &etcd_key).await {
-            lock(&inner.claims).remove(&etcd_key);
+            lock(&inner.claims).remove_if(&etcd_key, create_rev);
             inner.release(etcd_key, create_rev).await;
             return Err(e.into());
         }
         if !inner.still_live(lease) {
             // Fenced while we registered: the fence may have run before our entry
             // existed, so take it out ourselves.
-            let _ = inner.registry.unregister_async(owner, key).await;
-            lock(&inner.claims).remove(&etcd_key);
-            return Err(Error::Fenced);
+            let _ = inner.internal.unregister_async(owner, key).await;
+            lock(&inner.claims).remove_if(&etcd_key, create_rev);
+            return Err(inner.stopped());
         }
         Ok(())
     }
@@ -603,10 +751,39 @@ impl Cluster {
     ///
     /// The outer error is for the whole call ([`Error::Fenced`], [`Error::Left`]);
     /// items fail as [`Cluster::register`] does.
-    pub async fn register_many<'k>(
+    pub async fn register_many(
         &self,
         owner: &Authority,
-        items: &[(Key<'k>, Metadata)],
+        items: &[(Key<'_>, Metadata)],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let (this, owner) = (self.clone(), owner.clone());
+        let items: Vec<(OwnedKey, Metadata)> = items
+            .iter()
+            .map(|(k, m)| (OwnedKey::from(*k), m.clone()))
+            .collect();
+        detached(async move {
+            let borrowed: Vec<(Key<'_>, Metadata)> =
+                items.iter().map(|(k, m)| (k.as_key(), m.clone())).collect();
+            let r = this.register_many_now(&owner, &borrowed).await;
+            drop(borrowed);
+            (
+                r,
+                move |r: Result<Vec<Result<(), Error>>, Error>| async move {
+                    for ((k, _), r) in items.iter().zip(r.into_iter().flatten()) {
+                        if r.is_ok() {
+                            let _ = this.unregister_now(&owner, &k.as_key()).await;
+                        }
+                    }
+                },
+            )
+        })
+        .await
+    }
+
+    async fn register_many_now(
+        &self,
+        owner: &Authority,
+        items: &[(Key<'_>, Metadata)],
     ) -> Result<Vec<Result<(), Error>>, Error> {
         let inner = self.inner();
         let lease = inner.check_live()?;
@@ -614,30 +791,38 @@ impl Cluster {
         let mut results: Vec<Option<Result<(), Error>>> = vec![None; items.len()];
         // Claims to make: (item index, etcd key, claim, local metadata).
         let mut todo = Vec::new();
+        let mut seen = HashSet::new();
         for (i, (key, meta)) in items.iter().enumerate() {
             let Some(ns_name) = inner.cluster_namespace(key.namespace()) else {
-                results[i] = Some(
-                    inner
-                        .registry
-                        .register_async(owner, key, meta)
-                        .await
-                        .map_err(Error::from),
-                );
+                let r = inner.registry.register_async(owner, key, meta).await;
+                results[i] = Some(r.map_err(Error::from));
                 continue;
             };
             if let Err(e) = inner.registry.validate(key, meta) {
                 results[i] = Some(Err(e.into()));
                 continue;
             }
-            let meta = meta.clone().node(inner.config.node);
             let etcd_key = codec::claim_key(&inner.config.prefix, &ns_name, key);
+            if !seen.insert(etcd_key.clone()) {
+                // etcd refuses a transaction naming a key twice: the repeat fails alone.
+                results[i] = Some(Err(Error::AlreadyRegistered {
+                    owner: Owner::Local(pid),
+                }));
+                continue;
+            }
+            let meta = meta.clone().node(inner.config.node);
             let claim = Claim::new(inner.config.node, pid.as_u64(), &meta);
             todo.push((i, etcd_key, claim, meta));
         }
-        // Claim in transactions of `max_txn_ops`; a transaction that loses any compare
-        // claims its keys one by one, to say which were taken.
+        // Claim in transactions of `max_txn_ops`, each creating all its keys or none; a
+        // transaction that loses a compare leaves its items to `register`, one by one,
+        // which says which were taken.
         let mut won = Vec::new();
         for chunk in todo.chunks(inner.config.max_txn_ops) {
+            let flights: Vec<InFlight<'_>> = chunk
+                .iter()
+                .map(|(_, k, _, _)| InFlight::new(inner, k))
+                .collect();
             let txn = Txn::new()
                 .when(
                     chunk
@@ -651,121 +836,91 @@ impl Cluster {
                     chunk
                         .iter()
                         .map(|(_, k, c, _)| {
-                            TxnOp::put(
-                                k.clone(),
-                                c.to_bytes(),
-                                Some(PutOptions::new().with_lease(lease)),
-                            )
+                            let put = PutOptions::new().with_lease(lease);
+                            TxnOp::put(k.clone(), c.to_bytes(), Some(put))
                         })
                         .collect::<Vec<_>>(),
                 );
-            inner
-                .counters
-                .pending_claims
-                .fetch_add(1, Ordering::Relaxed);
+            let counters = &inner.counters;
+            counters.pending_claims.fetch_add(1, Ordering::Relaxed);
             let mut client = inner.client.clone();
             let resp = inner.timed(client.txn(txn)).await;
-            inner
-                .counters
-                .pending_claims
-                .fetch_sub(1, Ordering::Relaxed);
+            counters.pending_claims.fetch_sub(1, Ordering::Relaxed);
             match resp {
                 Ok(resp) if resp.succeeded() => {
                     let rev = resp.header().map_or(0, |h| h.revision());
                     inner.seen_revision(rev);
                     inner.sent(rev);
-                    won.extend(chunk.iter().map(|item| (item, rev)));
+                    for (i, k, _, m) in chunk {
+                        if inner.record(k, owner, &items[*i].0, rev, lease) {
+                            won.push((*i, k.clone(), m, rev));
+                        } else {
+                            results[*i] = Some(Err(inner.stopped()));
+                        }
+                    }
+                    flights.into_iter().for_each(InFlight::settled);
                 }
                 Ok(_) => {
-                    for item in chunk {
-                        match inner.claim(&item.1, &item.2, lease).await {
-                            Ok(rev) => won.push((item, rev)),
-                            Err(Error::AlreadyRegistered { owner }) => {
-                                results[item.0] = Some(Err(Error::AlreadyRegistered {
-                                    owner: self.local_owner(owner),
-                                }))
-                            }
-                            Err(e) => results[item.0] = Some(Err(e)),
-                        }
+                    flights.into_iter().for_each(InFlight::settled);
+                    for (i, _, _, _) in chunk {
+                        let (key, meta) = &items[*i];
+                        results[*i] = Some(self.register_now(owner, key, meta).await);
                     }
                 }
                 Err(e) => {
-                    for item in chunk {
-                        results[item.0] = Some(Err(e.clone()));
+                    // Unreachable or refused: none of the chunk is recorded; if etcd did
+                    // commit it, the sweeper (through the dropped flights) deletes it.
+                    if matches!(e, Error::Etcd(_)) {
+                        flights.into_iter().for_each(InFlight::settled);
+                    }
+                    for (i, _, _, _) in chunk {
+                        results[*i] = Some(Err(e.clone()));
                     }
                 }
             }
         }
-        {
-            let mut claims = lock(&inner.claims);
-            for ((i, etcd_key, _, _), rev) in &won {
-                claims.insert(
-                    etcd_key.clone(),
-                    LocalClaim {
-                        authority: owner.clone(),
-                        key: OwnedKey::from(items[*i].0),
-                        create_rev: *rev,
-                    },
-                );
-            }
-            if !won.is_empty() {
-                inner.monitor(&mut claims, pid);
-            }
-        }
+        // The won claims, registered locally as one batch.
         let local = inner
             .registry
-            .register_many_async(owner, won.iter().map(|((i, _, _, m), _)| (items[*i].0, m)))
+            .register_many_async(owner, won.iter().map(|(i, _, m, _)| (items[*i].0, *m)))
             .await;
         let mut release = Vec::new();
-        match local {
-            Ok(local) => {
-                for (((i, etcd_key, _, meta), rev), r) in won.iter().zip(local.iter()) {
-                    let r = match r {
-                        Err(e)
-                            if matches!(e.kind(), roster::ErrorKind::AlreadyRegistered { .. }) =>
-                        {
-                            inner
-                                .register_local(owner, &items[*i].0, meta, etcd_key)
-                                .await
-                        }
-                        r => r.clone(),
-                    };
-                    if let Err(e) = r {
-                        release.push((etcd_key.clone(), *rev));
-                        results[*i] = Some(Err(e.into()));
-                    } else {
-                        results[*i] = Some(Ok(()));
+        for (n, (i, etcd_key, meta, rev)) in won.iter().enumerate() {
+            let r = match &local {
+                Ok(local) => match &local[n] {
+                    Err(e) if matches!(e.kind(), roster::ErrorKind::AlreadyRegistered { .. }) => {
+                        inner
+                            .register_local(owner, &items[*i].0, meta, etcd_key)
+                            .await
                     }
-                }
-            }
-            Err(e) => {
-                for ((i, etcd_key, _, _), rev) in &won {
+                    r => r.clone(),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            results[*i] = Some(match r {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    lock(&inner.claims).remove_if(etcd_key, *rev);
                     release.push((etcd_key.clone(), *rev));
-                    results[*i] = Some(Err(e.clone().into()));
+                    Err(e.into())
                 }
-            }
+            });
         }
-        if !release.is_empty() {
-            {
-                let mut claims = lock(&inner.claims);
-                for (k, _) in &release {
-                    claims.remove(k);
-                }
-            }
-            if inner.release_batch(&release).await.is_err() {
-                lock(&inner.orphans).extend(release);
-            }
+        if !release.is_empty() && inner.release_batch(&release).await.is_err() {
+            lock(&inner.orphans).extend(release);
         }
         if !inner.still_live(lease) {
-            for ((i, etcd_key, _, _), _) in &won {
-                let _ = inner.registry.unregister_async(owner, &items[*i].0).await;
-                lock(&inner.claims).remove(etcd_key);
-                results[*i] = Some(Err(Error::Fenced));
+            for (i, etcd_key, _, rev) in &won {
+                if results[*i] == Some(Ok(())) {
+                    let _ = inner.internal.unregister_async(owner, &items[*i].0).await;
+                    lock(&inner.claims).remove_if(etcd_key, *rev);
+                    results[*i] = Some(Err(inner.stopped()));
+                }
             }
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Fenced)))
+            .map(|r| r.unwrap_or_else(|| Err(inner.stopped())))
             .collect())
     }
 
@@ -777,6 +932,15 @@ impl Cluster {
     /// [`Error::NotOwner`] naming the holder, [`Error::NotFound`], [`Error::Fenced`],
     /// [`Error::Left`], [`Error::Local`].
     pub async fn unregister(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
+        let (this, owner, key) = (self.clone(), owner.clone(), OwnedKey::from(*key));
+        detached(async move {
+            let r = this.unregister_now(&owner, &key.as_key()).await;
+            (r, |_| async {})
+        })
+        .await
+    }
+
+    async fn unregister_now(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
         let inner = self.inner();
         let Some(ns_name) = inner.cluster_namespace(key.namespace()) else {
             return Ok(inner.registry.unregister_async(owner, key).await?);
@@ -784,8 +948,14 @@ impl Cluster {
         inner.check_live()?;
         let etcd_key = codec::claim_key(&inner.config.prefix, &ns_name, key);
         let create_rev = self.owned_claim(owner, key, &etcd_key).await?;
-        lock(&inner.claims).remove(&etcd_key);
-        inner.registry.unregister_async(owner, key).await?;
+        // Locally first (a timeout leaves both the entry and its record, to retry), then
+        // the record, then etcd.
+        match inner.registry.unregister_async(owner, key).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == &roster::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        lock(&inner.claims).remove_if(&etcd_key, create_rev);
         inner.release(etcd_key, create_rev).await;
         Ok(())
     }
@@ -797,6 +967,25 @@ impl Cluster {
     ///
     /// As [`Cluster::unregister`]; [`Error::Unreachable`].
     pub async fn update_metadata(
+        &self,
+        owner: &Authority,
+        key: &Key<'_>,
+        metadata: &Metadata,
+    ) -> Result<(), Error> {
+        let (this, owner, key, meta) = (
+            self.clone(),
+            owner.clone(),
+            OwnedKey::from(*key),
+            metadata.clone(),
+        );
+        detached(async move {
+            let r = this.update_now(&owner, &key.as_key(), &meta).await;
+            (r, |_| async {})
+        })
+        .await
+    }
+
+    async fn update_now(
         &self,
         owner: &Authority,
         key: &Key<'_>,
@@ -833,13 +1022,14 @@ impl Cluster {
         if !resp.succeeded() {
             // The claim is gone from etcd (expired, deleted by an operator): so is the
             // name, here too.
-            lock(&inner.claims).remove(&etcd_key);
-            let _ = inner.registry.unregister_async(owner, key).await;
+            let _ = inner.internal.unregister_async(owner, key).await;
+            lock(&inner.claims).remove_if(&etcd_key, create_rev);
             return Err(Error::NotFound);
         }
         inner.sent(rev);
+        // etcd has the new metadata: the local entry must follow, whatever it takes.
         inner
-            .registry
+            .internal
             .update_metadata_async(owner, key, &meta)
             .await?;
         Ok(())
@@ -978,8 +1168,29 @@ impl Cluster {
     /// Fences the node now, as if its lease had been lost: for tests and for an
     /// operator who knows the node is cut off.
     pub async fn fence(&self) {
-        crate::session::fence(self.inner(), "requested").await;
+        let id = self.inner().lease.load(Ordering::Acquire);
+        crate::session::fence(self.inner(), id, "requested").await;
     }
+}
+
+/// Runs a write to its end in a task of its own, so that a caller who drops the future
+/// cannot split it between etcd and the local registry. `work` yields the result and
+/// what to do with it if nobody is waiting any more (undo a registration).
+async fn detached<T, W, U, UF>(work: W) -> Result<T, Error>
+where
+    T: Send + 'static,
+    W: Future<Output = (Result<T, Error>, U)> + Send + 'static,
+    U: FnOnce(Result<T, Error>) -> UF + Send + 'static,
+    UF: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (result, undo) = work.await;
+        if let Err(unwanted) = tx.send(result) {
+            undo(unwanted).await;
+        }
+    });
+    rx.await.unwrap_or(Err(Error::Left))
 }
 
 /// Records `ns` (called `name`) as cluster-wide.

@@ -10,19 +10,25 @@
 //!
 //! One task applies the watch, event by event, under the replica's lock:
 //!
-//! - put by this session's lease: one of our own claims, already local; skipped.
-//! - put of a key this node has claimed: an event from before our claim; skipped.
+//! - put under this session's lease: one of our own claims, already local; skipped (one
+//!   with no record and no claim on its way is a claim whose caller gave up: the sweeper
+//!   deletes it).
+//! - put of a key this node holds, created at or before our claim: skipped; created
+//!   after it: our claim was lost, the local entry goes, and the new owner's goes in.
 //! - other puts: upsert under the owner's stand-in (a new owner moves the entry).
-//! - delete of one of our claims (its create revision matches): the claim was lost
-//!   (an operator's delete, an expired lease); the local entry goes too.
+//! - delete of a key this node holds, after our claim was made: the claim was lost (an
+//!   operator's delete, an expired lease); the local entry goes too. Our own releases
+//!   drop the record first.
 //! - other deletes: the remote entry goes.
+//!
+//! The layer's own registry writes have no deadline: an event is applied, never dropped
+//! because a shard writer was busy.
 //!
 //! A snapshot (at join, after a compaction, after a rejoin) replaces the replica with
 //! what etcd holds at one revision: missing entries are added, changed ones updated,
 //! entries etcd no longer has removed, and lost own claims dropped.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::Ordering;
 
 use etcd_client::{EventType, GetOptions, KeyValue};
@@ -59,20 +65,6 @@ pub(crate) struct Replica {
     stand_ins: HashMap<RemoteOwner, StandIn>,
 }
 
-/// Runs a registry write again while it times out (the replica must apply every event;
-/// a timeout means "not applied", so retrying is safe).
-async fn applied<F: Future<Output = Result<(), roster::Error>>>(
-    mut write: impl FnMut() -> F,
-) -> Result<(), roster::Error> {
-    let mut tries = 0;
-    loop {
-        match write().await {
-            Err(e) if matches!(e.kind(), ErrorKind::Timeout { .. }) && tries < 20 => tries += 1,
-            r => return r,
-        }
-    }
-}
-
 impl Replica {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
@@ -100,7 +92,9 @@ impl Replica {
                 }
                 e.mod_rev = mod_rev;
                 let stand_in = &self.stand_ins[&owner].process;
-                applied(|| registry.update_metadata_async(stand_in, &key.as_key(), meta)).await?;
+                registry
+                    .update_metadata_async(stand_in, &key.as_key(), meta)
+                    .await?;
                 return Ok(true);
             }
             self.remove(registry, etcd_key).await;
@@ -113,7 +107,10 @@ impl Replica {
             });
         }
         let stand_in = self.stand_ins.get_mut(&owner).expect("inserted above");
-        match applied(|| registry.register_async(&stand_in.process, &key.as_key(), meta)).await {
+        match registry
+            .register_async(&stand_in.process, &key.as_key(), meta)
+            .await
+        {
             Ok(()) => {}
             Err(e) if matches!(e.kind(), ErrorKind::AlreadyRegistered { .. }) => {
                 if stand_in.entries == 0 {
@@ -149,7 +146,9 @@ impl Replica {
             // Killing the stand-in hides its entry at once; the shard removes it.
             self.stand_ins.remove(&e.owner);
         } else {
-            let _ = applied(|| registry.unregister_async(&stand_in.process, &e.key.as_key())).await;
+            let _ = registry
+                .unregister_async(&stand_in.process, &e.key.as_key())
+                .await;
         }
         true
     }
@@ -169,43 +168,43 @@ impl Replica {
 
 impl Inner {
     /// Applies one watch event (see the module docs for the rules).
-    pub(crate) async fn apply(
-        &self,
-        replica: &mut Replica,
-        kind: EventType,
-        kv: &KeyValue,
-        prev: Option<&KeyValue>,
-    ) {
+    pub(crate) async fn apply(&self, replica: &mut Replica, kind: EventType, kv: &KeyValue) {
         let lease = self.lease.load(Ordering::Acquire);
         let etcd_key = kv.key();
+        let ours = lock(&self.claims)
+            .by_key
+            .get(etcd_key)
+            .map(|c| c.create_rev);
         match kind {
             EventType::Put => {
                 if kv.lease() == lease && lease != 0 {
+                    if ours.is_none() && !lock(&self.in_flight).contains(etcd_key) {
+                        // Under our lease with no record and no claim on its way: a
+                        // claim whose caller gave up. The sweeper deletes it.
+                        lock(&self.suspects).push(etcd_key.to_vec());
+                    }
                     return;
                 }
-                if lock(&self.claims).by_key.contains_key(etcd_key) {
-                    return;
+                match ours {
+                    // An event from before our claim, or of our claim itself.
+                    Some(rev) if kv.create_revision() <= rev => return,
+                    // The key was created again after our claim: ours is lost.
+                    Some(rev) => self.drop_lost_claim(etcd_key, rev).await,
+                    None => {}
                 }
                 self.upsert_remote(replica, kv).await;
             }
             EventType::Delete => {
-                let lost = {
-                    let mut claims = lock(&self.claims);
-                    match (claims.by_key.get(etcd_key), prev) {
-                        (Some(c), Some(p)) if c.create_rev == p.create_revision() => {
-                            claims.remove(etcd_key)
-                        }
-                        _ => None,
+                // A delete after our claim was made deletes our claim (an operator, an
+                // expired lease): the local entry goes too. Our own releases drop the
+                // record first, so they do not come here.
+                if let Some(rev) = ours {
+                    if rev < kv.mod_revision() {
+                        self.drop_lost_claim(etcd_key, rev).await;
                     }
-                };
-                if let Some(c) = lost {
-                    let _ = self
-                        .registry
-                        .unregister_async(&c.authority, &c.key.as_key())
-                        .await;
                     return;
                 }
-                replica.remove(&self.registry, etcd_key).await;
+                replica.remove(&self.internal, etcd_key).await;
             }
         }
     }
@@ -229,21 +228,18 @@ impl Inner {
             pid: claim.pid,
         };
         let meta = claim.metadata();
-        match replica
+        let applied = replica
             .upsert(
-                &self.registry,
+                &self.internal,
                 kv.key(),
                 key,
                 owner,
                 &meta,
                 kv.mod_revision(),
             )
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
-            }
+            .await;
+        if !matches!(applied, Ok(true)) {
+            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -265,11 +261,17 @@ impl Inner {
             let ours = lock(&self.claims)
                 .by_key
                 .get(kv.key())
-                .map(|c| c.create_rev == kv.create_revision());
+                .map(|c| c.create_rev);
             match ours {
-                Some(true) => continue,
-                Some(false) => self.drop_lost_claim(kv.key()).await,
-                None if kv.lease() == lease && lease != 0 => continue,
+                // Our claim itself, or one made after the snapshot's revision.
+                Some(c) if c == kv.create_revision() || c > rev => continue,
+                Some(c) => self.drop_lost_claim(kv.key(), c).await,
+                None if kv.lease() == lease && lease != 0 => {
+                    if !lock(&self.in_flight).contains(kv.key()) {
+                        lock(&self.suspects).push(kv.key().to_vec());
+                    }
+                    continue;
+                }
                 None => {}
             }
             self.upsert_remote(&mut replica, kv).await;
@@ -281,16 +283,16 @@ impl Inner {
             .cloned()
             .collect();
         for k in gone {
-            replica.remove(&self.registry, &k).await;
+            replica.remove(&self.internal, &k).await;
         }
-        let lost: Vec<Vec<u8>> = lock(&self.claims)
+        let lost: Vec<(Vec<u8>, i64)> = lock(&self.claims)
             .by_key
             .iter()
             .filter(|(k, c)| !present.contains(*k) && c.create_rev <= rev)
-            .map(|(k, _)| k.clone())
+            .map(|(k, c)| (k.clone(), c.create_rev))
             .collect();
-        for k in lost {
-            self.drop_lost_claim(&k).await;
+        for (k, c) in lost {
+            self.drop_lost_claim(&k, c).await;
         }
         self.counters.applied_revision.store(rev, Ordering::Relaxed);
         self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -298,12 +300,13 @@ impl Inner {
         Ok(rev)
     }
 
-    /// One of our claims is no longer ours in etcd: its local entry goes.
-    async fn drop_lost_claim(&self, etcd_key: &[u8]) {
-        let claim = lock(&self.claims).remove(etcd_key);
+    /// Our claim on `etcd_key` made at `create_rev` is no longer ours in etcd: its
+    /// local entry goes.
+    async fn drop_lost_claim(&self, etcd_key: &[u8], create_rev: i64) {
+        let claim = lock(&self.claims).remove_if(etcd_key, create_rev);
         if let Some(c) = claim {
             let _ = self
-                .registry
+                .internal
                 .unregister_async(&c.authority, &c.key.as_key())
                 .await;
         }

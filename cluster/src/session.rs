@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchOptions};
 use tokio::time::sleep;
 
-use crate::cluster::{lock, since_epoch, Inner, FENCED, LEFT, LIVE};
+use crate::cluster::{group_by_owner, lock, since_epoch, Inner, FENCED, LEFT, LIVE};
 use crate::codec;
 use crate::Error;
 
-/// Starts the first session.
+/// Starts the first session, and the sweeper that outlives sessions.
 pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     let _g = inner.session_lock.lock().await;
-    begin(inner).await
+    begin(inner).await?;
+    inner.spawn(sweeper(Arc::downgrade(inner)));
+    Ok(())
 }
 
 /// Starts a session after a fence.
@@ -51,7 +53,8 @@ fn rejoin_boxed(
     Box::pin(async move { rejoin(&inner).await })
 }
 
-/// A lease, a snapshot, then the keepalive and watch tasks; the node is live after.
+/// A lease (kept alive from the start), a snapshot, then the watch; the node is live
+/// after. Runs under the session lock.
 async fn begin(inner: &Arc<Inner>) -> Result<(), Error> {
     let ttl_secs = inner.config.lease_ttl.as_secs().max(1) as i64;
     let sent = Instant::now();
@@ -65,20 +68,36 @@ async fn begin(inner: &Arc<Inner>) -> Result<(), Error> {
         .lease_ttl_ms
         .store(ttl.as_millis() as u64, Ordering::Relaxed);
     inner.lease.store(id, Ordering::Release);
+    // Renewals start now: a snapshot may take longer than a TTL.
+    inner.spawn(keepalive(inner.clone(), id, ttl));
+    let revoke = |inner: &Arc<Inner>| {
+        inner.ended_lease.store(id, Ordering::Release);
+        let inner = inner.clone();
+        async move {
+            let mut client = inner.client.clone();
+            let _ = inner.timed(client.lease_revoke(id)).await;
+        }
+    };
     let rev = match inner.resync().await {
         Ok(rev) => rev,
         Err(e) => {
-            let mut client = inner.client.clone();
-            let _ = inner.timed(client.lease_revoke(id)).await;
+            revoke(inner).await;
             return Err(e);
         }
     };
+    if tokio::time::Instant::now() >= fence_time(inner, ttl) {
+        // The lease could not be renewed while we loaded: start again later.
+        revoke(inner).await;
+        return Err(Error::Unreachable {
+            endpoints: inner.config.endpoints.clone(),
+            timeout: ttl,
+        });
+    }
     inner.state.store(LIVE, Ordering::Release);
     let watch = tokio::spawn(watch(inner.clone(), id, rev + 1));
     if let Some(old) = lock(&inner.watch_task).replace(watch) {
         old.abort();
     }
-    inner.spawn(keepalive(inner.clone(), id, ttl));
     Ok(())
 }
 
@@ -96,89 +115,137 @@ fn fence_time(inner: &Inner, ttl: Duration) -> tokio::time::Instant {
     tokio::time::Instant::from_std(now + left.saturating_sub(ttl / 5))
 }
 
-/// Keeps lease `id` alive until the session ends, fencing the node when it cannot.
-async fn keepalive(inner: Arc<Inner>, id: i64, ttl: Duration) {
-    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
-    loop {
-        if !inner.still_live(id) {
-            return;
+/// Whether lease `id` is this node's and its session has not ended.
+fn current(inner: &Inner, id: i64) -> bool {
+    inner.lease.load(Ordering::Acquire) == id
+        && inner.ended_lease.load(Ordering::Acquire) != id
+        && inner.state.load(Ordering::Acquire) != LEFT
+}
+
+/// One keepalive sent and answered: when it was sent and the TTL granted (0: the lease
+/// is gone), or `None` after an error other than a missing lease.
+async fn renew(
+    inner: &Inner,
+    id: i64,
+    stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+) -> Option<(Instant, i64)> {
+    let gone = |e: &Error| matches!(e, Error::Etcd(m) if m.contains("lease not found"));
+    if stream.is_none() {
+        let mut client = inner.client.clone();
+        match inner.timed(client.lease_keep_alive(id)).await {
+            Ok(s) => *stream = Some(s),
+            Err(e) if gone(&e) => return Some((Instant::now(), 0)),
+            Err(_) => return None,
         }
+    }
+    let (keeper, answers) = stream.as_mut()?;
+    let sent = Instant::now();
+    if keeper.keep_alive().await.is_err() {
+        *stream = None;
+        return None;
+    }
+    match inner.timed(answers.message()).await {
+        Ok(Some(answer)) => Some((sent, answer.ttl())),
+        Err(e) if gone(&e) => Some((sent, 0)),
+        _ => {
+            // The stream is dropped, so a late answer is never taken for a later send.
+            *stream = None;
+            None
+        }
+    }
+}
+
+/// Keeps lease `id` alive until its session ends, fencing the node when it cannot (see
+/// the module docs). Every wait races the watchdog, which is polled first.
+async fn keepalive(inner: Arc<Inner>, id: i64, ttl: Duration) {
+    let mut stream = None;
+    while current(&inner, id) {
         let fence_at = fence_time(&inner, ttl);
         if tokio::time::Instant::now() >= fence_at {
-            fence(&inner, "lease not renewed in time").await;
+            fence(&inner, id, "lease not renewed in time").await;
             return;
         }
-        let round = async {
-            if stream.is_none() {
-                let mut client = inner.client.clone();
-                stream = Some(inner.timed(client.lease_keep_alive(id)).await.ok()?);
-            }
-            let (keeper, answers) = stream.as_mut()?;
-            let sent = Instant::now();
-            keeper.keep_alive().await.ok()?;
-            let answer = inner.timed(answers.message()).await.ok()??;
-            Some((sent, answer.ttl()))
-        };
-        // The watchdog first: a round that fails at once must not starve it.
         let round = tokio::select! {
             biased;
             _ = tokio::time::sleep_until(fence_at) => {
-                fence(&inner, "lease not renewed in time").await;
+                fence(&inner, id, "lease not renewed in time").await;
                 return;
             }
-            r = round => r,
+            r = renew(&inner, id, &mut stream) => r,
         };
         let pause = match round {
-            Some((_, 0)) => {
-                fence(&inner, "etcd expired the lease").await;
+            Some((_, granted)) if granted <= 0 => {
+                fence(&inner, id, "etcd expired the lease").await;
                 return;
             }
             Some((sent, granted)) => {
                 set_deadline(&inner, sent + Duration::from_secs(granted as u64));
                 ttl / 3
             }
-            None => {
-                stream = None;
-                Duration::from_millis(200)
-            }
+            None => Duration::from_millis(200),
         };
-        // The pause (and releases left over from an unreachable etcd) race the
-        // watchdog too.
         let fence_at = fence_time(&inner, ttl);
         tokio::select! {
             biased;
             _ = tokio::time::sleep_until(fence_at) => {
-                fence(&inner, "lease not renewed in time").await;
+                fence(&inner, id, "lease not renewed in time").await;
                 return;
             }
-            _ = async {
-                retry_orphans(&inner).await;
-                sleep(pause).await;
-            } => {}
+            _ = sleep(pause) => {}
         }
     }
 }
 
-/// Releases etcd could not take when they were made.
-async fn retry_orphans(inner: &Inner) {
-    let orphans = std::mem::take(&mut *lock(&inner.orphans));
-    if !orphans.is_empty() && inner.release_batch(&orphans).await.is_err() {
-        lock(&inner.orphans).extend(orphans);
+/// Every half second until the node leaves: retries releases etcd could not take, and
+/// checks suspect keys (claims that may have committed with no record here), deleting
+/// any that etcd holds under this node's lease with no record.
+async fn sweeper(inner: std::sync::Weak<Inner>) {
+    loop {
+        sleep(Duration::from_millis(500)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.state.load(Ordering::Acquire) == LEFT {
+            return;
+        }
+        let orphans = std::mem::take(&mut *lock(&inner.orphans));
+        if !orphans.is_empty() && inner.release_batch(&orphans).await.is_err() {
+            lock(&inner.orphans).extend(orphans);
+        }
+        let suspects = std::mem::take(&mut *lock(&inner.suspects));
+        for key in suspects {
+            if lock(&inner.claims).by_key.contains_key(&key)
+                || lock(&inner.in_flight).contains(&key)
+            {
+                continue;
+            }
+            let mut client = inner.client.clone();
+            match inner.timed(client.get(key.clone(), None)).await {
+                Ok(resp) => {
+                    let lease = inner.lease.load(Ordering::Acquire);
+                    if let Some(kv) = resp.kvs().first().filter(|kv| kv.lease() == lease) {
+                        // Recorded meanwhile? Then it is a claim after all.
+                        if !lock(&inner.claims).by_key.contains_key(&key) {
+                            let _ = inner.release_batch(&[(key, kv.create_revision())]).await;
+                        }
+                    }
+                }
+                Err(_) => lock(&inner.suspects).push(key),
+            }
+        }
     }
 }
 
 /// Follows the names prefix from revision `from` into the replica, reconnecting after
-/// errors and re-syncing after a compaction, until session `id` ends.
+/// errors and re-syncing after a compaction, until session `id` ends. A stream that is
+/// silent for a lease TTL is asked for a progress report, and re-opened if it stays
+/// silent for another.
 async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
     let prefix = codec::names_prefix(&inner.config.prefix);
+    let quiet = inner.config.lease_ttl;
     let mut backoff = Duration::from_millis(50);
     while inner.still_live(id) {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from)
-            .with_prev_key();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut client = inner.client.clone();
-        let (_watcher, mut stream) = match inner
+        let (mut watcher, mut stream) = match inner
             .timed(client.watch(prefix.clone(), Some(options)))
             .await
         {
@@ -190,8 +257,21 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
                 continue;
             }
         };
+        let mut asked = false;
         loop {
-            match stream.message().await {
+            let message = tokio::select! {
+                m = stream.message() => m,
+                _ = sleep(quiet) => {
+                    if asked || watcher.request_progress().await.is_err() {
+                        inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    asked = true;
+                    continue;
+                }
+            };
+            asked = false;
+            match message {
                 Ok(Some(resp)) => {
                     backoff = Duration::from_millis(50);
                     if resp.compact_revision() > 0 {
@@ -204,6 +284,8 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
                     }
                     if resp.canceled() {
                         inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                        sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
                         break;
                     }
                     if let Some(h) = resp.header() {
@@ -216,9 +298,7 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
                     let mut last = from - 1;
                     for ev in resp.events() {
                         if let Some(kv) = ev.kv() {
-                            inner
-                                .apply(&mut replica, ev.event_type(), kv, ev.prev_kv())
-                                .await;
+                            inner.apply(&mut replica, ev.event_type(), kv).await;
                             last = last.max(kv.mod_revision());
                         }
                     }
@@ -240,18 +320,20 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
     }
 }
 
-/// Fences the node (see the module docs); `why` is for the log of a future tracing
-/// hook.
-pub(crate) async fn fence(inner: &Arc<Inner>, why: &str) {
+/// Fences the node if lease `id` is still its live session's (see the module docs);
+/// `why` is for a future tracing hook.
+pub(crate) async fn fence(inner: &Arc<Inner>, id: i64, why: &str) {
     let _ = why;
     let _g = inner.session_lock.lock().await;
-    if inner
-        .state
-        .compare_exchange(LIVE, FENCED, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
+    if inner.lease.load(Ordering::Acquire) != id
+        || inner
+            .state
+            .compare_exchange(LIVE, FENCED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
     {
         return;
     }
+    inner.ended_lease.store(id, Ordering::Release);
     inner.counters.fences.fetch_add(1, Ordering::Relaxed);
     release_locally(inner).await;
     // How early the fence completed: a late one (a scheduler that held this task past
@@ -264,7 +346,6 @@ pub(crate) async fn fence(inner: &Arc<Inner>, why: &str) {
     if now > deadline {
         c.late_fences.fetch_add(1, Ordering::Relaxed);
     }
-    let id = inner.lease.load(Ordering::Acquire);
     let revoker = inner.clone();
     inner.spawn(async move {
         let mut client = revoker.client.clone();
@@ -286,28 +367,21 @@ pub(crate) async fn fence(inner: &Arc<Inner>, why: &str) {
 }
 
 /// Stops the watch, drops the replica and removes every claimed entry from the local
-/// registry.
+/// registry (with no deadline: they must go). Death monitors stay: they find no claims.
 async fn release_locally(inner: &Inner) {
     if let Some(w) = lock(&inner.watch_task).take() {
         w.abort();
     }
     inner.replica.lock().await.clear();
-    let claims = std::mem::take(&mut *lock(&inner.claims));
-    let mut by_pid: std::collections::HashMap<
-        roster::Pid,
-        (roster::Authority, Vec<roster::OwnedKey>),
-    > = Default::default();
-    for (_, c) in claims.by_key {
-        by_pid
-            .entry(c.authority.pid())
-            .or_insert_with(|| (c.authority.clone(), Vec::new()))
-            .1
-            .push(c.key);
-    }
-    for (_, (authority, keys)) in by_pid {
+    let claims = {
+        let mut claims = lock(&inner.claims);
+        claims.by_pid.clear();
+        std::mem::take(&mut claims.by_key)
+    };
+    for (authority, keys) in group_by_owner(claims.into_values()) {
         let keys: Vec<roster::Key<'_>> = keys.iter().map(|k| k.as_key()).collect();
         let _ = inner
-            .registry
+            .internal
             .unregister_many_async(&authority, &keys)
             .await;
     }

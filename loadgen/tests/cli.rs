@@ -212,11 +212,17 @@ fn the_cluster_workload_measures_claims_propagation_and_death_on_a_real_etcd() {
         "cluster-lookup-remote",
         "cluster-lookup-local",
     ] {
-        assert!(s["ops"][op]["count"].as_u64().unwrap() > 0, "{op}: {stdout}");
+        assert!(
+            s["ops"][op]["count"].as_u64().unwrap() > 0,
+            "{op}: {stdout}"
+        );
         assert!(dir.join(format!("{op}.hgrm")).is_file());
     }
     let notes = s["notes"].to_string();
-    assert!(notes.contains("node death (lease expiry)") && notes.contains("clean leave"), "{notes}");
+    assert!(
+        notes.contains("node death (lease expiry)") && notes.contains("clean leave"),
+        "{notes}"
+    );
 }
 
 #[cfg(not(feature = "cluster"))]
@@ -225,5 +231,8 @@ fn the_cluster_workload_says_how_to_get_it_when_built_without() {
     let o = loadgen(&["run", "cluster", "--quiet"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--features cluster") && err.contains("etcd"), "{err}");
+    assert!(
+        err.contains("--features cluster") && err.contains("etcd"),
+        "{err}"
+    );
 }
