@@ -321,6 +321,9 @@ pub fn run(run: &Run, opts: &Options, f: &mut Findings, say: &dyn Fn(&str)) -> R
             std::thread::sleep(Duration::from_millis(1));
         }
         let gone = t0.elapsed();
+        if !clean {
+            f.cluster_death = Some((gone, opts.lease_ttl));
+        }
         f.notes.push(format!(
             "cluster: {label}: 1,000 names gone on another node after {:.0} ms (lease TTL {:.0} ms)",
             gone.as_secs_f64() * 1e3,

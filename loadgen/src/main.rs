@@ -493,6 +493,7 @@ fn finish(
         Workload::Memory => &["P4"],
         Workload::Scaling => &["P5"],
         Workload::DeathStorm => &["P6"],
+        Workload::Cluster => &["P7"],
         _ => &[],
     };
     let verdicts = workloads::verdicts(targets, f, ids);

@@ -1,4 +1,4 @@
-//! SPEC's P1-P6 targets (`targets.toml`) and the verdicts measured against them.
+//! SPEC's P1-P7 targets (`targets.toml`) and the verdicts measured against them.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,9 @@ pub struct Targets {
     pub p5: P5,
     #[serde(rename = "P6")]
     pub p6: P6,
+    /// Absent from targets files older than the cluster layer.
+    #[serde(rename = "P7", default)]
+    pub p7: Option<P7>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -64,6 +67,15 @@ pub struct P6 {
     pub what: String,
     pub reclaim_ms: f64,
     pub stale_reads: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct P7 {
+    pub what: String,
+    pub register_p99_ns: u64,
+    pub propagation_p99_ns: u64,
+    /// How long after the lease TTL a dead node's names may still be visible.
+    pub death_after_ttl_ms: f64,
 }
 
 impl Targets {

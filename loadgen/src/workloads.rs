@@ -128,6 +128,9 @@ pub struct Findings {
     pub storms: Vec<Storm>,
     /// Entries at which P3 was measured: smaller first.
     pub query_sizes: Vec<u64>,
+    /// The cluster workload's node death: until its names were gone elsewhere, and its
+    /// lease TTL.
+    pub cluster_death: Option<(Duration, Duration)>,
     pub notes: Vec<String>,
 }
 
@@ -1080,6 +1083,51 @@ pub fn verdicts(t: &Targets, f: &Findings, wanted: &[&str]) -> Vec<Verdict> {
             ),
             pass,
         );
+    }
+
+    if let Some(p7) = &t.p7 {
+        let target = format!(
+            "register p99 <= {}, propagation p99 <= {}, dead node gone <= TTL + {} ms",
+            human_ns(p7.register_p99_ns as f64),
+            human_ns(p7.propagation_p99_ns as f64),
+            p7.death_after_ttl_ms
+        );
+        match (
+            op("cluster-register"),
+            op("cluster-propagation"),
+            f.cluster_death,
+        ) {
+            (Some(r), Some(p), Some((gone, ttl))) => {
+                let (r99, p99) = (
+                    r.hist.value_at_quantile(0.99),
+                    p.hist.value_at_quantile(0.99),
+                );
+                let after_ttl = gone.as_secs_f64() * 1e3 - ttl.as_secs_f64() * 1e3;
+                let pass = r99 <= p7.register_p99_ns
+                    && p99 <= p7.propagation_p99_ns
+                    && after_ttl <= p7.death_after_ttl_ms;
+                add(
+                    "P7",
+                    &p7.what,
+                    target,
+                    format!(
+                        "register p99 {}, propagation p99 {}, dead node gone after {:.0} ms (TTL {:.0} ms)",
+                        human_ns(r99 as f64),
+                        human_ns(p99 as f64),
+                        gone.as_secs_f64() * 1e3,
+                        ttl.as_secs_f64() * 1e3
+                    ),
+                    pass,
+                );
+            }
+            _ => add(
+                "P7",
+                &p7.what,
+                target,
+                not("run the cluster workload"),
+                false,
+            ),
+        }
     }
     out
 }
