@@ -246,17 +246,12 @@ impl Inner {
     /// Loads every claim etcd holds into the replica (see the module docs): the
     /// revision of the snapshot.
     pub(crate) async fn resync(&self) -> Result<i64, Error> {
-        let prefix = codec::names_prefix(&self.config.prefix);
-        let mut client = self.client.clone();
-        let resp = self
-            .timed(client.get(prefix, Some(GetOptions::new().with_prefix())))
-            .await?;
-        let rev = resp.header().map_or(0, |h| h.revision());
+        let (kvs, rev) = self.snapshot().await?;
         self.seen_revision(rev);
         let lease = self.lease.load(Ordering::Acquire);
         let mut replica = self.replica.lock().await;
         let mut present = HashSet::new();
-        for kv in resp.kvs() {
+        for kv in &kvs {
             present.insert(kv.key().to_vec());
             let ours = lock(&self.claims)
                 .by_key
@@ -298,6 +293,39 @@ impl Inner {
         self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
         self.delivered(rev);
         Ok(rev)
+    }
+
+    /// Every claim etcd holds, at one revision, read in pages (one response must stay
+    /// under gRPC's 4 MiB message limit): the claims and the revision.
+    async fn snapshot(&self) -> Result<(Vec<KeyValue>, i64), Error> {
+        const PAGE: i64 = 500;
+        let prefix = codec::names_prefix(&self.config.prefix).into_bytes();
+        let mut end = prefix.clone();
+        *end.last_mut().expect("the prefix ends with '/'") += 1;
+        let mut from = prefix;
+        let mut rev = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if rev != 0 {
+                options = options.with_revision(rev);
+            }
+            let mut client = self.client.clone();
+            let mut resp = self.timed(client.get(from.clone(), Some(options))).await?;
+            if rev == 0 {
+                rev = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let page = resp.take_kvs();
+            let Some(last) = page.last() else { break };
+            from = last.key().to_vec();
+            from.push(0);
+            kvs.extend(page);
+            if !more {
+                break;
+            }
+        }
+        Ok((kvs, rev))
     }
 
     /// Our claim on `etcd_key` made at `create_rev` is no longer ours in etcd: its

@@ -811,3 +811,42 @@ async fn a_claim_whose_caller_gave_up_never_blocks_its_name() {
         "no claim was abandoned: the test proved nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_larger_than_one_grpc_message_loads_in_pages() {
+    let etcd = Etcd::start();
+    let urls = etcd.urls();
+    let a = node(&urls, 1, "/t").await;
+    let ns = a.namespace("agents").unwrap();
+    let p = a.registry().spawn();
+    // 5,000 claims of about 1.1 KB: more than gRPC's 4 MiB in one response.
+    let blob = "x".repeat(1000);
+    let items: Vec<_> = (0..5_000u64)
+        .map(|i| {
+            (
+                Key::new(ns, i),
+                Metadata::new().attribute("blob", blob.as_str()),
+            )
+        })
+        .collect();
+    for chunk in items.chunks(500) {
+        let results = a.register_many(&p, chunk).await.unwrap();
+        assert!(results.iter().all(|r| r.is_ok()));
+    }
+    let b = node(&urls, 2, "/t").await;
+    let ns_b = b.namespace("agents").unwrap();
+    assert_eq!(
+        b.registry().count(ns_b).unwrap(),
+        5_000,
+        "the join's snapshot has them all"
+    );
+    let e = b
+        .registry()
+        .lookup(&Key::new(ns_b, 4_999))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        e.attribute("blob"),
+        Some(roster::ValueRef::Str(blob.as_str()))
+    );
+}
