@@ -850,3 +850,14 @@ async fn a_snapshot_larger_than_one_grpc_message_loads_in_pages() {
         Some(roster::ValueRef::Str(blob.as_str()))
     );
 }
+
+#[path = "../examples/two_nodes.rs"]
+mod two_nodes;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_two_node_example_runs() {
+    let etcd = Etcd::start();
+    two_nodes::run(&etcd.url(0))
+        .await
+        .expect("the example runs");
+}

@@ -215,7 +215,8 @@ pub fn run(run: &Run, opts: &Options, f: &mut Findings, say: &dyn Fn(&str)) -> R
 
     // Remote lookups beside local ones, on node 2: node 1's keys against its own.
     let local_owner = nodes[1].registry().spawn();
-    let local: Vec<(Key<'_>, Metadata)> = (0..samples)
+    // As many local keys as remote ones: the same table sizes, the same cache misses.
+    let local: Vec<(Key<'_>, Metadata)> = (0..batched)
         .map(|i| (Key::new(ns[1], 3 * base + i), agent_meta(i)))
         .collect();
     for chunk in local.chunks(128) {
@@ -242,7 +243,7 @@ pub fn run(run: &Run, opts: &Options, f: &mut Findings, say: &dyn Fn(&str)) -> R
         .max(Duration::from_millis(200));
     for (label, base_key, n) in [
         ("cluster-lookup-remote", 2 * base, batched),
-        ("cluster-lookup-local", 3 * base, samples),
+        ("cluster-lookup-local", 3 * base, batched),
     ] {
         let started = run.origin.elapsed();
         let mut hist = histogram();
