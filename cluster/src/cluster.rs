@@ -647,8 +647,26 @@ impl Cluster {
     ///
     /// As [`Registry::namespace`].
     pub fn namespace(&self, name: &str) -> Result<Namespace, Error> {
-        let ns = self.inner().registry.namespace(name)?;
-        mark_cluster_wide(self.inner(), ns, name);
+        let inner = self.inner();
+        let ns = inner.registry.namespace(name)?;
+        if mark_cluster_wide(inner, ns, name) {
+            // The marker lets nodes that join later know the namespace from the start.
+            let marker = codec::namespace_key(&inner.config.prefix, name);
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let mut client = inner.client.clone();
+                    if inner
+                        .timed(client.put(marker.clone(), "", None))
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
         Ok(ns)
     }
 
@@ -1193,10 +1211,14 @@ where
     rx.await.unwrap_or(Err(Error::Left))
 }
 
-/// Records `ns` (called `name`) as cluster-wide.
-pub(crate) fn mark_cluster_wide(inner: &Inner, ns: Namespace, name: &str) {
+/// Records `ns` (called `name`) as cluster-wide: whether it was new.
+pub(crate) fn mark_cluster_wide(inner: &Inner, ns: Namespace, name: &str) -> bool {
     let mut namespaces = inner.namespaces.write().unwrap_or_else(|e| e.into_inner());
-    namespaces.entry(ns).or_insert_with(|| name.into());
+    if namespaces.contains_key(&ns) {
+        return false;
+    }
+    namespaces.insert(ns, name.into());
+    true
 }
 
 impl std::fmt::Debug for Cluster {

@@ -8,6 +8,9 @@
 //!         "attrs":[["region",{"str":"eu-west"}]]}}
 //! ```
 //!
+//! Each cluster-wide namespace also has a marker, `{prefix}/namespaces/{namespace}`
+//! (empty value, no lease), so that a node knows it from the moment it joins.
+//!
 //! Namespace and string names are percent-escaped (`%` and `/` only), so keys stay
 //! readable with `etcdctl get --prefix` and a name never splits into path segments.
 //! The value is JSON: an operator can read it, and a newer version can add fields.
@@ -18,6 +21,25 @@ use serde::{Deserialize, Serialize};
 /// The etcd key prefix of every claim under `prefix`.
 pub(crate) fn names_prefix(prefix: &str) -> String {
     format!("{prefix}/names/")
+}
+
+/// The etcd key prefix of the namespace markers under `prefix`: one key per cluster-wide
+/// namespace, so a node learns every one of them when it joins.
+pub(crate) fn namespaces_prefix(prefix: &str) -> String {
+    format!("{prefix}/namespaces/")
+}
+
+/// The marker key of the namespace called `name`.
+pub(crate) fn namespace_key(prefix: &str, name: &str) -> Vec<u8> {
+    let mut out = namespaces_prefix(prefix);
+    escape(name, &mut out);
+    out.into_bytes()
+}
+
+/// The namespace a marker key names.
+pub(crate) fn parse_namespace_key(prefix: &str, raw: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(raw).ok()?;
+    unescape(s.strip_prefix(&namespaces_prefix(prefix))?).filter(|n| !n.is_empty())
 }
 
 /// The etcd key of a claim on `key` in the namespace called `namespace`.
@@ -233,6 +255,10 @@ mod tests {
         assert!(parse_claim_key("/r", b"/r/names/ns/0/q/x").is_none());
         assert!(parse_claim_key("/r", b"/r/names/ns/0/s/bad%41").is_none());
         assert!(parse_claim_key("/r", b"/other/names/ns/0/i/1").is_none());
+        let marker = namespace_key("/r", "a/b");
+        assert_eq!(marker, b"/r/namespaces/a%2Fb".to_vec());
+        assert_eq!(parse_namespace_key("/r", &marker).as_deref(), Some("a/b"));
+        assert!(parse_namespace_key("/r", b"/r/names/x").is_none());
     }
 
     #[test]

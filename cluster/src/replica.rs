@@ -169,6 +169,12 @@ impl Replica {
 impl Inner {
     /// Applies one watch event (see the module docs for the rules).
     pub(crate) async fn apply(&self, replica: &mut Replica, kind: EventType, kv: &KeyValue) {
+        if let Some(name) = codec::parse_namespace_key(&self.config.prefix, kv.key()) {
+            if kind == EventType::Put {
+                self.learn_namespace(&name);
+            }
+            return;
+        }
         let lease = self.lease.load(Ordering::Acquire);
         let etcd_key = kv.key();
         let ours = lock(&self.claims)
@@ -247,6 +253,17 @@ impl Inner {
     /// revision of the snapshot.
     pub(crate) async fn resync(&self) -> Result<i64, Error> {
         let (kvs, rev) = self.snapshot().await?;
+        let markers = codec::namespaces_prefix(&self.config.prefix);
+        let mut client = self.client.clone();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_revision(rev);
+        for kv in self.timed(client.get(markers, Some(options))).await?.kvs() {
+            if let Some(name) = codec::parse_namespace_key(&self.config.prefix, kv.key()) {
+                self.learn_namespace(&name);
+            }
+        }
         self.seen_revision(rev);
         let lease = self.lease.load(Ordering::Acquire);
         let mut replica = self.replica.lock().await;
@@ -326,6 +343,13 @@ impl Inner {
             }
         }
         Ok((kvs, rev))
+    }
+
+    /// Makes the namespace called `name` cluster-wide here, as another node declared it.
+    fn learn_namespace(&self, name: &str) {
+        if let Ok(ns) = self.registry.namespace(name) {
+            crate::cluster::mark_cluster_wide(self, ns, name);
+        }
     }
 
     /// Our claim on `etcd_key` made at `create_rev` is no longer ours in etcd: its

@@ -23,7 +23,6 @@ use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchOptions};
 use tokio::time::sleep;
 
 use crate::cluster::{group_by_owner, lock, since_epoch, Inner, FENCED, LEFT, LIVE};
-use crate::codec;
 use crate::Error;
 
 /// Starts the first session, and the sweeper that outlives sessions.
@@ -234,12 +233,13 @@ async fn sweeper(inner: std::sync::Weak<Inner>) {
     }
 }
 
-/// Follows the names prefix from revision `from` into the replica, reconnecting after
+/// Follows the cluster's prefix from revision `from` into the replica, reconnecting after
 /// errors and re-syncing after a compaction, until session `id` ends. A stream that is
 /// silent for a lease TTL is asked for a progress report, and re-opened if it stays
 /// silent for another.
 async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
-    let prefix = codec::names_prefix(&inner.config.prefix);
+    // The whole prefix: claims and namespace markers, in one revision order.
+    let prefix = format!("{}/", inner.config.prefix);
     let quiet = inner.config.lease_ttl;
     let mut backoff = Duration::from_millis(50);
     while inner.still_live(id) {

@@ -861,3 +861,39 @@ async fn the_readme_two_node_example_runs() {
         .await
         .expect("the example runs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_later_knows_every_cluster_wide_namespace() {
+    let etcd = Etcd::start();
+    let urls = etcd.urls();
+    let a = node(&urls, 1, "/t").await;
+    a.namespace("jobs").unwrap(); // declared, nothing registered in it
+    let mut direct = etcd_client::Client::connect([etcd.url(0)], None)
+        .await
+        .unwrap();
+    let mut declared = false;
+    for _ in 0..100 {
+        let r = direct.get("/t/namespaces/jobs", None).await.unwrap();
+        if !r.kvs().is_empty() {
+            declared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(declared, "the namespace marker reaches etcd");
+    let b = node(&urls, 2, "/t").await;
+    // B takes the namespace from its registry, not from the cluster: still cluster-wide.
+    let jobs = b.registry().namespace("jobs").unwrap();
+    let p = b.registry().spawn();
+    b.register(&p, &Key::new(jobs, "nightly"), &Metadata::new())
+        .await
+        .unwrap();
+    let claim = direct.get("/t/names/jobs/0/s/nightly", None).await.unwrap();
+    assert_eq!(claim.kvs().len(), 1, "the registration was claimed in etcd");
+    let ns_a = a.namespace("jobs").unwrap();
+    assert!(
+        eventually(SLACK, || visible(&a, &Key::new(ns_a, "nightly")))
+            .await
+            .is_some()
+    );
+}
