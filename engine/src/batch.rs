@@ -53,8 +53,9 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey) for the first invalid key,
-    /// before any key is looked up (`each` is not called); [`ErrorKind::ShuttingDown`]
-    /// (crate::ErrorKind::ShuttingDown) if the registry shuts down, possibly after `each`
+    /// before any key is looked up (`each` is not called);
+    /// [`ErrorKind::ShuttingDown`](crate::ErrorKind::ShuttingDown) if the registry shuts
+    /// down, possibly after `each`
     /// ran for a prefix of `keys`.
     ///
     /// # Examples

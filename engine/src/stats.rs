@@ -108,8 +108,8 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
     /// Death-to-reclaimed lag of every death so far ([`Registry::cleanup_lag`]).
     pub cleanup_lag: CleanupLag,
-    /// Operation latencies, if enabled ([`RegistryBuilder::op_stats`]
-    /// (crate::RegistryBuilder::op_stats)).
+    /// Operation latencies, if enabled
+    /// ([`RegistryBuilder::op_stats`](crate::RegistryBuilder::op_stats)).
     pub ops: Option<OpStats>,
 }
 

@@ -126,11 +126,11 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// The outer error is for the whole call: [`ErrorKind::ForeignProcess`]
-    /// (crate::ErrorKind::ForeignProcess) or [`ErrorKind::ShuttingDown`]
-    /// (crate::ErrorKind::ShuttingDown), with nothing applied. Items fail as
-    /// [`Registry::register`] does, or with [`ErrorKind::Timeout`]
-    /// (crate::ErrorKind::Timeout).
+    /// The outer error is for the whole call, with nothing applied:
+    /// [`ErrorKind::ForeignProcess`](crate::ErrorKind::ForeignProcess) or
+    /// [`ErrorKind::ShuttingDown`](crate::ErrorKind::ShuttingDown). Items fail as
+    /// [`Registry::register`] does, or with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
     ///
     /// # Examples
     ///

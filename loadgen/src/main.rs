@@ -134,7 +134,7 @@ struct RunArgs {
     /// Entries per memory-churn cycle.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     churn_entries: u64,
-    /// Report folder (default: target/loadgen/<workload>-<unix time>).
+    /// Report folder (default: `target/loadgen/<workload>-<unix time>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print summary.json to stdout instead of the table (no progress output).

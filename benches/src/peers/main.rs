@@ -29,7 +29,7 @@ use run::Workload;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Roster against papaya, dashmap, scc::HashMap and RwLock<HashMap>, side by side.
+/// Roster against papaya, dashmap, `scc::HashMap` and `RwLock<HashMap>`, side by side.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
