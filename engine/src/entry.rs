@@ -114,6 +114,28 @@ impl Entry {
         self.capabilities().any(|x| x == c)
     }
 
+    /// Whether it has the capability called `name` in `registry` (false for a name no
+    /// entry ever registered: unlike `registry.capability(name).unwrap()`, it cannot
+    /// panic).
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, "a"), &Metadata::new().capability("search"))?;
+    /// let entry = registry.lookup(&Key::new(ns, "a"))?.unwrap();
+    /// assert!(entry.has_capability_named(&registry, "search"));
+    /// assert!(!entry.has_capability_named(&registry, "plan")); // never registered
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn has_capability_named(&self, registry: &Registry, name: &str) -> bool {
+        registry
+            .capability(name)
+            .is_some_and(|c| self.has_capability(c))
+    }
+
     /// Its attributes, sorted by key.
     pub fn attributes(&self) -> Attributes<'_> {
         let start = 1 + self.cap_count().div_ceil(2);

@@ -132,7 +132,25 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.kind {
+        fmt::Display::fmt(&*self.kind, f)
+    }
+}
+
+/// What went wrong, as a sentence that names the limit or the holder.
+///
+/// ```
+/// use roster::{Key, Metadata, Registry};
+///
+/// let registry = Registry::builder().shards(1).build()?;
+/// let ns = registry.namespace("agents")?;
+/// let p = registry.spawn();
+/// let err = registry.register(&p, &Key::new(ns, "a"), &Metadata::new().capability("")).unwrap_err();
+/// assert_eq!(err.to_string(), "invalid metadata: capability name is empty");
+/// # Ok::<(), roster::Error>(())
+/// ```
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             ErrorKind::AlreadyRegistered { owner } => {
                 write!(f, "key already registered by live process {owner}")
             }
@@ -156,12 +174,29 @@ impl fmt::Display for Error {
                 reason,
                 limit,
                 actual,
+            } if *actual == 0 => write!(f, "invalid key: {reason} (at least {limit} byte)"),
+            ErrorKind::InvalidKey {
+                reason,
+                limit,
+                actual,
             } => write!(f, "invalid key: {reason}: {actual} given, limit {limit}"),
+            ErrorKind::InvalidMetadata { field, actual, .. } if *actual == 0 => {
+                write!(f, "invalid metadata: {field} is empty")
+            }
             ErrorKind::InvalidMetadata {
                 field,
                 limit,
                 actual,
-            } => write!(f, "invalid metadata: {field} is {actual}, limit {limit}"),
+            } => {
+                let unit = match *field {
+                    "capabilities" | "attributes" => "",
+                    _ => " bytes",
+                };
+                write!(
+                    f,
+                    "invalid metadata: {field} is {actual}{unit}, limit {limit}{unit}"
+                )
+            }
             ErrorKind::InvalidNamespace { reason } => write!(f, "invalid namespace: {reason}"),
             ErrorKind::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
             ErrorKind::Timeout { deadline } => {

@@ -60,6 +60,26 @@ impl From<u64> for Name<'_> {
     }
 }
 
+impl From<u32> for Name<'_> {
+    fn from(n: u32) -> Self {
+        Name::Int(n.into())
+    }
+}
+
+/// What an integer literal becomes (`Key::new(ns, 7)`): a negative value is stored as its
+/// two's complement (`n as i64 as u64`), so `-1` and `u64::MAX` name the same key.
+impl From<i32> for Name<'_> {
+    fn from(n: i32) -> Self {
+        Name::Int(n as i64 as u64)
+    }
+}
+
+impl From<usize> for Name<'_> {
+    fn from(n: usize) -> Self {
+        Name::Int(n as u64)
+    }
+}
+
 impl<'a> From<&'a str> for Name<'a> {
     fn from(s: &'a str) -> Self {
         Name::Str(s)

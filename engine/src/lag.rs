@@ -77,9 +77,21 @@ impl LagHistogram {
 
 /// Cleanup lag of dead processes: from death to the last of their entries removed from
 /// every shard (SPEC I6, L3). From [`Registry::cleanup_lag`](crate::Registry::cleanup_lag).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CleanupLag {
     counts: Vec<u64>,
+}
+
+/// A summary (count, p50, p99, max), not the histogram's buckets.
+impl std::fmt::Debug for CleanupLag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleanupLag")
+            .field("count", &self.count())
+            .field("p50", &self.quantile(0.5))
+            .field("p99", &self.quantile(0.99))
+            .field("max", &self.max())
+            .finish()
+    }
 }
 
 impl CleanupLag {

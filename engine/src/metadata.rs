@@ -27,6 +27,18 @@ pub enum Health {
     Unhealthy,
 }
 
+impl std::fmt::Display for Health {
+    /// `unknown`, `healthy`, `degraded` or `unhealthy`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Unhealthy => "unhealthy",
+        })
+    }
+}
+
 impl Health {
     pub(crate) fn to_bits(self) -> u64 {
         match self {
@@ -122,6 +134,45 @@ impl From<f64> for Value {
         Value::Float(v)
     }
 }
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(v.into())
+    }
+}
+
+/// Stored as the `i64` with the same bits (`v as i64`): read it back with `as u64`, so
+/// every `u64` round-trips, and values above `i64::MAX` read as negative `Int`s.
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(v as i64)
+    }
+}
+
+/// As [`From<u64>`](#impl-From%3Cu64%3E-for-Value).
+impl From<usize> for Value {
+    fn from(v: usize) -> Self {
+        Value::Int(v as i64)
+    }
+}
+
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Float(v.into())
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Str(v.clone())
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(v.to_vec())
+    }
+}
+
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
         Value::Str(v.to_owned())
@@ -395,8 +446,14 @@ impl Limits {
                 return Err(format!("{name} is {value}, at most {max} is supported"));
             }
         }
-        if self.max_name_len == 0 || self.max_metadata_bytes < 8 {
-            return Err("max_name_len and max_metadata_bytes must allow something".into());
+        if self.max_name_len == 0 {
+            return Err("max_name_len is 0: no string name could be registered".into());
+        }
+        if self.max_metadata_bytes < 8 {
+            return Err(format!(
+                "max_metadata_bytes is {}, at least 8 (one word) is needed",
+                self.max_metadata_bytes
+            ));
         }
         Ok(())
     }

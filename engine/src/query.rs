@@ -175,6 +175,13 @@ pub enum OwnedName {
     Str(String),
 }
 
+impl fmt::Display for OwnedKey {
+    /// As the [`Key`](crate::Key) it owns: `ns{id}/node{n}/{name}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.as_key(), f)
+    }
+}
+
 impl From<crate::Key<'_>> for OwnedKey {
     /// An owned copy of `key`, for a struct that keeps a key without its lifetime.
     ///

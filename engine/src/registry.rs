@@ -671,19 +671,19 @@ impl Drop for Inner {
 
 /// What a write does to its key.
 #[derive(Clone, Copy)]
-pub(crate) enum Change<'m> {
+pub(crate) enum WriteKind<'m> {
     Register(&'m Metadata),
     Unregister,
     Update(&'m Metadata),
 }
 
-impl Change<'_> {
+impl WriteKind<'_> {
     /// The operation kind it is timed as.
     pub(crate) fn kind(&self) -> OpKind {
         match self {
-            Change::Register(_) => OpKind::Register,
-            Change::Unregister => OpKind::Unregister,
-            Change::Update(_) => OpKind::Update,
+            WriteKind::Register(_) => OpKind::Register,
+            WriteKind::Unregister => OpKind::Unregister,
+            WriteKind::Update(_) => OpKind::Update,
         }
     }
 }
@@ -1185,7 +1185,7 @@ impl Registry {
         &self,
         pid: Pid,
         key: &Key<'_>,
-        change: Change<'_>,
+        change: WriteKind<'_>,
     ) -> Result<(usize, Op), Error> {
         self.own(key.namespace())?;
         let mut words = KeyWords::new();
@@ -1194,15 +1194,15 @@ impl Registry {
         let key_words = words.to_vec();
         let owner = pid.as_u64();
         let op = match change {
-            Change::Unregister => Op::Remove {
+            WriteKind::Unregister => Op::Remove {
                 hash,
                 key: key_words,
                 owner,
             },
-            Change::Register(m) | Change::Update(m) => {
+            WriteKind::Register(m) | WriteKind::Update(m) => {
                 let meta = m.encode(&self.inner.limits, |c| self.intern_capability(c))?;
                 let terms = crate::query::entry_terms(key.namespace().id(), &meta);
-                if matches!(change, Change::Register(_)) {
+                if matches!(change, WriteKind::Register(_)) {
                     Op::Insert {
                         hash,
                         key: key_words,
@@ -1240,7 +1240,7 @@ impl Registry {
         &self,
         owner: &Authority,
         key: &Key<'_>,
-        change: Change<'_>,
+        change: WriteKind<'_>,
     ) -> Result<(Ticket<()>, WriteCtx, usize), Error> {
         let ctx = self.begin_write(owner)?;
         let (shard, op) = self.encode_write(ctx.pid, key, change)?;
@@ -1250,7 +1250,7 @@ impl Registry {
         Ok((ticket, ctx, shard))
     }
 
-    fn write(&self, owner: &Authority, key: &Key<'_>, change: Change<'_>) -> Result<(), Error> {
+    fn write(&self, owner: &Authority, key: &Key<'_>, change: WriteKind<'_>) -> Result<(), Error> {
         let _timer = self.op_timer(change.kind());
         let (ticket, ctx, shard) = self.start_write(owner, key, change)?;
         ticket.wait().map_err(|e| ctx.error(e, shard))
@@ -1314,7 +1314,7 @@ impl Registry {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
-        self.write(owner, key, Change::Register(metadata))
+        self.write(owner, key, WriteKind::Register(metadata))
     }
 
     /// Removes `key`, which the process `owner` is over must hold.
@@ -1324,7 +1324,7 @@ impl Registry {
     /// [`ErrorKind::NotFound`], [`ErrorKind::NotOwner`] naming the holder,
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::ForeignProcess`], [`ErrorKind::ShuttingDown`].
     pub fn unregister(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
-        self.write(owner, key, Change::Unregister)
+        self.write(owner, key, WriteKind::Unregister)
     }
 
     /// Replaces the metadata of `key`, which the process `owner` is over must hold.
@@ -1338,7 +1338,7 @@ impl Registry {
         key: &Key<'_>,
         metadata: &Metadata,
     ) -> Result<(), Error> {
-        self.write(owner, key, Change::Update(metadata))
+        self.write(owner, key, WriteKind::Update(metadata))
     }
 
     /// Looks `key` up: lock-free, never waits for a writer (SPEC L2), never returns an

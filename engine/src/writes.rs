@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::metadata::Metadata;
 use crate::process::Authority;
-use crate::registry::{Change, Registry, WriteCtx};
+use crate::registry::{Registry, WriteCtx, WriteKind};
 use crate::stats::{OpKind, OwnedTimer};
 
 /// Per-item results of a batch write, in the order of its items.
@@ -78,7 +78,7 @@ impl Registry {
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let timer = OwnedTimer::new(self, OpKind::Register);
         finish(
-            self.start_write(owner, key, Change::Register(metadata)),
+            self.start_write(owner, key, WriteKind::Register(metadata)),
             timer,
         )
     }
@@ -94,7 +94,7 @@ impl Registry {
         key: &Key<'_>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let timer = OwnedTimer::new(self, OpKind::Unregister);
-        finish(self.start_write(owner, key, Change::Unregister), timer)
+        finish(self.start_write(owner, key, WriteKind::Unregister), timer)
     }
 
     /// [`Registry::update_metadata`] as a future (see [`Registry::register_async`]).
@@ -111,7 +111,7 @@ impl Registry {
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let timer = OwnedTimer::new(self, OpKind::Update);
         finish(
-            self.start_write(owner, key, Change::Update(metadata)),
+            self.start_write(owner, key, WriteKind::Update(metadata)),
             timer,
         )
     }
@@ -221,8 +221,8 @@ impl Registry {
         let mut groups: Vec<(Vec<Op>, Vec<usize>)> = vec![Default::default(); self.shard_count()];
         for (i, (key, meta)) in items.enumerate() {
             let change = match &meta {
-                Some(m) => Change::Register(m.borrow()),
-                None => Change::Unregister,
+                Some(m) => WriteKind::Register(m.borrow()),
+                None => WriteKind::Unregister,
             };
             match self.encode_write(ctx.pid, &key, change) {
                 Ok((shard, op)) => {

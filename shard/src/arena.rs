@@ -4,7 +4,8 @@
 //! Size classes: up to 16 words every size is its own class; above that sizes round up to
 //! a quarter of their power of two (so at most 25% is lost to rounding). A freed block goes
 //! back to its class and is handed out again for the same class only, so a block's header
-//! words sit at the same offsets in every reuse (readers never read headers; see `raw`).
+//! words sit at the same offsets in every reuse (readers read a block's header words only
+//! inside an optimistic section that the slot's sequence number validates; see `raw`).
 //! A block never straddles two arena chunks; the tail of a chunk too short for the next
 //! block is left unused (at most one block's worth per chunk).
 

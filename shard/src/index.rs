@@ -22,7 +22,7 @@ use crate::arena::class_words;
 use crate::raw::postings::{self as list, DIR, FIRST_HEAD_WORDS, LEN, TERM};
 use crate::raw::{tag, term_hash, Loc, RawTable, SlotView};
 use crate::sync::{AtomicU64, Ordering};
-use crate::writer::{block_of, copy_into, Writer, W1};
+use crate::writer::{block_of, copy_into, BlockHead, Writer};
 
 /// The writer's term ids: dense, so a tail word can name a term in 32 bits.
 #[derive(Debug, Default)]
@@ -191,7 +191,7 @@ impl Writer {
     }
 
     /// Removes the postings of the entry block at `off` (header `w1`) from every list.
-    pub(crate) fn unindex(&mut self, off: u64, w1: W1) {
+    pub(crate) fn unindex(&mut self, off: u64, w1: BlockHead) {
         for k in 0..w1.terms {
             let tail = self.word(off + (w1.tail() + k) as u64);
             self.postings_remove((tail >> 32) as u32, tail as u32 as usize);
@@ -277,7 +277,7 @@ impl Writer {
     }
 
     /// Audit: each tail word of the entry at `off` names a list holding `off` there.
-    pub(crate) fn audit_postings(&self, off: u64, w1: W1, problems: &mut Vec<String>) {
+    pub(crate) fn audit_postings(&self, off: u64, w1: BlockHead, problems: &mut Vec<String>) {
         for k in 0..w1.terms {
             let tail = self.word(off + (w1.tail() + k) as u64);
             let (id, pos) = ((tail >> 32) as usize, tail as u32 as u64);

@@ -37,7 +37,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver, SendTimeoutError, Sender};
 
 use raw::Published;
-use reply::{Failed, Pending, Reply};
+use reply::{NoReply, Pending, Reply};
 use sync::{fence, AtomicBool, AtomicU64, Ordering};
 use writer::{Command, Deaths, Notice, Writer};
 
@@ -370,11 +370,11 @@ impl<T> fmt::Debug for Ticket<T> {
 }
 
 impl<T> Ticket<T> {
-    fn settle(status: &Status, r: Result<Result<T, WriteError>, Failed>) -> Result<T, WriteError> {
+    fn settle(status: &Status, r: Result<Result<T, WriteError>, NoReply>) -> Result<T, WriteError> {
         match r {
             Ok(r) => r,
-            Err(Failed::Timeout) => Err(WriteError::Timeout),
-            Err(Failed::Closed) => Err(status.error()),
+            Err(NoReply::Timeout) => Err(WriteError::Timeout),
+            Err(NoReply::Closed) => Err(status.error()),
         }
     }
 
@@ -628,7 +628,8 @@ impl Shard {
     ///
     /// [`WriteError::Exists`] with the live holder, [`WriteError::OwnerDead`],
     /// [`WriteError::TooLarge`], or [`WriteError::Closed`].
-    pub fn insert(
+    #[cfg(test)]
+    pub(crate) fn insert(
         &self,
         hash: u64,
         key: Vec<u64>,
@@ -652,7 +653,8 @@ impl Shard {
     ///
     /// [`WriteError::NotFound`], [`WriteError::NotOwner`] with the live holder, or
     /// [`WriteError::Closed`].
-    pub fn remove(&self, hash: u64, key: Vec<u64>, owner: u64) -> Result<(), WriteError> {
+    #[cfg(test)]
+    pub(crate) fn remove(&self, hash: u64, key: Vec<u64>, owner: u64) -> Result<(), WriteError> {
         self.submit(Op::Remove { hash, key, owner }, None)?.wait()
     }
 
@@ -661,7 +663,8 @@ impl Shard {
     /// # Errors
     ///
     /// As [`Shard::remove`], plus [`WriteError::TooLarge`].
-    pub fn update(
+    #[cfg(test)]
+    pub(crate) fn update(
         &self,
         hash: u64,
         key: Vec<u64>,
@@ -724,7 +727,7 @@ impl Shard {
         };
         // Hints only (the writer may be reusing the block): the read below validates.
         let hash = head[0].load(Ordering::Relaxed);
-        let w1 = writer::W1::unpack(head[1].load(Ordering::Relaxed));
+        let w1 = writer::BlockHead::unpack(head[1].load(Ordering::Relaxed));
         let Some(words) = arena.range(posting + 2, w1.key_words as u64) else {
             return Read::NotFound;
         };

@@ -28,7 +28,7 @@ use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Why no value came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failed {
+pub enum NoReply {
     /// The deadline passed before the writer reached the command: it was not applied.
     Timeout,
     /// The writer ended (shutdown, or a fault) without answering.
@@ -139,11 +139,11 @@ pub struct Pending<T>(Arc<Inner<T>>);
 
 impl<T> Pending<T> {
     /// Takes a final answer out of `cell`, if there is one.
-    fn settled(cell: &mut Cell<T>) -> Option<Result<T, Failed>> {
+    fn settled(cell: &mut Cell<T>) -> Option<Result<T, NoReply>> {
         match std::mem::replace(&mut cell.state, State::Taken) {
             State::Done(v) => Some(Ok(v)),
-            State::Abandoned => Some(Err(Failed::Timeout)),
-            State::Closed | State::Taken => Some(Err(Failed::Closed)),
+            State::Abandoned => Some(Err(NoReply::Timeout)),
+            State::Closed | State::Taken => Some(Err(NoReply::Closed)),
             other => {
                 cell.state = other;
                 None
@@ -164,7 +164,7 @@ impl<T> Pending<T> {
 
     /// Blocks for the answer: `polls` yielding polls first, then parks until the answer,
     /// or until the deadline if the writer has not claimed the command by then.
-    pub(crate) fn wait(self, polls: u32) -> Result<T, Failed> {
+    pub(crate) fn wait(self, polls: u32) -> Result<T, NoReply> {
         for _ in 0..polls {
             if let Some(r) = Self::settled(&mut self.0.lock()) {
                 return r;
@@ -181,7 +181,7 @@ impl<T> Pending<T> {
                     let now = Instant::now();
                     if now >= deadline {
                         cell.state = State::Taken;
-                        return Err(Failed::Timeout);
+                        return Err(NoReply::Timeout);
                     }
                     cell = self
                         .0
@@ -197,7 +197,7 @@ impl<T> Pending<T> {
     }
 
     /// Polls for the answer from a future; the writer wakes `cx`'s waker.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, Failed>> {
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, NoReply>> {
         let mut cell = self.0.lock();
         if let Some(r) = Self::settled(&mut cell) {
             return Poll::Ready(r);
@@ -206,7 +206,7 @@ impl<T> Pending<T> {
             && self.0.deadline.is_some_and(|d| Instant::now() >= d)
         {
             cell.state = State::Taken;
-            return Poll::Ready(Err(Failed::Timeout));
+            return Poll::Ready(Err(NoReply::Timeout));
         }
         match &mut cell.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn timeout_before_the_claim_means_never_applied() {
         let (reply, pending) = pair::<u32>(Some(Instant::now() + Duration::from_millis(1)));
-        assert_eq!(pending.wait(0), Err(Failed::Timeout));
+        assert_eq!(pending.wait(0), Err(NoReply::Timeout));
         assert!(!reply.claim(), "the writer must skip it");
     }
 
@@ -249,7 +249,7 @@ mod tests {
     fn writer_past_the_deadline_refuses_and_tells_the_caller() {
         let (reply, pending) = pair::<u32>(Some(Instant::now()));
         assert!(!reply.claim());
-        assert_eq!(pending.wait(0), Err(Failed::Timeout));
+        assert_eq!(pending.wait(0), Err(NoReply::Timeout));
     }
 
     #[test]
@@ -257,10 +257,10 @@ mod tests {
         let (reply, pending) = pair::<u32>(Some(Instant::now() + Duration::from_secs(5)));
         assert!(reply.claim());
         drop(reply);
-        assert_eq!(pending.wait(3), Err(Failed::Closed));
+        assert_eq!(pending.wait(3), Err(NoReply::Closed));
         let (reply, pending) = pair::<u32>(None);
         drop(reply);
-        assert_eq!(pending.wait(0), Err(Failed::Closed));
+        assert_eq!(pending.wait(0), Err(NoReply::Closed));
     }
 
     #[test]

@@ -38,14 +38,14 @@ pub const MAX_TERMS: usize = (1 << 9) - 1;
 
 /// Header word 1 of an entry block, unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct W1 {
+pub(crate) struct BlockHead {
     pub(crate) owner_index: usize,
     pub(crate) terms: usize,
     pub(crate) key_words: usize,
     pub(crate) meta_words: usize,
 }
 
-impl W1 {
+impl BlockHead {
     pub(crate) fn pack(self) -> u64 {
         debug_assert!(self.owner_index < 1 << 28 && self.terms <= MAX_TERMS);
         self.owner_index as u64
@@ -54,8 +54,8 @@ impl W1 {
             | (self.meta_words as u64) << 45
     }
 
-    pub(crate) fn unpack(w: u64) -> W1 {
-        W1 {
+    pub(crate) fn unpack(w: u64) -> BlockHead {
+        BlockHead {
             owner_index: (w & ((1 << 28) - 1)) as usize,
             terms: (w >> 28) as usize & MAX_TERMS,
             key_words: (w >> 37) as usize & 0xff,
@@ -116,7 +116,7 @@ pub enum Op {
 }
 
 /// The charge of the entry whose block header is `w1` (see [`entry_charge`]).
-fn w1_charge(w1: W1) -> u64 {
+fn w1_charge(w1: BlockHead) -> u64 {
     entry_charge(w1.key_words, w1.meta_words, w1.terms)
 }
 
@@ -385,8 +385,8 @@ impl Writer {
     }
 
     /// Header word 1 of the entry block at `off`.
-    pub(crate) fn w1(&self, off: u64) -> W1 {
-        W1::unpack(
+    pub(crate) fn w1(&self, off: u64) -> BlockHead {
+        BlockHead::unpack(
             self.shared
                 .arena
                 .get(off + 1)
@@ -394,7 +394,7 @@ impl Writer {
         )
     }
 
-    pub(crate) fn set_w1(&self, off: u64, w1: W1) {
+    pub(crate) fn set_w1(&self, off: u64, w1: BlockHead) {
         // Header words are never read by readers: no write section is needed.
         if let Some(w) = self.shared.arena.get(off + 1) {
             w.store(w1.pack(), Ordering::Relaxed);
@@ -495,7 +495,7 @@ impl Writer {
             self.grow();
         }
         let list = self.owners.entry(owner).or_default();
-        let w1 = W1 {
+        let w1 = BlockHead {
             owner_index: list.len(),
             terms: terms.len(),
             key_words: key.len(),
@@ -639,7 +639,7 @@ impl Writer {
             let i = self.owned_slot(hash, key, owner)?;
             let v = self.table().view(&self.token, i);
             let old = self.w1(v.loc.offset());
-            let w1 = W1 {
+            let w1 = BlockHead {
                 terms: terms.len(),
                 meta_words: meta.len(),
                 ..old
@@ -842,7 +842,7 @@ impl Writer {
                     let m = self.w1(moved);
                     self.set_w1(
                         moved,
-                        W1 {
+                        BlockHead {
                             owner_index: w1.owner_index,
                             ..m
                         },

@@ -6,7 +6,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::reply::{pair, Failed};
+use crate::reply::{pair, NoReply};
 
 /// The caller gives up while the writer claims: exactly one of them wins. If the caller
 /// won, the write is never applied; if the writer won, the caller gets its answer.
@@ -28,7 +28,7 @@ fn loom_claim_against_abandon_decides_once() {
         if gave_up {
             writer.join().unwrap();
             assert!(!applied.load(Ordering::Relaxed), "abandoned write applied");
-            assert_eq!(pending.wait(0), Err(Failed::Timeout));
+            assert_eq!(pending.wait(0), Err(NoReply::Timeout));
         } else {
             // The writer claimed first: the answer comes, whenever it does.
             assert_eq!(pending.wait(0), Ok(7));
@@ -50,6 +50,6 @@ fn loom_claimed_then_dropped_reads_closed() {
         });
         let r = pending.wait(0);
         writer.join().unwrap();
-        assert_eq!(r, Err(Failed::Closed));
+        assert_eq!(r, Err(NoReply::Closed));
     });
 }
