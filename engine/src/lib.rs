@@ -31,8 +31,59 @@
 //! # Ok::<(), roster::Error>(())
 //! ```
 //!
-//! See `DESIGN.md` and `SPEC.md` in the repository for the architecture and the
-//! guarantees (I1–I6, S1–S7, L1–L7) that the tests name.
+//! # Consistency: what a reader sees, and when
+//!
+//! - **A write is visible when it returns.** Once [`Registry::register`],
+//!   [`Registry::unregister`] or [`Registry::update_metadata`] returns `Ok`, every
+//!   [`Registry::lookup`] on any thread sees it; a lookup never sees half of a write (a
+//!   torn entry, or metadata from two versions).
+//! - **A key has one holder.** Of concurrent registrations of one key exactly one succeeds;
+//!   the others get [`ErrorKind::AlreadyRegistered`] naming the winner.
+//! - **Dead means gone.** A lookup never returns an entry of a dead process: the liveness
+//!   check is part of every lookup, so an entry disappears the moment its process dies,
+//!   before any shard has removed it.
+//! - **Queries** ([`Registry::query`]) return only live entries that match, each as it
+//!   was when read, and reflect every write that returned before the query began
+//!   (read-your-writes). A query is not a snapshot: an entry written while it runs may
+//!   or may not be included.
+//! - **Watches** ([`Registry::watch`]) deliver the changes of one shard in the order that
+//!   shard applied them, numbered per shard; changes of different shards are not ordered
+//!   against each other. A watcher that falls behind is told how many changes it lost
+//!   ([`Watched::Lagged`]); it never blocks a writer.
+//!
+//! # Deadlines
+//!
+//! Every write has a deadline: [`DEFAULT_WRITE_DEADLINE`] (10 ms), or the registry's
+//! ([`RegistryBuilder::write_deadline`]), or a handle's ([`Registry::with_deadline`]). A
+//! write either completes by its deadline or returns [`ErrorKind::Timeout`], and a
+//! `Timeout` means it was **not** applied and never will be: the shard's writer claims a
+//! write before applying it, atomically against the caller giving up, so retrying is
+//! safe. Batches share one deadline per shard. Lookups and queries have no deadline: they
+//! never wait for a writer.
+//!
+//! # Cleanup
+//!
+//! A process dies when its [`Process`] guard is dropped (also by a panic unwinding through
+//! it), when [`Process::exit`] is called, or when its lease expires
+//! ([`Registry::spawn_leased`]). Its entries vanish from lookups and queries at once; the
+//! shards remove them within the cleanup window ([`RegistryBuilder::cleanup_window`],
+//! 100 ms by default, also during mass deaths: [`Registry::cleanup_lag`] measures it).
+//! [`Registry::monitor`] tells who asked. A write by a process that is already dead fails
+//! with [`ErrorKind::ProcessDead`].
+//!
+//! # Limits
+//!
+//! [`Limits`] bounds names, capabilities, attributes and the encoded metadata; every limit
+//! is checked on the caller's thread before anything reaches a shard, and a breach names
+//! the field and the limit ([`ErrorKind::InvalidMetadata`], [`ErrorKind::InvalidKey`]).
+//! [`RegistryBuilder::memory_limit`] caps the bytes the shards hold for entries
+//! ([`ErrorKind::RegistryFull`]) and [`Registry::set_quota`] caps a namespace's entries
+//! or bytes ([`ErrorKind::QuotaExceeded`]); both hold exactly under concurrent writers,
+//! with per-entry charges that [`Registry::memory`] and [`Registry::usage`] report.
+//! [`Registry::validate`] checks a key and metadata without writing.
+//!
+//! See `DESIGN.md` and `SPEC.md` in the repository for the architecture and the numbered
+//! guarantees (I1–I6, S1–S7, L1–L7, C1–C4) that the tests name.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
