@@ -108,7 +108,8 @@ pub(crate) struct Inner {
     /// Releases etcd did not take (unreachable): retried by the sweeper.
     pub(crate) orphans: Mutex<Vec<(Vec<u8>, i64)>>,
     /// Keys with a claim on its way to etcd.
-    pub(crate) in_flight: Mutex<HashSet<Vec<u8>>>,
+    /// (Counted: two claims of one key may be out at once.)
+    pub(crate) in_flight: Mutex<HashMap<Vec<u8>, usize>>,
     /// Keys etcd may hold under this node's lease with no record here (a claim whose
     /// answer timed out or whose caller gave up): the sweeper checks and deletes them.
     pub(crate) suspects: Mutex<Vec<Vec<u8>>>,
@@ -149,7 +150,7 @@ pub(crate) struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     pub(crate) fn new(inner: &'a Inner, key: &[u8]) -> InFlight<'a> {
-        lock(&inner.in_flight).insert(key.to_vec());
+        *lock(&inner.in_flight).entry(key.to_vec()).or_default() += 1;
         InFlight {
             inner,
             key: key.to_vec(),
@@ -165,7 +166,14 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        lock(&self.inner.in_flight).remove(&self.key);
+        let mut in_flight = lock(&self.inner.in_flight);
+        if let Some(n) = in_flight.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.key);
+            }
+        }
+        drop(in_flight);
         if !self.settled {
             lock(&self.inner.suspects).push(std::mem::take(&mut self.key));
         }
@@ -619,7 +627,17 @@ impl Cluster {
             watch_task: Mutex::default(),
             session_lock: tokio::sync::Mutex::new(()),
         });
-        crate::session::start(&inner).await?;
+        // In a task of its own: a caller who gives up mid-join (a timeout around it)
+        // cannot leave a half-started session; one that finishes unwanted leaves again.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let starting = inner.clone();
+        tokio::spawn(async move {
+            let r = crate::session::start(&starting).await;
+            if let Err(Ok(())) = tx.send(r) {
+                let _ = crate::session::leave(&starting).await;
+            }
+        });
+        rx.await.unwrap_or(Err(Error::Left))?;
         Ok(Cluster {
             handle: Arc::new(Handle { inner }),
         })
@@ -654,7 +672,7 @@ impl Cluster {
             let marker = codec::namespace_key(&inner.config.prefix, name);
             let inner = inner.clone();
             tokio::spawn(async move {
-                for _ in 0..10 {
+                while inner.state.load(Ordering::Acquire) != LEFT {
                     let mut client = inner.client.clone();
                     if inner
                         .timed(client.put(marker.clone(), "", None))
@@ -696,7 +714,7 @@ impl Cluster {
             let r = this.register_now(&owner, &key.as_key(), &meta).await;
             (r, move |r: Result<(), Error>| async move {
                 if r.is_ok() {
-                    let _ = this.unregister_now(&owner, &key.as_key()).await;
+                    this.undo_registration(&owner, &key.as_key()).await;
                 }
             })
         })
@@ -789,7 +807,7 @@ impl Cluster {
                 move |r: Result<Vec<Result<(), Error>>, Error>| async move {
                     for ((k, _), r) in items.iter().zip(r.into_iter().flatten()) {
                         if r.is_ok() {
-                            let _ = this.unregister_now(&owner, &k.as_key()).await;
+                            this.undo_registration(&owner, &k.as_key()).await;
                         }
                     }
                 },
@@ -958,6 +976,25 @@ impl Cluster {
         .await
     }
 
+    /// Takes back a registration of `owner`'s that its caller no longer waits for: with
+    /// no deadline, and only the claim `owner` holds.
+    async fn undo_registration(&self, owner: &Authority, key: &Key<'_>) {
+        let inner = self.inner();
+        let Some(ns_name) = inner.cluster_namespace(key.namespace()) else {
+            let _ = inner.internal.unregister_async(owner, key).await;
+            return;
+        };
+        let etcd_key = codec::claim_key(&inner.config.prefix, &ns_name, key);
+        let rev = match lock(&inner.claims).by_key.get(&etcd_key) {
+            Some(c) if c.authority.pid() == owner.pid() => c.create_rev,
+            _ => return,
+        };
+        let _ = inner.internal.unregister_async(owner, key).await;
+        if lock(&inner.claims).remove_if(&etcd_key, rev).is_some() {
+            inner.release(etcd_key, rev).await;
+        }
+    }
+
     async fn unregister_now(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
         let inner = self.inner();
         let Some(ns_name) = inner.cluster_namespace(key.namespace()) else {
@@ -1039,9 +1076,13 @@ impl Cluster {
         inner.seen_revision(rev);
         if !resp.succeeded() {
             // The claim is gone from etcd (expired, deleted by an operator): so is the
-            // name, here too.
-            let _ = inner.internal.unregister_async(owner, key).await;
-            lock(&inner.claims).remove_if(&etcd_key, create_rev);
+            // name, here too (unless a newer claim of ours has it).
+            if lock(&inner.claims)
+                .remove_if(&etcd_key, create_rev)
+                .is_some()
+            {
+                let _ = inner.internal.unregister_async(owner, key).await;
+            }
             return Err(Error::NotFound);
         }
         inner.sent(rev);

@@ -184,9 +184,10 @@ impl Inner {
         match kind {
             EventType::Put => {
                 if kv.lease() == lease && lease != 0 {
-                    if ours.is_none() && !lock(&self.in_flight).contains(etcd_key) {
-                        // Under our lease with no record and no claim on its way: a
-                        // claim whose caller gave up. The sweeper deletes it.
+                    if ours.is_none() {
+                        // Under our lease with no record: a claim on its way (the sweeper
+                        // waits for it to settle) or one whose answer was lost (the
+                        // sweeper deletes it).
                         lock(&self.suspects).push(etcd_key.to_vec());
                     }
                     return;
@@ -279,9 +280,7 @@ impl Inner {
                 Some(c) if c == kv.create_revision() || c > rev => continue,
                 Some(c) => self.drop_lost_claim(kv.key(), c).await,
                 None if kv.lease() == lease && lease != 0 => {
-                    if !lock(&self.in_flight).contains(kv.key()) {
-                        lock(&self.suspects).push(kv.key().to_vec());
-                    }
+                    lock(&self.suspects).push(kv.key().to_vec());
                     continue;
                 }
                 None => {}

@@ -92,7 +92,15 @@ async fn begin(inner: &Arc<Inner>) -> Result<(), Error> {
             timeout: ttl,
         });
     }
-    inner.state.store(LIVE, Ordering::Release);
+    if inner
+        .state
+        .compare_exchange(FENCED, LIVE, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // Left (the last handle dropped) while we started.
+        revoke(inner).await;
+        return Err(Error::Left);
+    }
     let watch = tokio::spawn(watch(inner.clone(), id, rev + 1));
     if let Some(old) = lock(&inner.watch_task).replace(watch) {
         old.abort();
@@ -178,6 +186,9 @@ async fn keepalive(inner: Arc<Inner>, id: i64, ttl: Duration) {
                 return;
             }
             Some((sent, granted)) => {
+                if !current(&inner, id) {
+                    return; // a late answer for an ended session: not this deadline's
+                }
                 set_deadline(&inner, sent + Duration::from_secs(granted as u64));
                 ttl / 3
             }
@@ -211,23 +222,45 @@ async fn sweeper(inner: std::sync::Weak<Inner>) {
         }
         let suspects = std::mem::take(&mut *lock(&inner.suspects));
         for key in suspects {
-            if lock(&inner.claims).by_key.contains_key(&key)
-                || lock(&inner.in_flight).contains(&key)
+            sweep(&inner, key).await;
+        }
+    }
+}
+
+/// Deletes the suspect `key` if etcd holds it under this node's lease with no record and
+/// no claim of it on its way; puts it back on the list while one is.
+async fn sweep(inner: &Inner, key: Vec<u8>) {
+    // In flight first: a claim records before it settles.
+    let pending = |key: &[u8]| {
+        let in_flight = lock(&inner.in_flight).contains_key(key);
+        (in_flight, lock(&inner.claims).by_key.contains_key(key))
+    };
+    match pending(&key) {
+        (true, _) => return lock(&inner.suspects).push(key),
+        (false, true) => return, // a claim after all
+        (false, false) => {}
+    }
+    let mut client = inner.client.clone();
+    let Ok(resp) = inner.timed(client.get(key.clone(), None)).await else {
+        return lock(&inner.suspects).push(key);
+    };
+    let lease = inner.lease.load(Ordering::Acquire);
+    let Some(kv) = resp.kvs().first().filter(|kv| kv.lease() == lease) else {
+        return; // gone, or not ours
+    };
+    // What etcd showed was committed before this second look: a claim of it still on its
+    // way, or already recorded, keeps it.
+    match pending(&key) {
+        (true, _) => lock(&inner.suspects).push(key),
+        (false, true) => {}
+        (false, false) => {
+            let orphan = (key, kv.create_revision());
+            if inner
+                .release_batch(std::slice::from_ref(&orphan))
+                .await
+                .is_err()
             {
-                continue;
-            }
-            let mut client = inner.client.clone();
-            match inner.timed(client.get(key.clone(), None)).await {
-                Ok(resp) => {
-                    let lease = inner.lease.load(Ordering::Acquire);
-                    if let Some(kv) = resp.kvs().first().filter(|kv| kv.lease() == lease) {
-                        // Recorded meanwhile? Then it is a claim after all.
-                        if !lock(&inner.claims).by_key.contains_key(&key) {
-                            let _ = inner.release_batch(&[(key, kv.create_revision())]).await;
-                        }
-                    }
-                }
-                Err(_) => lock(&inner.suspects).push(key),
+                lock(&inner.orphans).push(orphan);
             }
         }
     }

@@ -897,3 +897,37 @@ async fn a_node_that_joins_later_knows_every_cluster_wide_namespace() {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_given_up_midway_leaves_nothing_behind() {
+    let etcd = Etcd::start();
+    let urls = etcd.urls();
+    let a = node(&urls, 1, "/t").await;
+    let ns = a.namespace("agents").unwrap();
+    let p = a.registry().spawn();
+    let items: Vec<_> = (0..2_000u64)
+        .map(|i| (Key::new(ns, i), Metadata::new()))
+        .collect();
+    assert!(a
+        .register_many(&p, &items)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.is_ok()));
+
+    let registry = Registry::builder().shards(2).build().unwrap();
+    for give_up in [1u64, 5, 20] {
+        let joining = Cluster::join(registry.clone(), config(&urls, 2, "/t"));
+        let _ = tokio::time::timeout(Duration::from_millis(give_up), joining).await;
+    }
+    // Whatever those joins got to, they undo: the registry ends empty.
+    let ns_b = registry.namespace("agents").unwrap();
+    assert!(eventually(SLACK, || registry.count(ns_b).unwrap() == 0)
+        .await
+        .is_some());
+    let b = Cluster::join(registry.clone(), config(&urls, 2, "/t"))
+        .await
+        .unwrap();
+    assert_eq!(registry.count(ns_b).unwrap(), 2_000);
+    assert_eq!(b.stats().conflicts, 0);
+}
