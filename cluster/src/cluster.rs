@@ -88,6 +88,9 @@ pub(crate) fn group_by_owner(
 }
 
 pub(crate) struct Inner {
+    /// The runtime `join` ran on, which hosts every task of the node (so that methods
+    /// called from outside it, like `namespace`, can start tasks too).
+    pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) registry: Registry,
     /// The same registry without a write deadline, for the layer's own writes (undoing a
     /// step, fencing, applying the replica): they must happen, so they never time out.
@@ -387,7 +390,7 @@ impl Inner {
     }
 
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(task);
+        let handle = self.runtime.spawn(task);
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);
@@ -608,6 +611,7 @@ impl Cluster {
             .with_deadline(Duration::MAX)
             .map_err(Error::Local)?;
         let inner = Arc::new(Inner {
+            runtime: tokio::runtime::Handle::current(),
             registry,
             internal,
             config,
@@ -671,7 +675,7 @@ impl Cluster {
             // The marker lets nodes that join later know the namespace from the start.
             let marker = codec::namespace_key(&inner.config.prefix, name);
             let inner = inner.clone();
-            tokio::spawn(async move {
+            inner.runtime.clone().spawn(async move {
                 while inner.state.load(Ordering::Acquire) != LEFT {
                     let mut client = inner.client.clone();
                     if inner
@@ -710,7 +714,7 @@ impl Cluster {
             OwnedKey::from(*key),
             metadata.clone(),
         );
-        detached(async move {
+        detached(&self.inner().runtime.clone(), async move {
             let r = this.register_now(&owner, &key.as_key(), &meta).await;
             (r, move |r: Result<(), Error>| async move {
                 if r.is_ok() {
@@ -797,7 +801,7 @@ impl Cluster {
             .iter()
             .map(|(k, m)| (OwnedKey::from(*k), m.clone()))
             .collect();
-        detached(async move {
+        detached(&self.inner().runtime.clone(), async move {
             let borrowed: Vec<(Key<'_>, Metadata)> =
                 items.iter().map(|(k, m)| (k.as_key(), m.clone())).collect();
             let r = this.register_many_now(&owner, &borrowed).await;
@@ -969,7 +973,7 @@ impl Cluster {
     /// [`Error::Left`], [`Error::Local`].
     pub async fn unregister(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
         let (this, owner, key) = (self.clone(), owner.clone(), OwnedKey::from(*key));
-        detached(async move {
+        detached(&self.inner().runtime.clone(), async move {
             let r = this.unregister_now(&owner, &key.as_key()).await;
             (r, |_| async {})
         })
@@ -1033,7 +1037,7 @@ impl Cluster {
             OwnedKey::from(*key),
             metadata.clone(),
         );
-        detached(async move {
+        detached(&self.inner().runtime.clone(), async move {
             let r = this.update_now(&owner, &key.as_key(), &meta).await;
             (r, |_| async {})
         })
@@ -1235,7 +1239,7 @@ impl Cluster {
 /// Runs a write to its end in a task of its own, so that a caller who drops the future
 /// cannot split it between etcd and the local registry. `work` yields the result and
 /// what to do with it if nobody is waiting any more (undo a registration).
-async fn detached<T, W, U, UF>(work: W) -> Result<T, Error>
+async fn detached<T, W, U, UF>(runtime: &tokio::runtime::Handle, work: W) -> Result<T, Error>
 where
     T: Send + 'static,
     W: Future<Output = (Result<T, Error>, U)> + Send + 'static,
@@ -1243,7 +1247,7 @@ where
     UF: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         let (result, undo) = work.await;
         if let Err(unwanted) = tx.send(result) {
             undo(unwanted).await;

@@ -101,7 +101,7 @@ async fn begin(inner: &Arc<Inner>) -> Result<(), Error> {
         revoke(inner).await;
         return Err(Error::Left);
     }
-    let watch = tokio::spawn(watch(inner.clone(), id, rev + 1));
+    let watch = inner.runtime.spawn(watch(inner.clone(), id, rev + 1));
     if let Some(old) = lock(&inner.watch_task).replace(watch) {
         old.abort();
     }

@@ -867,7 +867,11 @@ async fn a_node_that_joins_later_knows_every_cluster_wide_namespace() {
     let etcd = Etcd::start();
     let urls = etcd.urls();
     let a = node(&urls, 1, "/t").await;
-    a.namespace("jobs").unwrap(); // declared, nothing registered in it
+    // Declared from a plain thread, outside the runtime; nothing registered in it.
+    let a2 = a.clone();
+    std::thread::spawn(move || a2.namespace("jobs").unwrap())
+        .join()
+        .unwrap();
     let mut direct = etcd_client::Client::connect([etcd.url(0)], None)
         .await
         .unwrap();
