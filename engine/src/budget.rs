@@ -55,17 +55,44 @@ pub struct Quota {
 
 impl Quota {
     /// No limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Quota;
+    ///
+    /// assert_eq!(Quota::new(), Quota { max_entries: None, max_bytes: None });
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new() -> Quota {
         Quota::default()
     }
 
     /// At most `n` entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Quota;
+    ///
+    /// assert_eq!(Quota::new().max_entries(10).max_entries, Some(10));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn max_entries(mut self, n: u64) -> Quota {
         self.max_entries = Some(n);
         self
     }
 
     /// At most `bytes` charged bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Quota;
+    ///
+    /// assert_eq!(Quota::new().max_bytes(1 << 20).max_bytes, Some(1 << 20));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn max_bytes(mut self, bytes: u64) -> Quota {
         self.max_bytes = Some(bytes);
         self

@@ -36,6 +36,18 @@ impl Default for Entry {
 
 impl Entry {
     /// An empty entry, to pass to [`Registry::lookup_into`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Entry, Key, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let mut entry = Entry::new();
+    /// assert!(!registry.lookup_into(&Key::new(ns, 1), &mut entry)?);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new() -> Entry {
         Entry {
             pid: Pid::NONE,
@@ -80,16 +92,61 @@ impl Entry {
     }
 
     /// The process that registered the entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// assert_eq!(entry.pid(), p.pid());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn pid(&self) -> Pid {
         self.pid
     }
 
     /// The health it reported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// assert_eq!(entry.health(), Health::Healthy);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn health(&self) -> Health {
         Health::from_bits(self.head())
     }
 
     /// The node it runs on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// assert_eq!(entry.node(), Node(2));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn node(&self) -> Node {
         Node((self.head() >> 32) as u32)
     }
@@ -100,6 +157,23 @@ impl Entry {
 
     /// Its capabilities, in id order. Names come from
     /// [`Registry::capability_name`](crate::Registry::capability_name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use roster::{Health, Key, Metadata, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// let names: Vec<_> = entry.capabilities().filter_map(|c| registry.capability_name(c)).collect();
+    /// assert_eq!(names, vec!["search".into()]);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
         let n = self.cap_count();
         let words = self.words().get(1..).unwrap_or(&[]);
@@ -110,6 +184,22 @@ impl Entry {
     }
 
     /// Whether it has capability `c`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// let search = registry.capability("search").unwrap();
+    /// assert!(entry.has_capability(search));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn has_capability(&self, c: Capability) -> bool {
         self.capabilities().any(|x| x == c)
     }
@@ -137,6 +227,22 @@ impl Entry {
     }
 
     /// Its attributes, sorted by key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry, ValueRef};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// let attrs: Vec<_> = entry.attributes().collect();
+    /// assert_eq!(attrs, vec![("region", ValueRef::Str("eu"))]);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn attributes(&self) -> Attributes<'_> {
         let start = 1 + self.cap_count().div_ceil(2);
         Attributes {
@@ -146,12 +252,44 @@ impl Entry {
     }
 
     /// The value of attribute `key`, if set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry, ValueRef};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// assert_eq!(entry.attribute("region"), Some(ValueRef::Str("eu")));
+    /// assert_eq!(entry.attribute("missing"), None);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn attribute(&self, key: &str) -> Option<ValueRef<'_>> {
         self.attributes().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The metadata this entry was registered with, capability names resolved through
     /// `registry` (the one it was read from).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new().capability("search").health(Health::Healthy).node(Node(2)).attribute("region", "eu");
+    /// registry.register(&p, &Key::new(ns, 1), &meta)?;
+    /// let entry = registry.lookup(&Key::new(ns, 1))?.unwrap();
+    /// // Round trip: the entry's metadata, owned again.
+    /// assert_eq!(entry.to_metadata(&registry), meta);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn to_metadata(&self, registry: &Registry) -> Metadata {
         let mut m = Metadata::new().health(self.health()).node(self.node());
         for c in self.capabilities() {

@@ -125,6 +125,18 @@ impl Error {
     }
 
     /// What happened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let err = registry.namespace("").unwrap_err();
+    /// assert!(matches!(err.kind(), roster::ErrorKind::InvalidNamespace { .. }));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn kind(&self) -> &ErrorKind {
         &self.kind
     }

@@ -30,6 +30,17 @@ pub struct Namespace(pub(crate) u32, pub(crate) u32);
 
 impl Namespace {
     /// The namespace's index in its registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Name, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(ns.id(), registry.namespace("agents")?.id());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn id(self) -> u32 {
         self.0
     }
@@ -124,6 +135,19 @@ pub struct Key<'a> {
 
 impl<'a> Key<'a> {
     /// A key on [`Node::LOCAL`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Name, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let by_name = Key::new(ns, "planner");
+    /// let by_number = Key::new(ns, 7u64);
+    /// assert_ne!(by_name, by_number);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new(namespace: Namespace, name: impl Into<Name<'a>>) -> Key<'a> {
         Key {
             namespace,
@@ -133,21 +157,69 @@ impl<'a> Key<'a> {
     }
 
     /// The same key on another node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Name, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let here = Key::new(ns, "planner");
+    /// let there = here.on_node(Node(2));
+    /// assert_ne!(here, there);
+    /// assert_eq!(there.node(), Node(2));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn on_node(self, node: Node) -> Key<'a> {
         Key { node, ..self }
     }
 
     /// The key's namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Name, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(Key::new(ns, 1).namespace(), ns);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn namespace(&self) -> Namespace {
         self.namespace
     }
 
     /// The key's node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Name, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(Key::new(ns, 1).node(), Node::LOCAL);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn node(&self) -> Node {
         self.node
     }
 
     /// The key's local name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Name, Node, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(Key::new(ns, "planner").name(), Name::Str("planner"));
+    /// assert_eq!(Key::new(ns, 7u64).name(), Name::Int(7));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn name(&self) -> Name<'a> {
         self.name
     }

@@ -96,11 +96,51 @@ impl std::fmt::Debug for CleanupLag {
 
 impl CleanupLag {
     /// Deaths fully reclaimed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let before = registry.cleanup_lag();
+    /// let p = registry.spawn();
+    /// let ns = registry.namespace("agents")?;
+    /// registry.register(&p, &roster::Key::new(ns, 1), &roster::Metadata::new())?;
+    /// drop(p);
+    /// while registry.cleanup_lag().count() == before.count() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// let lag = registry.cleanup_lag();
+    /// assert_eq!(lag.count(), before.count() + 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
     /// The lag at quantile `q` (0.0..=1.0), within 12.5%; zero when nothing was recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let before = registry.cleanup_lag();
+    /// let p = registry.spawn();
+    /// let ns = registry.namespace("agents")?;
+    /// registry.register(&p, &roster::Key::new(ns, 1), &roster::Metadata::new())?;
+    /// drop(p);
+    /// while registry.cleanup_lag().count() == before.count() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// let lag = registry.cleanup_lag();
+    /// assert!(lag.quantile(0.5) <= lag.max());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn quantile(&self, q: f64) -> Duration {
         let total = self.count();
         if total == 0 {
@@ -119,6 +159,26 @@ impl CleanupLag {
 
     /// Deaths whose lag exceeded `window` (bucket precision: a lag up to 12.5% above
     /// `window` may count as within it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let before = registry.cleanup_lag();
+    /// let p = registry.spawn();
+    /// let ns = registry.namespace("agents")?;
+    /// registry.register(&p, &roster::Key::new(ns, 1), &roster::Metadata::new())?;
+    /// drop(p);
+    /// while registry.cleanup_lag().count() == before.count() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// let lag = registry.cleanup_lag();
+    /// assert_eq!(lag.over(Duration::from_secs(3600)), 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn over(&self, window: Duration) -> u64 {
         let w = window.as_nanos().min(u64::MAX as u128) as u64;
         let first = index(w) + 1;
@@ -126,6 +186,26 @@ impl CleanupLag {
     }
 
     /// What was recorded after `earlier` (a snapshot of the same registry).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let before = registry.cleanup_lag();
+    /// let p = registry.spawn();
+    /// let ns = registry.namespace("agents")?;
+    /// registry.register(&p, &roster::Key::new(ns, 1), &roster::Metadata::new())?;
+    /// drop(p);
+    /// while registry.cleanup_lag().count() == before.count() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// let lag = registry.cleanup_lag();
+    /// assert_eq!(lag.since(&before).count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn since(&self, earlier: &CleanupLag) -> CleanupLag {
         CleanupLag {
             counts: self
@@ -138,6 +218,26 @@ impl CleanupLag {
     }
 
     /// The largest lag recorded (within 12.5%).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let before = registry.cleanup_lag();
+    /// let p = registry.spawn();
+    /// let ns = registry.namespace("agents")?;
+    /// registry.register(&p, &roster::Key::new(ns, 1), &roster::Metadata::new())?;
+    /// drop(p);
+    /// while registry.cleanup_lag().count() == before.count() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// let lag = registry.cleanup_lag();
+    /// assert!(lag.max() >= lag.quantile(0.99));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn max(&self) -> Duration {
         self.counts
             .iter()

@@ -71,12 +71,45 @@ pub struct ManualClock {
 
 impl ManualClock {
     /// A clock at time zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use roster::{ManualClock, Registry};
+    ///
+    /// let clock = Arc::new(ManualClock::new());
+    /// let registry = Registry::builder().shards(1).clock(clock.clone()).build()?;
+    /// let agent = registry.spawn_leased(Duration::from_secs(5));
+    /// assert!(registry.is_alive(agent.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new() -> ManualClock {
         ManualClock::default()
     }
 
     /// Moves the clock forward by `by`; it stops at its largest time (about 584 years)
     /// instead of wrapping.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use roster::{ManualClock, Registry};
+    ///
+    /// let clock = Arc::new(ManualClock::new());
+    /// let registry = Registry::builder().shards(1).clock(clock.clone()).build()?;
+    /// let agent = registry.spawn_leased(Duration::from_secs(5));
+    /// clock.advance(Duration::from_secs(6)); // past the TTL: the lease expires
+    /// let t = std::time::Instant::now();
+    /// while registry.is_alive(agent.pid()) && t.elapsed() < Duration::from_secs(5) {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert!(!registry.is_alive(agent.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn advance(&self, by: Duration) {
         let by = by.as_nanos().min(u64::MAX as u128) as u64;
         let _ = self

@@ -66,6 +66,20 @@ pub struct Capability(pub(crate) u32);
 
 impl Capability {
     /// The capability's index in its registry's interner.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search"))?;
+    /// let c = registry.capability("search").unwrap();
+    /// assert_eq!(registry.capability("search").map(|c| c.id()), Some(c.id()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn id(self) -> u32 {
         self.0
     }
@@ -103,6 +117,16 @@ pub enum ValueRef<'a> {
 
 impl ValueRef<'_> {
     /// An owned copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Value, ValueRef};
+    ///
+    /// let v = ValueRef::Str("eu");
+    /// assert_eq!(v.to_owned(), Value::Str("eu".into()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn to_owned(&self) -> Value {
         match *self {
             ValueRef::Bool(b) => Value::Bool(b),
@@ -245,11 +269,32 @@ pub struct Metadata {
 
 impl Metadata {
     /// Empty metadata: no capability, [`Health::Unknown`], [`Node::LOCAL`], no attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// let meta = Metadata::new();
+    /// assert_eq!(meta.capabilities().count(), 0);
+    /// assert_eq!(meta.get_health(), Health::Unknown);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new() -> Metadata {
         Metadata::default()
     }
 
     /// Adds a capability (a set: adding one twice keeps one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// let meta = Metadata::new().capability("search").capability("search");
+    /// assert_eq!(meta.capabilities().collect::<Vec<_>>(), ["search"]);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capability(mut self, name: impl Into<String>) -> Metadata {
         let name = name.into();
         if !self.capabilities.contains(&name) {
@@ -259,18 +304,46 @@ impl Metadata {
     }
 
     /// Sets the health.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// assert_eq!(Metadata::new().health(Health::Healthy).get_health(), Health::Healthy);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn health(mut self, health: Health) -> Metadata {
         self.health = health;
         self
     }
 
     /// Sets the node the process runs on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// assert_eq!(Metadata::new().node(Node(4)).get_node(), Node(4));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn node(mut self, node: Node) -> Metadata {
         self.node = node;
         self
     }
 
     /// Sets an attribute (a map: setting a key again replaces its value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// let meta = Metadata::new().attribute("slots", 4).attribute("slots", 8);
+    /// assert_eq!(meta.attributes().collect::<Vec<_>>(), [("slots", ValueRef::Int(8))]);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn attribute(mut self, key: impl Into<String>, value: impl Into<Value>) -> Metadata {
         let key = key.into();
         let value = value.into();
@@ -285,21 +358,60 @@ impl Metadata {
     }
 
     /// The capability names, in the order added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// let meta = Metadata::new().capability("plan").capability("search");
+    /// assert_eq!(meta.capabilities().collect::<Vec<_>>(), ["plan", "search"]);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capabilities(&self) -> impl Iterator<Item = &str> + '_ {
         self.capabilities.iter().map(String::as_str)
     }
 
     /// The health.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// assert_eq!(Metadata::new().get_health(), Health::Unknown);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn get_health(&self) -> Health {
         self.health
     }
 
     /// The node.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// assert_eq!(Metadata::new().get_node(), Node::LOCAL);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn get_node(&self) -> Node {
         self.node
     }
 
     /// The attributes, sorted by key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Metadata, Node, ValueRef};
+    ///
+    /// let meta = Metadata::new().attribute("b", true).attribute("a", "x");
+    /// let keys: Vec<_> = meta.attributes().map(|(k, _)| k).collect();
+    /// assert_eq!(keys, ["a", "b"]); // sorted by key
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn attributes(&self) -> impl Iterator<Item = (&str, ValueRef<'_>)> + '_ {
         self.attributes
             .iter()

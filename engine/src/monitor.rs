@@ -115,6 +115,19 @@ impl fmt::Debug for Monitor {
 
 impl Monitor {
     /// The monitored process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn();
+    /// let monitor = registry.monitor(p.pid());
+    /// assert_eq!(monitor.pid(), p.pid());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn pid(&self) -> Pid {
         self.pid
     }
@@ -127,11 +140,40 @@ impl Monitor {
     }
 
     /// The notice, if the process has died.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn();
+    /// let monitor = registry.monitor(p.pid());
+    /// assert!(monitor.try_recv().is_none());
+    /// p.exit(ExitReason::Normal);
+    /// assert_eq!(monitor.try_recv().map(|d| d.reason), Some(ExitReason::Normal));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn try_recv(&self) -> Option<Down> {
         self.slot.lock().reason.clone().map(|r| self.down(r))
     }
 
     /// Blocks until the process dies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn();
+    /// let monitor = registry.monitor(p.pid());
+    /// drop(p);
+    /// assert_eq!(monitor.recv().reason, ExitReason::Dropped);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn recv(self) -> Down {
         let mut s = self.slot.lock();
         loop {
@@ -144,6 +186,21 @@ impl Monitor {
 
     /// Blocks until the process dies or `timeout` passes (a timeout too long for the
     /// clock, such as `Duration::MAX`, waits as long as it takes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn();
+    /// let monitor = registry.monitor(p.pid());
+    /// assert!(monitor.recv_timeout(Duration::from_millis(10)).is_none());
+    /// drop(p);
+    /// assert!(monitor.recv_timeout(Duration::from_secs(5)).is_some());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Down> {
         let deadline = Instant::now().checked_add(timeout);
         let mut s = self.slot.lock();

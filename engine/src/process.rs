@@ -75,16 +75,56 @@ impl Pid {
     }
 
     /// The slot index in the process table (below 2^28).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let (a, b) = (registry.spawn(), registry.spawn());
+    /// assert_ne!(a.pid().index(), b.pid().index());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn index(self) -> u32 {
         (self.0 & ((1 << INDEX_BITS) - 1)) as u32
     }
 
     /// The generation of that slot this pid was issued for (starts at 1, below 2^36).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let pid = registry.spawn().pid(); // dies at once: its index is free again
+    /// let next = registry.spawn();
+    /// assert!(next.pid().index() != pid.index() || next.pid().generation() != pid.generation());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn generation(self) -> u64 {
         self.0 >> INDEX_BITS
     }
 
     /// The packed form, as stored in shard slots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// assert_ne!(p.pid().as_u64(), 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn as_u64(self) -> u64 {
         self.0
     }
@@ -455,6 +495,19 @@ pub struct Authority {
 
 impl Authority {
     /// The process this authority is over.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// assert_eq!(p.authority().pid(), p.pid());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn pid(&self) -> Pid {
         self.pid
     }
@@ -514,11 +567,41 @@ impl Process {
     }
 
     /// An authority over this process, for code acting on its behalf elsewhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let on_behalf = p.authority(); // for another thread or task
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| registry.register(&on_behalf, &Key::new(ns, 1), &Metadata::new()).unwrap());
+    /// });
+    /// assert_eq!(registry.lookup(&Key::new(ns, 1))?.unwrap().pid(), p.pid());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn authority(&self) -> Authority {
         self.authority.clone()
     }
 
     /// The lease TTL, if this is a leased process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(registry.spawn().lease_ttl(), None);
+    /// assert_eq!(registry.spawn_leased(Duration::from_secs(3)).lease_ttl(), Some(Duration::from_secs(3)));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn lease_ttl(&self) -> Option<Duration> {
         self.ttl
     }
@@ -530,6 +613,20 @@ impl Process {
     ///
     /// [`ErrorKind::ProcessDead`] if the process died, its lease included (a lease found
     /// past its deadline is expired by this call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let agent = registry.spawn_leased(Duration::from_secs(10));
+    /// agent.keepalive()?;
+    /// assert!(registry.is_alive(agent.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn keepalive(&self) -> Result<(), Error> {
         let pid = self.authority.pid;
         let dead = || Error::new(ErrorKind::ProcessDead { pid });
@@ -543,6 +640,21 @@ impl Process {
     }
 
     /// Ends the process now, telling monitors `reason`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{ExitReason, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let monitor = registry.monitor(p.pid());
+    /// p.exit(ExitReason::Normal);
+    /// assert_eq!(monitor.recv().reason, ExitReason::Normal);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn exit(self, reason: ExitReason) {
         if let Some(inner) = self.authority.registry.upgrade() {
             inner.kill(self.authority.pid, reason);

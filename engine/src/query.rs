@@ -82,6 +82,20 @@ pub struct Query {
 
 impl Query {
     /// All entries of `namespace`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// assert_eq!(registry.query(&Query::new(ns))?.len(), 2);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new(namespace: Namespace) -> Query {
         Query {
             namespace,
@@ -93,6 +107,21 @@ impl Query {
     }
 
     /// Entries must have capability `name` (AND with the other capabilities).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns).capability("search"))?;
+    /// assert_eq!(hits.len(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capability(mut self, name: impl Into<String>) -> Query {
         let name = name.into();
         if !self.capabilities.contains(&name) {
@@ -102,6 +131,21 @@ impl Query {
     }
 
     /// Entries must have health `h`; calling it again adds to the accepted set (OR).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns).health(Health::Healthy).health(Health::Degraded))?;
+    /// assert_eq!(hits.len(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn health(mut self, h: Health) -> Query {
         if !self.health.contains(&h) {
             self.health.push(h);
@@ -110,12 +154,41 @@ impl Query {
     }
 
     /// Entries must run on `node`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns).node(Node(3)))?;
+    /// assert_eq!(hits[0].entry().node(), Node(3));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn node(mut self, node: Node) -> Query {
         self.node = Some(node);
         self
     }
 
     /// At most `n` results.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// assert_eq!(registry.query(&Query::new(ns).limit(1))?.len(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn limit(mut self, n: usize) -> Query {
         self.limit = Some(n);
         self
@@ -131,16 +204,61 @@ pub struct Hit {
 
 impl Hit {
     /// The entry's key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns).capability("plan"))?;
+    /// assert_eq!(hits[0].key().as_key(), Key::new(ns, 2));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn key(&self) -> &OwnedKey {
         &self.key
     }
 
     /// The entry (pid and metadata).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns).capability("search"))?;
+    /// assert_eq!(hits[0].entry().health(), Health::Healthy);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn entry(&self) -> &Entry {
         &self.entry
     }
 
     /// The registered process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns))?;
+    /// assert!(hits.iter().all(|h| h.pid() == p.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn pid(&self) -> Pid {
         self.entry.pid()
     }
@@ -209,6 +327,18 @@ impl From<crate::Key<'_>> for OwnedKey {
 
 impl OwnedKey {
     /// Borrows it as a [`Key`](crate::Key), e.g. to look it up again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, OwnedKey, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let owned = OwnedKey::from(Key::new(ns, "planner"));
+    /// assert_eq!(owned.as_key(), Key::new(ns, "planner"));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn as_key(&self) -> crate::Key<'_> {
         let name = match &self.name {
             OwnedName::Int(n) => Name::Int(*n),
@@ -388,6 +518,22 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ForeignNamespace`], [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// let hits = registry.query(&Query::new(ns).capability("search").health(Health::Healthy))?;
+    /// assert_eq!(hits.len(), 1);
+    /// assert_eq!(hits[0].key().as_key(), Key::new(ns, 1));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn query(&self, q: &Query) -> Result<Vec<Hit>, Error> {
         let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;
@@ -419,6 +565,21 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ForeignNamespace`], [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Node, Query, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search").health(Health::Healthy))?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("plan").node(Node(3)))?;
+    /// assert_eq!(registry.query_count(&Query::new(ns))?, 2);
+    /// assert_eq!(registry.query_count(&Query::new(ns).capability("nobody"))?, 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn query_count(&self, q: &Query) -> Result<usize, Error> {
         let _timer = self.op_timer(OpKind::Query);
         self.check_open()?;

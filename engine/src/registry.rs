@@ -161,6 +161,16 @@ pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_millis(10);
 impl RegistryBuilder {
     /// Number of shards (each one writer thread), rounded up to a power of two. Default:
     /// the available parallelism, rounded up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(4).build()?;
+    /// assert_eq!(registry.shard_count(), 4);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
         self
@@ -168,24 +178,66 @@ impl RegistryBuilder {
 
     /// Entries to make room for up front (spread over the shards), so growth does not
     /// happen until then. Default 1024.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// // Room for 100k entries before the first table growth.
+    /// let registry = Registry::builder().capacity(100_000).build()?;
+    /// assert!(registry.is_empty());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capacity(mut self, entries: usize) -> Self {
         self.capacity = entries;
         self
     }
 
     /// Size limits for keys and metadata.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Limits, Registry};
+    ///
+    /// let limits = Limits { max_capabilities: 4, ..Limits::default() };
+    /// let registry = Registry::builder().shards(1).limits(limits).build()?;
+    /// assert_eq!(registry.limits().max_capabilities, 4);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Pin shard writer `i` to core `i` (modulo the core count). Default off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(2).pin_writers(true).build()?;
+    /// assert_eq!(registry.shard_count(), 2);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn pin_writers(mut self, pin: bool) -> Self {
         self.pin = pin;
         self
     }
 
     /// Commands each shard queues before writers wait for room. Default 4096.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).queue_capacity(1024).build()?;
+    /// assert!(Registry::builder().queue_capacity(0).build().is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue = n;
         self
@@ -193,6 +245,16 @@ impl RegistryBuilder {
 
     /// Optimistic read attempts under a busy writer before a lookup asks the writer.
     /// Default 64. (Tests set it to 1 to drive the fallback.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).read_attempts(16).build()?;
+    /// assert_eq!(registry.shard_count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn read_attempts(mut self, n: u32) -> Self {
         self.read_attempts = n;
         self
@@ -201,6 +263,17 @@ impl RegistryBuilder {
     /// How many times an idle shard writer yields and re-checks its queues before it
     /// parks. Polling spares synchronous writers a thread wake-up (tens of microseconds)
     /// at the price of some CPU while writes trickle in; 0 parks at once. Default 64.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// // Writers that park sooner when idle (less spinning on a busy machine).
+    /// let registry = Registry::builder().shards(1).writer_idle_polls(0).build()?;
+    /// assert_eq!(registry.shard_count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn writer_idle_polls(mut self, n: u32) -> Self {
         self.idle_polls = n;
         self
@@ -210,6 +283,20 @@ impl RegistryBuilder {
     /// default 100 ms). Death notices are served ahead of all other writes, so this is
     /// the bound the registry is measured against: [`Registry::cleanup_lag`] counts the
     /// deaths that took longer ([`CleanupLag::over`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder()
+    ///     .shards(1)
+    ///     .cleanup_window(Duration::from_millis(50))
+    ///     .build()?;
+    /// assert_eq!(registry.cleanup_window(), Duration::from_millis(50));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn cleanup_window(mut self, window: Duration) -> Self {
         self.cleanup_window = window;
         self
@@ -226,6 +313,20 @@ impl RegistryBuilder {
     /// The deadline bounds the wait for the writer to *take* the write; a write taken in
     /// time is applied and answered. A deadline too long for the clock (`Duration::MAX`)
     /// means none. Zero is refused by [`RegistryBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder()
+    ///     .shards(1)
+    ///     .write_deadline(Duration::from_millis(50))
+    ///     .build()?;
+    /// assert_eq!(registry.write_deadline(), Duration::from_millis(50));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn write_deadline(mut self, deadline: Duration) -> Self {
         self.write_deadline = deadline;
         self
@@ -235,6 +336,16 @@ impl RegistryBuilder {
     /// keys, names, metadata, attributes, index postings and slots). A registration or
     /// update that would pass it fails with [`ErrorKind::RegistryFull`] and stores
     /// nothing; the limit holds exactly, also under concurrent writers. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).memory_limit(64 << 20).build()?;
+    /// assert_eq!(registry.memory().limit, Some(64 << 20));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
@@ -244,6 +355,18 @@ impl RegistryBuilder {
     /// `metrics` feature, also reported through the `metrics` facade). Costs two clock
     /// reads and an uncontended lock per operation; off (the default), nothing but a
     /// branch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).op_stats(true).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.lookup(&Key::new(ns, 1))?;
+    /// assert!(registry.stats().ops.is_some());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn op_stats(mut self, on: bool) -> Self {
         self.op_stats = on;
         self
@@ -251,6 +374,19 @@ impl RegistryBuilder {
 
     /// The clock leases read (default: the system's monotonic clock). Tests pass a
     /// [`ManualClock`](crate::ManualClock) to expire leases deterministically.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use roster::{ManualClock, Registry};
+    ///
+    /// let clock = Arc::new(ManualClock::new());
+    /// let registry = Registry::builder().shards(1).clock(clock).build()?;
+    /// assert_eq!(registry.shard_count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -263,6 +399,17 @@ impl RegistryBuilder {
     /// [`ErrorKind::InvalidConfig`] for impossible settings (zero or more than 65536
     /// shards, limits beyond what the encoding holds, a zero queue), [`ErrorKind::Spawn`]
     /// if a thread cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(2).build()?;
+    /// assert_eq!(registry.shard_count(), 2);
+    /// assert!(Registry::builder().shards(0).build().is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn build(self) -> Result<Registry, Error> {
         let config = |reason: String| Error::new(ErrorKind::InvalidConfig { reason });
         let shards = match self.shards {
@@ -460,6 +607,20 @@ pub const NAME_CHARGE: u64 = 64;
 
 impl Memory {
     /// Tables plus arena: what the shards have allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// let m = registry.memory();
+    /// assert!(m.total() >= m.tables + m.arena);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn total(&self) -> u64 {
         self.tables + self.arena
     }
@@ -519,11 +680,34 @@ impl std::fmt::Debug for Spawn {
 
 impl Spawn {
     /// A plain process: no lease, no handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new());
+    /// assert!(registry.is_alive(p.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new() -> Spawn {
         Spawn::default()
     }
 
     /// The process dies unless [`Process::keepalive`] renews it within `ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new().lease(Duration::from_secs(5)));
+    /// assert_eq!(p.lease_ttl(), Some(Duration::from_secs(5)));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn lease(mut self, ttl: Duration) -> Spawn {
         self.ttl = Some(ttl);
         self
@@ -531,6 +715,17 @@ impl Spawn {
 
     /// Stores `handle` with the process (once, however many keys it registers), for
     /// [`Registry::handle`] to return while the process lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new().handle(String::from("mailbox-7")));
+    /// assert_eq!(registry.handle::<String>(p.pid()).as_deref(), Some("mailbox-7"));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn handle<H: Clone + Send + Sync + 'static>(mut self, handle: H) -> Spawn {
         self.handle = Some(Arc::new(handle));
         self
@@ -788,21 +983,62 @@ impl Registry {
     /// # Errors
     ///
     /// As [`RegistryBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::new()?;
+    /// assert!(registry.shard_count() >= 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn new() -> Result<Registry, Error> {
         RegistryBuilder::default().build()
     }
 
     /// A builder to configure one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(2).build()?;
+    /// assert_eq!(registry.shard_count(), 2);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn builder() -> RegistryBuilder {
         RegistryBuilder::default()
     }
 
     /// Number of shards.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(8).build()?;
+    /// assert_eq!(registry.shard_count(), 8);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
     }
 
     /// The limits this registry enforces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(registry.limits(), &roster::Limits::default());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
@@ -826,6 +1062,20 @@ impl Registry {
     ///
     /// [`ErrorKind::InvalidNamespace`] for an empty name, one longer than
     /// [`MAX_NAMESPACE_LEN`] bytes, or a registry that already has 2^20 - 1 namespaces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// // The same name gives the same namespace; another name, another one.
+    /// assert_eq!(registry.namespace("agents")?, ns);
+    /// assert_ne!(registry.namespace("tools")?, ns);
+    /// assert!(registry.namespace("").is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn namespace(&self, name: &str) -> Result<Namespace, Error> {
         let invalid = |reason| Err(Error::new(ErrorKind::InvalidNamespace { reason }));
         if name.is_empty() {
@@ -871,6 +1121,21 @@ impl Registry {
     }
 
     /// The capability called `name`, if any entry ever registered it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(registry.capability("search"), None); // nobody registered it yet
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search"))?;
+    /// let search = registry.capability("search").unwrap();
+    /// assert!(registry.lookup(&Key::new(ns, 1))?.unwrap().has_capability(search));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capability(&self, name: &str) -> Option<Capability> {
         self.read_names()
             .capabilities
@@ -879,6 +1144,20 @@ impl Registry {
     }
 
     /// The name of capability `c`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search"))?;
+    /// let c = registry.capability("search").unwrap();
+    /// assert_eq!(registry.capability_name(c).as_deref(), Some("search"));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capability_name(&self, c: Capability) -> Option<Arc<str>> {
         self.read_names()
             .capability_names
@@ -928,6 +1207,21 @@ impl Registry {
     ///
     /// If [`MAX_PROCESSES`](crate::MAX_PROCESSES) processes are alive already;
     /// [`Registry::try_spawn_with`] returns an error instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let worker = registry.spawn();
+    /// registry.register(&worker, &Key::new(ns, "worker"), &Metadata::new())?;
+    /// assert!(registry.is_alive(worker.pid()));
+    /// drop(worker); // the process dies with its guard
+    /// assert!(registry.lookup(&Key::new(ns, "worker"))?.is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn spawn(&self) -> Process {
         self.spawn_with(Spawn::new())
     }
@@ -938,6 +1232,19 @@ impl Registry {
     /// # Panics
     ///
     /// As [`Registry::spawn`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let agent = registry.spawn_leased(Duration::from_secs(30));
+    /// agent.keepalive()?; // renews the lease for another 30 s
+    /// assert!(registry.is_alive(agent.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn spawn_leased(&self, ttl: Duration) -> Process {
         self.spawn_with(Spawn::new().lease(ttl))
     }
@@ -947,6 +1254,17 @@ impl Registry {
     /// # Panics
     ///
     /// As [`Registry::spawn`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new().handle(42u32));
+    /// assert_eq!(registry.handle::<u32>(p.pid()), Some(42));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn spawn_with(&self, options: Spawn) -> Process {
         match self.try_spawn_with(options) {
             Ok(p) => p,
@@ -1073,27 +1391,92 @@ impl Registry {
     /// A one-shot notice of `pid`'s death, with the reason. A pid that is already dead
     /// is reported at once, with [`ExitReason::NoProc`]; after (or racing)
     /// [`Registry::shutdown`], every monitor reports [`ExitReason::Shutdown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{ExitReason, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn();
+    /// let monitor = registry.monitor(p.pid());
+    /// p.exit(ExitReason::Normal);
+    /// assert_eq!(monitor.recv().reason, ExitReason::Normal);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn monitor(&self, pid: Pid) -> Monitor {
         self.inner.monitors.add(pid, || self.is_alive(pid))
     }
 
     /// The configured cleanup window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// assert_eq!(registry.cleanup_window(), std::time::Duration::from_millis(100));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn cleanup_window(&self) -> Duration {
         self.inner.cleanup_window
     }
 
     /// Cleanup lag so far: for each fully reclaimed dead process, the time from its
     /// death until every shard removed its entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// drop(p);
+    /// let lag = registry.cleanup_lag();
+    /// assert!(lag.max() <= registry.cleanup_window() * 10 || lag.count() == 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn cleanup_lag(&self) -> CleanupLag {
         self.inner.procs.cleanup_lag()
     }
 
     /// Whether `pid` is alive: one atomic load.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn();
+    /// let pid = p.pid();
+    /// assert!(registry.is_alive(pid));
+    /// drop(p);
+    /// assert!(!registry.is_alive(pid));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn is_alive(&self, pid: Pid) -> bool {
         self.inner.procs.is_alive(pid)
     }
 
     /// Live processes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let (a, b) = (registry.spawn(), registry.spawn());
+    /// assert_eq!(registry.process_count(), 2);
+    /// drop((a, b));
+    /// assert_eq!(registry.process_count(), 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn process_count(&self) -> u64 {
         self.inner.procs.live()
     }
@@ -1143,6 +1526,18 @@ impl Registry {
 
     /// The deadline this handle's writes get: [`Registry::with_deadline`]'s, else the
     /// builder's [`RegistryBuilder::write_deadline`] (10 ms by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// assert_eq!(registry.write_deadline(), roster::DEFAULT_WRITE_DEADLINE);
+    /// let patient = registry.with_deadline(std::time::Duration::from_secs(1))?;
+    /// assert_eq!(patient.write_deadline(), std::time::Duration::from_secs(1));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn write_deadline(&self) -> Duration {
         self.deadline.unwrap_or(self.inner.write_deadline)
     }
@@ -1323,6 +1718,24 @@ impl Registry {
     ///
     /// [`ErrorKind::NotFound`], [`ErrorKind::NotOwner`] naming the holder,
     /// [`ErrorKind::InvalidKey`], [`ErrorKind::ForeignProcess`], [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{ErrorKind, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let (a, b) = (registry.spawn(), registry.spawn());
+    /// let key = Key::new(ns, "leader");
+    /// registry.register(&a, &key, &Metadata::new())?;
+    /// // Only the holder may remove it.
+    /// let err = registry.unregister(&b, &key).unwrap_err();
+    /// assert_eq!(err.kind(), &ErrorKind::NotOwner { owner: a.pid() });
+    /// registry.unregister(&a, &key)?;
+    /// assert!(registry.lookup(&key)?.is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn unregister(&self, owner: &Authority, key: &Key<'_>) -> Result<(), Error> {
         self.write(owner, key, WriteKind::Unregister)
     }
@@ -1332,6 +1745,21 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::unregister`], plus [`ErrorKind::InvalidMetadata`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Health, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let key = Key::new(ns, "searcher");
+    /// registry.register(&p, &key, &Metadata::new().health(Health::Healthy))?;
+    /// registry.update_metadata(&p, &key, &Metadata::new().health(Health::Degraded))?;
+    /// assert_eq!(registry.lookup(&key)?.unwrap().health(), Health::Degraded);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn update_metadata(
         &self,
         owner: &Authority,
@@ -1348,6 +1776,22 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidKey`] (no such key can exist), [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, "planner"), &Metadata::new().attribute("slots", 4))?;
+    /// let entry = registry.lookup(&Key::new(ns, "planner"))?.expect("registered");
+    /// assert_eq!(entry.pid(), p.pid());
+    /// assert_eq!(entry.attribute("slots"), Some(roster::ValueRef::Int(4)));
+    /// assert!(registry.lookup(&Key::new(ns, "nobody"))?.is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     #[inline]
     pub fn lookup(&self, key: &Key<'_>) -> Result<Option<Entry>, Error> {
         let mut entry = Entry::new();
@@ -1361,6 +1805,27 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::lookup`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Entry, Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(2).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// for i in 0..100u64 {
+    ///     registry.register(&p, &Key::new(ns, i), &Metadata::new())?;
+    /// }
+    /// // One entry, reused for every lookup: no allocation in the loop.
+    /// let mut entry = Entry::new();
+    /// let mut found = 0;
+    /// for i in 0..200u64 {
+    ///     found += registry.lookup_into(&Key::new(ns, i), &mut entry)? as usize;
+    /// }
+    /// assert_eq!(found, 100);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     #[inline]
     pub fn lookup_into(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         // Off, the timer would still cost a drop flag and a landing pad on the hottest path.
@@ -1475,6 +1940,20 @@ impl Registry {
 
     /// Entries stored, over all namespaces (entries of dead processes count until their
     /// shard removes them, within the cleanup window).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new())?;
+    /// assert_eq!(registry.len(), 2);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.inner.shards.iter().map(Shard::len).sum()
     }
@@ -1482,6 +1961,20 @@ impl Registry {
     /// Memory the shards hold for entries: slot tables (current and retired), arena
     /// chunks, and the part of the arena in live entry blocks. Process-table, interner
     /// and index memory are not counted yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// let m = registry.memory();
+    /// assert!(m.charged > 0 && m.total() >= m.charged.min(m.total()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn memory(&self) -> Memory {
         let mut m = Memory::default();
         for s in self.inner.shards.iter() {
@@ -1497,6 +1990,20 @@ impl Registry {
     }
 
     /// Whether no entry is stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert!(registry.is_empty());
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// assert!(!registry.is_empty());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -1509,6 +2016,20 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Quota, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.set_quota(ns, Quota::new().max_entries(1))?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// assert!(registry.register(&p, &Key::new(ns, 2), &Metadata::new()).is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn set_quota(&self, ns: Namespace, quota: Quota) -> Result<(), Error> {
         let ns = self.own(ns)?;
         self.inner.procs.budget.set_quota(ns, quota);
@@ -1520,6 +2041,18 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Quota, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.set_quota(ns, Quota::new().max_bytes(1 << 20))?;
+    /// assert_eq!(registry.quota(ns)?.max_bytes, Some(1 << 20));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn quota(&self, ns: Namespace) -> Result<Quota, Error> {
         Ok(self.inner.procs.budget.quota(self.own(ns)?))
     }
@@ -1529,6 +2062,21 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// let usage = registry.usage(ns)?;
+    /// assert_eq!(usage.entries, 1);
+    /// assert!(usage.bytes > 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn usage(&self, ns: Namespace) -> Result<Usage, Error> {
         Ok(self.inner.procs.budget.usage(self.own(ns)?))
     }
@@ -1538,6 +2086,20 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// assert_eq!(registry.count(ns)?, 1);
+    /// assert_eq!(registry.count(registry.namespace("other")?)?, 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn count(&self, ns: Namespace) -> Result<usize, Error> {
         Ok(self.inner.procs.count(self.own(ns)?) as usize)
     }
@@ -1550,6 +2112,21 @@ impl Registry {
     /// # Errors
     ///
     /// [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new().capability("search"))?;
+    /// let audit = registry.audit()?;
+    /// assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    /// assert_eq!(audit.entries, 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn audit(&self) -> Result<Audit, Error> {
         self.check_open()?;
         let mut a = Audit {
@@ -1583,6 +2160,20 @@ impl Registry {
     /// Stops every shard writer and joins it. Calls waiting on a writer get
     /// [`ErrorKind::ShuttingDown`]; later calls too. Idempotent; dropping the last clone
     /// does the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.shutdown();
+    /// let err = registry.register(&p, &Key::new(ns, 1), &Metadata::new()).unwrap_err();
+    /// assert_eq!(err.kind(), &roster::ErrorKind::ShuttingDown);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }

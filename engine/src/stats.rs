@@ -51,6 +51,19 @@ impl OpKind {
     ];
 
     /// Its name in reports and metrics labels.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, OpKind, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).op_stats(true).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.lookup(&Key::new(ns, 1))?;
+    /// let ops = registry.stats().ops.expect("op_stats is on");
+    /// assert_eq!(OpKind::Lookup.name(), "lookup");
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             OpKind::Lookup => "lookup",
@@ -85,11 +98,38 @@ pub struct OpStats {
 
 impl OpStats {
     /// The histogram of `op`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, OpKind, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).op_stats(true).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.lookup(&Key::new(ns, 1))?;
+    /// let ops = registry.stats().ops.expect("op_stats is on");
+    /// assert_eq!(ops.get(OpKind::Lookup).len(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn get(&self, op: OpKind) -> &Histogram<u64> {
         &self.hists[op as usize]
     }
 
     /// Every kind with its histogram.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, OpKind, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).op_stats(true).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.lookup(&Key::new(ns, 1))?;
+    /// let ops = registry.stats().ops.expect("op_stats is on");
+    /// let total: u64 = ops.iter().map(|(_, h)| h.len()).sum();
+    /// assert_eq!(total, 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (OpKind, &Histogram<u64>)> + '_ {
         OpKind::ALL.into_iter().zip(&self.hists)
     }

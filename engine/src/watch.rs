@@ -59,11 +59,43 @@ pub struct WatchFilter {
 
 impl WatchFilter {
     /// Every change in every namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::all())?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// assert!(matches!(watch.recv_timeout(Duration::from_secs(5)), Some(Watched::Change(_))));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn all() -> WatchFilter {
         WatchFilter::default()
     }
 
     /// Changes in namespace `ns`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::namespace(ns))?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(registry.namespace("other")?, 1), &Metadata::new())?;
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// let Some(Watched::Change(c)) = watch.recv_timeout(Duration::from_secs(5)) else { panic!() };
+    /// assert_eq!(c.key.as_key(), Key::new(ns, 1));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn namespace(ns: Namespace) -> WatchFilter {
         WatchFilter {
             namespace: Some(ns),
@@ -73,6 +105,21 @@ impl WatchFilter {
 
     /// Changes of one key (invalid keys are refused by [`Registry::watch`], with the
     /// reason).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::key(&Key::new(ns, "leader")))?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, "leader"), &Metadata::new())?;
+    /// assert!(watch.recv_timeout(Duration::from_secs(5)).is_some());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn key(key: &Key<'_>) -> WatchFilter {
         let mut words = KeyWords::new();
         let encoded = key.encode(usize::MAX, &mut words).map(|()| words);
@@ -84,12 +131,51 @@ impl WatchFilter {
 
     /// Also: only entries with capability `name` (before the change for removals, after
     /// it for registrations and updates).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::namespace(ns).capability("search"))?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// registry.register(&p, &Key::new(ns, 2), &Metadata::new().capability("search"))?;
+    /// let Some(Watched::Change(c)) = watch.recv_timeout(Duration::from_secs(5)) else { panic!() };
+    /// assert_eq!(c.key.as_key(), Key::new(ns, 2));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capability(mut self, name: impl Into<String>) -> WatchFilter {
         self.capability = Some(name.into());
         self
     }
 
     /// Changes the watcher may hold unread before it lags (default 1024, at least 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::all().capacity(2))?;
+    /// let p = registry.spawn();
+    /// for i in 0..5u64 {
+    ///     registry.register(&p, &Key::new(ns, i), &Metadata::new())?;
+    /// }
+    /// // Two changes kept, then word of the three that did not fit.
+    /// let mut lagged = 0;
+    /// while let Some(w) = watch.recv_timeout(Duration::from_millis(200)) {
+    ///     if let Watched::Lagged(missed) = w { lagged += missed; }
+    /// }
+    /// assert_eq!(lagged, 3);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn capacity(mut self, n: usize) -> WatchFilter {
         self.capacity = Some(n);
         self
@@ -309,6 +395,19 @@ impl Watch {
     }
 
     /// The next change if one is waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::all())?;
+    /// assert!(watch.try_recv().is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn try_recv(&self) -> Option<Watched> {
         self.watcher
             .queue
@@ -320,12 +419,40 @@ impl Watch {
 
     /// Waits for the next change; `None` once the registry has shut down (after the
     /// changes still queued).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::all())?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 1), &Metadata::new())?;
+    /// assert!(matches!(watch.recv(), Some(Watched::Change(_))));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn recv(&self) -> Option<Watched> {
         self.wait(None)
     }
 
     /// Waits up to `timeout` for the next change (a timeout too long for the clock, such
     /// as `Duration::MAX`, waits as [`Watch::recv`] does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::all())?;
+    /// assert!(watch.recv_timeout(Duration::from_millis(10)).is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Watched> {
         self.wait(Instant::now().checked_add(timeout))
     }
@@ -409,6 +536,27 @@ impl Registry {
     /// [`ErrorKind::ForeignNamespace`] for a namespace of another registry;
     /// [`ErrorKind::InvalidMetadata`] for a capability name no entry could have;
     /// [`ErrorKind::ShuttingDown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Key, Metadata, Registry, WatchFilter, Watched};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let watch = registry.watch(WatchFilter::namespace(ns))?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, "a"), &Metadata::new())?;
+    /// drop(p); // its entry goes: a second change
+    /// let mut changes = 0;
+    /// while let Some(Watched::Change(_)) = watch.recv_timeout(Duration::from_secs(1)) {
+    ///     changes += 1;
+    ///     if changes == 2 { break; }
+    /// }
+    /// assert_eq!(changes, 2);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn watch(&self, filter: WatchFilter) -> Result<Watch, Error> {
         self.check_open()?;
         if let Some(ns) = filter.namespace {

@@ -88,6 +88,29 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::unregister`], plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// block_on(registry.register_async(&p, &Key::new(ns, 1), &Metadata::new()))?;
+    /// block_on(registry.unregister_async(&p, &Key::new(ns, 1)))?;
+    /// assert!(registry.lookup(&Key::new(ns, 1))?.is_none());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn unregister_async(
         &self,
         owner: &Authority,
@@ -103,6 +126,29 @@ impl Registry {
     ///
     /// As [`Registry::update_metadata`], plus
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// block_on(registry.register_async(&p, &Key::new(ns, 1), &Metadata::new()))?;
+    /// block_on(registry.update_metadata_async(&p, &Key::new(ns, 1), &Metadata::new().capability("x")))?;
+    /// assert!(registry.lookup(&Key::new(ns, 1))?.unwrap().has_capability_named(&registry, "x"));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn update_metadata_async(
         &self,
         owner: &Authority,
@@ -165,6 +211,23 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::register_many`]; items fail as [`Registry::unregister`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let keys: Vec<_> = (0..10u64).map(|i| Key::new(ns, i)).collect();
+    /// let meta = Metadata::new();
+    /// registry.register_many(&p, keys.iter().map(|k| (*k, &meta)))?;
+    /// let results = registry.unregister_many(&p, &keys)?;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// assert_eq!(registry.count(ns)?, 0);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn unregister_many(
         &self,
         owner: &Authority,
@@ -179,6 +242,29 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::register_many`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new();
+    /// let results = block_on(registry.register_many_async(&p, (0..10u64).map(|i| (Key::new(ns, i), &meta))))?;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn register_many_async<'k, M: Borrow<Metadata>>(
         &self,
         owner: &Authority,
@@ -197,6 +283,31 @@ impl Registry {
     /// # Errors
     ///
     /// As [`Registry::unregister_many`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// let meta = Metadata::new();
+    /// let keys: Vec<_> = (0..10u64).map(|i| Key::new(ns, i)).collect();
+    /// block_on(registry.register_many_async(&p, keys.iter().map(|k| (*k, &meta))))?;
+    /// let results = block_on(registry.unregister_many_async(&p, &keys))?;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
     pub fn unregister_many_async(
         &self,
         owner: &Authority,

@@ -8,7 +8,7 @@
 //! - Reads ([`Shard::read`]) take no lock, perform no read-modify-write and store nothing
 //!   to shared memory; after [`ShardConfig::read_attempts`] failed optimistic attempts under
 //!   a hot writer they ask the writer, which cannot starve.
-//! - Writes ([`Shard::insert`], [`Shard::remove`], [`Shard::update`]) go through a bounded
+//! - Writes ([`Shard::submit`], [`Shard::submit_batch`]: inserts, removals, updates) go through a bounded
 //!   channel to the writer thread, which applies and publishes them before replying.
 //! - Owner deaths ([`Shard::owner_died`]) use a separate unbounded channel that the writer
 //!   always drains first.
