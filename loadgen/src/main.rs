@@ -496,7 +496,7 @@ fn finish(
         Workload::Cluster => &["P7"],
         _ => &[],
     };
-    let verdicts = workloads::verdicts(targets, f, ids);
+    let verdicts = targets::verdicts(targets, f, ids);
     let mut notes = f.notes.clone();
     if suite {
         notes.push(format!(
