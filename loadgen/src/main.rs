@@ -6,6 +6,7 @@
 //! - `loadgen run WORKLOAD [options]` runs one workload: lookup, register, mixed, churn,
 //!   query, death-storm, memory, scaling, or suite.
 //! - `loadgen compare A B` sets two report folders side by side, as a table and an SVG.
+//! - `loadgen plot REPORT` draws a report's percentile plot again from its summary.json.
 //!
 //! Every run writes `summary.json`, `summary.md`, one `.hgrm` per operation, an
 //! HdrHistogram V2 interval log (`latency.hlog`) and `percentiles.svg` into `--out`
@@ -51,6 +52,9 @@ enum Command {
     Run(RunArgs),
     /// Compare two report folders: percentiles and verdicts side by side.
     Compare(CompareArgs),
+    /// Draw a report's percentile plot again from its summary.json (or from a
+    /// summary.json file), e.g. for a report made by an older loadgen.
+    Plot(PlotArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -177,6 +181,15 @@ struct CompareArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct PlotArgs {
+    /// A report folder, or a summary.json file.
+    report: PathBuf,
+    /// The SVG to write (default: percentiles.svg beside the summary).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 /// Progress output on stderr: bars when it is a terminal, nothing otherwise.
 pub struct Progress {
     on: bool,
@@ -259,6 +272,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Run(args)) => run(args),
         Some(Command::Compare(args)) => compare_cmd(args),
+        Some(Command::Plot(args)) => plot_cmd(args),
     };
     match result {
         Ok(code) => code,
@@ -594,6 +608,26 @@ fn oversubscribed(threads: usize, shards: usize) -> Option<String> {
              --shards, remove this)"
         )
     })
+}
+
+fn plot_cmd(args: PlotArgs) -> Result<ExitCode, String> {
+    let file = if args.report.is_dir() {
+        args.report.join("summary.json")
+    } else {
+        args.report.clone()
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let summary: Summary = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a loadgen summary: {e}", file.display()))?;
+    let out = args.out.unwrap_or_else(|| {
+        file.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("percentiles.svg")
+    });
+    plot::percentiles(&out, &[("", &summary)])?;
+    println!("plot: {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn compare_cmd(args: CompareArgs) -> Result<ExitCode, String> {

@@ -236,3 +236,29 @@ fn the_cluster_workload_says_how_to_get_it_when_built_without() {
         "{err}"
     );
 }
+
+#[test]
+fn plot_draws_a_report_again_one_panel_per_workload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mixed");
+    run("mixed", &dir, &[]);
+    let svg = tmp.path().join("again.svg");
+    let o = loadgen(&[
+        "plot",
+        dir.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    // The mixed workload's three operations share one panel, captioned "mixed".
+    let captions = text.matches(">\nmixed\n</text>").count();
+    assert!(
+        text.starts_with("<svg") && captions == 1,
+        "{}",
+        &text[..200]
+    );
+    let bad = loadgen(&["plot", tmp.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read"));
+}
