@@ -89,6 +89,7 @@
 
 mod batch;
 mod budget;
+mod builder;
 mod entry;
 mod error;
 mod key;
@@ -104,6 +105,7 @@ mod watch;
 mod writes;
 
 pub use budget::{Quota, Usage};
+pub use builder::{RegistryBuilder, DEFAULT_WRITE_DEADLINE, MAX_CAPACITY, MAX_QUEUE};
 pub use entry::{Attributes, Entry, INLINE_WORDS};
 pub use error::{Error, ErrorKind};
 pub use key::{Key, Name, Namespace, Node, MAX_NAMESPACES, MAX_NAME_LEN};
@@ -111,12 +113,9 @@ pub use lag::CleanupLag;
 pub use lease::{Clock, ManualClock, SystemClock};
 pub use metadata::{Capability, Health, Limits, Metadata, Value, ValueRef};
 pub use monitor::{Down, ExitReason, Monitor};
-pub use process::{Authority, Pid, Process, MAX_PROCESSES};
+pub use process::{Authority, Pid, Process, Spawn, MAX_PROCESSES};
 pub use query::{Hit, OwnedKey, OwnedName, Query};
-pub use registry::{
-    Audit, Memory, Registry, RegistryBuilder, Spawn, DEFAULT_WRITE_DEADLINE, MAX_CAPACITY,
-    MAX_NAMESPACE_LEN, MAX_QUEUE, NAME_CHARGE,
-};
+pub use registry::{Audit, Memory, Registry, MAX_NAMESPACE_LEN, NAME_CHARGE};
 pub use stats::{OpKind, OpStats, ShardStats, Stats};
 pub use watch::{Change, ChangeKind, Watch, WatchFilter, Watched};
 pub use writes::BatchResults;

@@ -57,6 +57,7 @@ use crate::error::{Error, ErrorKind};
 use crate::lag::{CleanupLag, LagHistogram};
 use crate::lease::EXPIRED;
 use crate::monitor::ExitReason;
+use crate::registry::AnyHandle;
 use crate::registry::Inner;
 use crate::watch::Hub;
 
@@ -689,5 +690,88 @@ impl Drop for Process {
             };
             inner.kill(self.authority.pid, reason);
         }
+    }
+}
+
+/// How to start a process: see [`Registry::spawn_with`](crate::Registry::spawn_with).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use roster::{Registry, Spawn};
+///
+/// let registry = Registry::builder().shards(1).build()?;
+/// // A remote agent: a lease it must renew, and the handle used to reach it.
+/// let agent = registry.spawn_with(Spawn::new().lease(Duration::from_secs(30)).handle("tcp://10.1.2.3:7000"));
+/// assert_eq!(registry.handle::<&str>(agent.pid()), Some("tcp://10.1.2.3:7000"));
+/// # Ok::<(), roster::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Spawn {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) handle: Option<AnyHandle>,
+}
+
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawn")
+            .field("ttl", &self.ttl)
+            .field("handle", &self.handle.is_some())
+            .finish()
+    }
+}
+
+impl Spawn {
+    /// A plain process: no lease, no handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new());
+    /// assert!(registry.is_alive(p.pid()));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn new() -> Spawn {
+        Spawn::default()
+    }
+
+    /// The process dies unless [`Process::keepalive`] renews it within `ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new().lease(Duration::from_secs(5)));
+    /// assert_eq!(p.lease_ttl(), Some(Duration::from_secs(5)));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn lease(mut self, ttl: Duration) -> Spawn {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Stores `handle` with the process (once, however many keys it registers), for
+    /// [`Registry::handle`](crate::Registry::handle) to return while the process lives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Registry, Spawn};
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let p = registry.spawn_with(Spawn::new().handle(String::from("mailbox-7")));
+    /// assert_eq!(registry.handle::<String>(p.pid()).as_deref(), Some("mailbox-7"));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn handle<H: Clone + Send + Sync + 'static>(mut self, handle: H) -> Spawn {
+        self.handle = Some(Arc::new(handle));
+        self
     }
 }

@@ -1,0 +1,476 @@
+//! [`RegistryBuilder`]: the settings of a registry, validated, and the start of its shards
+//! and lease reaper.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
+
+use roster_shard::{Shard, ShardConfig};
+
+use crate::error::{Error, ErrorKind};
+use crate::lease::{Clock, Leases, SystemClock};
+use crate::metadata::Limits;
+use crate::monitor::Monitors;
+use crate::process::ProcessTable;
+use crate::registry::{Handles, Inner, KeyHasher, Names, Registry};
+use crate::stats::OpRecorder;
+use crate::watch::Hub;
+
+/// Most entries [`RegistryBuilder::capacity`] may ask room for up front (2^32): beyond
+/// it the first tables alone would not fit a machine's memory. Below it, first tables
+/// the allocator refuses are an [`ErrorKind::InvalidConfig`] error too.
+pub const MAX_CAPACITY: usize = 1 << 32;
+
+/// Most commands [`RegistryBuilder::queue_capacity`] may queue per shard (2^24).
+pub const MAX_QUEUE: usize = 1 << 24;
+
+/// A write deadline must leave the writer some time; one too long for the clock (up to
+/// `Duration::MAX`) means "no deadline": the write waits for its writer as long as it
+/// takes.
+pub(crate) fn check_deadline(deadline: Duration) -> Result<(), String> {
+    if deadline.is_zero() {
+        Err("write_deadline must be more than zero".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Tags each registry, so namespaces of one are refused by another.
+static REGISTRY_TAGS: AtomicU32 = AtomicU32::new(1);
+
+/// Configures and starts a [`Registry`].
+///
+/// # Examples
+///
+/// ```
+/// use roster::{Limits, Registry};
+///
+/// let registry = Registry::builder()
+///     .shards(4)
+///     .capacity(10_000)
+///     .limits(Limits { max_capabilities: 8, ..Limits::default() })
+///     .build()?;
+/// assert_eq!(registry.shard_count(), 4);
+/// # Ok::<(), roster::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RegistryBuilder {
+    shards: Option<usize>,
+    capacity: usize,
+    limits: Limits,
+    pin: bool,
+    queue: usize,
+    read_attempts: u32,
+    idle_polls: u32,
+    clock: Option<Arc<dyn Clock>>,
+    cleanup_window: Duration,
+    write_deadline: Duration,
+    memory_limit: Option<u64>,
+    op_stats: bool,
+}
+
+impl std::fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("shards", &self.shards)
+            .field("capacity", &self.capacity)
+            .field("limits", &self.limits)
+            .field("pin", &self.pin)
+            .field("queue", &self.queue)
+            .field("read_attempts", &self.read_attempts)
+            .field("idle_polls", &self.idle_polls)
+            .field("manual_clock", &self.clock.is_some())
+            .field("cleanup_window", &self.cleanup_window)
+            .field("write_deadline", &self.write_deadline)
+            .field("memory_limit", &self.memory_limit)
+            .field("op_stats", &self.op_stats)
+            .finish()
+    }
+}
+
+impl Default for RegistryBuilder {
+    fn default() -> Self {
+        RegistryBuilder {
+            shards: None,
+            capacity: 1024,
+            limits: Limits::default(),
+            pin: false,
+            queue: 4096,
+            read_attempts: 64,
+            idle_polls: 64,
+            clock: None,
+            cleanup_window: Duration::from_millis(100),
+            write_deadline: DEFAULT_WRITE_DEADLINE,
+            memory_limit: None,
+            op_stats: false,
+        }
+    }
+}
+
+/// The deadline of every write unless the builder or [`Registry::with_deadline`] says
+/// otherwise (SPEC L1).
+pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_millis(10);
+
+impl RegistryBuilder {
+    /// Number of shards (each one writer thread), rounded up to a power of two. Default:
+    /// the available parallelism, rounded up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(4).build()?;
+    /// assert_eq!(registry.shard_count(), 4);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// Entries to make room for up front (spread over the shards), so growth does not
+    /// happen until then. Default 1024.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// // Room for 100k entries before the first table growth.
+    /// let registry = Registry::builder().capacity(100_000).build()?;
+    /// assert!(registry.is_empty());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// Size limits for keys and metadata.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Limits, Registry};
+    ///
+    /// let limits = Limits { max_capabilities: 4, ..Limits::default() };
+    /// let registry = Registry::builder().shards(1).limits(limits).build()?;
+    /// assert_eq!(registry.limits().max_capabilities, 4);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Pin shard writer `i` to core `i` (modulo the core count). Default off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(2).pin_writers(true).build()?;
+    /// assert_eq!(registry.shard_count(), 2);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn pin_writers(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// Commands each shard queues before writers wait for room. Default 4096.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).queue_capacity(1024).build()?;
+    /// assert!(Registry::builder().queue_capacity(0).build().is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue = n;
+        self
+    }
+
+    /// Optimistic read attempts under a busy writer before a lookup asks the writer.
+    /// Default 64. (Tests set it to 1 to drive the fallback.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).read_attempts(16).build()?;
+    /// assert_eq!(registry.shard_count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn read_attempts(mut self, n: u32) -> Self {
+        self.read_attempts = n;
+        self
+    }
+
+    /// How many times an idle shard writer yields and re-checks its queues before it
+    /// parks. Polling spares synchronous writers a thread wake-up (tens of microseconds)
+    /// at the price of some CPU while writes trickle in; 0 parks at once. Default 64.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// // Writers that park sooner when idle (less spinning on a busy machine).
+    /// let registry = Registry::builder().shards(1).writer_idle_polls(0).build()?;
+    /// assert_eq!(registry.shard_count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn writer_idle_polls(mut self, n: u32) -> Self {
+        self.idle_polls = n;
+        self
+    }
+
+    /// The time within which a dead process's entries must be reclaimed (SPEC I6, L3;
+    /// default 100 ms). Death notices are served ahead of all other writes, so this is
+    /// the bound the registry is measured against: [`Registry::cleanup_lag`] counts the
+    /// deaths that took longer ([`CleanupLag::over`](crate::CleanupLag::over)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder()
+    ///     .shards(1)
+    ///     .cleanup_window(Duration::from_millis(50))
+    ///     .build()?;
+    /// assert_eq!(registry.cleanup_window(), Duration::from_millis(50));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn cleanup_window(mut self, window: Duration) -> Self {
+        self.cleanup_window = window;
+        self
+    }
+
+    /// How long a write may wait for its shard's writer before it gives up with
+    /// [`ErrorKind::Timeout`], which guarantees it was not applied (SPEC L1). Default
+    /// [`DEFAULT_WRITE_DEADLINE`], 10 ms; [`Registry::with_deadline`] overrides it per
+    /// handle.
+    ///
+    /// The clock starts when the write is queued for its shard, after the caller has
+    /// validated and encoded it (and interned its capability names, which stay interned
+    /// after a `Timeout`: a timed-out write leaves no entry, index posting or charge).
+    /// The deadline bounds the wait for the writer to *take* the write; a write taken in
+    /// time is applied and answered. A deadline too long for the clock (`Duration::MAX`)
+    /// means none. Zero is refused by [`RegistryBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder()
+    ///     .shards(1)
+    ///     .write_deadline(Duration::from_millis(50))
+    ///     .build()?;
+    /// assert_eq!(registry.write_deadline(), Duration::from_millis(50));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn write_deadline(mut self, deadline: Duration) -> Self {
+        self.write_deadline = deadline;
+        self
+    }
+
+    /// The most bytes the registry's entries may be charged in all ([`Memory::charged`](crate::Memory::charged):
+    /// keys, names, metadata, attributes, index postings and slots). A registration or
+    /// update that would pass it fails with [`ErrorKind::RegistryFull`] and stores
+    /// nothing; the limit holds exactly, also under concurrent writers. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).memory_limit(64 << 20).build()?;
+    /// assert_eq!(registry.memory().limit, Some(64 << 20));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Keep latency histograms of every operation ([`Registry::stats`]'s `ops`; with the
+    /// `metrics` feature, also reported through the `metrics` facade). Costs two clock
+    /// reads and an uncontended lock per operation; off (the default), nothing but a
+    /// branch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Registry};
+    ///
+    /// let registry = Registry::builder().shards(1).op_stats(true).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// registry.lookup(&Key::new(ns, 1))?;
+    /// assert!(registry.stats().ops.is_some());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn op_stats(mut self, on: bool) -> Self {
+        self.op_stats = on;
+        self
+    }
+
+    /// The clock leases read (default: the system's monotonic clock). Tests pass a
+    /// [`ManualClock`](crate::ManualClock) to expire leases deterministically.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use roster::{ManualClock, Registry};
+    ///
+    /// let clock = Arc::new(ManualClock::new());
+    /// let registry = Registry::builder().shards(1).clock(clock).build()?;
+    /// assert_eq!(registry.shard_count(), 1);
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Starts the shard threads.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for impossible settings (zero or more than 65536
+    /// shards, limits beyond what the encoding holds, a zero queue), [`ErrorKind::Spawn`]
+    /// if a thread cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(2).build()?;
+    /// assert_eq!(registry.shard_count(), 2);
+    /// assert!(Registry::builder().shards(0).build().is_err());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn build(self) -> Result<Registry, Error> {
+        let config = |reason: String| Error::new(ErrorKind::InvalidConfig { reason });
+        let shards = match self.shards {
+            Some(0) => return Err(config("shards must be at least 1".into())),
+            Some(n) if n > 1 << 16 => {
+                return Err(config(format!("shards is {n}, at most 65536 is supported")))
+            }
+            Some(n) => n.next_power_of_two(),
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .next_power_of_two(),
+        };
+        if self.queue == 0 || self.queue > MAX_QUEUE {
+            return Err(config(format!(
+                "queue_capacity is {}, it must be 1 to {MAX_QUEUE}",
+                self.queue
+            )));
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(config(format!(
+                "capacity is {} entries, at most {MAX_CAPACITY} is supported",
+                self.capacity
+            )));
+        }
+        check_deadline(self.write_deadline).map_err(config)?;
+        self.limits.check().map_err(config)?;
+        let tag = REGISTRY_TAGS.fetch_add(1, Ordering::Relaxed);
+        let procs = Arc::new(ProcessTable::new(
+            shards,
+            self.memory_limit,
+            Hub::new(shards, tag),
+        ));
+        let mut list = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let shard = Shard::spawn(
+                ShardConfig {
+                    index,
+                    capacity: self.capacity.div_ceil(shards),
+                    queue: self.queue,
+                    batch: 64,
+                    read_attempts: self.read_attempts.max(1),
+                    idle_polls: self.idle_polls,
+                    core: self.pin.then_some(index),
+                },
+                procs.clone(),
+            )
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::OutOfMemory => config(format!(
+                    "capacity of {} entries cannot be allocated: {e}",
+                    self.capacity
+                )),
+                _ => Error::new(ErrorKind::Spawn {
+                    reason: e.to_string(),
+                }),
+            })?;
+            list.push(shard);
+        }
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(SystemClock::default()));
+        let inner = Arc::new(Inner {
+            tag,
+            shards: list.into_boxed_slice(),
+            mask: shards as u64 - 1,
+            procs,
+            hasher: KeyHasher::new(),
+            limits: self.limits,
+            names: RwLock::new(Names::default()),
+            closed: AtomicBool::new(false),
+            monitors: Monitors::new(),
+            leases: Arc::new(Leases::new(clock)),
+            handles: Handles::new(),
+            reaper: Mutex::new(None),
+            cleanup_window: self.cleanup_window,
+            write_deadline: self.write_deadline,
+            ops: self.op_stats.then(OpRecorder::new),
+        });
+        let reaper = spawn_reaper(Arc::downgrade(&inner), inner.leases.clone()).map_err(|e| {
+            Error::new(ErrorKind::Spawn {
+                reason: e.to_string(),
+            })
+        })?;
+        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+        Ok(Registry {
+            inner,
+            deadline: None,
+        })
+    }
+}
+
+/// The lease reaper: expires due leases, then sleeps until the next may be due. It holds
+/// the registry only while it works, so dropping the last `Registry` stops it.
+fn spawn_reaper(
+    registry: Weak<Inner>,
+    leases: Arc<Leases>,
+) -> std::io::Result<(JoinHandle<()>, ThreadId)> {
+    let handle = std::thread::Builder::new()
+        .name("roster-leases".into())
+        .spawn(move || loop {
+            match registry.upgrade() {
+                Some(inner) if !inner.closed.load(Ordering::Relaxed) => inner.expire_leases(),
+                _ => return,
+            }
+            if !leases.wait() {
+                return;
+            }
+        })?;
+    let id = handle.thread().id();
+    Ok((handle, id))
+}
