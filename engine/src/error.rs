@@ -101,7 +101,8 @@ pub enum ErrorKind {
     },
     /// A namespace quota would be exceeded; nothing was stored.
     QuotaExceeded {
-        /// The namespace.
+        /// The namespace ([`Registry::namespace_name`](crate::Registry::namespace_name)
+        /// names it).
         namespace: Namespace,
         /// Which quota: `"entries"` or `"bytes"`.
         what: &'static str,

@@ -581,6 +581,28 @@ impl Registry {
         self.inner.names.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The name of namespace `ns`, if it is this registry's: for messages about a
+    /// namespace an error names by id ([`ErrorKind::QuotaExceeded`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::Registry;
+    ///
+    /// let registry = Registry::builder().shards(1).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// assert_eq!(registry.namespace_name(ns).as_deref(), Some("agents"));
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn namespace_name(&self, ns: Namespace) -> Option<String> {
+        let id = self.own(ns).ok()?;
+        self.read_names()
+            .namespaces
+            .iter()
+            .find(|(_, &i)| i == id)
+            .map(|(name, _)| name.to_string())
+    }
+
     /// The capability called `name`, if any entry ever registered it.
     ///
     /// # Examples
