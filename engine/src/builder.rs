@@ -351,7 +351,7 @@ impl RegistryBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidConfig`] for impossible settings (zero or more than 65536
-    /// shards, limits beyond what the encoding holds, a zero queue), [`ErrorKind::Spawn`]
+    /// shards, limits beyond what the encoding holds, a zero queue), [`ErrorKind::ThreadStart`]
     /// if a thread cannot start.
     ///
     /// # Examples
@@ -415,7 +415,7 @@ impl RegistryBuilder {
                     "capacity of {} entries cannot be allocated: {e}",
                     self.capacity
                 )),
-                _ => Error::new(ErrorKind::Spawn {
+                _ => Error::new(ErrorKind::ThreadStart {
                     reason: e.to_string(),
                 }),
             })?;
@@ -442,7 +442,7 @@ impl RegistryBuilder {
             ops: self.op_stats.then(OpRecorder::new),
         });
         let reaper = spawn_reaper(Arc::downgrade(&inner), inner.leases.clone()).map_err(|e| {
-            Error::new(ErrorKind::Spawn {
+            Error::new(ErrorKind::ThreadStart {
                 reason: e.to_string(),
             })
         })?;

@@ -112,7 +112,7 @@ pub enum ErrorKind {
     /// The registry was shut down (or its shard writer stopped); nothing was applied.
     ShuttingDown,
     /// The operating system refused to start a shard thread.
-    Spawn {
+    ThreadStart {
         /// The OS error, as text.
         reason: String,
     },
@@ -232,7 +232,7 @@ impl fmt::Display for ErrorKind {
                 namespace.id()
             ),
             ErrorKind::ShuttingDown => f.write_str("registry is shut down"),
-            ErrorKind::Spawn { reason } => write!(f, "cannot start shard thread: {reason}"),
+            ErrorKind::ThreadStart { reason } => write!(f, "cannot start shard thread: {reason}"),
         }
     }
 }
