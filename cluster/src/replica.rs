@@ -31,7 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use etcd_client::{EventType, GetOptions, KeyValue};
+use etcd_client::{Event, EventType, GetOptions, KeyValue};
 use roster::{ErrorKind, Metadata, Node, OwnedKey, Process, Registry, Spawn};
 
 use crate::cluster::{lock, Inner};
@@ -52,6 +52,10 @@ struct RemoteEntry {
     owner: RemoteOwner,
     mod_rev: i64,
 }
+
+/// A new remote entry, as the watch delivered it: its etcd key, registry key,
+/// metadata and mod revision.
+type NewEntry = (Vec<u8>, OwnedKey, Metadata, i64);
 
 struct StandIn {
     process: Process,
@@ -159,6 +163,73 @@ impl Replica {
         self.remove(registry, etcd_key).await
     }
 
+    /// Registers new remote entries of one owner as one batch (the stand-in's shards each
+    /// get one command): how many a local process held already (conflicts).
+    async fn insert_many(
+        &mut self,
+        registry: &Registry,
+        owner: RemoteOwner,
+        items: Vec<NewEntry>,
+    ) -> Result<u64, roster::Error> {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.stand_ins.entry(owner) {
+            let process = registry.try_spawn_with(Spawn::new().handle(owner))?;
+            v.insert(StandIn {
+                process,
+                entries: 0,
+            });
+        }
+        let stand_in = self.stand_ins.get_mut(&owner).expect("inserted above");
+        let results = registry
+            .register_many_async(
+                &stand_in.process,
+                items.iter().map(|(_, k, m, _)| (k.as_key(), m)),
+            )
+            .await?;
+        let mut conflicts = 0;
+        for ((etcd_key, key, _, mod_rev), r) in items.into_iter().zip(results.iter()) {
+            if r.is_err() {
+                conflicts += 1;
+                continue;
+            }
+            stand_in.entries += 1;
+            self.entries.insert(
+                etcd_key,
+                RemoteEntry {
+                    key,
+                    owner,
+                    mod_rev,
+                },
+            );
+        }
+        if stand_in.entries == 0 {
+            self.stand_ins.remove(&owner);
+        }
+        Ok(conflicts)
+    }
+
+    /// Removes many remote entries: a stand-in that loses all of them dies (which hides
+    /// them at once), the others unregister theirs as one batch each.
+    async fn remove_many(&mut self, registry: &Registry, etcd_keys: &[Vec<u8>]) {
+        let mut by_owner: HashMap<RemoteOwner, Vec<RemoteEntry>> = HashMap::new();
+        for k in etcd_keys {
+            if let Some(e) = self.entries.remove(k) {
+                by_owner.entry(e.owner).or_default().push(e);
+            }
+        }
+        for (owner, gone) in by_owner {
+            let stand_in = self.stand_ins.get_mut(&owner).expect("every entry has one");
+            stand_in.entries -= gone.len();
+            if stand_in.entries == 0 {
+                self.stand_ins.remove(&owner);
+            } else {
+                let keys: Vec<_> = gone.iter().map(|e| e.key.as_key()).collect();
+                let _ = registry
+                    .unregister_many_async(&stand_in.process, &keys)
+                    .await;
+            }
+        }
+    }
+
     /// Drops every remote entry at once (their stand-ins die).
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
@@ -214,6 +285,96 @@ impl Inner {
                 replica.remove(&self.internal, etcd_key).await;
             }
         }
+    }
+
+    /// Applies one watch response's events in order. Runs of plain events (new remote
+    /// entries, deletes of remote entries) are applied as batches: one registry command
+    /// per stand-in and shard instead of one per event, so a node's mass registration or
+    /// death costs its peers a few round trips. Anything else goes through
+    /// [`Inner::apply`], after the batch before it.
+    pub(crate) async fn apply_events(&self, replica: &mut Replica, events: &[Event]) {
+        let lease = self.lease.load(Ordering::Acquire);
+        let mut puts: Vec<(RemoteOwner, Vec<u8>, OwnedKey, Metadata, i64)> = Vec::new();
+        let mut deletes: Vec<Vec<u8>> = Vec::new();
+        let mut batched: HashSet<Vec<u8>> = HashSet::new();
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            let key = kv.key();
+            let plain = !batched.contains(key)
+                && !lock(&self.claims).by_key.contains_key(key)
+                && codec::parse_namespace_key(&self.config.prefix, key).is_none();
+            match ev.event_type() {
+                EventType::Put
+                    if plain && kv.lease() != lease && !replica.entries.contains_key(key) =>
+                {
+                    if let Some((owner, okey, meta)) = self.parse_claim(kv) {
+                        if !deletes.is_empty() {
+                            replica
+                                .remove_many(&self.internal, &std::mem::take(&mut deletes))
+                                .await;
+                        }
+                        batched.insert(key.to_vec());
+                        puts.push((owner, key.to_vec(), okey, meta, kv.mod_revision()));
+                        continue;
+                    }
+                }
+                EventType::Delete if plain && replica.entries.contains_key(key) => {
+                    if !puts.is_empty() {
+                        self.insert_puts(replica, std::mem::take(&mut puts)).await;
+                    }
+                    batched.insert(key.to_vec());
+                    deletes.push(key.to_vec());
+                    continue;
+                }
+                _ => {}
+            }
+            self.insert_puts(replica, std::mem::take(&mut puts)).await;
+            replica
+                .remove_many(&self.internal, &std::mem::take(&mut deletes))
+                .await;
+            batched.clear();
+            self.apply(replica, ev.event_type(), kv).await;
+        }
+        self.insert_puts(replica, puts).await;
+        replica.remove_many(&self.internal, &deletes).await;
+    }
+
+    /// New remote entries, registered per owner in batches.
+    async fn insert_puts(
+        &self,
+        replica: &mut Replica,
+        puts: Vec<(RemoteOwner, Vec<u8>, OwnedKey, Metadata, i64)>,
+    ) {
+        let mut by_owner: Vec<(RemoteOwner, Vec<NewEntry>)> = Vec::new();
+        for (owner, k, okey, meta, rev) in puts {
+            match by_owner.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, items)) => items.push((k, okey, meta, rev)),
+                None => by_owner.push((owner, vec![(k, okey, meta, rev)])),
+            }
+        }
+        for (owner, items) in by_owner {
+            let n = items.len() as u64;
+            let conflicts = replica
+                .insert_many(&self.internal, owner, items)
+                .await
+                .unwrap_or(n);
+            self.counters
+                .conflicts
+                .fetch_add(conflicts, Ordering::Relaxed);
+        }
+    }
+
+    /// A claim's owner, key and metadata; `None` for a key or value that is not a claim.
+    fn parse_claim(&self, kv: &KeyValue) -> Option<(RemoteOwner, OwnedKey, Metadata)> {
+        let (ns, node, name) = codec::parse_claim_key(&self.config.prefix, kv.key())?;
+        let claim = Claim::from_bytes(kv.value())?;
+        let key = codec::owned_key(&self.registry, &ns, node, name).ok()?;
+        crate::cluster::mark_cluster_wide(self, key.namespace, &ns);
+        let owner = RemoteOwner {
+            node: Node(claim.node),
+            pid: claim.pid,
+        };
+        Some((owner, key, claim.metadata()))
     }
 
     /// Upserts the claim `kv` into the replica; a key or value that is not a claim is

@@ -328,14 +328,13 @@ async fn watch(inner: Arc<Inner>, id: i64, mut from: i64) {
                         continue;
                     }
                     let mut replica = inner.replica.lock().await;
-                    let mut last = from - 1;
-                    for ev in resp.events() {
-                        if let Some(kv) = ev.kv() {
-                            inner.apply(&mut replica, ev.event_type(), kv).await;
-                            last = last.max(kv.mod_revision());
-                        }
-                    }
+                    inner.apply_events(&mut replica, resp.events()).await;
                     drop(replica);
+                    let last = resp
+                        .events()
+                        .iter()
+                        .filter_map(|ev| ev.kv().map(|kv| kv.mod_revision()))
+                        .fold(from - 1, i64::max);
                     from = last + 1;
                     inner
                         .counters
