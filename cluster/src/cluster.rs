@@ -546,10 +546,11 @@ impl Inner {
     ) -> Result<(), roster::Error> {
         match self.registry.register_async(owner, key, meta).await {
             Err(e) if matches!(e.kind(), roster::ErrorKind::AlreadyRegistered { .. }) => {
+                // Under the replica's lock: either the stand-in still holds the key and
+                // gives way, or the watch removed it while we waited for the lock. Both
+                // leave it free unless a local process holds it.
                 let mut replica = self.replica.lock().await;
-                if !replica.evict(&self.internal, etcd_key).await {
-                    return Err(e);
-                }
+                replica.evict(&self.internal, etcd_key).await;
                 drop(replica);
                 self.registry.register_async(owner, key, meta).await
             }

@@ -158,9 +158,9 @@ impl Replica {
     }
 
     /// Removes a remote entry that etcd has already given to this node (its delete is
-    /// not delivered yet): whether there was one.
-    pub(crate) async fn evict(&mut self, registry: &Registry, etcd_key: &[u8]) -> bool {
-        self.remove(registry, etcd_key).await
+    /// not delivered yet), if it is still here.
+    pub(crate) async fn evict(&mut self, registry: &Registry, etcd_key: &[u8]) {
+        self.remove(registry, etcd_key).await;
     }
 
     /// Registers new remote entries of one owner as one batch (the stand-in's shards each
@@ -184,7 +184,16 @@ impl Replica {
                 &stand_in.process,
                 items.iter().map(|(_, k, m, _)| (k.as_key(), m)),
             )
-            .await?;
+            .await;
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                if stand_in.entries == 0 {
+                    self.stand_ins.remove(&owner);
+                }
+                return Err(e);
+            }
+        };
         let mut conflicts = 0;
         for ((etcd_key, key, _, mod_rev), r) in items.into_iter().zip(results.iter()) {
             if r.is_err() {
