@@ -924,7 +924,20 @@ async fn a_join_given_up_midway_leaves_nothing_behind() {
         let joining = Cluster::join(registry.clone(), config(&urls, 2, "/t"));
         let _ = tokio::time::timeout(Duration::from_millis(give_up), joining).await;
     }
-    // Whatever those joins got to, they undo: the registry ends empty.
+    // Whatever those joins got to, they undo: their leases are revoked (only A's is left)
+    // and the registry ends empty.
+    let mut direct = etcd_client::Client::connect([etcd.url(0)], None)
+        .await
+        .unwrap();
+    let mut leases = usize::MAX;
+    for _ in 0..200 {
+        leases = direct.leases().await.unwrap().leases().len();
+        if leases == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(leases, 1, "an abandoned join kept its lease");
     let ns_b = registry.namespace("agents").unwrap();
     assert!(eventually(SLACK, || registry.count(ns_b).unwrap() == 0)
         .await
