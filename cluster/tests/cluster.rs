@@ -926,6 +926,9 @@ async fn a_join_given_up_midway_leaves_nothing_behind() {
     }
     // Whatever those joins got to, they undo: their leases are revoked (only A's is left)
     // and the registry ends empty.
+    // (A join's detached task starts within milliseconds; give any a moment to take its
+    // lease before counting them.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut direct = etcd_client::Client::connect([etcd.url(0)], None)
         .await
         .unwrap();
