@@ -36,10 +36,10 @@ fn s4_memory_limit_holds_under_concurrent_writers() {
                 let r = &r;
                 s.spawn(move || {
                     let p = r.spawn();
-                    let (mut ok, mut full) = (0, 0);
+                    let (mut ok, mut full) = (Vec::new(), 0);
                     for i in 0..scaled(2000) as u64 {
                         match r.register(&p, &Key::new(ns, t << 32 | i), &meta(i)) {
-                            Ok(()) => ok += 1,
+                            Ok(()) => ok.push(t << 32 | i),
                             Err(e) => {
                                 assert_eq!(e.kind(), &ErrorKind::RegistryFull { limit }, "{e}");
                                 full += 1;
@@ -58,20 +58,24 @@ fn s4_memory_limit_holds_under_concurrent_writers() {
     let m = r.memory();
     assert!(m.charged <= limit && m.charged > limit / 2, "{m:?}");
     assert_eq!(m.limit, Some(limit));
-    assert!(owners.iter().all(|(_, ok, full)| *ok > 0 && *full > 0));
-    let total: u64 = owners.iter().map(|(_, ok, _)| ok).sum();
+    // Every call was answered, some fitted and some did not (which thread got which is
+    // the scheduler's business).
+    let n = scaled(2000);
+    assert!(owners.iter().all(|(_, ok, full)| ok.len() + full == n));
+    let total: u64 = owners.iter().map(|(_, ok, _)| ok.len() as u64).sum();
+    assert!(total > 0 && owners.iter().any(|(_, _, full)| *full > 0));
     assert_eq!(r.usage(ns).unwrap().entries, total);
     assert_eq!(r.usage(ns).unwrap().bytes, m.charged);
-    // Free a quarter; the same entries fit again.
-    let (p, ..) = &owners[0];
-    let keys: Vec<_> = (0..owners[0].1).map(|i| Key::new(ns, i)).collect();
+    // Free one writer's entries; the same entries fit again.
+    let (p, ok, _) = owners.iter().max_by_key(|(_, ok, _)| ok.len()).unwrap();
+    let keys: Vec<_> = ok.iter().map(|&k| Key::new(ns, k)).collect();
     assert!(r
         .unregister_many(p, &keys)
         .unwrap()
         .iter()
         .all(Result::is_ok));
     assert!(r.memory().charged < m.charged);
-    let items = (0..owners[0].1).map(|i| (Key::new(ns, i), meta(i)));
+    let items = ok.iter().map(|&k| (Key::new(ns, k), meta(k & 0xffff_ffff)));
     assert!(r.register_many(p, items).unwrap().iter().all(Result::is_ok));
     assert!(r.audit().unwrap().problems.is_empty());
 }
