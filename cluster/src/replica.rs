@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use etcd_client::{Event, EventType, GetOptions, KeyValue};
-use roster::{ErrorKind, Metadata, Node, OwnedKey, Process, Registry, Spawn};
+use roster::{Metadata, Node, OwnedKey, Process, Registry, Spawn};
 
 use crate::cluster::{lock, Inner};
 use crate::codec::{self, Claim};
@@ -78,15 +78,16 @@ impl Replica {
         self.entries.get(etcd_key).map(|e| e.owner)
     }
 
-    /// Sets the remote entry at `etcd_key`; `Ok(false)` if a local process holds the
-    /// key outside the cluster layer.
+    /// Sets the remote entry at `etcd_key`: updated in place for the same owner, moved for
+    /// a new one (through [`Replica::insert_many`]); `Ok(false)` if the registry refused it
+    /// (a local process holds the key outside the cluster layer).
     async fn upsert(
         &mut self,
         registry: &Registry,
         etcd_key: &[u8],
         key: OwnedKey,
         owner: RemoteOwner,
-        meta: &Metadata,
+        meta: Metadata,
         mod_rev: i64,
     ) -> Result<bool, roster::Error> {
         if let Some(e) = self.entries.get_mut(etcd_key) {
@@ -97,43 +98,20 @@ impl Replica {
                 e.mod_rev = mod_rev;
                 let stand_in = &self.stand_ins[&owner].process;
                 registry
-                    .update_metadata_async(stand_in, &key.as_key(), meta)
+                    .update_metadata_async(stand_in, &key.as_key(), &meta)
                     .await?;
                 return Ok(true);
             }
             self.remove(registry, etcd_key).await;
         }
-        if let std::collections::hash_map::Entry::Vacant(v) = self.stand_ins.entry(owner) {
-            let process = registry.try_spawn_with(Spawn::new().handle(owner))?;
-            v.insert(StandIn {
-                process,
-                entries: 0,
-            });
-        }
-        let stand_in = self.stand_ins.get_mut(&owner).expect("inserted above");
-        match registry
-            .register_async(&stand_in.process, &key.as_key(), meta)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::AlreadyRegistered { .. }) => {
-                if stand_in.entries == 0 {
-                    self.stand_ins.remove(&owner);
-                }
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        }
-        stand_in.entries += 1;
-        self.entries.insert(
-            etcd_key.to_vec(),
-            RemoteEntry {
-                key,
+        let conflicts = self
+            .insert_many(
+                registry,
                 owner,
-                mod_rev,
-            },
-        );
-        Ok(true)
+                vec![(etcd_key.to_vec(), key, meta, mod_rev)],
+            )
+            .await?;
+        Ok(conflicts == 0)
     }
 
     /// Removes the remote entry at `etcd_key`, if any: whether there was one.
@@ -389,29 +367,16 @@ impl Inner {
     /// Upserts the claim `kv` into the replica; a key or value that is not a claim is
     /// ignored.
     async fn upsert_remote(&self, replica: &mut Replica, kv: &KeyValue) {
-        let prefix = &self.config.prefix;
-        let (Some((ns, node, name)), Some(claim)) = (
-            codec::parse_claim_key(prefix, kv.key()),
-            Claim::from_bytes(kv.value()),
-        ) else {
+        let Some((owner, key, meta)) = self.parse_claim(kv) else {
             return;
         };
-        let Ok(key) = codec::owned_key(&self.registry, &ns, node, name) else {
-            return;
-        };
-        crate::cluster::mark_cluster_wide(self, key.namespace, &ns);
-        let owner = RemoteOwner {
-            node: Node(claim.node),
-            pid: claim.pid,
-        };
-        let meta = claim.metadata();
         let applied = replica
             .upsert(
                 &self.internal,
                 kv.key(),
                 key,
                 owner,
-                &meta,
+                meta,
                 kv.mod_revision(),
             )
             .await;
