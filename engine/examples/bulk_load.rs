@@ -3,9 +3,11 @@
 //!
 //! ```sh
 //! cargo run --release -p roster --example bulk_load -- 2000000
+//! cargo run --release -p roster --example bulk_load -- 2000000 distinct
 //! ```
 //!
-//! Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
+//! With `distinct`, every entry has a capability of its own, so the index's term table
+//! grows with the entries too. Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
 //! write timed out.
 
 use std::time::Instant;
@@ -18,6 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(a) => a.parse().map_err(|e| format!("N must be a count: {e}"))?,
         None => 2_000_000,
     };
+    let distinct = match std::env::args().nth(2).as_deref() {
+        None => false,
+        Some("distinct") => true,
+        Some(other) => return Err(format!("unknown mode {other:?}: expected `distinct`").into()),
+    };
     let registry = Registry::new()?;
     let ns = registry.namespace("bulk")?;
     let owner = registry.spawn();
@@ -26,8 +33,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut timeouts, mut slowest_at) = (0u64, 0u64);
     let start = Instant::now();
     for i in 0..n {
+        let own;
+        let meta = if distinct {
+            own = Metadata::new().capability(format!("c{i}"));
+            &own
+        } else {
+            &meta
+        };
         let t = Instant::now();
-        let r = registry.register(&owner, &Key::new(ns, i), &meta);
+        let r = registry.register(&owner, &Key::new(ns, i), meta);
         let ns_taken = t.elapsed().as_nanos() as u64;
         if ns_taken > hist.max() {
             slowest_at = i;

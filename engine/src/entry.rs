@@ -57,7 +57,15 @@ impl Entry {
         }
     }
 
-    /// The buffer a read copies into.
+    /// The inline buffer, which a lookup's fast path copies into; a read into it is
+    /// settled with [`Entry::set_inline`].
+    #[inline(always)]
+    pub(crate) fn inline_buffer(&mut self) -> &mut [u64; INLINE_WORDS] {
+        &mut self.inline
+    }
+
+    /// The buffer a read copies into: the inline one until metadata larger than it was
+    /// met, then the (reused) heap one. A read into it is settled with [`Entry::set`].
     pub(crate) fn buffer(&mut self) -> &mut [u64] {
         if self.spill.is_empty() {
             &mut self.inline
@@ -73,18 +81,31 @@ impl Entry {
         }
     }
 
+    /// Settles a read of `len` words into [`Entry::buffer`]. The words live inline
+    /// exactly when they fit there, so a read that landed in the heap buffer but fits
+    /// inline moves in.
     pub(crate) fn set(&mut self, pid: Pid, len: usize) {
+        if len <= INLINE_WORDS && !self.spill.is_empty() {
+            self.inline[..len].copy_from_slice(&self.spill[..len]);
+        }
+        self.pid = pid;
+        self.len = len;
+    }
+
+    /// Settles a read of `len <= INLINE_WORDS` words into [`Entry::inline_buffer`].
+    #[inline(always)]
+    pub(crate) fn set_inline(&mut self, pid: Pid, len: usize) {
+        debug_assert!(len <= INLINE_WORDS);
         self.pid = pid;
         self.len = len;
     }
 
     fn words(&self) -> &[u64] {
-        let all = if self.spill.is_empty() {
-            &self.inline[..]
+        if self.len <= INLINE_WORDS {
+            &self.inline[..self.len]
         } else {
-            &self.spill[..]
-        };
-        &all[..self.len.min(all.len())]
+            &self.spill[..self.len.min(self.spill.len())]
+        }
     }
 
     fn head(&self) -> u64 {

@@ -12,7 +12,7 @@ use roster_shard::{Attempt, Op, Read, Shard, Ticket, WriteError};
 
 use crate::budget::{self, Quota, Usage};
 use crate::builder::{check_deadline, RegistryBuilder};
-use crate::entry::Entry;
+use crate::entry::{Entry, INLINE_WORDS};
 use crate::error::{Error, ErrorKind};
 use crate::key::{Key, KeyWords, Namespace, MAX_NAMESPACES};
 use crate::lag::CleanupLag;
@@ -1370,12 +1370,17 @@ impl Registry {
         words: &[u64],
         entry: &mut Entry,
     ) -> Result<bool, Error> {
-        let buffer = entry.buffer();
-        let room = buffer.len();
-        match shard.try_read(hash, words, buffer) {
+        match shard.try_read(hash, words, entry.inline_buffer()) {
             Attempt::Found {
                 owner, meta_words, ..
-            } if meta_words <= room => Ok(self.settle(entry, owner, meta_words)),
+            } if meta_words <= INLINE_WORDS => {
+                let pid = Pid(owner);
+                let alive = self.inner.procs.is_alive(pid);
+                if alive {
+                    entry.set_inline(pid, meta_words);
+                }
+                Ok(alive)
+            }
             Attempt::NotFound => Ok(false),
             _ => self.read_entry_slow(shard, hash, words, entry),
         }
@@ -1383,7 +1388,6 @@ impl Registry {
 
     /// A hit read into `entry`'s buffer counts only if its owner is alive (SPEC I1):
     /// then `entry` takes the owner and the metadata length.
-    #[inline(always)]
     fn settle(&self, entry: &mut Entry, owner: u64, meta_words: usize) -> bool {
         let pid = Pid(owner);
         let alive = self.inner.procs.is_alive(pid);

@@ -168,6 +168,24 @@ fn entries_carry_metadata_exactly_and_big_metadata_spills() {
         assert!(r.lookup_into(&Key::new(ns, "x"), &mut entry).unwrap());
         assert_eq!(entry.health(), Health::Unhealthy);
         assert!(!r.lookup_into(&Key::new(ns, "y"), &mut entry).unwrap());
+        // Big, small, big again into one entry, across the inline buffer's edge: each
+        // read answers its own metadata, never words a previous read left behind.
+        let blob = |n: usize| Metadata::new().attribute("blob", "q".repeat(n));
+        for n in [
+            INLINE_WORDS * 8 + 100,
+            8,
+            INLINE_WORDS * 8 - 40,
+            INLINE_WORDS * 8 - 16,
+            1,
+        ] {
+            r.update_metadata(&p, &Key::new(ns, "x"), &blob(n)).unwrap();
+            assert!(r.lookup_into(&Key::new(ns, "x"), &mut entry).unwrap());
+            assert_eq!(
+                entry.attribute("blob").map(|v| v.to_owned()),
+                Some(Value::Str("q".repeat(n))),
+                "a {n}-byte attribute"
+            );
+        }
     });
 }
 

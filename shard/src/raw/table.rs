@@ -204,6 +204,7 @@ impl Slots {
             if p == libc::MAP_FAILED {
                 return None;
             }
+            super::pages::advise_huge(p.cast(), layout.size());
             // Page-aligned (so 32-aligned) and zero-filled by the kernel.
             let ptr = std::ptr::NonNull::new(p.cast::<Slot>())?;
             return Some(Slots {

@@ -151,6 +151,14 @@ impl AtomicWords {
             // written through atomics, aligned (page-aligned base), and only ever shared.
             return Some(unsafe { &*self.base.add(i as usize) });
         }
+        self.get_chunked(i)
+    }
+
+    /// [`AtomicWords::get`] through the chunk directory: out of line, so the reserved
+    /// range's two instructions are all a reader's hot path holds.
+    #[cold]
+    #[inline(never)]
+    fn get_chunked(&self, i: u64) -> Option<&AtomicU64> {
         let (k, inner, _) = self.locate(i)?;
         self.chunk(k).map(|c| &c[inner as usize])
     }
@@ -169,6 +177,14 @@ impl AtomicWords {
                 std::slice::from_raw_parts(self.base.add(start as usize), len as usize)
             });
         }
+        self.range_chunked(start, len)
+    }
+
+    /// [`AtomicWords::range`] through the chunk directory, out of line (see
+    /// [`AtomicWords::get_chunked`]).
+    #[cold]
+    #[inline(never)]
+    fn range_chunked(&self, start: u64, len: u64) -> Option<&[AtomicU64]> {
         let (k, inner, clen) = self.locate(start)?;
         // `inner < clen`, so this cannot wrap, and `inner + len <= clen` after it.
         if len > clen - inner {
@@ -280,7 +296,11 @@ fn reserve(words: u64) -> Option<*const AtomicU64> {
             0,
         )
     };
-    (p != libc::MAP_FAILED).then_some(p.cast::<AtomicU64>().cast_const())
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    super::pages::advise_huge(p.cast(), bytes);
+    Some(p.cast::<AtomicU64>().cast_const())
 }
 
 /// Loom's and Miri's runs, and systems without `mmap`, use the chunk directory.

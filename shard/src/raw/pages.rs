@@ -1,0 +1,53 @@
+//! Huge pages for big mappings: a hint to the OS, never a requirement.
+//!
+//! A lookup at a million keys touches a random slot and a random arena block; with 4 KiB
+//! pages each touch is also a TLB miss whose page walk may itself miss the cache, so a
+//! hit costs up to four dependent memory accesses instead of two. Linux's transparent
+//! huge pages back a region with 2 MiB pages when asked (`madvise(MADV_HUGEPAGE)`; most
+//! distributions ship THP in `madvise` mode, where nothing is backed so unless asked).
+//! Only regions past [`HUGE_FROM`] bytes are advised, so a small registry keeps its small
+//! footprint: huge pages round a region's resident size up to 2 MiB.
+//!
+//! Elsewhere, under Miri and loom, when the kernel refuses (THP off), and when the
+//! environment variable `ROSTER_NO_HUGE_PAGES` is set (for side-by-side measurements, or
+//! hosts where THP compaction stalls hurt more than TLB misses), this does nothing, and
+//! everything works the same, only slower at scale.
+//!
+//! Measured (2-core KVM guest, `lookup_cost 1000000 20000000`, four alternating rounds):
+//! 5.06 Mops/s median with huge pages against 4.47 without.
+
+/// Bytes of a huge page (x86-64 and most arm64 Linux kernels).
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Regions are advised from this many bytes into them: below it, small pages.
+pub const HUGE_FROM: usize = 4 << 20;
+
+/// Advises the OS to back the 2 MiB-aligned part of `[ptr + HUGE_FROM, ptr + len)` with
+/// huge pages. `ptr` must start a mapping of `len` bytes that the caller owns.
+#[cfg(all(target_os = "linux", not(miri), not(roster_loom)))]
+pub fn advise_huge(ptr: *mut u8, len: usize) {
+    if std::env::var_os("ROSTER_NO_HUGE_PAGES").is_some() {
+        return;
+    }
+    let start = (ptr as usize)
+        .saturating_add(HUGE_FROM)
+        .next_multiple_of(HUGE_PAGE);
+    let end = (ptr as usize).saturating_add(len) / HUGE_PAGE * HUGE_PAGE;
+    if end <= start {
+        return;
+    }
+    // SAFETY: `[start, end)` lies inside the caller's mapping `[ptr, ptr + len)` (start is
+    // rounded up past `ptr`, end down below `ptr + len`) and is page-aligned. MADV_HUGEPAGE
+    // changes how the kernel backs the pages, never their contents or protection, so it
+    // cannot invalidate any reference into them. A refusal (EINVAL where THP is off) is
+    // harmless and ignored.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// No huge-page advice off Linux, under Miri or under loom.
+#[cfg(not(all(target_os = "linux", not(miri), not(roster_loom))))]
+pub fn advise_huge(ptr: *mut u8, len: usize) {
+    let _ = (ptr, len);
+}
