@@ -200,6 +200,8 @@ pub(crate) struct Writer {
     until: Option<Instant>,
     /// While a migration runs: the next source slot to move.
     migrated: usize,
+    /// The same for the term table's migration.
+    pub(crate) terms_migrated: usize,
 }
 
 /// Source slots moved after each insert during a migration (see `Writer::migrate_some`).
@@ -246,6 +248,7 @@ impl Writer {
             stopping: false,
             until: None,
             migrated: 0,
+            terms_migrated: 0,
         }
     }
 
@@ -284,6 +287,10 @@ impl Writer {
             // command that arrives waits for one step at most.
             if self.shared.source(&self.token).is_some() {
                 self.migrate_some(MIGRATE_IDLE);
+                continue;
+            }
+            if self.shared.term_source(&self.token).is_some() {
+                self.migrate_terms_some(MIGRATE_IDLE);
                 continue;
             }
             // Idle. Poll a while before parking: a parked writer costs every synchronous
@@ -938,20 +945,6 @@ impl Writer {
     }
 }
 
-/// Re-inserts every live slot of `old` into the empty table `new` (not yet published).
-pub(crate) fn copy_into(token: &WriterToken, old: &RawTable, new: &RawTable) {
-    for i in 0..old.capacity() {
-        let v = old.view(token, i);
-        if v.hash != 0 {
-            let mut j = new.home(v.hash);
-            while new.view(token, j).hash != 0 {
-                j = new.next(j);
-            }
-            new.write(token, j, v, || {});
-        }
-    }
-}
-
 /// The `words` words at `off`; the writer only asks for blocks it allocated.
 pub(crate) fn block_of(shared: &Published, off: u64, words: usize) -> &[AtomicU64] {
     shared
@@ -1074,6 +1067,60 @@ mod tests {
         }
         let a = w.audit();
         assert_eq!((a.entries, a.postings, a.block_bytes), (0, 0, 0));
+    }
+
+    /// The term table grows by migration, like the entry table: while terms move over,
+    /// every list reads whole from whichever table holds its term, changes go to moved
+    /// terms, and audits (which walk both tables) stay clean, up and back down.
+    #[test]
+    fn term_table_grows_by_migration_and_every_list_stays_readable() {
+        let (n, every) = if cfg!(miri) {
+            (60u64, 20)
+        } else {
+            (2000u64, 97)
+        };
+        let (mut w, _) = writer(n as usize * 2);
+        let first = w.shared.terms().capacity();
+        let mut migrating = 0;
+        let mut list = Vec::new();
+        let lists = |w: &Writer, upto: u64, list: &mut Vec<u64>| {
+            for k in (0..upto).step_by(7) {
+                match w.shared.try_read_postings(1000 + k, Some(list)) {
+                    Attempt::Found { meta_words: 1, .. } => assert_eq!(list.len(), 1),
+                    other => panic!("term of key {k} of {upto}: {other:?}"),
+                }
+            }
+        };
+        for k in 0..n {
+            // A term of its own, and one shared term whose list changes every time.
+            w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 1000 + k])
+                .unwrap();
+            migrating += w.shared.term_source(&w.token).is_some() as u32;
+            if k % every == 0 {
+                lists(&w, k + 1, &mut list);
+                assert!(w.audit().problems.is_empty(), "after {k} inserts");
+            }
+        }
+        assert!(migrating > 0, "no insert saw a term migration");
+        assert!(w.shared.terms().capacity() >= first * 8);
+        let read = w.shared.try_read_postings(77, Some(&mut list));
+        assert!(matches!(read, Attempt::Found { meta_words, .. } if meta_words == n as usize));
+        let mut k = 0;
+        for step in 1..=n {
+            k = (k + 1237) % n;
+            w.remove(hash(k % 64, k), &[k], 1).unwrap();
+            assert_eq!(
+                w.shared.try_read_postings(1000 + k, None),
+                Attempt::NotFound
+            );
+            if step % every == 0 {
+                assert!(w.audit().problems.is_empty(), "after {step} removals");
+            }
+        }
+        w.finish_migration();
+        let a = w.audit();
+        assert_eq!((a.entries, a.postings, a.block_bytes), (0, 0, 0));
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! - W1: every store into a slot or into the arena happens inside a write section
 //!   (`seq := odd; fence(Release); stores; seq := even (Release)`), after its fence.
 //! - W2: a retired table gets all its `seq` words and its `moves` word made odd, followed
-//!   by a `fence(Release)`, before the writer stores anything else.
+//!   by a `fence(Release)`, before the writer stores anything else. (Both tables now grow
+//!   by migration, W6, whose drained sources need only `moves`; the whole-table swap
+//!   that W2 covers is left to the tests of retirement.)
 //! - W3: a backward shift runs between `moves := odd; fence(Release)` and
 //!   `moves := even (Release)`.
 //! - W4: a table is published with a `Release` store of `current` after it is filled, and
@@ -106,9 +108,15 @@
 //! after each insert and in bigger steps while idle (W6; see `table.rs`, "Migration"), so
 //! no write waits for a whole-table copy (SPEC L7). Any write that touches a key still in
 //! the source moves it first. Its slots come zeroed from the OS, so its page faults are
-//! spread over the inserts that fill it too. Posting lists never copy their postings
-//! to grow (`postings.rs`). The term table (a few slots per distinct index term) still
-//! grows by copying everything at once (W2) while a write waits.
+//! spread over the inserts that fill it too. The term table (a slot per distinct index
+//! term) grows the same way, paced by the terms it takes in, and its readers
+//! ([`Published::try_read_postings`]) consult both tables the same way (R5, R6): a
+//! term's posting list changes only in a write section of its slot in the current
+//! table, so a term still in the source is moved before its list changes, and a reader
+//! that read the list through the source slot sees that slot's `seq` changed by the
+//! move (R1's fence argument: the move's section precedes, in the writer's order, the
+//! opening fence of the section that changed the list). Posting lists never copy their
+//! postings to grow (`postings.rs`).
 //! Tables that were replaced are kept, chained through `prev`, until the shard drops:
 //! readers pay no RMW and no store for reclamation. Because tables only double (no
 //! tombstones means no same-size rebuilds), they together hold fewer slots than the
@@ -228,7 +236,9 @@ impl TableCell {
     }
 
     /// Publishes `new` and retires the table it replaces (W2, W4); the old table stays
-    /// allocated, chained from `new`, until the cell drops.
+    /// allocated, chained from `new`, until the cell drops. (Tables grow by migration;
+    /// this whole-table swap remains for tests of retirement.)
+    #[cfg(all(test, not(roster_loom)))]
     fn install(&self, t: &WriterToken, new: Box<RawTable>) {
         let old = self.current.load(Ordering::Relaxed);
         new.prev.store(old, Ordering::Relaxed);
@@ -237,6 +247,19 @@ impl TableCell {
         // SAFETY: `old` was the current table: non-null and alive until `self` drops (W4);
         // `new` now owns it through `prev`, and nothing frees it before `Drop`.
         unsafe { &*old }.retire(t);
+    }
+
+    /// Ends the running migration of this cell's table, whose source must hold no entry
+    /// any more: readers stop consulting it (W6).
+    fn end_migration(&self, t: &WriterToken) {
+        let table = self.get();
+        let Some(source) = source_of(table) else {
+            return;
+        };
+        debug_assert!((0..source.capacity()).all(|j| !source.view(t, j).is_entry()));
+        // Release: a reader that sees no source sees every entry that moved.
+        table.source.store(std::ptr::null_mut(), Ordering::Release);
+        source.retire_source(t);
     }
 
     /// Publishes the empty `new` with the current table as its migration source (W6):
@@ -330,20 +353,32 @@ impl Published {
     /// Ends the running migration, whose source must hold no entry any more: readers
     /// stop consulting it (W6).
     pub fn end_migration(&self, t: &WriterToken) {
-        let table = self.table();
-        let Some(source) = self.source(t) else {
-            return;
-        };
-        debug_assert!((0..source.capacity()).all(|j| !source.view(t, j).is_entry()));
-        // Release: a reader that sees no source sees every entry that moved.
-        table.source.store(std::ptr::null_mut(), Ordering::Release);
-        source.retire_source(t);
+        self.entries.end_migration(t);
     }
 
     /// The current term table.
     #[inline]
     pub fn terms(&self) -> &RawTable {
         self.terms.get()
+    }
+
+    /// The migration source of the current term table, while one runs: the term table
+    /// grows the way the entry table does (see "Growth and reclamation").
+    pub fn term_source(&self, t: &WriterToken) -> Option<&RawTable> {
+        let _ = t;
+        source_of(self.terms())
+    }
+
+    /// [`Published::begin_migration`] for the term table.
+    pub fn begin_term_migration(&self, t: &WriterToken, new: Box<RawTable>) {
+        debug_assert!(self.term_source(t).is_none(), "one migration at a time");
+        self.add_bytes(&new);
+        self.terms.install_migrating(new);
+    }
+
+    /// [`Published::end_migration`] for the term table.
+    pub fn end_term_migration(&self, t: &WriterToken) {
+        self.terms.end_migration(t);
     }
 
     fn add_bytes(&self, new: &RawTable) {
@@ -356,12 +391,6 @@ impl Published {
     pub fn install(&self, t: &WriterToken, new: Box<RawTable>) {
         self.add_bytes(&new);
         self.entries.install(t, new);
-    }
-
-    /// Publishes `new` as the term table and retires the old one (W2, W4).
-    pub fn install_terms(&self, t: &WriterToken, new: Box<RawTable>) {
-        self.add_bytes(&new);
-        self.terms.install(t, new);
     }
 
     /// One optimistic read of `key` (hash `hash`); metadata is copied into `out` when it
@@ -479,8 +508,12 @@ impl Published {
     /// One optimistic read of the posting list of index term `term` into `out` (cleared
     /// first; `None` reads the length only): `Found { meta_words }` gives its length.
     /// The list's layout is `postings.rs`'s: a head block, then its chunks.
+    /// While the term table migrates, both tables are read as the entry table's are
+    /// (R5, R6): the writer moves a term to the new table before it changes its list.
     pub fn try_read_postings(&self, term: u64, mut out: Option<&mut Vec<u64>>) -> Attempt {
-        self.probe(self.terms(), term_hash(term), |_, loc| {
+        let t = self.terms();
+        let hash = term_hash(term);
+        let found = |_, loc: Loc| {
             let head = self.arena.range(loc.offset(), postings::DIR as u64)?;
             if head[postings::TERM].load(Ordering::Relaxed) != term {
                 return None;
@@ -515,7 +548,16 @@ impl Published {
                 meta_words: len as usize,
                 block: loc.offset(),
             })
-        })
+        };
+        let read = match source_of(t) {
+            None => self.probe(t, hash, found),
+            Some(source) => self.probe_migrating(t, source, hash, found),
+        };
+        // R6: a miss must also be one of the current term table.
+        if read == Attempt::NotFound && !std::ptr::eq(self.terms.current(), t) {
+            return Attempt::Retry;
+        }
+        read
     }
 
     /// Probes `t` for `hash` under the seqlock protocol. `matched` reads the candidate

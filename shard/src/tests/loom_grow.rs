@@ -5,6 +5,7 @@
 use loom::thread;
 
 use super::{hash, read, writer, Seen};
+use crate::raw::Attempt;
 
 #[test]
 fn loom_growth_then_block_reuse_is_never_seen() {
@@ -68,6 +69,50 @@ fn loom_migration_never_hides_a_present_key() {
         w.migrate_some(1);
         w.migrate_some(1);
         assert!(w.shared.source(&w.token).is_none());
+        reader.join().unwrap();
+    });
+}
+
+/// R5 and R6 for the term table: a posting list present for the whole read is never
+/// missed while the term table migrates (one slot per new term under loom), with the
+/// list itself changing in between (its term moves over first).
+#[test]
+fn loom_term_migration_never_hides_a_present_list() {
+    // Four lists built and one grown: more steps than loom's default allows one path.
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 20_000;
+    model.check(|| {
+        // Entry table of 8 slots: only the term table grows here.
+        let mut w = writer(8);
+        for k in 0..3 {
+            w.insert(hash(k, k + 1), &[k + 1], 1, &[k + 1], &[100 + k])
+                .unwrap();
+        }
+        assert_eq!(w.shared.terms().capacity(), 4);
+        let p = w.shared.clone();
+        let reader = thread::spawn(move || {
+            let mut list = Vec::new();
+            for _ in 0..3 {
+                match p.try_read_postings(102, Some(&mut list)) {
+                    Attempt::Found { meta_words, .. } => {
+                        assert!(meta_words == 1 || meta_words == 2, "{meta_words}");
+                        assert_eq!(list.len(), meta_words, "a torn list");
+                        return;
+                    }
+                    Attempt::NotFound => panic!("term 102 is present throughout"),
+                    Attempt::Retry => thread::yield_now(),
+                }
+            }
+        });
+        // A fourth term grows the term table: the new one is published empty with the
+        // old one as its source, and one source slot moves.
+        w.insert(hash(3, 4), &[4], 1, &[4], &[103]).unwrap();
+        assert!(w.shared.term_source(&w.token).is_some());
+        // Term 102's list grows; if its term is still in the source it moves first.
+        w.insert(hash(0, 5), &[5], 1, &[5], &[102]).unwrap();
+        while w.shared.term_source(&w.token).is_some() {
+            w.migrate_terms_some(1);
+        }
         reader.join().unwrap();
     });
 }
