@@ -364,9 +364,10 @@ impl Writer {
             } => self.insert(*hash, key, *owner, meta, terms),
             Op::Remove { hash, key, owner } => {
                 let r = self.remove(*hash, key, *owner);
-                // Keep a migration moving under a load without inserts too, so readers'
+                // Keep migrations moving under a load without inserts too, so readers'
                 // misses stop probing two tables soon.
                 self.migrate_some(MIGRATE_PER_INSERT);
+                self.migrate_terms_some(MIGRATE_PER_INSERT);
                 r
             }
             Op::Update {
@@ -378,6 +379,7 @@ impl Writer {
             } => {
                 let r = self.update(*hash, key, *owner, meta, terms);
                 self.migrate_some(MIGRATE_PER_INSERT);
+                self.migrate_terms_some(MIGRATE_PER_INSERT);
                 r
             }
         }
