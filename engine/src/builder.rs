@@ -9,6 +9,7 @@ use std::time::Duration;
 use roster_shard::{Shard, ShardConfig};
 
 use crate::error::{Error, ErrorKind};
+use crate::interner::Interner;
 use crate::lease::{Clock, Leases, SystemClock};
 use crate::metadata::Limits;
 use crate::monitor::Monitors;
@@ -432,6 +433,7 @@ impl RegistryBuilder {
             hasher: KeyHasher::new(),
             limits: self.limits,
             names: RwLock::new(Names::default()),
+            capabilities: Interner::default(),
             closed: AtomicBool::new(false),
             monitors: Monitors::new(),
             leases: Arc::new(Leases::new(clock)),

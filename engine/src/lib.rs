@@ -92,6 +92,7 @@ mod budget;
 mod builder;
 mod entry;
 mod error;
+mod interner;
 mod key;
 mod lag;
 mod lease;

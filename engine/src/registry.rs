@@ -14,6 +14,7 @@ use crate::budget::{self, Quota, Usage};
 use crate::builder::{check_deadline, RegistryBuilder};
 use crate::entry::{Entry, INLINE_WORDS};
 use crate::error::{Error, ErrorKind};
+use crate::interner::Interner;
 use crate::key::{Key, KeyWords, Namespace, MAX_NAMESPACES};
 use crate::lag::CleanupLag;
 use crate::lease::Leases;
@@ -197,8 +198,6 @@ pub struct Audit {
 #[derive(Default)]
 pub(crate) struct Names {
     namespaces: HashMap<Box<str>, u32>,
-    capabilities: HashMap<Arc<str>, u32>,
-    capability_names: Vec<Arc<str>>,
 }
 
 pub(crate) struct Inner {
@@ -210,6 +209,8 @@ pub(crate) struct Inner {
     pub(crate) hasher: KeyHasher,
     pub(crate) limits: Limits,
     pub(crate) names: RwLock<Names>,
+    /// Capability names and ids.
+    pub(crate) capabilities: Interner,
     pub(crate) closed: AtomicBool,
     pub(crate) monitors: Monitors,
     pub(crate) leases: Arc<Leases>,
@@ -620,10 +621,7 @@ impl Registry {
     /// # Ok::<(), roster::Error>(())
     /// ```
     pub fn capability(&self, name: &str) -> Option<Capability> {
-        self.read_names()
-            .capabilities
-            .get(name)
-            .map(|&id| Capability(id))
+        self.inner.capabilities.get(name).map(Capability)
     }
 
     /// The name of capability `c`.
@@ -642,10 +640,7 @@ impl Registry {
     /// # Ok::<(), roster::Error>(())
     /// ```
     pub fn capability_name(&self, c: Capability) -> Option<Arc<str>> {
-        self.read_names()
-            .capability_names
-            .get(c.0 as usize)
-            .cloned()
+        self.inner.capabilities.name(c.0)
     }
 
     /// The id of capability `name`, interning it on first use. Interned names stay for
@@ -653,7 +648,7 @@ impl Registry {
     /// entry, index term or entry charge) and are charged to the memory limit
     /// ([`Memory::names`]).
     pub(crate) fn intern_capability(&self, name: &str) -> Result<u32, Error> {
-        if let Some(&id) = self.read_names().capabilities.get(name) {
+        if let Some(id) = self.inner.capabilities.get(name) {
             return Ok(id);
         }
         let max = self.inner.limits.max_capability_len;
@@ -664,20 +659,15 @@ impl Registry {
                 actual: name.len(),
             }));
         }
-        let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&id) = names.capabilities.get(name) {
-            return Ok(id);
-        }
-        let budget = &self.inner.procs.budget;
-        if !budget.reserve_name(name.len() as u64 + NAME_CHARGE) {
-            let limit = budget.limit().unwrap_or(u64::MAX);
-            return Err(Error::new(ErrorKind::RegistryFull { limit }));
-        }
-        let id = names.capability_names.len() as u32;
-        let name: Arc<str> = name.into();
-        names.capabilities.insert(name.clone(), id);
-        names.capability_names.push(name);
-        Ok(id)
+        self.inner.capabilities.intern(name, || {
+            let budget = &self.inner.procs.budget;
+            if budget.reserve_name(name.len() as u64 + NAME_CHARGE) {
+                Ok(())
+            } else {
+                let limit = budget.limit().unwrap_or(u64::MAX);
+                Err(Error::new(ErrorKind::RegistryFull { limit }))
+            }
+        })
     }
 
     /// Starts a new process and returns its owner guard.
