@@ -7,7 +7,8 @@
 //! ```
 //!
 //! With `distinct`, every entry has a capability of its own, so the index's term table
-//! grows with the entries too. Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
+//! and the capability interner grow with the entries too; with `owners`, every entry is
+//! registered by a process of its own, so the shards' owner lists do. Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
 //! write timed out.
 
 use std::time::Instant;
@@ -20,14 +21,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(a) => a.parse().map_err(|e| format!("N must be a count: {e}"))?,
         None => 2_000_000,
     };
-    let distinct = match std::env::args().nth(2).as_deref() {
-        None => false,
-        Some("distinct") => true,
-        Some(other) => return Err(format!("unknown mode {other:?}: expected `distinct`").into()),
+    let (distinct, owners) = match std::env::args().nth(2).as_deref() {
+        None => (false, false),
+        Some("distinct") => (true, false),
+        Some("owners") => (false, true),
+        Some(other) => {
+            return Err(format!("unknown mode {other:?}: expected `distinct` or `owners`").into())
+        }
     };
     let registry = Registry::new()?;
     let ns = registry.namespace("bulk")?;
     let owner = registry.spawn();
+    let mut held = Vec::new();
     let meta = Metadata::new().capability("load");
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let (mut timeouts, mut slowest_at) = (0u64, 0u64);
@@ -40,8 +45,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             &meta
         };
+        let by = if owners {
+            // Kept alive (a process's entries vanish with it), spawned outside the timing.
+            held.push(registry.spawn());
+            held.last().expect("just pushed")
+        } else {
+            &owner
+        };
         let t = Instant::now();
-        let r = registry.register(&owner, &Key::new(ns, i), meta);
+        let r = registry.register(by, &Key::new(ns, i), meta);
         let ns_taken = t.elapsed().as_nanos() as u64;
         if ns_taken > hist.max() {
             slowest_at = i;

@@ -203,11 +203,17 @@ pub(crate) enum Expiry {
 }
 
 impl ProcessTable {
-    pub(crate) fn new(shards: usize, memory_limit: Option<u64>, hub: Hub) -> ProcessTable {
+    pub(crate) fn new(
+        shards: usize,
+        memory_limit: Option<u64>,
+        hub: Hub,
+        huge_pages: bool,
+    ) -> ProcessTable {
         ProcessTable {
             words: AtomicWords::reserved(
                 ((MAX_PROCESSES + 1) * (MASK + shards.div_ceil(64) as u64)).min(1 << 31),
                 10,
+                huge_pages,
             ),
             stride: MASK + shards.div_ceil(64) as u64,
             free: Mutex::new(Free {

@@ -113,7 +113,7 @@ impl Writer {
     /// a migration still running is finished first.
     fn grow_terms(&mut self) {
         self.finish_term_migration();
-        let new = RawTable::with_capacity(self.terms_table().capacity() * 2);
+        let new = self.shared.new_table(self.terms_table().capacity() * 2);
         self.shared.begin_term_migration(&self.token, Box::new(new));
         self.terms_migrated = 0;
     }

@@ -893,7 +893,7 @@ impl Writer {
     fn grow(&mut self) {
         self.finish_migration();
         let old = self.table();
-        let new = RawTable::with_capacity(old.capacity() * 2);
+        let new = self.shared.new_table(old.capacity() * 2);
         self.shared.begin_migration(&self.token, Box::new(new));
         self.migrated = 0;
     }

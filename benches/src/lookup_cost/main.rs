@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Instructions per lookup = the run's `Ir` total / `LOOKUPS`. Without valgrind it prints
-//! the lookups per second of the same loop.
+//! the lookups per second of the same loop. A third argument `huge` builds the registry
+//! on huge pages (`RegistryBuilder::huge_pages`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -45,10 +46,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
+    let huge = match std::env::args().nth(3).as_deref() {
+        None => false,
+        Some("huge") => true,
+        Some(other) => return Err(format!("unknown option {other:?}: expected `huge`").into()),
+    };
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
     let registry = Registry::builder()
         .capacity(keys as usize)
         .write_deadline(Duration::from_secs(60))
+        .huge_pages(huge)
         .build()?;
     let ns = registry.namespace("cost")?;
     let meta = Metadata::new()

@@ -57,6 +57,9 @@ struct Args {
     /// Short cells: the whole run finishes within 3 minutes on 2 cores.
     #[arg(long)]
     quick: bool,
+    /// Build Roster's registries on transparent huge pages (`RegistryBuilder::huge_pages`).
+    #[arg(long)]
+    huge_pages: bool,
     /// Also write every row as a JSON array to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -405,6 +408,10 @@ fn cpu_model() -> String {
 
 fn main() {
     let args = Args::parse();
+    if args.huge_pages {
+        maps::HUGE_PAGES.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("roster: on huge pages");
+    }
     let plan = match Plan::new(&args) {
         Ok(p) => p,
         Err(e) => {

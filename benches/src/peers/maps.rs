@@ -25,6 +25,10 @@ pub struct Value {
     pub region: [u8; 16],
 }
 
+/// Whether Roster's registries go on huge pages (`peers --huge-pages`); set once, before
+/// any map is built.
+pub static HUGE_PAGES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Number of distinct values (and Roster metadata) writes cycle through; built once, so
 /// no map pays for building strings inside the timed loop.
 pub const VARIANTS: usize = 16;
@@ -170,6 +174,7 @@ impl Map for RosterMap {
         let registry = Registry::builder()
             .capacity(capacity)
             .write_deadline(std::time::Duration::from_secs(60))
+            .huge_pages(HUGE_PAGES.load(std::sync::atomic::Ordering::Relaxed))
             .build()
             .expect("registry");
         let ns = registry.namespace("peers").expect("namespace");

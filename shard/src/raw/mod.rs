@@ -300,6 +300,8 @@ pub struct Published {
     pub len: AtomicU64,
     /// Bytes of tables (current and retired), stored by the writer.
     pub table_bytes: AtomicU64,
+    /// Whether big tables and the arena go on huge pages (`pages.rs`).
+    huge_pages: bool,
 }
 
 impl Published {
@@ -307,7 +309,7 @@ impl Published {
     /// `capacity` slots, and its one writer token.
     #[cfg(test)]
     pub fn new(shard: usize, capacity: usize, arena_base_bits: u32) -> (Published, WriterToken) {
-        Self::try_new(shard, capacity, arena_base_bits).expect("slot table allocation")
+        Self::try_new(shard, capacity, arena_base_bits, false).expect("slot table allocation")
     }
 
     /// [`Published::new`], or `None` if the first entry table cannot be allocated.
@@ -315,13 +317,15 @@ impl Published {
         shard: usize,
         capacity: usize,
         arena_base_bits: u32,
+        huge_pages: bool,
     ) -> Option<(Published, WriterToken)> {
         let p = Published {
-            entries: TableCell::new(RawTable::try_with_capacity(capacity)?),
+            entries: TableCell::new(RawTable::try_with_pages(capacity, huge_pages)?),
             terms: TableCell::new(RawTable::with_capacity(RawTable::MIN_CAPACITY)),
-            arena: AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits),
+            arena: AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits, huge_pages),
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
+            huge_pages,
         };
         let bytes = p.entries.get().bytes() + p.terms.get().bytes();
         p.table_bytes.store(bytes, Ordering::Relaxed);
@@ -354,6 +358,16 @@ impl Published {
     /// stop consulting it (W6).
     pub fn end_migration(&self, t: &WriterToken) {
         self.entries.end_migration(t);
+    }
+
+    /// An empty table for a migration to grow into, with at least `capacity` slots, on
+    /// huge pages if this shard's are.
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be had, as `Vec` does.
+    pub fn new_table(&self, capacity: usize) -> RawTable {
+        RawTable::try_with_pages(capacity, self.huge_pages).expect("slot table allocation")
     }
 
     /// The current term table.

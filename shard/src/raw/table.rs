@@ -182,7 +182,7 @@ impl Slots {
 
     /// `len` zeroed slots (all-zero is four zero atomics: an empty slot), or `None` if
     /// the size overflows or the memory cannot be had.
-    fn zeroed(len: usize) -> Option<Slots> {
+    fn zeroed(len: usize, huge: bool) -> Option<Slots> {
         let layout = std::alloc::Layout::array::<Slot>(len).ok()?;
         if layout.size() == 0 {
             return None;
@@ -204,7 +204,9 @@ impl Slots {
             if p == libc::MAP_FAILED {
                 return None;
             }
-            super::pages::advise_huge(p.cast(), layout.size());
+            if huge {
+                super::pages::advise_huge(p.cast(), layout.size());
+            }
             // Page-aligned (so 32-aligned) and zero-filled by the kernel.
             let ptr = std::ptr::NonNull::new(p.cast::<Slot>())?;
             return Some(Slots {
@@ -260,8 +262,8 @@ impl Drop for Slots {
 }
 
 #[cfg(not(roster_loom))]
-fn zeroed_slots(cap: usize) -> Option<Slots> {
-    Slots::zeroed(cap)
+fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
+    Slots::zeroed(cap, huge)
 }
 
 /// Loom's atomics are not plain words: build them one by one.
@@ -269,7 +271,8 @@ fn zeroed_slots(cap: usize) -> Option<Slots> {
 type Slots = Box<[Slot]>;
 
 #[cfg(roster_loom)]
-fn zeroed_slots(cap: usize) -> Option<Slots> {
+fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
+    let _ = huge;
     Some(
         (0..cap)
             .map(|_| Slot {
@@ -315,10 +318,15 @@ impl RawTable {
     /// [`RawTable::with_capacity`], or `None` if the size overflows or the allocator
     /// refuses it.
     pub fn try_with_capacity(capacity: usize) -> Option<RawTable> {
+        Self::try_with_pages(capacity, false)
+    }
+
+    /// [`RawTable::try_with_capacity`], on huge pages (past the first 4 MiB) if `huge`.
+    pub fn try_with_pages(capacity: usize, huge: bool) -> Option<RawTable> {
         let cap = capacity
             .max(Self::MIN_CAPACITY)
             .checked_next_power_of_two()?;
-        let slots = zeroed_slots(cap)?;
+        let slots = zeroed_slots(cap, huge)?;
         Some(RawTable {
             moves: AtomicU64::new(0),
             shift: 64 - cap.trailing_zeros(),

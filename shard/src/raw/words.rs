@@ -75,9 +75,11 @@ impl AtomicWords {
 
     /// A vector of at most `words` words in one reserved range of address space (see
     /// "One reserved range"), or, where that cannot be had, [`AtomicWords::new`]`(base_bits)`.
-    pub fn reserved(words: u64, base_bits: u32) -> AtomicWords {
+    /// With `huge`, the range past its first 4 MiB is advised onto huge pages
+    /// (`pages.rs`).
+    pub fn reserved(words: u64, base_bits: u32, huge: bool) -> AtomicWords {
         let mut v = AtomicWords::new(base_bits);
-        if let Some(base) = reserve(words) {
+        if let Some(base) = reserve(words, huge) {
             v.base = base;
             v.reserved = words;
         }
@@ -279,7 +281,7 @@ fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
 
 /// Reserves `words` words of address space, mapped and zero, or `None`.
 #[cfg(all(unix, not(roster_loom), not(miri)))]
-fn reserve(words: u64) -> Option<*const AtomicU64> {
+fn reserve(words: u64, huge: bool) -> Option<*const AtomicU64> {
     let bytes = usize::try_from(words.checked_mul(8)?).ok()?;
     if bytes == 0 {
         return None;
@@ -299,14 +301,16 @@ fn reserve(words: u64) -> Option<*const AtomicU64> {
     if p == libc::MAP_FAILED {
         return None;
     }
-    super::pages::advise_huge(p.cast(), bytes);
+    if huge {
+        super::pages::advise_huge(p.cast(), bytes);
+    }
     Some(p.cast::<AtomicU64>().cast_const())
 }
 
 /// Loom's and Miri's runs, and systems without `mmap`, use the chunk directory.
 #[cfg(not(all(unix, not(roster_loom), not(miri))))]
-fn reserve(words: u64) -> Option<*const AtomicU64> {
-    let _ = words;
+fn reserve(words: u64, huge: bool) -> Option<*const AtomicU64> {
+    let _ = (words, huge);
     None
 }
 
@@ -404,7 +408,7 @@ mod reserved_tests {
     /// the reservation is reachable.
     #[test]
     fn reserved_range_reads_zero_and_bounds_every_access() {
-        let w = AtomicWords::reserved(1 << 31, 4);
+        let w = AtomicWords::reserved(1 << 31, 4, true);
         assert!(w.is_reserved());
         assert_eq!(w.get((1 << 31) - 1).unwrap().load(Ordering::Relaxed), 0);
         assert!(w.get(1 << 31).is_none());
