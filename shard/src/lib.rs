@@ -18,6 +18,7 @@
 
 mod arena;
 mod index;
+mod owners;
 mod raw;
 mod reply;
 mod sync;

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, TryRecvError};
-use hashbrown::HashMap;
 
 use crate::arena::{class_words, ArenaAlloc};
 use crate::index::Terms;
+use crate::owners::OwnerLists;
 use crate::raw::{
     tag, Loc, Published, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
     MAX_META_WORDS,
@@ -178,7 +178,7 @@ pub(crate) struct Writer {
     pub(crate) token: WriterToken,
     pub(crate) alloc: ArenaAlloc,
     /// Owner -> arena offsets of its blocks; each block's `w1.owner_index` is its index.
-    pub(crate) owners: HashMap<u64, Vec<u64>>,
+    pub(crate) owners: OwnerLists,
     /// Index terms and their ids (see `index.rs`).
     pub(crate) terms: Terms,
     pub(crate) hooks: Arc<dyn Hooks>,
@@ -236,7 +236,7 @@ impl Writer {
             shared,
             token,
             alloc: ArenaAlloc::default(),
-            owners: HashMap::new(),
+            owners: OwnerLists::default(),
             terms: Terms::default(),
             hooks,
             batch: batch.max(1),
@@ -503,7 +503,7 @@ impl Writer {
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
             self.grow();
         }
-        let list = self.owners.entry(owner).or_default();
+        let list = self.owners.list(owner);
         let w1 = BlockHead {
             owner_index: list.len(),
             terms: terms.len(),
@@ -511,7 +511,7 @@ impl Writer {
             meta_words: meta.len(),
         };
         let off = self.alloc.alloc(&self.shared.arena, w1.block_words());
-        self.owners.get_mut(&owner).expect("just made").push(off);
+        self.owners.list(owner).push(off);
         // Postings first: a query that meets one before the entry exists finds no entry
         // under its key and skips it.
         let tail: Vec<u64> = terms.iter().map(|&t| self.postings_add(t, off)).collect();
@@ -693,7 +693,7 @@ impl Writer {
             });
         if off != old_off {
             self.alloc.free(old_off, old.block_words());
-            if let Some(list) = self.owners.get_mut(&v.owner) {
+            if let Some(list) = self.owners.get_mut(v.owner) {
                 list[old.owner_index] = off;
             }
         }
@@ -746,10 +746,7 @@ impl Writer {
                 a.problems
                     .push(format!("slot {j}: header lengths disagree with its loc"));
             }
-            let listed = self
-                .owners
-                .get(&v.owner)
-                .and_then(|l| l.get(w1.owner_index));
+            let listed = self.owners.get(v.owner).and_then(|l| l.get(w1.owner_index));
             if listed != Some(&off) {
                 a.problems.push(format!(
                     "I5: slot {j} (owner {:#x}) is missing from its owner's list",
@@ -811,7 +808,7 @@ impl Writer {
 
     /// Removes every entry of a dead owner (the caller then tells the hooks).
     pub(crate) fn owner_died(&mut self, owner: u64) {
-        for off in self.owners.remove(&owner).unwrap_or_default() {
+        for off in self.owners.remove(owner).unwrap_or_default() {
             if let Some(i) = self.find_block(off) {
                 self.remove_slot(i, false, EventKind::Died);
             } else {
@@ -841,11 +838,11 @@ impl Writer {
                 .map(|w| w.load(Ordering::Relaxed)),
         );
         if unlink {
-            if let Some(list) = self.owners.get_mut(&gone.owner) {
+            if let Some(list) = self.owners.get_mut(gone.owner) {
                 list.swap_remove(w1.owner_index);
                 let moved = list.get(w1.owner_index).copied();
                 if list.is_empty() {
-                    self.owners.remove(&gone.owner);
+                    self.owners.remove(gone.owner);
                 }
                 if let Some(moved) = moved {
                     let m = self.w1(moved);
@@ -1208,7 +1205,7 @@ mod tests {
             let got = read(&w, hash(k % 4, k), &[k]);
             assert_eq!(got.is_some(), k % 3 != 1, "key {k}");
         }
-        assert!(!w.owners.contains_key(&1));
+        assert!(w.owners.get(1).is_none());
         w.owner_died(0);
         w.owner_died(2);
         assert_eq!(w.shared.len.load(Ordering::Relaxed), 0);
