@@ -636,36 +636,16 @@ impl Published {
             return false;
         }
         let mw = loc.meta_words();
-        // Metadata is copied in whole groups of four words when `out` has the room: the
-        // words past the metadata are the block's own (or its neighbour's) atomics, so
-        // reading them is harmless, and a fixed-shape loop is a third of the work of a
-        // word-by-word one. The caller uses only the first `mw` words.
-        let groups = mw.div_ceil(COPY_GROUP) * COPY_GROUP;
-        let copy = if groups <= out.len() { groups } else { mw };
         // Key and metadata in one arena lookup; the header is not read.
         let start = loc.offset() + HEADER_WORDS as u64;
-        let words = match self.arena.range(start, (kw + copy) as u64) {
-            Some(words) => words,
-            // The last block of a full arena has no words after it.
-            None => match self.arena.range(start, (kw + mw) as u64) {
-                Some(words) => words,
-                None => return false,
-            },
+        let Some(words) = self.arena.range(start, (kw + mw) as u64) else {
+            return false;
         };
         let (stored, meta) = words.split_at(kw);
         if !key_eq(stored, key) {
             return false;
         }
-        if meta.len() == groups {
-            for (o, m) in out
-                .chunks_exact_mut(COPY_GROUP)
-                .zip(meta.chunks_exact(COPY_GROUP))
-            {
-                for (o, m) in o.iter_mut().zip(m) {
-                    *o = m.load(Ordering::Relaxed);
-                }
-            }
-        } else if let Some(out) = out.get_mut(..mw) {
+        if let Some(out) = out.get_mut(..mw) {
             for (o, m) in out.iter_mut().zip(meta) {
                 *o = m.load(Ordering::Relaxed);
             }
@@ -673,9 +653,6 @@ impl Published {
         true
     }
 }
-
-/// Words a hit's metadata copy moves per step (see `Published::read_block`).
-const COPY_GROUP: usize = 4;
 
 /// Whether the stored key words equal `key` (of the same length): two-word keys (integer
 /// names, short string names) compare without a loop.
@@ -754,46 +731,6 @@ mod tests {
             }
         );
         assert_eq!(out, [0, 0]);
-    }
-
-    /// The copy moves whole groups of four words where `out` and the arena have the room
-    /// (the words past the metadata are the caller's to ignore), and exactly the
-    /// metadata where the block ends its chunk.
-    #[test]
-    fn metadata_copy_rounds_up_only_where_there_is_room() {
-        let (mut p, t) = Published::new(0, 8, 4);
-        // A chunked arena: chunks of 4, 8 and 16 words, at 0, 4 and 12.
-        p.arena = AtomicWords::new(2);
-        let meta = [10, 20, 30, 40, 50];
-        // Offset 4: header, one key word and five metadata words fill chunk 1 exactly.
-        put(&p, &t, 0, 5, &[7], &meta, 4);
-        let mut out = [0u64; 8];
-        let found = p.try_read(5, &[7], &mut out);
-        assert_eq!(
-            found,
-            Attempt::Found {
-                owner: 9,
-                meta_words: 5,
-                block: 4
-            }
-        );
-        assert_eq!(&out[..5], &meta);
-        // Offset 12, with room after it in chunk 2: a rounded copy of eight words, the
-        // three past the block read as the zeroes they are.
-        put(&p, &t, 1, 6, &[8], &meta, 12);
-        let mut out = [u64::MAX; 8];
-        assert!(matches!(
-            p.try_read(6, &[8], &mut out),
-            Attempt::Found { .. }
-        ));
-        assert_eq!(out, [10, 20, 30, 40, 50, 0, 0, 0]);
-        // A buffer too short for the rounded copy gets the exact one.
-        let mut out = [u64::MAX; 6];
-        assert!(matches!(
-            p.try_read(6, &[8], &mut out),
-            Attempt::Found { .. }
-        ));
-        assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX]);
     }
 
     #[test]
