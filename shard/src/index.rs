@@ -18,7 +18,7 @@
 
 use crate::arena::class_words;
 use crate::raw::postings::{self as list, DIR, FIRST_HEAD_WORDS, LEN, TERM};
-use crate::raw::{tag, term_hash, Loc, RawTable, SlotView};
+use crate::raw::{tag, term_hash, Loc, RawTable, SlotView, Which};
 use crate::sync::{AtomicU64, Ordering};
 use crate::writer::{block_of, BlockHead, Writer};
 
@@ -81,63 +81,19 @@ impl Writer {
     /// changes only through its slot in the current table; see `raw`'s "Growth").
     fn term_slot(&self, term: u64) -> Option<usize> {
         let hash = term_hash(term);
-        let is_term =
-            |v: SlotView| v.hash == tag(hash) && self.word(v.loc.offset() + TERM as u64) == term;
-        let t = self.terms_table();
-        if let Some(i) = self.seek(t, hash, is_term) {
-            return Some(i);
-        }
-        let source = self.shared.term_source(&self.token)?;
-        let j = self.seek(source, hash, is_term)?;
-        Some(t.migrate_slot(&self.token, source, j))
+        self.seek_current(Which::Terms, hash, |v| self.is_term(v, hash, term))
     }
 
     /// The list head of `term`, wherever its slot is (read-only: nothing moves).
     fn term_head(&self, term: u64) -> Option<u64> {
         let hash = term_hash(term);
-        let is_term =
-            |v: SlotView| v.hash == tag(hash) && self.word(v.loc.offset() + TERM as u64) == term;
-        [
-            Some(self.terms_table()),
-            self.shared.term_source(&self.token),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|t| {
-            let i = self.seek(t, hash, is_term)?;
-            Some(t.view(&self.token, i).loc.offset())
-        })
+        let v = self.seek_either(Which::Terms, hash, |v| self.is_term(v, hash, term))?;
+        Some(v.loc.offset())
     }
 
-    /// Doubles the term table without a stall, as [`Writer::grow`] does the entry table;
-    /// a migration still running is finished first.
-    fn grow_terms(&mut self) {
-        self.finish_term_migration();
-        let new = self.shared.new_table(self.terms_table().capacity() * 2);
-        self.shared.begin_term_migration(&self.token, Box::new(new));
-        self.terms_migrated = 0;
-    }
-
-    /// Moves the terms of the next `slots` slots of the term table's migration source, if
-    /// one runs, and ends the migration once the source is drained. Paced like
-    /// [`Writer::migrate_some`]: called after each new term, and in bigger steps while
-    /// the writer is idle.
-    pub(crate) fn migrate_terms_some(&mut self, slots: usize) {
-        let Some(source) = self.shared.term_source(&self.token) else {
-            return;
-        };
-        let t = self.terms_table();
-        self.terms_migrated = t.migrate(&self.token, source, self.terms_migrated, slots);
-        if self.terms_migrated == source.capacity() {
-            self.shared.end_term_migration(&self.token);
-        }
-    }
-
-    /// Runs the term table's migration, if any, to its end.
-    fn finish_term_migration(&mut self) {
-        while self.shared.term_source(&self.token).is_some() {
-            self.migrate_terms_some(crate::writer::MIGRATE_IDLE);
-        }
+    /// Whether the term-table slot `v` holds `term` (of hash `hash`).
+    fn is_term(&self, v: SlotView, hash: u64, term: u64) -> bool {
+        v.hash == tag(hash) && self.word(v.loc.offset() + TERM as u64) == term
     }
 
     fn word(&self, at: u64) -> u64 {
@@ -229,7 +185,7 @@ impl Writer {
     /// Makes `term`'s list, holding `posting` only, and its slot in the term table.
     fn new_list(&mut self, term: u64, id: u32, posting: u64) {
         if self.terms.len + 1 > self.terms_table().max_len() {
-            self.grow_terms();
+            self.grow(Which::Terms);
         }
         let head = self.alloc.alloc(&self.shared.arena, FIRST_HEAD_WORDS);
         let chunk = self.alloc.alloc(&self.shared.arena, list::chunk_words(0));
@@ -251,7 +207,7 @@ impl Writer {
             first[0].store(list::with_half(0, 0, posting), Ordering::Relaxed);
         });
         self.terms.len += 1;
-        self.migrate_terms_some(crate::writer::MIGRATE_PER_INSERT);
+        self.migrate_some(Which::Terms, crate::writer::MIGRATE_PER_INSERT);
     }
 
     /// Removes the postings of the entry block at `off` (header `w1`) from every list.
@@ -365,7 +321,7 @@ impl Writer {
         // While the term table migrates, terms sit in both tables (each in exactly one).
         let tables = [
             Some(self.terms_table()),
-            self.shared.term_source(&self.token),
+            self.shared.source(&self.token, Which::Terms),
         ];
         for (t, i) in tables
             .into_iter()

@@ -26,7 +26,7 @@ use crate::arena::{class_words, ArenaAlloc};
 use crate::index::Terms;
 use crate::owners::OwnerLists;
 use crate::raw::{
-    tag, Loc, Published, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
+    tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
     MAX_META_WORDS,
 };
 use crate::reply::Reply;
@@ -198,10 +198,8 @@ pub(crate) struct Writer {
     stopping: bool,
     /// The deadline of the write being applied.
     until: Option<Instant>,
-    /// While a migration runs: the next source slot to move.
-    migrated: usize,
-    /// The same for the term table's migration.
-    pub(crate) terms_migrated: usize,
+    /// Per table ([`Which`] as index), while it migrates: the next source slot to move.
+    migrated: [usize; 2],
 }
 
 /// Source slots moved after each insert during a migration (see `Writer::migrate_some`).
@@ -247,8 +245,7 @@ impl Writer {
             notices: None,
             stopping: false,
             until: None,
-            migrated: 0,
-            terms_migrated: 0,
+            migrated: [0; 2],
         }
     }
 
@@ -285,12 +282,11 @@ impl Writer {
             }
             // Idle: a running migration goes on in bigger steps, one per round, so a
             // command that arrives waits for one step at most.
-            if self.shared.source(&self.token).is_some() {
-                self.migrate_some(MIGRATE_IDLE);
-                continue;
-            }
-            if self.shared.term_source(&self.token).is_some() {
-                self.migrate_terms_some(MIGRATE_IDLE);
+            let migrating = [Which::Entries, Which::Terms]
+                .into_iter()
+                .find(|&which| self.shared.source(&self.token, which).is_some());
+            if let Some(which) = migrating {
+                self.migrate_some(which, MIGRATE_IDLE);
                 continue;
             }
             // Idle. Poll a while before parking: a parked writer costs every synchronous
@@ -344,7 +340,7 @@ impl Writer {
             }
             Command::Read { hash, key, reply } => reply.send(self.read(hash, &key)),
             Command::Audit { reply } => {
-                self.finish_migration();
+                self.finish_migration(Which::Entries);
                 reply.send(self.audit());
             }
             Command::Postings { term, reply } => reply.send(self.postings_of(term)),
@@ -366,8 +362,7 @@ impl Writer {
                 let r = self.remove(*hash, key, *owner);
                 // Keep migrations moving under a load without inserts too, so readers'
                 // misses stop probing two tables soon.
-                self.migrate_some(MIGRATE_PER_INSERT);
-                self.migrate_terms_some(MIGRATE_PER_INSERT);
+                self.migrate_both(MIGRATE_PER_INSERT);
                 r
             }
             Op::Update {
@@ -378,8 +373,7 @@ impl Writer {
                 terms,
             } => {
                 let r = self.update(*hash, key, *owner, meta, terms);
-                self.migrate_some(MIGRATE_PER_INSERT);
-                self.migrate_terms_some(MIGRATE_PER_INSERT);
+                self.migrate_both(MIGRATE_PER_INSERT);
                 r
             }
         }
@@ -418,41 +412,55 @@ impl Writer {
                 .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
     }
 
-    /// The first slot of `t`'s probe for `hash` that `hit` accepts (see
-    /// [`RawTable::seek`]).
-    pub(crate) fn seek(
+    /// The slot of the current table `which` that `hit` accepts, among the entries with
+    /// hash `hash`. While a migration runs, an entry still in the source is moved over
+    /// first (so every change happens in the current table, and readers find a changed
+    /// entry where they look first).
+    pub(crate) fn seek_current(
         &self,
-        t: &RawTable,
+        which: Which,
         hash: u64,
-        hit: impl FnMut(SlotView) -> bool,
+        mut hit: impl FnMut(SlotView) -> bool,
     ) -> Option<usize> {
-        t.seek(&self.token, hash, hit)
-    }
-
-    /// The slot of the current table that `hit` accepts, among the entries with hash
-    /// `hash`. While a migration runs, an entry still in the source is moved over first
-    /// (so every change happens in the current table, and readers find a changed entry
-    /// where they look first).
-    fn seek_current(&self, hash: u64, mut hit: impl FnMut(SlotView) -> bool) -> Option<usize> {
-        let t = self.table();
+        let t = self.shared.current(which);
         if let Some(i) = t.seek(&self.token, hash, &mut hit) {
             return Some(i);
         }
-        let source = self.shared.source(&self.token)?;
+        let source = self.shared.source(&self.token, which)?;
         let j = source.seek(&self.token, hash, &mut hit)?;
         Some(t.migrate_slot(&self.token, source, j))
+    }
+
+    /// The view of the slot that `hit` accepts in table `which`, in whichever of the
+    /// current table and its migration source holds it; nothing moves (for reads and
+    /// audits).
+    pub(crate) fn seek_either(
+        &self,
+        which: Which,
+        hash: u64,
+        mut hit: impl FnMut(SlotView) -> bool,
+    ) -> Option<SlotView> {
+        [
+            Some(self.shared.current(which)),
+            self.shared.source(&self.token, which),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|t| Some(t.view(&self.token, t.seek(&self.token, hash, &mut hit)?)))
     }
 
     /// The slot holding `key`, if any.
     fn find(&self, hash: u64, key: &[u64]) -> Option<usize> {
         let want = tag(hash);
-        self.seek_current(hash, |v| v.hash == want && self.key_matches(v.loc, key))
+        self.seek_current(Which::Entries, hash, |v| {
+            v.hash == want && self.key_matches(v.loc, key)
+        })
     }
 
     /// The slot whose block starts at `off` (the block's header holds its hash).
     fn find_block(&self, off: u64) -> Option<usize> {
         let hash = self.shared.arena.get(off)?.load(Ordering::Relaxed);
-        self.seek_current(hash, |v| v.loc.offset() == off)
+        self.seek_current(Which::Entries, hash, |v| v.loc.offset() == off)
     }
 
     fn account(&self) {
@@ -501,7 +509,7 @@ impl Writer {
         }
         self.charged += charge;
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
-            self.grow();
+            self.grow(Which::Entries);
         }
         let list = self.owners.list(owner);
         let w1 = BlockHead {
@@ -537,7 +545,7 @@ impl Writer {
         if self.hooks.watching() {
             self.notify(EventKind::Inserted, key, owner, meta);
         }
-        self.migrate_some(MIGRATE_PER_INSERT);
+        self.migrate_some(Which::Entries, MIGRATE_PER_INSERT);
         Ok(())
     }
 
@@ -724,7 +732,10 @@ impl Writer {
         let mut charged = 0u64;
         let mut postings = 0usize;
         // While a migration runs, entries sit in both tables (each in exactly one).
-        let tables = [Some(self.table()), self.shared.source(&self.token)];
+        let tables = [
+            Some(self.table()),
+            self.shared.source(&self.token, Which::Entries),
+        ];
         for (t, j) in tables
             .into_iter()
             .flatten()
@@ -883,38 +894,49 @@ impl Writer {
         self.hooks.event(self.token.shard, event);
     }
 
-    /// Doubles the table without a stall (SPEC L7): publishes an empty table twice the
-    /// size that takes the current one's entries over a few at a time (see `table.rs`,
-    /// "Migration"). A migration still running is finished first; pacing makes that rare
-    /// (see [`Writer::migrate_some`]).
-    fn grow(&mut self) {
-        self.finish_migration();
-        let old = self.table();
-        let new = self.shared.new_table(old.capacity() * 2);
-        self.shared.begin_migration(&self.token, Box::new(new));
-        self.migrated = 0;
+    /// Doubles table `which` without a stall (SPEC L7): publishes an empty table twice
+    /// the size that takes the current one's entries over a few at a time (see
+    /// `table.rs`, "Migration"). A migration still running is finished first; pacing
+    /// makes that rare (see [`Writer::migrate_some`]).
+    pub(crate) fn grow(&mut self, which: Which) {
+        self.finish_migration(which);
+        let new = self
+            .shared
+            .new_table(self.shared.current(which).capacity() * 2);
+        self.shared
+            .begin_migration(&self.token, which, Box::new(new));
+        self.migrated[which as usize] = 0;
     }
 
-    /// Moves the entries of the next `slots` slots of the migration source, if one runs,
-    /// and ends the migration when the source is drained. Called after every insert with
-    /// [`MIGRATE_PER_INSERT`] slots: a migration starts with the source 3/4 full and the
-    /// new table has room for 3/4 of the source's capacity more before it must grow, so
-    /// it ends before then. An idle writer moves bigger steps.
-    pub(crate) fn migrate_some(&mut self, slots: usize) {
-        let Some(source) = self.shared.source(&self.token) else {
+    /// Moves the entries of the next `slots` slots of table `which`'s migration source,
+    /// if one runs, and ends the migration when the source is drained. Called after every
+    /// insert into the table with [`MIGRATE_PER_INSERT`] slots: a migration starts with
+    /// the source 3/4 full and the new table has room for 3/4 of the source's capacity
+    /// more before it must grow, so it ends before then. An idle writer moves bigger
+    /// steps.
+    pub(crate) fn migrate_some(&mut self, which: Which, slots: usize) {
+        let Some(source) = self.shared.source(&self.token, which) else {
             return;
         };
-        let t = self.table();
-        self.migrated = t.migrate(&self.token, source, self.migrated, slots);
-        if self.migrated == source.capacity() {
-            self.shared.end_migration(&self.token);
+        let t = self.shared.current(which);
+        let next = &mut self.migrated[which as usize];
+        *next = t.migrate(&self.token, source, *next, slots);
+        if *next == source.capacity() {
+            self.shared.end_migration(&self.token, which);
         }
     }
 
-    /// Runs the migration, if any, to its end.
-    pub(crate) fn finish_migration(&mut self) {
-        while self.shared.source(&self.token).is_some() {
-            self.migrate_some(MIGRATE_IDLE);
+    /// [`Writer::migrate_some`] of both tables: after a write that may insert into
+    /// neither, so migrations keep moving under any load.
+    fn migrate_both(&mut self, slots: usize) {
+        self.migrate_some(Which::Entries, slots);
+        self.migrate_some(Which::Terms, slots);
+    }
+
+    /// Runs the migration of table `which`, if any, to its end.
+    pub(crate) fn finish_migration(&mut self, which: Which) {
+        while self.shared.source(&self.token, which).is_some() {
+            self.migrate_some(which, MIGRATE_IDLE);
         }
     }
 }
@@ -1094,7 +1116,7 @@ mod tests {
             // A term of its own, and one shared term whose list changes every time.
             w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 1000 + k])
                 .unwrap();
-            migrating += w.shared.term_source(&w.token).is_some() as u32;
+            migrating += w.shared.source(&w.token, Which::Terms).is_some() as u32;
             if k % every == 0 {
                 lists(&w, k + 1, &mut list);
                 assert!(w.audit().problems.is_empty(), "after {k} inserts");
@@ -1116,7 +1138,7 @@ mod tests {
                 assert!(w.audit().problems.is_empty(), "after {step} removals");
             }
         }
-        w.finish_migration();
+        w.finish_migration(Which::Entries);
         let a = w.audit();
         assert_eq!((a.entries, a.postings, a.block_bytes), (0, 0, 0));
         assert!(a.problems.is_empty(), "{:?}", a.problems);

@@ -200,6 +200,16 @@ fn source_of(t: &RawTable) -> Option<&RawTable> {
     Some(unsafe { &*p })
 }
 
+/// One of a shard's two published tables. Both grow the same way (see "Growth and
+/// reclamation"); the writer names the one it grows or migrates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// Key -> entry.
+    Entries = 0,
+    /// Index term -> posting list.
+    Terms = 1,
+}
+
 /// One published table: the current one, with every table it replaced chained behind it
 /// until the cell drops (W4).
 pub struct TableCell {
@@ -338,26 +348,39 @@ impl Published {
         self.entries.get()
     }
 
-    /// The migration source of the current entry table, while a migration runs (the
-    /// writer's view; readers go through [`Published::try_read`]).
-    pub fn source(&self, t: &WriterToken) -> Option<&RawTable> {
+    fn cell(&self, which: Which) -> &TableCell {
+        match which {
+            Which::Entries => &self.entries,
+            Which::Terms => &self.terms,
+        }
+    }
+
+    /// The current table `which`.
+    #[inline]
+    pub fn current(&self, which: Which) -> &RawTable {
+        self.cell(which).get()
+    }
+
+    /// The migration source of table `which`, while a migration runs (the writer's view;
+    /// readers go through [`Published::try_read`] and [`Published::try_read_postings`]).
+    pub fn source(&self, t: &WriterToken, which: Which) -> Option<&RawTable> {
         let _ = t;
-        source_of(self.table())
+        source_of(self.current(which))
     }
 
-    /// Starts a migration into `new` (empty, at least as large as the current table);
-    /// see `table.rs`. The writer then calls [`RawTable::migrate`] until the source is
-    /// drained, and [`Published::end_migration`].
-    pub fn begin_migration(&self, t: &WriterToken, new: Box<RawTable>) {
-        debug_assert!(self.source(t).is_none(), "one migration at a time");
+    /// Starts a migration of table `which` into `new` (empty, at least as large as the
+    /// current table); see `table.rs`. The writer then calls [`RawTable::migrate`] until
+    /// the source is drained, and [`Published::end_migration`].
+    pub fn begin_migration(&self, t: &WriterToken, which: Which, new: Box<RawTable>) {
+        debug_assert!(self.source(t, which).is_none(), "one migration at a time");
         self.add_bytes(&new);
-        self.entries.install_migrating(new);
+        self.cell(which).install_migrating(new);
     }
 
-    /// Ends the running migration, whose source must hold no entry any more: readers
-    /// stop consulting it (W6).
-    pub fn end_migration(&self, t: &WriterToken) {
-        self.entries.end_migration(t);
+    /// Ends the running migration of table `which`, whose source must hold no entry any
+    /// more: readers stop consulting it (W6).
+    pub fn end_migration(&self, t: &WriterToken, which: Which) {
+        self.cell(which).end_migration(t);
     }
 
     /// An empty table for a migration to grow into, with at least `capacity` slots, on
@@ -374,25 +397,6 @@ impl Published {
     #[inline]
     pub fn terms(&self) -> &RawTable {
         self.terms.get()
-    }
-
-    /// The migration source of the current term table, while one runs: the term table
-    /// grows the way the entry table does (see "Growth and reclamation").
-    pub fn term_source(&self, t: &WriterToken) -> Option<&RawTable> {
-        let _ = t;
-        source_of(self.terms())
-    }
-
-    /// [`Published::begin_migration`] for the term table.
-    pub fn begin_term_migration(&self, t: &WriterToken, new: Box<RawTable>) {
-        debug_assert!(self.term_source(t).is_none(), "one migration at a time");
-        self.add_bytes(&new);
-        self.terms.install_migrating(new);
-    }
-
-    /// [`Published::end_migration`] for the term table.
-    pub fn end_term_migration(&self, t: &WriterToken) {
-        self.terms.end_migration(t);
     }
 
     fn add_bytes(&self, new: &RawTable) {

@@ -5,7 +5,7 @@
 use loom::thread;
 
 use super::{hash, read, writer, Seen};
-use crate::raw::Attempt;
+use crate::raw::{Attempt, Which};
 
 #[test]
 fn loom_growth_then_block_reuse_is_never_seen() {
@@ -33,7 +33,7 @@ fn loom_growth_then_block_reuse_is_never_seen() {
         // The rest of the migration in one idle step (half-done migrations under a
         // reader are `loom_migration_never_hides_a_present_key`'s; two readers over
         // several steps is too large a state space for CI).
-        w.finish_migration();
+        w.finish_migration(Which::Entries);
         w.remove(hash(0, 1), &[1], 1).unwrap();
         w.insert_plain(hash(2, 9), &[1], 1, &[9]).unwrap();
         reader.join().unwrap();
@@ -61,14 +61,14 @@ fn loom_migration_never_hides_a_present_key() {
         // Grows: the new table is published empty with the old one as its source, and
         // one source slot (slot 0, key 1) moves.
         w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
-        assert!(w.shared.source(&w.token).is_some());
+        assert!(w.shared.source(&w.token, Which::Entries).is_some());
         // Key 2 is still in the source: the removal moves it over first.
         w.remove(hash(1, 2), &[2], 1).unwrap();
         // Idle steps drain the source (slot 2, key 3, moves here) and end the migration.
-        w.migrate_some(1);
-        w.migrate_some(1);
-        w.migrate_some(1);
-        assert!(w.shared.source(&w.token).is_none());
+        w.migrate_some(Which::Entries, 1);
+        w.migrate_some(Which::Entries, 1);
+        w.migrate_some(Which::Entries, 1);
+        assert!(w.shared.source(&w.token, Which::Entries).is_none());
         reader.join().unwrap();
     });
 }
@@ -104,11 +104,11 @@ fn loom_term_migration_never_hides_a_present_list() {
         // A fourth term grows the term table: the new one is published empty with the
         // old one as its source, and one source slot moves.
         w.insert(hash(3, 4), &[4], 1, &[4], &[103]).unwrap();
-        assert!(w.shared.term_source(&w.token).is_some());
+        assert!(w.shared.source(&w.token, Which::Terms).is_some());
         // Term 102's list grows; if its term is still in the source it moves first.
         w.insert(hash(0, 5), &[5], 1, &[5], &[102]).unwrap();
-        while w.shared.term_source(&w.token).is_some() {
-            w.migrate_terms_some(1);
+        while w.shared.source(&w.token, Which::Terms).is_some() {
+            w.migrate_some(Which::Terms, 1);
         }
         // The list read is the list at some moment: key 3's posting, then key 5's too.
         let all = w.postings_of(102);
