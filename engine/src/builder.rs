@@ -189,11 +189,13 @@ impl RegistryBuilder {
     /// Default off.
     ///
     /// At a million entries and more, a lookup's two random memory accesses are also
-    /// TLB misses on 4 KiB pages; huge pages take those away (+13% lookups at 1M keys on
-    /// a 2-core guest). The price is paid by writes: the writer takes each page fault,
-    /// which zeroes 2 MiB and may first compact memory, so the slowest writes get slower
-    /// (a 2M-registration load's p99.99 rose from under 2 ms to up to 5.6 ms there).
-    /// Turn it on for read-heavy registries whose write deadlines have room.
+    /// TLB misses on 4 KiB pages, which huge pages take away; on a 2-core guest that
+    /// gained lookups at 1M keys 13% in one set of measurements and nothing in another.
+    /// The price is paid by writes: the shard writer (and, for the process table, the
+    /// thread that spawns) takes each page fault, which zeroes 2 MiB and may first
+    /// compact memory, so the slowest writes get slower (a 2M-registration load's p99.99
+    /// rose from under 2 ms to up to 5.6 ms there). Measure before turning it on, and
+    /// keep it for read-heavy registries whose write deadlines have room.
     ///
     /// # Examples
     ///

@@ -11,12 +11,13 @@
 //! Elsewhere, under Miri and loom, and when the kernel refuses (THP off), this does
 //! nothing, and everything works the same, only slower at scale.
 //!
-//! It is opt-in (`ShardConfig::huge_pages`): lookups gain, writes pay. Measured on a
-//! 2-core KVM guest: `lookup_cost 1000000 20000000` at 5.06 Mops/s (median of four
-//! alternating rounds) with huge pages against 4.47 without; but the writer takes the
-//! faults, each zeroing 2 MiB (and, with THP's `defrag` at `madvise`, compacting memory
-//! first when no huge page is free), and `bulk_load 2000000`'s p99.99 went from
-//! 0.35-1.8 ms to 1.7-5.6 ms. Write deadlines (SPEC L1) come first by default.
+//! It is opt-in (`ShardConfig::huge_pages`): lookups may gain, writes pay. Measured on a
+//! 2-core KVM guest, `lookup_cost 1000000 20000000` ran at 5.06 against 4.47 Mops/s
+//! (medians of four alternating rounds) in one set and 4.39 against 4.38 in another,
+//! and `peers` showed no gain; but the writer takes the faults, each zeroing 2 MiB (and,
+//! with THP's `defrag` at `madvise`, compacting memory first when no huge page is free),
+//! and `bulk_load 2000000`'s p99.99 went from 0.35-1.8 ms to 1.7-5.6 ms. Write deadlines
+//! (SPEC L1) come first by default.
 
 /// Bytes of a huge page (x86-64 and most arm64 Linux kernels).
 pub const HUGE_PAGE: usize = 2 << 20;
@@ -28,15 +29,20 @@ pub const HUGE_FROM: usize = 4 << 20;
 /// huge pages. `ptr` must start a mapping of `len` bytes that the caller owns.
 #[cfg(all(target_os = "linux", not(miri), not(roster_loom)))]
 pub fn advise_huge(ptr: *mut u8, len: usize) {
-    let start = (ptr as usize)
-        .saturating_add(HUGE_FROM)
-        .next_multiple_of(HUGE_PAGE);
-    let end = (ptr as usize).saturating_add(len) / HUGE_PAGE * HUGE_PAGE;
+    let base = ptr as usize;
+    let (Some(start), Some(end)) = (
+        base.checked_add(HUGE_FROM)
+            .and_then(|a| a.checked_next_multiple_of(HUGE_PAGE)),
+        base.checked_add(len).map(|e| e / HUGE_PAGE * HUGE_PAGE),
+    ) else {
+        return;
+    };
     if end <= start {
         return;
     }
     // SAFETY: `[start, end)` lies inside the caller's mapping `[ptr, ptr + len)` (start is
-    // rounded up past `ptr`, end down below `ptr + len`) and is page-aligned. MADV_HUGEPAGE
+    // rounded up past `ptr`, end down below `ptr + len`, both without overflow, checked
+    // above) and is page-aligned. MADV_HUGEPAGE
     // changes how the kernel backs the pages, never their contents or protection, so it
     // cannot invalidate any reference into them. A refusal (EINVAL where THP is off) is
     // harmless and ignored.
