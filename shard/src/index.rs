@@ -319,13 +319,9 @@ impl Writer {
     pub(crate) fn index_totals(&self, problems: &mut Vec<String>) -> (usize, u64) {
         let (mut postings, mut bytes, mut terms) = (0, 0, 0);
         // While the term table migrates, terms sit in both tables (each in exactly one).
-        let tables = [
-            Some(self.terms_table()),
-            self.shared.source(&self.token, Which::Terms),
-        ];
-        for (t, i) in tables
-            .into_iter()
-            .flatten()
+        for (t, i) in self
+            .shared
+            .tables(&self.token, Which::Terms)
             .flat_map(|t| (0..t.capacity()).map(move |i| (t, i)))
         {
             let v = t.view(&self.token, i);
@@ -334,10 +330,8 @@ impl Writer {
             }
             terms += 1;
             let head = v.loc.offset();
-            let (words, id) = (
-                head_words(self.word(head + 1)),
-                head_id(self.word(head + 1)),
-            );
+            let w = self.word(head + 1);
+            let (words, id) = (head_words(w), head_id(w));
             let term = self.word(head + TERM as u64);
             let len = self.word(head + LEN as u64);
             let chunks = list::chunks_for(len).unwrap_or(usize::MAX);

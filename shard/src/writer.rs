@@ -440,13 +440,9 @@ impl Writer {
         hash: u64,
         mut hit: impl FnMut(SlotView) -> bool,
     ) -> Option<SlotView> {
-        [
-            Some(self.shared.current(which)),
-            self.shared.source(&self.token, which),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|t| Some(t.view(&self.token, t.seek(&self.token, hash, &mut hit)?)))
+        self.shared
+            .tables(&self.token, which)
+            .find_map(|t| Some(t.view(&self.token, t.seek(&self.token, hash, &mut hit)?)))
     }
 
     /// The slot holding `key`, if any.
@@ -732,13 +728,9 @@ impl Writer {
         let mut charged = 0u64;
         let mut postings = 0usize;
         // While a migration runs, entries sit in both tables (each in exactly one).
-        let tables = [
-            Some(self.table()),
-            self.shared.source(&self.token, Which::Entries),
-        ];
-        for (t, j) in tables
-            .into_iter()
-            .flatten()
+        for (t, j) in self
+            .shared
+            .tables(&self.token, Which::Entries)
             .flat_map(|t| (0..t.capacity()).map(move |j| (t, j)))
         {
             let v = t.view(&self.token, j);

@@ -368,6 +368,14 @@ impl Published {
         source_of(self.current(which))
     }
 
+    /// Table `which` and, while it migrates, its source: every table holding its entries
+    /// (each entry in exactly one), for the writer's walks and lookups that move nothing.
+    pub fn tables(&self, t: &WriterToken, which: Which) -> impl Iterator<Item = &RawTable> {
+        [Some(self.current(which)), self.source(t, which)]
+            .into_iter()
+            .flatten()
+    }
+
     /// Starts a migration of table `which` into `new` (empty, at least as large as the
     /// current table); see `table.rs`. The writer then calls [`RawTable::migrate`] until
     /// the source is drained, and [`Published::end_migration`].
@@ -453,11 +461,21 @@ impl Published {
                 block: loc.offset(),
             })
         };
-        let read = match source_of(t) {
+        let read = self.probe_with_source(t, hash, found);
+        self.current_miss(t, read)
+    }
+
+    /// A probe of `t`, and of its migration source too while one runs (R5).
+    fn probe_with_source(
+        &self,
+        t: &RawTable,
+        hash: u64,
+        found: impl FnMut(u64, Loc) -> Option<Attempt>,
+    ) -> Attempt {
+        match source_of(t) {
             None => self.probe(t, hash, found),
             Some(source) => self.probe_migrating(t, source, hash, found),
-        };
-        self.current_miss(t, read)
+        }
     }
 
     /// A probe of `t` and then of its migration `source` (R5): the source's `moves` is
@@ -567,10 +585,7 @@ impl Published {
                 block: loc.offset(),
             })
         };
-        let read = match source_of(t) {
-            None => self.probe(t, hash, found),
-            Some(source) => self.probe_migrating(t, source, hash, found),
-        };
+        let read = self.probe_with_source(t, hash, found);
         // R6: a miss must also be one of the current term table.
         if read == Attempt::NotFound && !std::ptr::eq(self.terms.current(), t) {
             return Attempt::Retry;
