@@ -8,10 +8,8 @@
 
 use std::fmt;
 
-use crate::key::{words_for, Node};
-use crate::metadata::{
-    Capability, Health, Metadata, ValueRef, KIND_BOOL, KIND_BYTES, KIND_FLOAT, KIND_INT, KIND_STR,
-};
+use crate::key::Node;
+use crate::metadata::{read_attribute, Capability, Health, Metadata, ValueRef};
 use crate::process::Pid;
 use crate::Registry;
 
@@ -266,8 +264,9 @@ impl Entry {
     /// ```
     pub fn attributes(&self) -> Attributes<'_> {
         let start = 1 + self.cap_count().div_ceil(2);
+        let words = self.words().get(start..).unwrap_or(&[]);
         Attributes {
-            words: self.words().get(start..).unwrap_or(&[]),
+            bytes: bytemuck::cast_slice(words),
             left: (self.head() >> 16) as usize & 0xff,
         }
     }
@@ -340,7 +339,8 @@ impl fmt::Debug for Entry {
 /// Iterator over an entry's attributes; see [`Entry::attributes`].
 #[derive(Clone, Debug)]
 pub struct Attributes<'a> {
-    words: &'a [u64],
+    /// The encoded attributes not yet read (see `metadata`'s docs), then padding.
+    bytes: &'a [u8],
     left: usize,
 }
 
@@ -352,32 +352,11 @@ impl<'a> Iterator for Attributes<'a> {
             return None;
         }
         self.left -= 1;
-        let (&head, rest) = self.words.split_first()?;
-        let key_len = head as usize & 0xffff;
-        let kind = (head >> 16) & 0xff;
-        let val_len = (head >> 32) as usize;
-        let kw = words_for(key_len);
-        let key = str_of(rest.get(..kw)?, key_len)?;
-        let rest = &rest[kw..];
-        let vw = words_for(val_len).max(1);
-        let val = rest.get(..vw)?;
-        self.words = &rest[vw..];
-        let value = match kind {
-            KIND_BOOL => ValueRef::Bool(val[0] != 0),
-            KIND_INT => ValueRef::Int(val[0] as i64),
-            KIND_FLOAT => ValueRef::Float(f64::from_bits(val[0])),
-            KIND_STR => ValueRef::Str(str_of(val, val_len)?),
-            KIND_BYTES => ValueRef::Bytes(bytes_of(val, val_len)?),
-            _ => return None,
+        let Some((attribute, rest)) = read_attribute(self.bytes) else {
+            self.left = 0;
+            return None;
         };
-        Some((key, value))
+        self.bytes = rest;
+        Some(attribute)
     }
-}
-
-fn bytes_of(words: &[u64], len: usize) -> Option<&[u8]> {
-    bytemuck::cast_slice::<u64, u8>(words).get(..len)
-}
-
-fn str_of(words: &[u64], len: usize) -> Option<&str> {
-    std::str::from_utf8(bytes_of(words, len)?).ok()
 }

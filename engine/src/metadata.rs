@@ -4,11 +4,16 @@
 //! ```text
 //! word 0      health:8 | capabilities:8 | attributes:8 | unused:8 | node:32
 //! caps        capability ids, u32, two per word, sorted and unique
-//! per attr    header: key_len:16 | kind:8 | unused:8 | value_len:32
-//!             key bytes (zero-padded to words), then the value: one word for bool, int and
-//!             float, else its bytes zero-padded to words
+//! attributes  bytes, packed back to back and zero-padded to a word at the end; each:
+//!             varint(key_len << 3 | kind), varint(value_len), key bytes, value bytes
 //! ```
-//! Attributes are sorted by key, so equal metadata encodes to equal words.
+//! Varints are LEB128. A value's bytes: bool, one byte; int, its two's complement in the
+//! fewest little-endian bytes that sign-extend back (none for 0, one for -128..=127);
+//! float, its 8 bits' bytes; str and bytes, themselves. So a typical attribute (a short
+//! key, a small int or a short string) costs its bytes plus two, where one word of header
+//! and one of padding each took 8: the peers' metadata (3 capabilities, health, a 13-byte
+//! and an integer attribute) is 7 words, not 10. Attributes are sorted by key, so equal
+//! metadata encodes to equal words.
 
 use crate::error::{Error, ErrorKind};
 use crate::key::{pack_bytes, words_for, Node};
@@ -213,17 +218,113 @@ impl From<Vec<u8>> for Value {
     }
 }
 
-pub(crate) const KIND_BOOL: u64 = 0;
-pub(crate) const KIND_INT: u64 = 1;
-pub(crate) const KIND_FLOAT: u64 = 2;
-pub(crate) const KIND_STR: u64 = 3;
-pub(crate) const KIND_BYTES: u64 = 4;
+const KIND_BOOL: u64 = 0;
+const KIND_INT: u64 = 1;
+const KIND_FLOAT: u64 = 2;
+const KIND_STR: u64 = 3;
+const KIND_BYTES: u64 = 4;
+
+/// Bytes of `i`'s shortest sign-extending little-endian form (0 for 0).
+fn int_len(i: i64) -> usize {
+    // Bits needed beyond the sign: a value fits `n` bytes if it survives truncation to
+    // `8n` bits and sign extension back.
+    let significant = 64 - (i ^ (i >> 63)).leading_zeros() as usize;
+    if i == 0 {
+        0
+    } else {
+        significant / 8 + 1
+    }
+}
+
+/// `i` sign-extended from its low `len` bytes (`len <= 8`; 0 bytes is 0).
+fn int_from(bytes: &[u8]) -> i64 {
+    let mut le = [0u8; 8];
+    le[..bytes.len()].copy_from_slice(bytes);
+    let v = i64::from_le_bytes(le);
+    match bytes.len() {
+        0 => 0,
+        n @ 1..=7 => {
+            let shift = 64 - 8 * n as u32;
+            v << shift >> shift
+        }
+        _ => v,
+    }
+}
+
+/// Bytes of `v` as a LEB128 varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn push_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A varint from the front of `bytes`, and the bytes after it.
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The encoded bytes of one attribute, header included.
+fn attribute_len(key: &str, value: &Value) -> usize {
+    let (kind, len) = value.kind_and_len();
+    varint_len((key.len() as u64) << 3 | kind) + varint_len(len as u64) + key.len() + len
+}
+
+/// Appends one attribute's encoding (see the module docs) to `out`.
+fn push_attribute(key: &str, value: &Value, out: &mut Vec<u8>) {
+    let (kind, len) = value.kind_and_len();
+    push_varint((key.len() as u64) << 3 | kind, out);
+    push_varint(len as u64, out);
+    out.extend_from_slice(key.as_bytes());
+    match value {
+        Value::Bool(b) => out.push(*b as u8),
+        Value::Int(i) => out.extend_from_slice(&i.to_le_bytes()[..len]),
+        Value::Float(x) => out.extend_from_slice(&x.to_bits().to_le_bytes()),
+        Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Bytes(b) => out.extend_from_slice(b),
+    }
+}
+
+/// The attribute at the front of `bytes`, and the bytes after it; `None` if they are not
+/// an attribute's encoding (the engine wrote them, so only for corrupt input).
+pub(crate) fn read_attribute(bytes: &[u8]) -> Option<((&str, ValueRef<'_>), &[u8])> {
+    let (head, rest) = read_varint(bytes)?;
+    let (len, rest) = read_varint(rest)?;
+    let key_len = usize::try_from(head >> 3).ok()?;
+    let len = usize::try_from(len).ok()?;
+    let end = key_len.checked_add(len)?;
+    let (kv, rest) = (rest.get(..end)?, rest.get(end..)?);
+    let (key, val) = kv.split_at(key_len);
+    let key = std::str::from_utf8(key).ok()?;
+    let value = match head & 7 {
+        KIND_BOOL => ValueRef::Bool(*val.first()? != 0),
+        KIND_INT if len <= 8 => ValueRef::Int(int_from(val)),
+        KIND_FLOAT => ValueRef::Float(f64::from_bits(u64::from_le_bytes(val.try_into().ok()?))),
+        KIND_STR => ValueRef::Str(std::str::from_utf8(val).ok()?),
+        KIND_BYTES => ValueRef::Bytes(val),
+        _ => return None,
+    };
+    Some(((key, value), rest))
+}
 
 impl Value {
+    /// The kind tag and the encoded value's length in bytes.
     fn kind_and_len(&self) -> (u64, usize) {
         match self {
             Value::Bool(_) => (KIND_BOOL, 1),
-            Value::Int(_) => (KIND_INT, 8),
+            Value::Int(i) => (KIND_INT, int_len(*i)),
             Value::Float(_) => (KIND_FLOAT, 8),
             Value::Str(s) => (KIND_STR, s.len()),
             Value::Bytes(b) => (KIND_BYTES, b.len()),
@@ -441,7 +542,7 @@ impl Metadata {
         if self.attributes.len() > limits.max_attributes {
             return invalid("attributes", limits.max_attributes, self.attributes.len());
         }
-        let mut words = 1 + self.capabilities.len().div_ceil(2);
+        let mut attr_bytes = 0;
         for c in &self.capabilities {
             if c.is_empty() || c.len() > limits.max_capability_len {
                 return invalid("capability name", limits.max_capability_len, c.len());
@@ -455,8 +556,9 @@ impl Metadata {
             if len > limits.max_attribute_value_len {
                 return invalid("attribute value", limits.max_attribute_value_len, len);
             }
-            words += 1 + words_for(k.len()) + words_for(len).max(1);
+            attr_bytes += attribute_len(k, v);
         }
+        let words = 1 + self.capabilities.len().div_ceil(2) + words_for(attr_bytes);
         if words * 8 > limits.max_metadata_bytes {
             return invalid("metadata", limits.max_metadata_bytes, words * 8);
         }
@@ -479,27 +581,14 @@ impl Metadata {
         for pair in caps.chunks(2) {
             out.push(pair[0] as u64 | pair.get(1).map_or(0, |&c| (c as u64) << 32));
         }
+        let mut bytes = Vec::with_capacity(attr_bytes);
         for (k, v) in &self.attributes {
-            let (kind, len) = v.kind_and_len();
-            out.push(k.len() as u64 | kind << 16 | (len as u64) << 32);
-            pack_bytes(k.as_bytes(), |w| out.push(w));
-            match v {
-                Value::Bool(b) => out.push(*b as u64),
-                Value::Int(i) => out.push(*i as u64),
-                Value::Float(x) => out.push(x.to_bits()),
-                Value::Str(s) => push_padded(s.as_bytes(), &mut out),
-                Value::Bytes(b) => push_padded(b, &mut out),
-            }
+            push_attribute(k, v, &mut bytes);
         }
+        debug_assert_eq!(bytes.len(), attr_bytes);
+        pack_bytes(&bytes, |w| out.push(w));
+        debug_assert_eq!(out.len(), words);
         Ok(out)
-    }
-}
-
-fn push_padded(bytes: &[u8], out: &mut Vec<u64>) {
-    if bytes.is_empty() {
-        out.push(0);
-    } else {
-        pack_bytes(bytes, |w| out.push(w));
     }
 }
 
@@ -586,6 +675,84 @@ mod tests {
                 }
             })
         })
+    }
+
+    /// Reads back every attribute of `words` (an encoding's attribute bytes).
+    fn decode_attributes(m: &Metadata) -> Vec<(String, Value)> {
+        let words = encode(m).unwrap();
+        let caps = (words[0] >> 8) as usize & 0xff;
+        let mut bytes: &[u8] = bytemuck::cast_slice(&words[1 + caps.div_ceil(2)..]);
+        let mut out = Vec::new();
+        for _ in 0..(words[0] >> 16) & 0xff {
+            let ((k, v), rest) = read_attribute(bytes).expect("an attribute");
+            out.push((k.to_owned(), v.to_owned()));
+            bytes = rest;
+        }
+        assert!(bytes.iter().all(|&b| b == 0), "only padding is left");
+        out
+    }
+
+    #[test]
+    fn every_value_round_trips_through_the_packed_encoding() {
+        let ints = [
+            0,
+            1,
+            -1,
+            127,
+            128,
+            -128,
+            -129,
+            255,
+            65_535,
+            -65_536,
+            1 << 40,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for i in ints {
+            let m = Metadata::new().attribute("n", i);
+            assert_eq!(decode_attributes(&m), [("n".to_owned(), Value::Int(i))]);
+            let (_, len) = Value::Int(i).kind_and_len();
+            assert!(len == 8 || int_from(&i.to_le_bytes()[..len + 1]) == i);
+            assert!(
+                len == 0 || int_from(&i.to_le_bytes()[..len - 1]) != i,
+                "{i}: {len} is the fewest"
+            );
+        }
+        let m = Metadata::new()
+            .attribute("b", true)
+            .attribute("f", -2.5)
+            .attribute("s", "eu-west-1-az2")
+            .attribute("empty", "")
+            .attribute("raw", vec![0u8, 255, 7])
+            .attribute("k".repeat(120), "v".repeat(300));
+        let want: Vec<_> = m
+            .attributes()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(decode_attributes(&m), want);
+    }
+
+    #[test]
+    fn the_peers_metadata_packs_into_seven_words() {
+        let m = Metadata::new()
+            .capability("plan")
+            .capability("search")
+            .capability("shard-1")
+            .health(Health::Healthy)
+            .attribute("region", "eu-west-1-az2")
+            .attribute("load", 7i64);
+        assert_eq!(encode(&m).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn truncated_attributes_read_as_none() {
+        let mut bytes = Vec::new();
+        push_attribute("region", &Value::Str("eu".into()), &mut bytes);
+        for cut in 0..bytes.len() {
+            assert!(read_attribute(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(read_attribute(&bytes).is_some());
     }
 
     #[test]

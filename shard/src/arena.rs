@@ -1,8 +1,9 @@
 //! The writer's allocator for arena blocks: a bump pointer over [`AtomicWords`] plus free
 //! lists by size class. Writer-private: only the shard thread touches it.
 //!
-//! Size classes: up to 16 words every size is its own class; above that sizes round up to
-//! a quarter of their power of two (so at most 25% is lost to rounding). A freed block goes
+//! Size classes: up to 32 words (256 bytes, which covers a typical entry) every size is its
+//! own class; above that sizes round up to an eighth of their power of two (so at most
+//! 12.5% is lost to rounding). A freed block goes
 //! back to its class and is handed out again for the same class only, so a block's header
 //! words sit at the same offsets in every reuse (readers read a block's header words only
 //! inside an optimistic section that the slot's sequence number validates; see `raw`).
@@ -13,12 +14,15 @@ use hashbrown::HashMap;
 
 use crate::raw::AtomicWords;
 
+/// Block lengths, in words, up to which every length is its own class.
+const EXACT_CLASSES: usize = 32;
+
 /// Rounds a block length up to its size class.
 pub(crate) fn class_words(n: usize) -> usize {
-    if n <= 16 {
+    if n <= EXACT_CLASSES {
         return n.max(1);
     }
-    let step = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros() - 2);
+    let step = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros() - 3);
     (n + step - 1) & !(step - 1)
 }
 
@@ -88,11 +92,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes_round_up_by_at_most_a_quarter() {
+    fn classes_round_up_by_at_most_an_eighth() {
         for n in 1..5000 {
             let c = class_words(n);
             assert!(c >= n, "{n}");
-            assert!(n <= 16 && c == n || c - n <= n / 4 + 1, "{n} -> {c}");
+            assert!(
+                n <= EXACT_CLASSES && c == n || c - n <= n / 8 + 1,
+                "{n} -> {c}"
+            );
             assert_eq!(class_words(c), c, "classes are fixed points");
         }
     }
