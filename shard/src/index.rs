@@ -93,10 +93,10 @@ impl Writer {
 
     /// Whether the term-table slot `v` holds `term` (of hash `hash`).
     fn is_term(&self, v: SlotView, hash: u64, term: u64) -> bool {
-        v.hash == tag(hash) && self.word(v.loc.offset() + TERM as u64) == term
+        v.tag == tag(hash) && self.word(v.loc.offset() + TERM as u64) == term
     }
 
-    fn word(&self, at: u64) -> u64 {
+    pub(crate) fn word(&self, at: u64) -> u64 {
         self.shared
             .arena
             .get(at)
@@ -195,7 +195,7 @@ impl Writer {
         let block = block_of(&self.shared, head, FIRST_HEAD_WORDS);
         let first = block_of(&self.shared, chunk, 1);
         let v = SlotView {
-            hash: tag(hash),
+            tag: tag(hash),
             owner: 0,
             loc: Loc::new(head, 1, 0),
         };

@@ -138,7 +138,7 @@ pub struct Refusal {
 
 /// Bytes an entry is charged against memory limits and quotas, and counted in
 /// [`ShardMemory::charged`]: its arena block at its size class (header, key, metadata and
-/// one index position per term), one 4-byte posting per index term, and one 32-byte
+/// one index position per term), one 4-byte posting per index term, and one 24-byte
 /// slot. Table slack (slots kept free for probing), the unused room of posting chunks and
 /// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
@@ -150,7 +150,7 @@ pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
 const POSTING_BYTES: u64 = 4;
 
 /// Bytes of one slot.
-const SLOT_BYTES: u64 = 32;
+const SLOT_BYTES: u64 = raw::SLOT_BYTES;
 
 /// Why a write was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,8 +26,8 @@ use crate::arena::{class_words, ArenaAlloc};
 use crate::index::Terms;
 use crate::owners::OwnerLists;
 use crate::raw::{
-    tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
-    MAX_META_WORDS,
+    hash_of_tag, tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS,
+    MAX_KEY_WORDS, MAX_META_WORDS,
 };
 use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
@@ -449,7 +449,7 @@ impl Writer {
     fn find(&self, hash: u64, key: &[u64]) -> Option<usize> {
         let want = tag(hash);
         self.seek_current(Which::Entries, hash, |v| {
-            v.hash == want && self.key_matches(v.loc, key)
+            v.tag == want && self.key_matches(v.loc, key)
         })
     }
 
@@ -524,7 +524,7 @@ impl Writer {
         let i = t.free_slot(&self.token, hash);
         let block = block_of(&self.shared, off, w1.block_words());
         let v = SlotView {
-            hash: tag(hash),
+            tag: tag(hash),
             owner,
             loc,
         };
@@ -749,6 +749,10 @@ impl Writer {
                 a.problems
                     .push(format!("slot {j}: header lengths disagree with its loc"));
             }
+            if tag(self.word(off)) != v.tag {
+                a.problems
+                    .push(format!("slot {j}: tag disagrees with its block's hash"));
+            }
             let listed = self.owners.get(v.owner).and_then(|l| l.get(w1.owner_index));
             if listed != Some(&off) {
                 a.problems.push(format!(
@@ -758,9 +762,9 @@ impl Writer {
             }
             postings += w1.terms;
             self.audit_postings(off, w1, &mut a.problems);
-            let mut i = t.home(v.hash);
+            let mut i = t.home(hash_of_tag(v.tag));
             while i != j {
-                if t.view(&self.token, i).hash == 0 {
+                if t.view(&self.token, i).tag == 0 {
                     a.problems
                         .push(format!("T1: empty slot {i} before entry at {j}"));
                     break;
@@ -1025,10 +1029,10 @@ mod tests {
         let t = w.table();
         for j in 0..t.capacity() {
             let v = t.view(&w.token, j);
-            if v.hash != 0 {
-                let mut i = t.home(v.hash);
+            if v.tag != 0 {
+                let mut i = t.home(hash_of_tag(v.tag));
                 while i != j {
-                    assert_ne!(t.view(&w.token, i).hash, 0, "gap before slot {j}");
+                    assert_ne!(t.view(&w.token, i).tag, 0, "gap before slot {j}");
                     i = t.next(i);
                 }
             }

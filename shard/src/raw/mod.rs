@@ -4,24 +4,30 @@
 //!
 //! A shard publishes two tables (each a [`TableCell`]: an `AtomicPtr` to the current
 //! [`RawTable`]) and one arena ([`AtomicWords`]): the entry table (key -> entry) and the
-//! term table (index term -> posting list, see `index.rs`), read with the same protocol. Each slot is a seqlock over four atomic words; the key and metadata
-//! live in an arena block that the slot's `loc` word points at. One writer thread (holding
-//! the shard's [`WriterToken`]) changes both; any number of readers read both with plain
-//! loads, no lock, no RMW, no store to shared memory.
+//! term table (index term -> posting list, see `index.rs`), read with the same protocol.
+//! Each slot is a seqlock over three atomic words (the first holds the sequence number
+//! and the tag, see `table.rs`); the key and metadata live in an arena block that the
+//! slot's `loc` word points at. One writer thread (holding the shard's [`WriterToken`])
+//! changes both; any number of readers read both with plain loads, no lock, no RMW, no
+//! store to shared memory.
 //!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
 //! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd means retry.
-//! 2. Probe from the key's home. For each slot: `s1 = seq.load(Acquire)`;
-//!    `hash.load(Relaxed)`. Tag matches: odd `s1` means retry, else go to 3. Empty: go
-//!    to 4. Otherwise: next slot (a slot passed or stopped at needs no stable `seq`; R3).
+//! 2. Probe from the key's home. For each slot: `s1 = word.load(Acquire)`, the sequence
+//!    number and the tag in one word. Tag matches: odd sequence number means retry, else
+//!    go to 3. Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no
+//!    stable `seq`; R3).
 //! 3. Tag matches: load `owner`, `loc`, the block's key words and (into the caller's buffer)
-//!    its metadata words, all `Relaxed`; then `fence(Acquire)` and `seq.load(Relaxed)`:
+//!    its metadata words, all `Relaxed`; then `fence(Acquire)` and `word.load(Relaxed)`:
 //!    changed means retry; else a key match is a hit, and a mismatch moves on.
 //! 4. Miss: `fence(Acquire)`, then `moves.load(Relaxed)` must still equal `m1`.
 //!
 //! Writer rules:
 //! - W1: every store into a slot or into the arena happens inside a write section
-//!   (`seq := odd; fence(Release); stores; seq := even (Release)`), after its fence.
+//!   (`seq := odd, tag kept; fence(Release); stores; seq := even with the new tag
+//!   (Release)`), after its fence. (`seq` and the tag are one word's halves, so the
+//!   section's first and last stores are to that word, and the tag changes only in the
+//!   last.)
 //! - W2: a retired table gets all its `seq` words and its `moves` word made odd, followed
 //!   by a `fence(Release)`, before the writer stores anything else. (Both tables now grow
 //!   by migration, W6, whose drained sources need only `moves`; the whole-table swap
@@ -99,7 +105,9 @@
 //!   from racy words are bounds-checked before use. Nothing a reader does can be UB, even on
 //!   garbage it later discards.
 //!
-//! Sequence words are 64-bit and grow by 2 per write, so they never wrap in practice.
+//! Sequence numbers are 32-bit and grow by 2 per write, so one slot's wraps after 2^31
+//! writes of it; R1 and R2 assume no reader stalls between its two loads of a slot's word
+//! that long (see `table.rs`). `moves` words are 64-bit and never wrap.
 //!
 //! # Growth and reclamation
 //!
@@ -137,10 +145,14 @@ mod words;
 
 pub use prefetch::prefetch;
 
-use table::Slot;
+use table::{Slot, SEQ_ONE};
+
+/// Bytes of one table slot.
+pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 
 pub use table::{
-    tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS, MAX_META_WORDS,
+    hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
+    MAX_META_WORDS,
 };
 pub use words::AtomicWords;
 
@@ -525,11 +537,11 @@ impl Published {
         let t = self.table();
         let want = tag(hash);
         let home = t.home(hash);
-        // Two slots to a cache line: the home slot and its partner after it, if any.
-        let line_end = (home | 1).min(t.capacity() - 1);
+        // The home slot and the one after it (usually in the same cache line), if any.
+        let line_end = (home + 1).min(t.capacity() - 1);
         let slot = t.slots[home..=line_end]
             .iter()
-            .find(|s| s.hash.load(Ordering::Relaxed) == want)?;
+            .find(|s| s.word.load(Ordering::Relaxed) as u32 == want)?;
         let loc = Loc(slot.loc.load(Ordering::Relaxed));
         let first = loc.offset() + HEADER_WORDS as u64;
         if let Some(w) = self.arena.get(first) {
@@ -616,19 +628,20 @@ impl Published {
         let mut i = t.home(hash);
         for _ in 0..slots.len() {
             let slot = &slots[i];
-            let s1 = slot.seq.load(Ordering::Acquire);
-            let h = slot.hash.load(Ordering::Relaxed);
+            // `seq:32 | tag:32`, one load (see `table.rs`).
+            let w1 = slot.word.load(Ordering::Acquire);
+            let h = w1 as u32;
             if h == want {
                 // Only a slot whose payload is used needs a stable `seq`; one the probe
                 // passes or stops at is covered by the miss validation (R3).
-                if s1 & 1 == 1 {
+                if w1 & SEQ_ONE != 0 {
                     return Attempt::Retry;
                 }
                 let owner = slot.owner.load(Ordering::Relaxed);
                 let loc = Loc(slot.loc.load(Ordering::Relaxed));
                 let found = matched(owner, loc);
                 fence(Ordering::Acquire);
-                if slot.seq.load(Ordering::Relaxed) != s1 {
+                if slot.word.load(Ordering::Relaxed) != w1 {
                     return Attempt::Retry;
                 }
                 if let Some(found) = found {
@@ -704,7 +717,7 @@ mod tests {
         p.arena.ensure(off + loc.block_words() as u64);
         let block = p.arena.range(off, loc.block_words() as u64).unwrap();
         let v = SlotView {
-            hash: tag(hash),
+            tag: tag(hash),
             owner: 9,
             loc,
         };
@@ -760,7 +773,10 @@ mod tests {
         assert_eq!(p.try_read(5, &[8], &mut []), Attempt::Retry);
         p.table().end_moves(&t);
         assert_eq!(p.try_read(5, &[8], &mut []), Attempt::NotFound);
-        p.table().slots[0].seq.store(3, Ordering::Relaxed);
+        let w = p.table().slots[0].word.load(Ordering::Relaxed);
+        p.table().slots[0]
+            .word
+            .store(w | SEQ_ONE, Ordering::Relaxed);
         assert_eq!(p.try_read(5, &[7], &mut []), Attempt::Retry);
     }
 
@@ -777,7 +793,7 @@ mod tests {
         // Entry tables of 8 and 16 slots, and the first term table.
         assert_eq!(
             p.table_bytes.load(Ordering::Relaxed),
-            (8 + 16 + RawTable::MIN_CAPACITY as u64) * 32
+            (8 + 16 + RawTable::MIN_CAPACITY as u64) * std::mem::size_of::<Slot>() as u64
         );
     }
 
@@ -791,7 +807,7 @@ mod tests {
         p.arena.ensure(64);
         let block = p.arena.range(0, 8).unwrap();
         let v = SlotView {
-            hash: tag(term_hash(term)),
+            tag: tag(term_hash(term)),
             owner: 0,
             loc: Loc::new(0, 1, 1),
         };
@@ -811,7 +827,7 @@ mod tests {
         let (p, t) = Published::new(0, 8, 4);
         // A slot whose loc points far outside the arena: the read must not fault.
         let v = SlotView {
-            hash: tag(5),
+            tag: tag(5),
             owner: 1,
             loc: Loc::new((1 << 40) - 1, 1, 1),
         };

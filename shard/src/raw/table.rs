@@ -1,15 +1,26 @@
-//! The slot table: an open-addressing array of 4-word slots, linear probing, backward-shift
+//! The slot table: an open-addressing array of 3-word slots, linear probing, backward-shift
 //! deletion (no tombstones), and the writer's half of the seqlock protocol.
 //!
-//! Slot layout (32 bytes, two slots per cache line):
+//! Slot layout (24 bytes, eight slots to three cache lines):
 //!
 //! ```text
-//! +--------+-------------------+-------------+--------------------------------------+
-//! |  seq   |       hash        |    owner    |                 loc                  |
-//! +--------+-------------------+-------------+--------------------------------------+
-//!  even=stable  0 = empty,        opaque u64    offset:40 | key_words:8 | meta_words:16
-//!  odd=writing  else hash | 1     (a pid)       (block in the shard's arena)
+//! +------------+------------+-------------+--------------------------------------+
+//! | seq:32     | tag:32     |    owner    |                 loc                  |
+//! +------------+------------+-------------+--------------------------------------+
+//!  even=stable  0 = empty,     opaque u64    offset:40 | key_words:8 | meta_words:16
+//!  odd=writing  2 = moved,     (a pid)       (block in the shard's arena)
+//!               else the hash's
+//!               high half | 1
 //! ```
+//!
+//! The sequence number and the tag share one word, so a probe loads one word per slot
+//! passed, and a reader's validation compares the tag too. The tag is the hash's high 32
+//! bits, which hold the home slot's bits for any table below 2^31 slots
+//! ([`RawTable::MAX_CAPACITY`]), so the writer finds an entry's home from its tag alone.
+//! Sequence numbers wrap after 2^31 writes of one slot: a reader stalled between its two
+//! loads of a slot for that many writes of it (minutes of the writer doing nothing else)
+//! could take a changed slot for an unchanged one; like the Linux kernel's 32-bit seqcounts,
+//! the protocol assumes no reader does.
 //!
 //! Probe invariant (T1): for every entry at slot `j` with home `h`, no slot in `[h, j)`
 //! (cyclically) is empty. Inserts take the first empty slot of the probe; deletes close the
@@ -78,13 +89,12 @@ impl Loc {
 }
 
 /// One slot; every field is read by readers concurrently with the writer, so all are atomics.
-#[repr(C, align(32))]
+#[repr(C)]
 pub struct Slot {
-    /// Seqlock word: even = stable, odd = the writer is changing this slot. 64 bits, so it
-    /// never wraps.
-    pub(crate) seq: AtomicU64,
-    /// 0 for an empty slot, otherwise the key's hash with the low bit set.
-    pub(crate) hash: AtomicU64,
+    /// `seq:32 | tag:32`. The high half is the seqlock's sequence number: even = stable,
+    /// odd = the writer is changing this slot. The low half is the tag: 0 for an empty
+    /// slot, [`MOVED`], or [`tag`] of the key's hash.
+    pub(crate) word: AtomicU64,
     /// The entry's owner (opaque to the shard; the engine stores a pid).
     pub(crate) owner: AtomicU64,
     /// A packed [`Loc`].
@@ -94,8 +104,8 @@ pub struct Slot {
 /// A snapshot of a slot's payload, as the writer sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotView {
-    /// The stored tag (0 = empty).
-    pub hash: u64,
+    /// The stored tag (0 = empty, [`MOVED`], else [`tag`] of a hash).
+    pub tag: u32,
     /// The owner word.
     pub owner: u64,
     /// The block location.
@@ -105,7 +115,7 @@ pub struct SlotView {
 impl SlotView {
     /// The empty slot.
     pub const EMPTY: SlotView = SlotView {
-        hash: 0,
+        tag: 0,
         owner: 0,
         loc: Loc(0),
     };
@@ -128,21 +138,31 @@ impl WriterToken {
     }
 }
 
-/// The tag stored for a hash: never 0, so 0 can mean "empty", and odd, so [`MOVED`]
-/// matches none.
+/// The tag stored for a hash: its high half, never 0, so 0 can mean "empty", and odd, so
+/// [`MOVED`] matches none.
 #[inline]
-pub fn tag(hash: u64) -> u64 {
-    hash | 1
+pub fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32 | 1
 }
 
-/// The hash word of a migration source's slot whose entry moved to the new table: not
-/// empty (probes go on past it, T1 holds), matching no tag.
-pub const MOVED: u64 = 2;
+/// A hash with the same home as every hash of tag `tag`, in any table of at most
+/// [`RawTable::MAX_CAPACITY`] slots (homes use at most the top 31 bits).
+#[inline]
+pub fn hash_of_tag(tag: u32) -> u64 {
+    u64::from(tag) << 32
+}
+
+/// The tag of a migration source's slot whose entry moved to the new table: not empty
+/// (probes go on past it, T1 holds), matching no tag.
+pub const MOVED: u32 = 2;
+
+/// One in the sequence number's place of a slot word.
+pub(crate) const SEQ_ONE: u64 = 1 << 32;
 
 impl SlotView {
     /// A moved-away slot of a migration source.
     const MOVED: SlotView = SlotView {
-        hash: MOVED,
+        tag: MOVED,
         owner: 0,
         loc: Loc(0),
     };
@@ -150,7 +170,7 @@ impl SlotView {
     /// Whether the slot holds an entry (it is neither empty nor [`MOVED`]).
     #[inline]
     pub fn is_entry(&self) -> bool {
-        self.hash & 1 == 1
+        self.tag & 1 == 1
     }
 }
 
@@ -169,7 +189,7 @@ pub struct Slots {
 }
 
 // SAFETY: `Slots` owns its slots like a `Box<[Slot]>` does, and `Slot` is `Send + Sync`
-// (four atomics), so moving the owner to or sharing it with another thread is sound.
+// (three atomics), so moving the owner to or sharing it with another thread is sound.
 #[cfg(not(roster_loom))]
 unsafe impl Send for Slots {}
 // SAFETY: as for `Send`: shared access only hands out `&[Slot]`.
@@ -180,7 +200,7 @@ unsafe impl Sync for Slots {}
 impl Slots {
     const MAP_AT_LEAST: usize = 1 << 20;
 
-    /// `len` zeroed slots (all-zero is four zero atomics: an empty slot), or `None` if
+    /// `len` zeroed slots (all-zero is three zero atomics: an empty slot), or `None` if
     /// the size overflows or the memory cannot be had.
     fn zeroed(len: usize, huge: bool) -> Option<Slots> {
         let layout = std::alloc::Layout::array::<Slot>(len).ok()?;
@@ -207,7 +227,7 @@ impl Slots {
             if huge {
                 super::pages::advise_huge(p.cast(), layout.size());
             }
-            // Page-aligned (so 32-aligned) and zero-filled by the kernel.
+            // Page-aligned (so aligned for `Slot`) and zero-filled by the kernel.
             let ptr = std::ptr::NonNull::new(p.cast::<Slot>())?;
             return Some(Slots {
                 ptr,
@@ -237,7 +257,7 @@ impl std::ops::Deref for Slots {
         //    boundary, or the allocator honouring `Layout::array::<Slot>`), freed only
         //    in `Drop`, which needs `&mut self`.
         // 2. Every slot is initialised: the memory was zero-filled, and all-zero bytes
-        //    are a valid `Slot` (`repr(C)` of four `AtomicU64`).
+        //    are a valid `Slot` (`repr(C)` of three `AtomicU64`).
         // 3. Only shared references are made, and all mutation goes through atomics.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
@@ -276,8 +296,7 @@ fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
     Some(
         (0..cap)
             .map(|_| Slot {
-                seq: AtomicU64::new(0),
-                hash: AtomicU64::new(0),
+                word: AtomicU64::new(0),
                 owner: AtomicU64::new(0),
                 loc: AtomicU64::new(0),
             })
@@ -305,6 +324,9 @@ pub struct RawTable {
 impl RawTable {
     /// Smallest capacity handed out.
     pub const MIN_CAPACITY: usize = if cfg!(roster_loom) { 4 } else { 8 };
+    /// Largest capacity: homes then use at most the top 31 bits of a hash, which its tag
+    /// keeps (see [`hash_of_tag`]).
+    pub const MAX_CAPACITY: usize = 1 << 31;
 
     /// A table with room for at least `capacity` slots (rounded up to a power of two).
     ///
@@ -325,7 +347,8 @@ impl RawTable {
     pub fn try_with_pages(capacity: usize, huge: bool) -> Option<RawTable> {
         let cap = capacity
             .max(Self::MIN_CAPACITY)
-            .checked_next_power_of_two()?;
+            .checked_next_power_of_two()
+            .filter(|&c| c <= Self::MAX_CAPACITY)?;
         let slots = zeroed_slots(cap, huge)?;
         Some(RawTable {
             moves: AtomicU64::new(0),
@@ -378,7 +401,7 @@ impl RawTable {
         let _ = t;
         let s = &self.slots[i];
         SlotView {
-            hash: s.hash.load(Ordering::Relaxed),
+            tag: s.word.load(Ordering::Relaxed) as u32,
             owner: s.owner.load(Ordering::Relaxed),
             loc: Loc(s.loc.load(Ordering::Relaxed)),
         }
@@ -392,15 +415,16 @@ impl RawTable {
     pub fn write(&self, t: &WriterToken, i: usize, v: SlotView, before: impl FnOnce()) {
         let _ = t;
         let s = &self.slots[i];
-        let seq = s.seq.load(Ordering::Relaxed);
-        debug_assert!(seq & 1 == 0, "slot {i} left mid-write");
-        s.seq.store(seq + 1, Ordering::Relaxed);
+        let w = s.word.load(Ordering::Relaxed);
+        debug_assert!(w & SEQ_ONE == 0, "slot {i} left mid-write");
+        // Odd, with the old tag: a probe passing the slot meanwhile sees what it saw.
+        s.word.store(w.wrapping_add(SEQ_ONE), Ordering::Relaxed);
         fence(Ordering::Release);
         before();
-        s.hash.store(v.hash, Ordering::Relaxed);
         s.owner.store(v.owner, Ordering::Relaxed);
         s.loc.store(v.loc.0, Ordering::Relaxed);
-        s.seq.store(seq + 2, Ordering::Release);
+        let seq = (w >> 32).wrapping_add(2) << 32;
+        s.word.store(seq | u64::from(v.tag), Ordering::Release);
     }
 
     /// Opens a shift: readers that miss while `moves` is odd or changed will retry.
@@ -431,7 +455,7 @@ impl RawTable {
         let mut i = self.home(hash);
         for _ in 0..self.capacity() {
             let v = self.view(t, i);
-            if v.hash == 0 {
+            if v.tag == 0 {
                 return None;
             }
             if v.is_entry() && hit(v) {
@@ -446,7 +470,7 @@ impl RawTable {
     /// keeps tables below 3/4 full, so there is one.
     pub fn free_slot(&self, t: &WriterToken, hash: u64) -> usize {
         let mut i = self.home(hash);
-        while self.view(t, i).hash != 0 {
+        while self.view(t, i).tag != 0 {
             i = self.next(i);
         }
         i
@@ -460,10 +484,10 @@ impl RawTable {
         let mut j = self.next(i);
         loop {
             let v = self.view(t, j);
-            if v.hash == 0 {
+            if v.tag == 0 {
                 break;
             }
-            if self.distance(self.home(v.hash), j) >= self.distance(hole, j) {
+            if self.distance(self.home(hash_of_tag(v.tag)), j) >= self.distance(hole, j) {
                 if !shifting {
                     self.begin_moves(t);
                     shifting = true;
@@ -510,7 +534,7 @@ impl RawTable {
     fn take_over(&self, t: &WriterToken, source: &RawTable, j: usize) -> usize {
         let v = source.view(t, j);
         debug_assert!(v.is_entry());
-        let i = self.free_slot(t, v.hash);
+        let i = self.free_slot(t, hash_of_tag(v.tag));
         self.write(t, i, v, || {});
         source.write(t, j, SlotView::MOVED, || {});
         i
@@ -536,8 +560,8 @@ impl RawTable {
         self.moves
             .store(self.moves.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
         for s in self.slots.iter() {
-            s.seq
-                .store(s.seq.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+            s.word
+                .store(s.word.load(Ordering::Relaxed) | SEQ_ONE, Ordering::Relaxed);
         }
         // Later arena stores come after this fence (and after each section's own), so a
         // reader that sees one of them also sees the odd words above (rule W2).
@@ -561,9 +585,28 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_a_half_cache_line() {
-        assert_eq!(std::mem::size_of::<Slot>(), 32);
-        assert_eq!(std::mem::align_of::<Slot>(), 32);
+    fn slot_is_three_words() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
+        assert_eq!(std::mem::align_of::<Slot>(), 8);
+    }
+
+    #[test]
+    fn a_tag_keeps_its_hash_home_in_every_table() {
+        for bits in [3u32, 10, 20, 31] {
+            let t = RawTable {
+                shift: 64 - bits,
+                mask: (1 << bits) - 1,
+                ..RawTable::with_capacity(8)
+            };
+            for k in 0..1000u64 {
+                let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k;
+                assert_eq!(
+                    t.home(hash_of_tag(tag(h))),
+                    t.home(h),
+                    "{bits} bits, {h:#x}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -582,14 +625,14 @@ mod tests {
         let tok = WriterToken::new(0);
         let t = RawTable::with_capacity(8);
         let v = SlotView {
-            hash: tag(42),
+            tag: tag(42 << 32),
             owner: 7,
             loc: Loc::new(3, 1, 1),
         };
         let mut ran = false;
         t.write(&tok, 2, v, || ran = true);
         assert!(ran);
-        assert_eq!(t.slots[2].seq.load(Ordering::Relaxed), 2);
+        assert_eq!(t.slots[2].word.load(Ordering::Relaxed), 2 << 32 | 43);
         assert_eq!(t.view(&tok, 2), v);
         t.begin_moves(&tok);
         assert_eq!(t.moves.load(Ordering::Relaxed), 1);
@@ -599,7 +642,7 @@ mod tests {
         assert!(t
             .slots
             .iter()
-            .all(|s| s.seq.load(Ordering::Relaxed) & 1 == 1));
+            .all(|s| s.word.load(Ordering::Relaxed) & SEQ_ONE != 0));
         assert_eq!(t.moves.load(Ordering::Relaxed) & 1, 1);
     }
 }
