@@ -1,7 +1,10 @@
 //! Queries by capability, health and node, answered from each shard's secondary indexes.
 //!
 //! Every entry is indexed under the terms its namespace and metadata imply: the namespace
-//! itself, each capability, its health, its node. A query picks, per shard, the shortest
+//! itself, each capability, its health, and its node unless that is [`Node::LOCAL`] (the
+//! local node's list would repeat the namespace's on a single node and cost every entry
+//! a posting and a tail word, 12 bytes; a query for the local node walks the namespace's
+//! list or a shorter one and checks each entry's node). A query picks, per shard, the shortest
 //! posting list among its AND-ed terms (a health set counts as the sum of its lists), reads
 //! it lock-free, and checks each posting's entry, read through the entry table exactly as
 //! a lookup reads it, against the whole predicate and the process table. Cost per shard is
@@ -42,7 +45,11 @@ pub(crate) fn entry_terms(ns: u32, meta: &[u64]) -> Vec<u64> {
     let mut terms = Vec::with_capacity(3 + caps);
     terms.push(term(NAMESPACE, ns, 0));
     terms.push(term(HEALTH, ns, head & 0xff));
-    terms.push(term(NODE, ns, head >> 32));
+    // The local node has no list (see the module docs).
+    let node = head >> 32;
+    if node != u64::from(Node::LOCAL.0) {
+        terms.push(term(NODE, ns, node));
+    }
     for i in 0..caps {
         let w = meta.get(1 + i / 2).copied().unwrap_or(0);
         terms.push(term(CAPABILITY, ns, (w >> (32 * (i % 2))) & 0xffff_ffff));
@@ -413,7 +420,7 @@ impl Plan {
         for c in &self.caps {
             consider(vec![term(CAPABILITY, self.ns, c.0 as u64)]);
         }
-        if let Some(n) = self.node {
+        if let Some(n) = self.node.filter(|&n| n != Node::LOCAL) {
             consider(vec![term(NODE, self.ns, n.0 as u64)]);
         }
         if !self.health.is_empty() {
