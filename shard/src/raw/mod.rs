@@ -670,6 +670,24 @@ impl Published {
         let mw = loc.meta_words();
         // Key and metadata in one arena lookup; the header is not read.
         let start = loc.offset() + HEADER_WORDS as u64;
+        // Short metadata is copied as a fixed 8 words, with no loop: the words past it
+        // are the block's own tail or its neighbour's atomics, harmless to read, and the
+        // caller uses only the first `mw`.
+        if mw <= FAST_META {
+            if let (Some(words), Some(out)) = (
+                self.arena.range(start, (kw + FAST_META) as u64),
+                out.get_mut(..FAST_META),
+            ) {
+                let (stored, meta) = words.split_at(kw);
+                if !key_eq(stored, key) {
+                    return false;
+                }
+                for (o, m) in out.iter_mut().zip(&meta[..FAST_META]) {
+                    *o = m.load(Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
         let Some(words) = self.arena.range(start, (kw + mw) as u64) else {
             return false;
         };
@@ -685,6 +703,9 @@ impl Published {
         true
     }
 }
+
+/// Metadata words a hit copies as a fixed block (see `Published::read_block`).
+const FAST_META: usize = 8;
 
 /// Whether the stored key words equal `key` (of the same length): two-word keys (integer
 /// names, short string names) compare without a loop.
@@ -763,6 +784,50 @@ mod tests {
             }
         );
         assert_eq!(out, [0, 0]);
+    }
+
+    /// Short metadata is copied as a fixed eight words where `out` and the arena have
+    /// the room (the words past the metadata are the caller's to ignore), and exactly
+    /// where the block ends its chunk or `out` is shorter.
+    #[test]
+    fn short_metadata_copies_eight_words_only_where_there_is_room() {
+        let (mut p, t) = Published::new(0, 8, 4);
+        // A chunked arena: chunks of 4, 8 and 16 words, at 0, 4 and 12.
+        p.arena = AtomicWords::new(2);
+        let meta = [10, 20, 30, 40, 50];
+        // Offset 4: header, one key word and five metadata words fill chunk 1 exactly.
+        put(&p, &t, 0, 5, &[7], &meta, 4);
+        let mut out = [u64::MAX; 8];
+        let found = p.try_read(5, &[7], &mut out);
+        assert_eq!(
+            found,
+            Attempt::Found {
+                owner: 9,
+                meta_words: 5,
+                block: 4
+            }
+        );
+        assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
+        // Offset 12, with room after it in chunk 2: eight words, the three past the
+        // block read as the zeroes they are.
+        put(&p, &t, 1, 6, &[8], &meta, 12);
+        let mut out = [u64::MAX; 8];
+        assert!(matches!(
+            p.try_read(6, &[8], &mut out),
+            Attempt::Found { .. }
+        ));
+        assert_eq!(out, [10, 20, 30, 40, 50, 0, 0, 0]);
+        // A buffer too short for eight gets the exact copy.
+        let mut out = [u64::MAX; 6];
+        assert!(matches!(
+            p.try_read(6, &[8], &mut out),
+            Attempt::Found { .. }
+        ));
+        assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX]);
+        // A wrong key copies nothing.
+        let mut out = [u64::MAX; 8];
+        assert_eq!(p.try_read(6, &[9], &mut out), Attempt::NotFound);
+        assert_eq!(out, [u64::MAX; 8]);
     }
 
     #[test]
