@@ -437,6 +437,10 @@ impl ProcessTable {
 }
 
 impl Hooks for ProcessTable {
+    fn index_terms(&self, key: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+        crate::query::push_entry_terms(crate::key::namespace_of(key), meta, out);
+    }
+
     fn is_alive(&self, owner: u64) -> bool {
         ProcessTable::is_alive(self, Pid(owner))
     }

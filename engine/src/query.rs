@@ -40,9 +40,18 @@ pub(crate) fn term(kind: u64, ns: u32, value: u64) -> u64 {
 
 /// The index terms of an entry of namespace `ns` with encoded metadata `meta`.
 pub(crate) fn entry_terms(ns: u32, meta: &[u64]) -> Vec<u64> {
+    let mut terms = Vec::new();
+    push_entry_terms(ns, meta, &mut terms);
+    terms
+}
+
+/// [`entry_terms`], appended to `terms` (the shard's [`Hooks::index_terms`], which it
+/// asks again whenever it unlinks the entry).
+///
+/// [`Hooks::index_terms`]: roster_shard::Hooks::index_terms
+pub(crate) fn push_entry_terms(ns: u32, meta: &[u64], terms: &mut Vec<u64>) {
     let head = meta.first().copied().unwrap_or(0);
     let caps = (head >> 8) as usize & 0xff;
-    let mut terms = Vec::with_capacity(3 + caps);
     terms.push(term(NAMESPACE, ns, 0));
     terms.push(term(HEALTH, ns, head & 0xff));
     // The local node has no list (see the module docs).
@@ -54,7 +63,6 @@ pub(crate) fn entry_terms(ns: u32, meta: &[u64]) -> Vec<u64> {
         let w = meta.get(1 + i / 2).copied().unwrap_or(0);
         terms.push(term(CAPABILITY, ns, (w >> (32 * (i % 2))) & 0xffff_ffff));
     }
-    terms
 }
 
 /// A query: a namespace and an AND of conditions on capabilities, health and node.

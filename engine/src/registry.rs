@@ -1069,14 +1069,13 @@ impl Registry {
             },
             WriteKind::Register(m) | WriteKind::Update(m) => {
                 let meta = m.encode(&self.inner.limits, |c| self.intern_capability(c))?;
-                let terms = crate::query::entry_terms(key.namespace().id(), &meta);
+                // The shard asks `Hooks::index_terms` for the entry's index terms.
                 if matches!(change, WriteKind::Register(_)) {
                     Op::Insert {
                         hash,
                         key: key_words,
                         owner,
                         meta,
-                        terms,
                     }
                 } else {
                     Op::Update {
@@ -1084,7 +1083,6 @@ impl Registry {
                         key: key_words,
                         owner,
                         meta,
-                        terms,
                     }
                 }
             }

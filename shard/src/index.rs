@@ -10,34 +10,24 @@
 //! costs O(1) however long the list (SPEC L7). Every store happens inside the term slot's
 //! write section, so a reader's copy of a list is validated as a whole; a chunk or head
 //! that leaves the list is freed after the section that unlinked it (W5).
-//! Each entry block's tail records, per term, `term_id:32 | position:32`, so removing an
-//! entry's postings and fixing the one a swap moved are O(1) each.
+//! Each entry block's tail records, per term, the entry's 32-bit position in that term's
+//! list, two to a word, in the order of the entry's terms. The terms themselves are not
+//! stored: the writer asks [`Hooks::index_terms`](crate::Hooks::index_terms) for them
+//! again from the block's key and metadata, so removing an entry's postings and fixing
+//! the one a swap moved are O(1) each, at 4 bytes a term.
 //! Queries read a list, then look each posting's key up through the entry table, which
 //! validates it: a stale posting can only lead to a miss or to a live entry whose
 //! metadata the engine then checks.
 
 use crate::arena::class_words;
 use crate::raw::postings::{self as list, DIR, FIRST_HEAD_WORDS, LEN, TERM};
-use crate::raw::{tag, term_hash, Loc, RawTable, SlotView, Which};
+use crate::raw::{tag, term_hash, Loc, RawTable, SlotView, Which, HEADER_WORDS};
 use crate::sync::{AtomicU64, Ordering};
 use crate::writer::{block_of, BlockHead, Writer};
 
-/// The writer's term ids: dense, so a tail word can name a term in 32 bits.
-#[derive(Debug, Default)]
-pub(crate) struct Terms {
-    /// Id -> term (0 for a free id). A term's id is kept in its list's head (see
-    /// [`head_id`]), so no map from terms to ids exists to rehash as terms come in: a
-    /// map of a million terms took a write 360 ms to grow (`bulk_load 2000000 distinct`).
-    of: Vec<u64>,
-    free: Vec<u32>,
-    /// Terms in the term table.
-    len: usize,
-}
-
-/// Head word 1: the term's id (writer-only; readers never read this word) and the head's
-/// length in words.
-fn head_word(id: u32, words: usize) -> u64 {
-    (id as u64) << 32 | words as u64
+/// Head word 1 (writer-only; readers never read it): the head's length in words.
+fn head_word(words: usize) -> u64 {
+    words as u64
 }
 
 /// The head's length, from head word 1.
@@ -45,30 +35,9 @@ fn head_words(w: u64) -> usize {
     w as u32 as usize
 }
 
-/// The term's id, from head word 1.
-fn head_id(w: u64) -> u32 {
-    (w >> 32) as u32
-}
-
-impl Terms {
-    /// An id for `term`, which has no list yet.
-    fn new_id(&mut self, term: u64) -> u32 {
-        match self.free.pop() {
-            Some(id) => {
-                self.of[id as usize] = term;
-                id
-            }
-            None => {
-                self.of.push(term);
-                self.of.len() as u32 - 1
-            }
-        }
-    }
-
-    fn release(&mut self, id: u32) {
-        self.of[id as usize] = 0;
-        self.free.push(id);
-    }
+/// Tail words for `terms` positions, two to a word.
+pub(crate) fn tail_words(terms: usize) -> usize {
+    terms.div_ceil(2)
 }
 
 impl Writer {
@@ -124,18 +93,16 @@ impl Writer {
         block_of(&self.shared, off, head_words(self.word(off + 1)))
     }
 
-    /// Adds `posting` to `term`'s list; returns the tail word (`term_id:32 | position:32`)
-    /// the entry keeps for it.
+    /// Adds `posting` to `term`'s list; returns its position there, which the entry keeps
+    /// in its tail.
     pub(crate) fn postings_add(&mut self, term: u64, posting: u64) -> u64 {
         debug_assert!(posting < list::MAX_ARENA_WORDS);
         let Some(i) = self.term_slot(term) else {
-            let id = self.terms.new_id(term);
-            self.new_list(term, id, posting);
-            return (id as u64) << 32;
+            self.new_list(term, posting);
+            return 0;
         };
         let v = self.terms_table().view(&self.token, i);
         let old_head = v.loc.offset();
-        let id = head_id(self.word(old_head + 1));
         let old = self.head_block(old_head);
         let len = old[LEN].load(Ordering::Relaxed);
         let (k, at) = list::locate(len).expect("a list below the arena's size");
@@ -147,7 +114,7 @@ impl Writer {
                 w.store(word, Ordering::Relaxed);
                 old[LEN].store(len + 1, Ordering::Relaxed);
             });
-            return (id as u64) << 32 | len;
+            return len;
         }
         // Past the last chunk's end: a new chunk, and a new head if the directory is
         // full. Both are fresh blocks, filled inside the section that links them (W5).
@@ -169,7 +136,7 @@ impl Writer {
                     for (d, s) in block.iter().zip(old) {
                         d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
                     }
-                    block[1].store(head_word(id, head_words), Ordering::Relaxed);
+                    block[1].store(head_word(head_words), Ordering::Relaxed);
                 }
                 block[DIR + k].store(chunk, Ordering::Relaxed);
                 first.store(list::with_half(0, 0, posting), Ordering::Relaxed);
@@ -179,12 +146,23 @@ impl Writer {
             // Unlinked by the section above (W5).
             self.alloc.free(old_head, words);
         }
-        (id as u64) << 32 | len
+        len
+    }
+
+    /// Adds the entry block at `off` to the lists of its `terms`; returns its tail: the
+    /// positions, two to a word, in the terms' order.
+    pub(crate) fn index(&mut self, terms: &[u64], off: u64) -> Vec<u64> {
+        let mut tail = vec![0; tail_words(terms.len())];
+        for (k, &term) in terms.iter().enumerate() {
+            let pos = self.postings_add(term, off);
+            tail[k / 2] = list::with_half(tail[k / 2], k, pos);
+        }
+        tail
     }
 
     /// Makes `term`'s list, holding `posting` only, and its slot in the term table.
-    fn new_list(&mut self, term: u64, id: u32, posting: u64) {
-        if self.terms.len + 1 > self.terms_table().max_len() {
+    fn new_list(&mut self, term: u64, posting: u64) {
+        if self.term_count + 1 > self.terms_table().max_len() {
             self.grow(Which::Terms);
         }
         let head = self.alloc.alloc(&self.shared.arena, FIRST_HEAD_WORDS);
@@ -200,29 +178,70 @@ impl Writer {
             loc: Loc::new(head, 1, 0),
         };
         t.write(&self.token, i, v, || {
-            let words = [hash, head_word(id, FIRST_HEAD_WORDS), term, 1, chunk, 0];
+            let words = [hash, head_word(FIRST_HEAD_WORDS), term, 1, chunk, 0];
             for (w, x) in block.iter().zip(words) {
                 w.store(x, Ordering::Relaxed);
             }
             first[0].store(list::with_half(0, 0, posting), Ordering::Relaxed);
         });
-        self.terms.len += 1;
+        self.term_count += 1;
         self.migrate_some(Which::Terms, crate::writer::MIGRATE_PER_INSERT);
+    }
+
+    /// The index terms of the entry block at `off` (header `w1`), in the order its tail
+    /// keeps their positions: asked of the hooks again from its key and metadata, with
+    /// `words` as room for those. At most `w1.terms` of them.
+    pub(crate) fn block_terms(
+        &self,
+        off: u64,
+        w1: BlockHead,
+        words: &mut Vec<u64>,
+        terms: &mut Vec<u64>,
+    ) {
+        let block = block_of(&self.shared, off, w1.tail());
+        words.clear();
+        words.extend(
+            block[HEADER_WORDS..]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed)),
+        );
+        let (key, meta) = words.split_at(w1.key_words);
+        terms.clear();
+        self.hooks.index_terms(key, meta, terms);
+        debug_assert_eq!(terms.len(), w1.terms, "the hooks gave other terms");
+        terms.truncate(w1.terms);
+    }
+
+    /// The word of the entry at `off` holding the tail position of its term `k`.
+    fn tail_word(&self, off: u64, w1: BlockHead, k: usize) -> &AtomicU64 {
+        &block_of(&self.shared, off + (w1.tail() + k / 2) as u64, 1)[0]
+    }
+
+    /// The entry at `off`'s position in the list of its term `k`.
+    fn tail_position(&self, off: u64, w1: BlockHead, k: usize) -> u64 {
+        list::half(self.tail_word(off, w1, k).load(Ordering::Relaxed), k)
     }
 
     /// Removes the postings of the entry block at `off` (header `w1`) from every list.
     pub(crate) fn unindex(&mut self, off: u64, w1: BlockHead) {
-        for k in 0..w1.terms {
-            let tail = self.word(off + (w1.tail() + k) as u64);
-            self.postings_remove((tail >> 32) as u32, tail as u32 as usize);
+        let (mut words, mut terms) = (
+            std::mem::take(&mut self.words_buf),
+            std::mem::take(&mut self.terms_buf),
+        );
+        self.block_terms(off, w1, &mut words, &mut terms);
+        for (k, &term) in terms.iter().enumerate() {
+            // Read here, not before the loop: a removal's swap may move this entry's own
+            // posting of a term it holds twice, and fixes that position.
+            let pos = self.tail_position(off, w1, k);
+            self.postings_remove(term, pos as usize);
         }
+        (self.words_buf, self.terms_buf) = (words, terms);
     }
 
-    /// Removes position `pos` from the list of term `id`, moving the last posting into
-    /// the gap and fixing that entry's tail; drops the last chunk once it empties, and
-    /// the term once its list does.
-    pub(crate) fn postings_remove(&mut self, id: u32, pos: usize) {
-        let term = self.terms.of[id as usize];
+    /// Removes position `pos` from the list of `term`, moving the last posting into the
+    /// gap and fixing that entry's tail; drops the last chunk once it empties, and the
+    /// term once its list does.
+    pub(crate) fn postings_remove(&mut self, term: u64, pos: usize) {
         let Some(i) = self.term_slot(term) else {
             debug_assert!(false, "term {term:#x} has no list");
             return;
@@ -238,8 +257,7 @@ impl Writer {
             self.vacate(self.shared.terms(), i);
             self.alloc.free(chunk, list::chunk_words(0));
             self.alloc.free(head, words);
-            self.terms.len -= 1;
-            self.terms.release(id);
+            self.term_count -= 1;
             return;
         }
         let last = len - 1;
@@ -264,18 +282,33 @@ impl Writer {
             self.alloc.free(chunk, list::chunk_words(k));
         }
         if pos as u64 != last {
-            // The moved posting's entry records its position in its tail: fix it.
+            // The moved posting's entry records its position in its tail: fix it, at the
+            // term that is `term` and sat at `last` (an entry may hold a term twice).
             let w1 = self.w1(moved);
-            for k in 0..w1.terms {
-                let at = moved + (w1.tail() + k) as u64;
-                if self.word(at) == (id as u64) << 32 | last {
-                    if let Some(w) = self.shared.arena.get(at) {
-                        // Tail words are never read by readers.
-                        w.store((id as u64) << 32 | pos as u64, Ordering::Relaxed);
-                    }
-                    break;
-                }
+            if w1.terms == 0 {
+                // Not an entry block (only the loom models make such postings).
+                return;
             }
+            let (mut words, mut terms) = (
+                std::mem::take(&mut self.fix_words),
+                std::mem::take(&mut self.fix_terms),
+            );
+            self.block_terms(moved, w1, &mut words, &mut terms);
+            let k = (0..terms.len())
+                .find(|&k| terms[k] == term && self.tail_position(moved, w1, k) == last);
+            debug_assert!(
+                k.is_some(),
+                "entry {moved} does not hold {term:#x} at {last}"
+            );
+            if let Some(k) = k {
+                // Tail words are never read by readers.
+                let w = self.tail_word(moved, w1, k);
+                w.store(
+                    list::with_half(w.load(Ordering::Relaxed), k, pos as u64),
+                    Ordering::Relaxed,
+                );
+            }
+            (self.fix_words, self.fix_terms) = (words, terms);
         }
     }
 
@@ -295,12 +328,20 @@ impl Writer {
         (0..len).map(|p| self.posting(head, p)).collect()
     }
 
-    /// Audit: each tail word of the entry at `off` names a list holding `off` there.
+    /// Audit: each term of the entry at `off` has a list holding `off` at the position its
+    /// tail keeps.
     pub(crate) fn audit_postings(&self, off: u64, w1: BlockHead, problems: &mut Vec<String>) {
-        for k in 0..w1.terms {
-            let tail = self.word(off + (w1.tail() + k) as u64);
-            let (id, pos) = ((tail >> 32) as usize, tail as u32 as u64);
-            let term = self.terms.of.get(id).copied().unwrap_or(0);
+        let (mut words, mut terms) = (Vec::new(), Vec::new());
+        self.block_terms(off, w1, &mut words, &mut terms);
+        if terms.len() != w1.terms {
+            problems.push(format!(
+                "I2: entry {off} has {} terms, the hooks give {}",
+                w1.terms,
+                terms.len()
+            ));
+        }
+        for (k, &term) in terms.iter().enumerate() {
+            let pos = self.tail_position(off, w1, k);
             let at = self.term_head(term).and_then(|head| {
                 let head = self.head_block(head);
                 (pos < head[LEN].load(Ordering::Relaxed)).then(|| self.posting(head, pos))
@@ -330,14 +371,11 @@ impl Writer {
             }
             terms += 1;
             let head = v.loc.offset();
-            let w = self.word(head + 1);
-            let (words, id) = (head_words(w), head_id(w));
+            let words = head_words(self.word(head + 1));
             let term = self.word(head + TERM as u64);
             let len = self.word(head + LEN as u64);
             let chunks = list::chunks_for(len).unwrap_or(usize::MAX);
-            if len == 0
-                || chunks > words.saturating_sub(DIR)
-                || self.terms.of.get(id as usize) != Some(&term)
+            if len == 0 || chunks > words.saturating_sub(DIR) || self.term_head(term) != Some(head)
             {
                 problems.push(format!("I2: term {term:#x} list of {len} in {words} words"));
                 continue;
@@ -346,11 +384,10 @@ impl Writer {
             let chunk_words: usize = (0..chunks).map(|k| class_words(list::chunk_words(k))).sum();
             bytes += (class_words(words) + chunk_words) as u64 * 8;
         }
-        let ids = self.terms.of.len() - self.terms.free.len();
-        if terms != self.terms.len || terms != ids {
+        if terms != self.term_count {
             problems.push(format!(
-                "I2: {terms} terms in the table, {} counted, {ids} ids",
-                self.terms.len,
+                "I2: {terms} terms in the table, {} counted",
+                self.term_count,
             ));
         }
         (postings, bytes)

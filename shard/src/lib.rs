@@ -97,6 +97,32 @@ pub trait Hooks: Send + Sync + 'static {
     fn removed(&self, key: &[u64], charge: u64, shard: usize) {
         let _ = (key, charge, shard);
     }
+    /// Appends to `out` the index terms of an entry with `key` and metadata `meta`
+    /// (distinct, non-zero opaque words, at most [`MAX_TERMS`]; see [`Shard::postings`]).
+    /// The writer asks when it stores an entry and again whenever it unlinks one, so the
+    /// answer must depend on `key` and `meta` only: an entry's block keeps its position
+    /// in each term's postings, not the terms. The default indexes nothing.
+    fn index_terms(&self, key: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+        let _ = (key, meta, out);
+    }
+}
+
+/// The test hooks' index terms: metadata whose first word's top byte is `n` is indexed
+/// under its next `n` words (see [`with_terms`]); other metadata under none.
+#[cfg(test)]
+pub(crate) fn test_terms(meta: &[u64], out: &mut Vec<u64>) {
+    let n = meta.first().map_or(0, |m| (m >> 56) as usize);
+    out.extend(meta.iter().skip(1).take(n));
+}
+
+/// Metadata the test hooks index under `terms`: a first word counting them, the terms,
+/// then `rest`.
+#[cfg(test)]
+pub(crate) fn with_terms(terms: &[u64], rest: &[u64]) -> Vec<u64> {
+    let mut m = vec![(terms.len() as u64) << 56];
+    m.extend_from_slice(terms);
+    m.extend_from_slice(rest);
+    m
 }
 
 /// A published change, for [`Hooks::event`].
@@ -138,11 +164,12 @@ pub struct Refusal {
 
 /// Bytes an entry is charged against memory limits and quotas, and counted in
 /// [`ShardMemory::charged`]: its arena block at its size class (header, key, metadata and
-/// one index position per term), one 4-byte posting per index term, and one 24-byte
+/// a 4-byte index position per term), one 4-byte posting per index term, and one 24-byte
 /// slot. Table slack (slots kept free for probing), the unused room of posting chunks and
 /// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
-    let block = arena::class_words(raw::HEADER_WORDS + key_words + meta_words + terms);
+    let block =
+        arena::class_words(raw::HEADER_WORDS + key_words + meta_words + index::tail_words(terms));
     block as u64 * 8 + terms as u64 * POSTING_BYTES + SLOT_BYTES
 }
 
@@ -484,7 +511,8 @@ impl Shard {
         })
     }
 
-    /// Reads `key` (whose hash is `hash`), copying its metadata into `out` if it fits.
+    /// Reads `key` (whose hash is `hash`), copying its metadata into `out` if it fits
+    /// (the words of `out` past the metadata, up to 8, may be overwritten too).
     ///
     /// Lock-free: it retries optimistically up to `read_attempts` times while the writer
     /// changes what it reads, then asks the writer (the only path that allocates).
@@ -628,8 +656,7 @@ impl Shard {
     }
 
     /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner, and
-    /// indexes it under each of `terms` (distinct, non-zero opaque words; see
-    /// [`Shard::postings`]).
+    /// indexes it under each of its [`Hooks::index_terms`] (see [`Shard::postings`]).
     ///
     /// # Errors
     ///
@@ -642,14 +669,12 @@ impl Shard {
         key: Vec<u64>,
         owner: u64,
         meta: Vec<u64>,
-        terms: Vec<u64>,
     ) -> Result<(), WriteError> {
         let op = Op::Insert {
             hash,
             key,
             owner,
             meta,
-            terms,
         };
         self.submit(op, None)?.wait()
     }
@@ -665,7 +690,7 @@ impl Shard {
         self.submit(Op::Remove { hash, key, owner }, None)?.wait()
     }
 
-    /// Replaces the metadata and index terms of `key` if `owner` holds it.
+    /// Replaces the metadata (and so the index terms) of `key` if `owner` holds it.
     ///
     /// # Errors
     ///
@@ -677,14 +702,12 @@ impl Shard {
         key: Vec<u64>,
         owner: u64,
         meta: Vec<u64>,
-        terms: Vec<u64>,
     ) -> Result<(), WriteError> {
         let op = Op::Update {
             hash,
             key,
             owner,
             meta,
-            terms,
         };
         self.submit(op, None)?.wait()
     }
@@ -848,6 +871,9 @@ impl Hooks for AllAlive {
     fn attach(&self, _: u64, _: usize) -> bool {
         true
     }
+    fn index_terms(&self, _: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+        test_terms(meta, out);
+    }
 }
 
 fn pin_to(core: usize) {
@@ -871,6 +897,21 @@ mod shard_tests {
         m
     }
 
+    /// Every owner alive; an entry is indexed under one term of three, by its first word.
+    struct Indexed;
+
+    impl Hooks for Indexed {
+        fn is_alive(&self, _: u64) -> bool {
+            true
+        }
+        fn attach(&self, _: u64, _: usize) -> bool {
+            true
+        }
+        fn index_terms(&self, _: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+            out.extend(meta.first().map(|v| v % 3 + 1));
+        }
+    }
+
     fn check(m: &[u64]) {
         let v = m[0];
         assert_eq!(m[1], v.wrapping_mul(3) + 1, "torn: {m:?}");
@@ -891,7 +932,7 @@ mod shard_tests {
                 read_attempts: 2,
                 ..ShardConfig::default()
             },
-            Arc::new(AllAlive),
+            Arc::new(Indexed),
         )
         .unwrap();
         let hash = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -919,14 +960,8 @@ mod shard_tests {
                 let k = i % keys;
                 let v = i / keys + k;
                 match i % 3 {
-                    0 => drop(shard.insert(hash(k), vec![k], k + 100, meta(v), vec![k % 3 + 1])),
-                    1 => drop(shard.update(
-                        hash(k),
-                        vec![k],
-                        k + 100,
-                        meta(v + 1),
-                        vec![(k + v) % 3 + 1],
-                    )),
+                    0 => drop(shard.insert(hash(k), vec![k], k + 100, meta(v))),
+                    1 => drop(shard.update(hash(k), vec![k], k + 100, meta(v + 1))),
                     _ => drop(shard.remove(hash(k), vec![k], k + 100)),
                 }
             }
@@ -934,10 +969,7 @@ mod shard_tests {
         });
         assert!(shard.memory().tables > 0);
         shard.shutdown();
-        assert_eq!(
-            shard.insert(1, vec![1], 1, vec![], vec![]),
-            Err(WriteError::Closed)
-        );
+        assert_eq!(shard.insert(1, vec![1], 1, vec![]), Err(WriteError::Closed));
         assert_eq!(shard.read(1, &[1], &mut []), Read::NotFound);
     }
 
@@ -950,7 +982,7 @@ mod shard_tests {
                 let shard = shard.clone();
                 std::thread::spawn(move || {
                     for k in 0..50 {
-                        match shard.insert(k * 4 + t, vec![k * 4 + t], 1, vec![], vec![]) {
+                        match shard.insert(k * 4 + t, vec![k * 4 + t], 1, vec![]) {
                             Ok(()) => {}
                             Err(WriteError::Closed) => return,
                             Err(e) => panic!("{e}"),

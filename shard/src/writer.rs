@@ -8,14 +8,15 @@
 //! Entry block layout in the arena (`loc` in the slot points at word 0):
 //!
 //! ```text
-//! [ hash | w1 | key words ... | metadata words ... | tail: one word per index term ]
+//! [ hash | w1 | key words ... | metadata words ... | tail: a 32-bit half per index term ]
 //!   w1 = owner_index:28 | terms:9 | key_words:8 | meta_words:16   (writer-only)
-//!   tail word = term_id:32 | position:32: where this entry sits in that term's postings
+//!   tail half k = where this entry sits in the postings of its term k
 //! ```
 //!
 //! Readers read only the key and metadata; the header and the tail are the writer's
 //! bookkeeping (the owner list index for O(1) unlinking, the postings positions for O(1)
-//! index removal). Posting lists live in `index.rs`.
+//! index removal). An entry's terms come from [`Hooks::index_terms`], asked again when
+//! they are needed, so the tail names no term. Posting lists live in `index.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 
 use crate::arena::{class_words, ArenaAlloc};
-use crate::index::Terms;
+use crate::index::tail_words;
 use crate::owners::OwnerLists;
 use crate::raw::{
     hash_of_tag, tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS,
@@ -65,7 +66,7 @@ impl BlockHead {
 
     /// Words of the whole block, tail included.
     pub(crate) fn block_words(self) -> usize {
-        HEADER_WORDS + self.key_words + self.meta_words + self.terms
+        HEADER_WORDS + self.key_words + self.meta_words + tail_words(self.terms)
     }
 
     /// Offset of the tail inside the block.
@@ -78,7 +79,7 @@ impl BlockHead {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Store `key -> (owner, meta)` if the key is absent or held by a dead owner, indexed
-    /// under `terms`.
+    /// under the terms [`Hooks::index_terms`] gives for them.
     Insert {
         /// The key's hash.
         hash: u64,
@@ -88,8 +89,6 @@ pub enum Op {
         owner: u64,
         /// The metadata words.
         meta: Vec<u64>,
-        /// Index terms (distinct, non-zero).
-        terms: Vec<u64>,
     },
     /// Remove `key` if `owner` holds it.
     Remove {
@@ -100,7 +99,7 @@ pub enum Op {
         /// The owner word.
         owner: u64,
     },
-    /// Replace the metadata and terms of `key` if `owner` holds it.
+    /// Replace the metadata (and so the index terms) of `key` if `owner` holds it.
     Update {
         /// The key's hash.
         hash: u64,
@@ -110,8 +109,6 @@ pub enum Op {
         owner: u64,
         /// The metadata words.
         meta: Vec<u64>,
-        /// Index terms (distinct, non-zero).
-        terms: Vec<u64>,
     },
 }
 
@@ -179,14 +176,20 @@ pub(crate) struct Writer {
     pub(crate) alloc: ArenaAlloc,
     /// Owner -> arena offsets of its blocks; each block's `w1.owner_index` is its index.
     pub(crate) owners: OwnerLists,
-    /// Index terms and their ids (see `index.rs`).
-    pub(crate) terms: Terms,
+    /// Terms in the term table (see `index.rs`).
+    pub(crate) term_count: usize,
     pub(crate) hooks: Arc<dyn Hooks>,
     pub(crate) batch: usize,
     /// Yielding polls of the queues before an idle writer parks.
     pub(crate) idle_polls: u32,
     /// Reused buffer for keys handed to `Hooks::removed`.
     pub(crate) scratch: Vec<u64>,
+    /// Reused buffers for an entry's terms and its key and metadata words: one pair for
+    /// the entry being written or removed, one for the entry a posting swap moved.
+    pub(crate) terms_buf: Vec<u64>,
+    pub(crate) words_buf: Vec<u64>,
+    pub(crate) fix_terms: Vec<u64>,
+    pub(crate) fix_words: Vec<u64>,
     /// Arena bytes and charges, shared with readers of the shard's stats.
     pub(crate) gauges: Arc<Gauges>,
     /// Sum of the live entries' charges (the writer's own copy of `gauges.charged`).
@@ -235,11 +238,15 @@ impl Writer {
             token,
             alloc: ArenaAlloc::default(),
             owners: OwnerLists::default(),
-            terms: Terms::default(),
+            term_count: 0,
             hooks,
             batch: batch.max(1),
             idle_polls,
             scratch: Vec::new(),
+            terms_buf: Vec::new(),
+            words_buf: Vec::new(),
+            fix_terms: Vec::new(),
+            fix_words: Vec::new(),
             gauges: Arc::new(Gauges::default()),
             charged: 0,
             notices: None,
@@ -356,8 +363,7 @@ impl Writer {
                 key,
                 owner,
                 meta,
-                terms,
-            } => self.insert(*hash, key, *owner, meta, terms),
+            } => self.insert(*hash, key, *owner, meta),
             Op::Remove { hash, key, owner } => {
                 let r = self.remove(*hash, key, *owner);
                 // Keep migrations moving under a load without inserts too, so readers'
@@ -370,9 +376,8 @@ impl Writer {
                 key,
                 owner,
                 meta,
-                terms,
             } => {
-                let r = self.update(*hash, key, *owner, meta, terms);
+                let r = self.update(*hash, key, *owner, meta);
                 self.migrate_both(MIGRATE_PER_INSERT);
                 r
             }
@@ -472,6 +477,28 @@ impl Writer {
         key: &[u64],
         owner: u64,
         meta: &[u64],
+    ) -> Result<(), WriteError> {
+        let terms = self.entry_terms(key, meta);
+        let r = self.insert_indexed(hash, key, owner, meta, &terms);
+        self.terms_buf = terms;
+        r
+    }
+
+    /// The index terms of an entry with `key` and `meta`, from the hooks, in a buffer to
+    /// hand back to `terms_buf`.
+    fn entry_terms(&mut self, key: &[u64], meta: &[u64]) -> Vec<u64> {
+        let mut terms = std::mem::take(&mut self.terms_buf);
+        terms.clear();
+        self.hooks.index_terms(key, meta, &mut terms);
+        terms
+    }
+
+    fn insert_indexed(
+        &mut self,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
         terms: &[u64],
     ) -> Result<(), WriteError> {
         if key.len() > MAX_KEY_WORDS || meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
@@ -518,7 +545,7 @@ impl Writer {
         self.owners.list(owner).push(off);
         // Postings first: a query that meets one before the entry exists finds no entry
         // under its key and skips it.
-        let tail: Vec<u64> = terms.iter().map(|&t| self.postings_add(t, off)).collect();
+        let tail = self.index(terms, off);
         let loc = Loc::new(off, key.len(), meta.len());
         let t = self.table();
         let i = t.free_slot(&self.token, hash);
@@ -643,6 +670,19 @@ impl Writer {
         key: &[u64],
         owner: u64,
         meta: &[u64],
+    ) -> Result<(), WriteError> {
+        let terms = self.entry_terms(key, meta);
+        let r = self.update_indexed(hash, key, owner, meta, &terms);
+        self.terms_buf = terms;
+        r
+    }
+
+    fn update_indexed(
+        &mut self,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
         terms: &[u64],
     ) -> Result<(), WriteError> {
         if meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
@@ -676,7 +716,7 @@ impl Writer {
         } else {
             self.alloc.alloc(&self.shared.arena, w1.block_words())
         };
-        let tail: Vec<u64> = terms.iter().map(|&t| self.postings_add(t, off)).collect();
+        let tail = self.index(terms, off);
         let loc = Loc::new(off, key.len(), meta.len());
         let src = block_of(&self.shared, old_off, old.block_words());
         let dst = block_of(&self.shared, off, w1.block_words());
@@ -939,7 +979,8 @@ impl Writer {
 
 #[cfg(test)]
 impl Writer {
-    /// `insert` with no index terms.
+    /// `insert` of metadata the test hooks give no index terms (see
+    /// [`crate::test_terms`]).
     pub(crate) fn insert_plain(
         &mut self,
         hash: u64,
@@ -947,10 +988,11 @@ impl Writer {
         owner: u64,
         meta: &[u64],
     ) -> Result<(), WriteError> {
-        self.insert(hash, key, owner, meta, &[])
+        debug_assert!(meta.first().is_none_or(|m| m >> 56 == 0));
+        self.insert(hash, key, owner, meta)
     }
 
-    /// `update` with no index terms.
+    /// `update` of metadata the test hooks give no index terms.
     pub(crate) fn update_plain(
         &mut self,
         hash: u64,
@@ -958,7 +1000,8 @@ impl Writer {
         owner: u64,
         meta: &[u64],
     ) -> Result<(), WriteError> {
-        self.update(hash, key, owner, meta, &[])
+        debug_assert!(meta.first().is_none_or(|m| m >> 56 == 0));
+        self.update(hash, key, owner, meta)
     }
 }
 
@@ -979,6 +1022,7 @@ mod tests {
 
     use super::*;
     use crate::raw::Attempt;
+    use crate::with_terms;
 
     /// Owners below 1000 are alive; the test kills others by listing them.
     #[derive(Default)]
@@ -988,6 +1032,9 @@ mod tests {
     }
 
     impl Hooks for TestHooks {
+        fn index_terms(&self, _: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+            crate::test_terms(meta, out);
+        }
         fn is_alive(&self, owner: u64) -> bool {
             !self.dead.lock().unwrap().contains(&owner)
         }
@@ -1010,7 +1057,7 @@ mod tests {
     /// A hash whose top bits (the home slot) come from `home` and whose rest from `k`, so
     /// tests can force collisions.
     fn hash(home: u64, k: u64) -> u64 {
-        home << 58 | k << 1
+        home << 58 | k << 33
     }
 
     fn read(w: &Writer, h: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
@@ -1052,8 +1099,13 @@ mod tests {
         };
         let (mut w, _) = writer(n as usize * 2);
         for k in 0..n {
-            w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 78 + k % 3])
-                .unwrap();
+            w.insert(
+                hash(k % 64, k),
+                &[k],
+                1,
+                &with_terms(&[77, 78 + k % 3], &[k]),
+            )
+            .unwrap();
         }
         let mut list = Vec::new();
         let read = w.shared.try_read_postings(77, Some(&mut list));
@@ -1110,7 +1162,7 @@ mod tests {
         };
         for k in 0..n {
             // A term of its own, and one shared term whose list changes every time.
-            w.insert(hash(k % 64, k), &[k], 1, &[k], &[77, 1000 + k])
+            w.insert(hash(k % 64, k), &[k], 1, &with_terms(&[77, 1000 + k], &[k]))
                 .unwrap();
             migrating += w.shared.source(&w.token, Which::Terms).is_some() as u32;
             if k % every == 0 {
@@ -1257,6 +1309,9 @@ mod tests {
     }
 
     impl Hooks for OrderHooks {
+        fn index_terms(&self, _: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+            crate::test_terms(meta, out);
+        }
         fn is_alive(&self, _: u64) -> bool {
             true
         }
@@ -1281,6 +1336,9 @@ mod tests {
     struct DetachLog(Mutex<Vec<u64>>);
 
     impl Hooks for DetachLog {
+        fn index_terms(&self, _: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+            crate::test_terms(meta, out);
+        }
         fn is_alive(&self, _: u64) -> bool {
             true
         }
@@ -1332,6 +1390,9 @@ mod tests {
     }
 
     impl Hooks for DyingHooks {
+        fn index_terms(&self, _: &[u64], meta: &[u64], out: &mut Vec<u64>) {
+            crate::test_terms(meta, out);
+        }
         fn is_alive(&self, owner: u64) -> bool {
             owner != 7 || !self.served.load(Ordering::SeqCst)
         }
@@ -1436,7 +1497,6 @@ mod tests {
                 key: vec![k],
                 owner: 1,
                 meta: Vec::new(),
-                terms: Vec::new(),
             };
             cmd_tx.send(Command::Write { op, reply }).unwrap();
             replies.push(pending);
@@ -1503,13 +1563,13 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(k, o, m) => {
-                        let meta = vec![k ^ o; m as usize];
                         let t = terms(k + m as u64);
+                        let meta = with_terms(&t, &vec![k ^ o; m as usize]);
                         let want = match oracle.get(&k) {
                             Some((holder, ..)) => Err(WriteError::Exists { owner: *holder }),
                             None => { oracle.insert(k, (o, meta.clone(), t.clone())); Ok(()) }
                         };
-                        prop_assert_eq!(w.insert(h(k), &[k, 1], o, &meta, &t), want);
+                        prop_assert_eq!(w.insert(h(k), &[k, 1], o, &meta), want);
                     }
                     Op::Remove(k, o) => {
                         let want = match oracle.get(&k) {
@@ -1520,14 +1580,14 @@ mod tests {
                         prop_assert_eq!(w.remove(h(k), &[k, 1], o), want);
                     }
                     Op::Update(k, o, m) => {
-                        let meta = vec![k + m as u64; m as usize];
                         let t = terms(k * 7 + m as u64);
+                        let meta = with_terms(&t, &vec![k + m as u64; m as usize]);
                         let want = match oracle.get_mut(&k) {
                             None => Err(WriteError::NotFound),
                             Some((holder, ..)) if *holder != o => Err(WriteError::NotOwner { owner: *holder }),
                             Some((_, old, old_t)) => { *old = meta.clone(); *old_t = t.clone(); Ok(()) }
                         };
-                        prop_assert_eq!(w.update(h(k), &[k, 1], o, &meta, &t), want);
+                        prop_assert_eq!(w.update(h(k), &[k, 1], o, &meta), want);
                     }
                     Op::Die(o) => {
                         oracle.retain(|_, (holder, ..)| *holder != o);

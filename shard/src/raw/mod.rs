@@ -106,8 +106,8 @@
 //!   garbage it later discards.
 //!
 //! Sequence numbers are 32-bit and grow by 2 per write, so one slot's wraps after 2^31
-//! writes of it; R1 and R2 assume no reader stalls between its two loads of a slot's word
-//! that long (see `table.rs`). `moves` words are 64-bit and never wrap.
+//! writes of it; R1 (and the posting lists' use of it) assumes no reader stalls between
+//! its two loads of a slot's word that long (see `table.rs`). `moves` words are 64-bit and never wrap.
 //!
 //! # Growth and reclamation
 //!
@@ -172,7 +172,8 @@ pub fn term_hash(term: u64) -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attempt {
     /// The key is present: its owner and metadata length. The metadata was copied into the
-    /// caller's buffer only if it fit (`meta_words <= out.len()`).
+    /// caller's buffer only if it fit (`meta_words <= out.len()`); words of the buffer
+    /// past `meta_words` (up to 8) may have been overwritten with other arena words.
     Found {
         /// The owner word.
         owner: u64,

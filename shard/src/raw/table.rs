@@ -15,7 +15,7 @@
 //!
 //! The sequence number and the tag share one word, so a probe loads one word per slot
 //! passed, and a reader's validation compares the tag too. The tag is the hash's high 32
-//! bits, which hold the home slot's bits for any table below 2^31 slots
+//! bits, which hold the home slot's bits for any table of at most 2^31 slots
 //! ([`RawTable::MAX_CAPACITY`]), so the writer finds an entry's home from its tag alone.
 //! Sequence numbers wrap after 2^31 writes of one slot: a reader stalled between its two
 //! loads of a slot for that many writes of it (minutes of the writer doing nothing else)

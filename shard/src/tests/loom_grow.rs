@@ -6,6 +6,7 @@ use loom::thread;
 
 use super::{hash, read, writer, Seen};
 use crate::raw::{Attempt, Which};
+use crate::with_terms;
 
 #[test]
 fn loom_growth_then_block_reuse_is_never_seen() {
@@ -85,8 +86,13 @@ fn loom_term_migration_never_hides_a_present_list() {
         // Entry table of 8 slots: only the term table grows here.
         let mut w = writer(8);
         for k in 0..3 {
-            w.insert(hash(k, k + 1), &[k + 1], 1, &[k + 1], &[100 + k])
-                .unwrap();
+            w.insert(
+                hash(k, k + 1),
+                &[k + 1],
+                1,
+                &with_terms(&[100 + k], &[k + 1]),
+            )
+            .unwrap();
         }
         assert_eq!(w.shared.terms().capacity(), 4);
         let p = w.shared.clone();
@@ -103,10 +109,12 @@ fn loom_term_migration_never_hides_a_present_list() {
         });
         // A fourth term grows the term table: the new one is published empty with the
         // old one as its source, and one source slot moves.
-        w.insert(hash(3, 4), &[4], 1, &[4], &[103]).unwrap();
+        w.insert(hash(3, 4), &[4], 1, &with_terms(&[103], &[4]))
+            .unwrap();
         assert!(w.shared.source(&w.token, Which::Terms).is_some());
         // Term 102's list grows; if its term is still in the source it moves first.
-        w.insert(hash(0, 5), &[5], 1, &[5], &[102]).unwrap();
+        w.insert(hash(0, 5), &[5], 1, &with_terms(&[102], &[5]))
+            .unwrap();
         while w.shared.source(&w.token, Which::Terms).is_some() {
             w.migrate_some(Which::Terms, 1);
         }

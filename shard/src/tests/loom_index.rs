@@ -15,7 +15,7 @@ const B: u64 = (1 << 30) + 64;
 fn loom_postings_are_read_whole() {
     loom::model(|| {
         let mut w = writer(4);
-        let id = (w.postings_add(7, A) >> 32) as u32;
+        w.postings_add(7, A);
         let p = w.shared.clone();
         let readers: Vec<_> = (0..1)
             .map(|_| {
@@ -40,7 +40,7 @@ fn loom_postings_are_read_whole() {
             })
             .collect();
         w.postings_add(7, B);
-        w.postings_remove(id, 0);
+        w.postings_remove(7, 0);
         for r in readers {
             r.join().unwrap();
         }
@@ -63,14 +63,14 @@ fn loom_a_list_grows_by_chunks_and_its_old_head_is_reused() {
     model.max_branches = 10_000;
     model.check(|| {
         let mut w = writer(4);
-        let id7 = (w.postings_add(7, at(0)) >> 32) as u32;
+        w.postings_add(7, at(0));
         for k in 1..FULL {
             w.postings_add(7, at(k));
         }
         // Term 9's head goes to the free list first, so the one term 7 gives up below is
         // on top of it when term 11 asks for a head (free lists are LIFO).
-        let id9 = (w.postings_add(9, B) >> 32) as u32;
-        w.postings_remove(id9, 0);
+        w.postings_add(9, B);
+        w.postings_remove(9, 0);
         let old_head = w.list_head(7);
         let before: Vec<u64> = (0..FULL).map(at).collect();
         let p = w.shared.clone();
@@ -97,7 +97,7 @@ fn loom_a_list_grows_by_chunks_and_its_old_head_is_reused() {
         // third chunk again); then term 11's new list takes the head term 7 left.
         w.postings_add(7, at(FULL));
         assert_ne!(w.list_head(7), old_head);
-        w.postings_remove(id7, 0);
+        w.postings_remove(7, 0);
         w.postings_add(11, B);
         assert_eq!(
             w.list_head(11),

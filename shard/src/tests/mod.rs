@@ -32,7 +32,8 @@ enum Seen {
 /// it falls back; bounding them keeps loom from feeding a spinning reader stale values
 /// forever.
 fn read(p: &Published, hash: u64, key: &[u64]) -> Seen {
-    let mut out = [0u64; 4];
+    // Room for the hit path's fixed 8-word metadata copy.
+    let mut out = [0u64; 8];
     for _ in 0..3 {
         match p.try_read(hash, key, &mut out) {
             Attempt::Found { meta_words, .. } => return Seen::Hit(out[..meta_words].to_vec()),
@@ -43,7 +44,8 @@ fn read(p: &Published, hash: u64, key: &[u64]) -> Seen {
     Seen::GaveUp
 }
 
-/// A hash with home slot `home` in a 4-slot table, distinct per `k`.
+/// A hash with home slot `home` in a 4-slot table, and a tag (its high half) distinct
+/// per `k`, so keys sharing a home still differ in their slots' words.
 fn hash(home: u64, k: u64) -> u64 {
-    home << 62 | k << 1
+    home << 62 | k << 33
 }
