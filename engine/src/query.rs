@@ -3,7 +3,7 @@
 //! Every entry is indexed under the terms its namespace and metadata imply: the namespace
 //! itself, each capability, its health, and its node unless that is [`Node::LOCAL`] (the
 //! local node's list would repeat the namespace's on a single node and cost every entry
-//! a posting and a tail word, 12 bytes; a query for the local node walks the namespace's
+//! a posting and a tail position, 8 bytes; a query for the local node walks the namespace's
 //! list or a shorter one and checks each entry's node). A query picks, per shard, the shortest
 //! posting list among its AND-ed terms (a health set counts as the sum of its lists), reads
 //! it lock-free, and checks each posting's entry, read through the entry table exactly as

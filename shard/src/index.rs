@@ -14,7 +14,8 @@
 //! list, two to a word, in the order of the entry's terms. The terms themselves are not
 //! stored: the writer asks [`Hooks::index_terms`](crate::Hooks::index_terms) for them
 //! again from the block's key and metadata, so removing an entry's postings and fixing
-//! the one a swap moved are O(1) each, at 4 bytes a term.
+//! the one a swap moved are O(1) each in the lists' lengths (the fix-up reads the moved
+//! entry's key and metadata and asks for its terms), at 4 bytes a term.
 //! Queries read a list, then look each posting's key up through the entry table, which
 //! validates it: a stale posting can only lead to a miss or to a live entry whose
 //! metadata the engine then checks.
@@ -208,7 +209,6 @@ impl Writer {
         let (key, meta) = words.split_at(w1.key_words);
         terms.clear();
         self.hooks.index_terms(key, meta, terms);
-        debug_assert_eq!(terms.len(), w1.terms, "the hooks gave other terms");
         terms.truncate(w1.terms);
     }
 
@@ -225,17 +225,20 @@ impl Writer {
     /// Removes the postings of the entry block at `off` (header `w1`) from every list.
     pub(crate) fn unindex(&mut self, off: u64, w1: BlockHead) {
         let (mut words, mut terms) = (
-            std::mem::take(&mut self.words_buf),
-            std::mem::take(&mut self.terms_buf),
+            std::mem::take(&mut self.unindex_words),
+            std::mem::take(&mut self.unindex_terms),
         );
         self.block_terms(off, w1, &mut words, &mut terms);
-        for (k, &term) in terms.iter().enumerate() {
-            // Read here, not before the loop: a removal's swap may move this entry's own
-            // posting of a term it holds twice, and fixes that position.
+        debug_assert_eq!(terms.len(), w1.terms, "the hooks gave other terms");
+        // Last term first: a removal's swap may move this entry's own posting of a term
+        // it holds more than once, and the fix-up then finds the first match, which is
+        // one not yet removed. Each position is read only when its turn comes, for the
+        // same reason.
+        for (k, &term) in terms.iter().enumerate().rev() {
             let pos = self.tail_position(off, w1, k);
             self.postings_remove(term, pos as usize);
         }
-        (self.words_buf, self.terms_buf) = (words, terms);
+        (self.unindex_words, self.unindex_terms) = (words, terms);
     }
 
     /// Removes position `pos` from the list of `term`, moving the last posting into the
@@ -355,7 +358,7 @@ impl Writer {
     }
 
     /// Audit: (postings in all lists, bytes of posting blocks), checking each list's
-    /// head. With [`Writer::audit_postings`] (every tail word finds its entry at its
+    /// head. With [`Writer::audit_postings`] (every tail position finds its entry at its
     /// position) and equal totals, every posting names the entry that expects it.
     pub(crate) fn index_totals(&self, problems: &mut Vec<String>) -> (usize, u64) {
         let (mut postings, mut bytes, mut terms) = (0, 0, 0);

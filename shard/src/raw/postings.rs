@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! head:    [ term_hash | words | term | len | chunk 0 | chunk 1 | ... | chunk n-1 | spare ]
-//!            `words`: the head's length in its low 32 bits (the writer keeps the term's
-//!            id in the high ones); `len`: postings in the list; chunk k: arena offset
+//!            `words`: the head's length in words (writer-only); `len`: postings in
+//!            the list; chunk k: arena offset
 //! chunk k: [ p1 : p0 | p3 : p2 | ... ]    FIRST << k postings, two to a word (even low)
 //! ```
 //!
