@@ -587,7 +587,9 @@ impl Metadata {
         }
         debug_assert_eq!(bytes.len(), attr_bytes);
         pack_bytes(&bytes, |w| out.push(w));
-        debug_assert_eq!(out.len(), words);
+        // `words` counted the names before interning; ids can collapse (two names of
+        // one id, or `Registry::validate`'s placeholder id for all), never grow.
+        debug_assert!(out.len() <= words);
         Ok(out)
     }
 }
@@ -743,6 +745,20 @@ mod tests {
             .attribute("region", "eu-west-1-az2")
             .attribute("load", 7i64);
         assert_eq!(encode(&m).unwrap().len(), 7);
+    }
+
+    /// `Registry::validate` encodes with one placeholder id for every capability: the
+    /// encoding shrinks as the ids collapse, and the limits are checked on the names.
+    #[test]
+    fn capabilities_of_one_id_encode_as_one() {
+        let m = Metadata::new()
+            .capability("plan")
+            .capability("search")
+            .capability("shard-1")
+            .attribute("region", "eu-west-1-az2");
+        let words = m.encode(&Limits::default(), |_| Ok(0)).unwrap();
+        assert_eq!((words[0] >> 8) & 0xff, 1, "one capability id");
+        assert_eq!(words.len(), 1 + 1 + 3);
     }
 
     #[test]
