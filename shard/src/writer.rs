@@ -473,6 +473,8 @@ impl Writer {
         self.gauges.charged.store(self.charged, Ordering::Relaxed);
     }
 
+    /// Stores `key -> (owner, meta)` if the key is absent or held by a dead owner,
+    /// indexed under the terms the hooks give for it ([`Op::Insert`]).
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -495,6 +497,7 @@ impl Writer {
         terms
     }
 
+    /// [`Writer::insert`] under `terms`.
     fn insert_indexed(
         &mut self,
         hash: u64,
@@ -679,6 +682,7 @@ impl Writer {
         r
     }
 
+    /// [`Writer::update`] under `terms`.
     fn update_indexed(
         &mut self,
         hash: u64,
