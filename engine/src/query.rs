@@ -52,6 +52,7 @@ pub(crate) fn entry_terms(ns: u32, meta: &[u64]) -> Vec<u64> {
 pub(crate) fn push_entry_terms(ns: u32, meta: &[u64], terms: &mut Vec<u64>) {
     let head = meta.first().copied().unwrap_or(0);
     let caps = (head >> 8) as usize & 0xff;
+    terms.reserve(3 + caps);
     terms.push(term(NAMESPACE, ns, 0));
     terms.push(term(HEALTH, ns, head & 0xff));
     // The local node has no list (see the module docs).

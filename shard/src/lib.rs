@@ -170,14 +170,11 @@ pub struct Refusal {
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
     let block =
         arena::class_words(raw::HEADER_WORDS + key_words + meta_words + index::tail_words(terms));
-    block as u64 * 8 + terms as u64 * POSTING_BYTES + SLOT_BYTES
+    block as u64 * 8 + terms as u64 * POSTING_BYTES + raw::SLOT_BYTES
 }
 
 /// Bytes of one posting.
 const POSTING_BYTES: u64 = 4;
-
-/// Bytes of one slot.
-const SLOT_BYTES: u64 = raw::SLOT_BYTES;
 
 /// Why a write was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -482,19 +482,25 @@ impl Writer {
         owner: u64,
         meta: &[u64],
     ) -> Result<(), WriteError> {
-        let terms = self.entry_terms(key, meta);
-        let r = self.insert_indexed(hash, key, owner, meta, &terms);
-        self.terms_buf = terms;
-        r
+        self.with_entry_terms(key, meta, |w, terms| {
+            w.insert_indexed(hash, key, owner, meta, terms)
+        })
     }
 
-    /// The index terms of an entry with `key` and `meta`, from the hooks, in a buffer to
-    /// hand back to `terms_buf`.
-    fn entry_terms(&mut self, key: &[u64], meta: &[u64]) -> Vec<u64> {
+    /// Runs `f` with the index terms the hooks give for an entry with `key` and `meta`,
+    /// held in the reused `terms_buf`.
+    fn with_entry_terms<R>(
+        &mut self,
+        key: &[u64],
+        meta: &[u64],
+        f: impl FnOnce(&mut Writer, &[u64]) -> R,
+    ) -> R {
         let mut terms = std::mem::take(&mut self.terms_buf);
         terms.clear();
         self.hooks.index_terms(key, meta, &mut terms);
-        terms
+        let r = f(self, &terms);
+        self.terms_buf = terms;
+        r
     }
 
     /// [`Writer::insert`] under `terms`.
@@ -676,10 +682,9 @@ impl Writer {
         owner: u64,
         meta: &[u64],
     ) -> Result<(), WriteError> {
-        let terms = self.entry_terms(key, meta);
-        let r = self.update_indexed(hash, key, owner, meta, &terms);
-        self.terms_buf = terms;
-        r
+        self.with_entry_terms(key, meta, |w, terms| {
+            w.update_indexed(hash, key, owner, meta, terms)
+        })
     }
 
     /// [`Writer::update`] under `terms`.

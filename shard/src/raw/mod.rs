@@ -859,7 +859,7 @@ mod tests {
         // Entry tables of 8 and 16 slots, and the first term table.
         assert_eq!(
             p.table_bytes.load(Ordering::Relaxed),
-            (8 + 16 + RawTable::MIN_CAPACITY as u64) * std::mem::size_of::<Slot>() as u64
+            (8 + 16 + RawTable::MIN_CAPACITY as u64) * SLOT_BYTES
         );
     }
 
