@@ -610,7 +610,7 @@ pub struct Limits {
     pub max_attribute_key_len: usize,
     /// Longest string or bytes attribute value, in bytes (default 1024).
     pub max_attribute_value_len: usize,
-    /// Largest encoded metadata, in bytes (default 4096; at most 524280).
+    /// Largest encoded metadata, in bytes (default 4096; at most 262136).
     pub max_metadata_bytes: usize,
 }
 

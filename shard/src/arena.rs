@@ -4,8 +4,8 @@
 //! Size classes: up to 32 words (256 bytes, which covers a typical entry) every size is its
 //! own class; above that sizes round up to an eighth of their power of two (so at most
 //! 12.5% is lost to rounding). A freed block goes
-//! back to its class and is handed out again for the same class only, so a block's header
-//! words sit at the same offsets in every reuse (readers read a block's header words only
+//! back to its class and is handed out again for the same class only, so a block's head
+//! word sits at the same offset in every reuse (readers read a block's head word only
 //! inside an optimistic section that the slot's sequence number validates; see `raw`).
 //! A block never straddles two arena chunks; the tail of a chunk too short for the next
 //! block is left unused (at most one block's worth per chunk).

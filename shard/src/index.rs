@@ -36,9 +36,9 @@ fn head_words(w: u64) -> usize {
     w as u32 as usize
 }
 
-/// Tail words for `terms` positions, two to a word.
+/// Tail words for `terms` positions and the owner list index, two halves to a word.
 pub(crate) fn tail_words(terms: usize) -> usize {
-    terms.div_ceil(2)
+    (terms + 1).div_ceil(2)
 }
 
 impl Writer {
@@ -151,14 +151,31 @@ impl Writer {
     }
 
     /// Adds the entry block at `off` to the lists of its `terms`; returns its tail: the
-    /// positions, two to a word, in the terms' order.
-    pub(crate) fn index(&mut self, terms: &[u64], off: u64) -> Vec<u64> {
+    /// positions in the terms' order, then `owner_index`, two halves to a word.
+    pub(crate) fn index(&mut self, terms: &[u64], off: u64, owner_index: usize) -> Vec<u64> {
         let mut tail = vec![0; tail_words(terms.len())];
         for (k, &term) in terms.iter().enumerate() {
             let pos = self.postings_add(term, off);
             tail[k / 2] = list::with_half(tail[k / 2], k, pos);
         }
+        let k = terms.len();
+        tail[k / 2] = list::with_half(tail[k / 2], k, owner_index as u64);
         tail
+    }
+
+    /// The place of the entry block at `off` (head `bh`) in its owner's list.
+    pub(crate) fn owner_index(&self, off: u64, bh: BlockHead) -> usize {
+        self.tail_position(off, bh, bh.terms) as usize
+    }
+
+    /// Records that the entry block at `off` (head `bh`) sits at `index` of its owner's list.
+    pub(crate) fn set_owner_index(&self, off: u64, bh: BlockHead, index: usize) {
+        // Tail words are never read by readers: no write section is needed.
+        let w = self.tail_word(off, bh, bh.terms);
+        w.store(
+            list::with_half(w.load(Ordering::Relaxed), bh.terms, index as u64),
+            Ordering::Relaxed,
+        );
     }
 
     /// Makes `term`'s list, holding `posting` only, and its slot in the term table.
@@ -189,53 +206,54 @@ impl Writer {
         self.migrate_some(Which::Terms, crate::writer::MIGRATE_PER_INSERT);
     }
 
-    /// The index terms of the entry block at `off` (header `w1`), in the order its tail
+    /// The index terms of the entry block at `off` (header `bh`), in the order its tail
     /// keeps their positions: asked of the hooks again from its key and metadata, with
-    /// `words` as room for those. At most `w1.terms` of them.
+    /// `words` as room for those. At most `bh.terms` of them.
     pub(crate) fn block_terms(
         &self,
         off: u64,
-        w1: BlockHead,
+        bh: BlockHead,
         words: &mut Vec<u64>,
         terms: &mut Vec<u64>,
     ) {
-        let block = block_of(&self.shared, off, w1.tail());
+        let block = block_of(&self.shared, off, bh.tail());
         words.clear();
         words.extend(
             block[HEADER_WORDS..]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed)),
         );
-        let (key, meta) = words.split_at(w1.key_words);
+        let (key, meta) = words.split_at(bh.key_words);
         terms.clear();
         self.hooks.index_terms(key, meta, terms);
-        terms.truncate(w1.terms);
+        terms.truncate(bh.terms);
     }
 
-    /// The word of the entry at `off` holding the tail position of its term `k`.
-    fn tail_word(&self, off: u64, w1: BlockHead, k: usize) -> &AtomicU64 {
-        &block_of(&self.shared, off + (w1.tail() + k / 2) as u64, 1)[0]
+    /// The word of the entry at `off` holding its tail half `k`: the position of its term
+    /// `k`, or for `k == bh.terms` its owner list index.
+    fn tail_word(&self, off: u64, bh: BlockHead, k: usize) -> &AtomicU64 {
+        &block_of(&self.shared, off + (bh.tail() + k / 2) as u64, 1)[0]
     }
 
     /// The entry at `off`'s position in the list of its term `k`.
-    fn tail_position(&self, off: u64, w1: BlockHead, k: usize) -> u64 {
-        list::half(self.tail_word(off, w1, k).load(Ordering::Relaxed), k)
+    fn tail_position(&self, off: u64, bh: BlockHead, k: usize) -> u64 {
+        list::half(self.tail_word(off, bh, k).load(Ordering::Relaxed), k)
     }
 
-    /// Removes the postings of the entry block at `off` (header `w1`) from every list.
-    pub(crate) fn unindex(&mut self, off: u64, w1: BlockHead) {
+    /// Removes the postings of the entry block at `off` (header `bh`) from every list.
+    pub(crate) fn unindex(&mut self, off: u64, bh: BlockHead) {
         let (mut words, mut terms) = (
             std::mem::take(&mut self.unindex_words),
             std::mem::take(&mut self.unindex_terms),
         );
-        self.block_terms(off, w1, &mut words, &mut terms);
-        debug_assert_eq!(terms.len(), w1.terms, "the hooks gave other terms");
+        self.block_terms(off, bh, &mut words, &mut terms);
+        debug_assert_eq!(terms.len(), bh.terms, "the hooks gave other terms");
         // Last term first: a removal's swap may move this entry's own posting of a term
         // it holds more than once, and the fix-up then finds the first match, which is
         // one not yet removed. Each position is read only when its turn comes, for the
         // same reason.
         for (k, &term) in terms.iter().enumerate().rev() {
-            let pos = self.tail_position(off, w1, k);
+            let pos = self.tail_position(off, bh, k);
             self.postings_remove(term, pos as usize);
         }
         (self.unindex_words, self.unindex_terms) = (words, terms);
@@ -287,8 +305,8 @@ impl Writer {
         if pos as u64 != last {
             // The moved posting's entry records its position in its tail: fix it, at the
             // term that is `term` and sat at `last` (an entry may hold a term twice).
-            let w1 = self.w1(moved);
-            if w1.terms == 0 {
+            let bh = self.block_head(moved);
+            if bh.terms == 0 {
                 // Not an entry block (only the loom models make such postings).
                 return;
             }
@@ -296,16 +314,16 @@ impl Writer {
                 std::mem::take(&mut self.fix_words),
                 std::mem::take(&mut self.fix_terms),
             );
-            self.block_terms(moved, w1, &mut words, &mut terms);
+            self.block_terms(moved, bh, &mut words, &mut terms);
             let k = (0..terms.len())
-                .find(|&k| terms[k] == term && self.tail_position(moved, w1, k) == last);
+                .find(|&k| terms[k] == term && self.tail_position(moved, bh, k) == last);
             debug_assert!(
                 k.is_some(),
                 "entry {moved} does not hold {term:#x} at {last}"
             );
             if let Some(k) = k {
                 // Tail words are never read by readers.
-                let w = self.tail_word(moved, w1, k);
+                let w = self.tail_word(moved, bh, k);
                 w.store(
                     list::with_half(w.load(Ordering::Relaxed), k, pos as u64),
                     Ordering::Relaxed,
@@ -333,18 +351,18 @@ impl Writer {
 
     /// Audit: each term of the entry at `off` has a list holding `off` at the position its
     /// tail keeps.
-    pub(crate) fn audit_postings(&self, off: u64, w1: BlockHead, problems: &mut Vec<String>) {
+    pub(crate) fn audit_postings(&self, off: u64, bh: BlockHead, problems: &mut Vec<String>) {
         let (mut words, mut terms) = (Vec::new(), Vec::new());
-        self.block_terms(off, w1, &mut words, &mut terms);
-        if terms.len() != w1.terms {
+        self.block_terms(off, bh, &mut words, &mut terms);
+        if terms.len() != bh.terms {
             problems.push(format!(
                 "I2: entry {off} has {} terms, the hooks give {}",
-                w1.terms,
+                bh.terms,
                 terms.len()
             ));
         }
         for (k, &term) in terms.iter().enumerate() {
-            let pos = self.tail_position(off, w1, k);
+            let pos = self.tail_position(off, bh, k);
             let at = self.term_head(term).and_then(|head| {
                 let head = self.head_block(head);
                 (pos < head[LEN].load(Ordering::Relaxed)).then(|| self.posting(head, pos))

@@ -749,13 +749,14 @@ impl Shard {
     /// `NotFound`, or as whichever live entry now has the key it points at.
     pub fn read_posting(&self, posting: u64, key: &mut Vec<u64>, out: &mut [u64]) -> Read {
         let arena = &self.shared.arena;
-        let Some(head) = arena.range(posting, 2) else {
+        let Some(head) = arena.get(posting) else {
             return Read::NotFound;
         };
-        // Hints only (the writer may be reusing the block): the read below validates.
-        let hash = head[0].load(Ordering::Relaxed);
-        let w1 = writer::BlockHead::unpack(head[1].load(Ordering::Relaxed));
-        let Some(words) = arena.range(posting + 2, w1.key_words as u64) else {
+        // A hint only (the writer may be reusing the block): the read below validates.
+        let head = writer::BlockHead::unpack(head.load(Ordering::Relaxed));
+        let hash = raw::hash_of_tag(head.tag);
+        let start = posting + raw::HEADER_WORDS as u64;
+        let Some(words) = arena.range(start, head.key_words as u64) else {
             return Read::NotFound;
         };
         key.clear();

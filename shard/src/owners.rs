@@ -1,5 +1,5 @@
 //! The writer's owner lists: owner -> arena offsets of its entry blocks, so an owner's
-//! death removes exactly its entries, and each block's `owner_index` is its place here.
+//! death removes exactly its entries, and each block's tail keeps its place here.
 //!
 //! One map of every owner rehashes them all when it grows: with a process per entry, a
 //! registration at 917,504 owners in one shard waited 35-52 ms for it, past the 10 ms

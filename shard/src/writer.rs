@@ -8,15 +8,18 @@
 //! Entry block layout in the arena (`loc` in the slot points at word 0):
 //!
 //! ```text
-//! [ hash | w1 | key words ... | metadata words ... | tail: a 32-bit half per index term ]
-//!   w1 = owner_index:28 | terms:9 | key_words:8 | meta_words:16   (writer-only)
-//!   tail half k = where this entry sits in the postings of its term k
+//! [ head | key words ... | metadata words ... | tail: 32-bit halves ]
+//!   head = tag:32 | terms:9 | key_words:8 | meta_words:15   (writer-only)
+//!   tail half k < terms = where this entry sits in the postings of its term k
+//!   tail half terms     = the block's place in its owner's list
 //! ```
 //!
-//! Readers read only the key and metadata; the header and the tail are the writer's
-//! bookkeeping (the owner list index for O(1) unlinking, the postings positions for O(1)
-//! index removal). An entry's terms come from [`Hooks::index_terms`], asked again when
-//! they are needed, so the tail names no term. Posting lists live in `index.rs`.
+//! Readers read only the key and metadata; the head and the tail are the writer's
+//! bookkeeping: the tag leads back to the entry's slot (its home, see
+//! [`hash_of_tag`]) from an owner list or a posting, the owner list index makes unlinking
+//! O(1), and the postings positions make index removal O(1). An entry's terms come from
+//! [`Hooks::index_terms`], asked again when they are needed, so the tail names no term.
+//! Posting lists live in `index.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +40,11 @@ use crate::{entry_charge, Event, EventKind, Gauges, Hooks, Refusal, WriteError};
 /// Most index terms one entry may have.
 pub const MAX_TERMS: usize = (1 << 9) - 1;
 
-/// Header word 1 of an entry block, unpacked.
+/// The head word of an entry block, unpacked (see the layout above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BlockHead {
-    pub(crate) owner_index: usize,
+    /// The slot tag of the entry's key.
+    pub(crate) tag: u32,
     pub(crate) terms: usize,
     pub(crate) key_words: usize,
     pub(crate) meta_words: usize,
@@ -48,19 +52,20 @@ pub(crate) struct BlockHead {
 
 impl BlockHead {
     pub(crate) fn pack(self) -> u64 {
-        debug_assert!(self.owner_index < 1 << 28 && self.terms <= MAX_TERMS);
-        self.owner_index as u64
-            | (self.terms as u64) << 28
-            | (self.key_words as u64) << 37
-            | (self.meta_words as u64) << 45
+        debug_assert!(self.terms <= MAX_TERMS && self.key_words <= MAX_KEY_WORDS);
+        debug_assert!(self.meta_words <= MAX_META_WORDS);
+        u64::from(self.tag) << 32
+            | (self.terms as u64) << 23
+            | (self.key_words as u64) << 15
+            | self.meta_words as u64
     }
 
     pub(crate) fn unpack(w: u64) -> BlockHead {
         BlockHead {
-            owner_index: (w & ((1 << 28) - 1)) as usize,
-            terms: (w >> 28) as usize & MAX_TERMS,
-            key_words: (w >> 37) as usize & 0xff,
-            meta_words: (w >> 45) as usize & 0xffff,
+            tag: (w >> 32) as u32,
+            terms: (w >> 23) as usize & MAX_TERMS,
+            key_words: (w >> 15) as usize & MAX_KEY_WORDS,
+            meta_words: w as usize & MAX_META_WORDS,
         }
     }
 
@@ -112,9 +117,9 @@ pub enum Op {
     },
 }
 
-/// The charge of the entry whose block header is `w1` (see [`entry_charge`]).
-fn w1_charge(w1: BlockHead) -> u64 {
-    entry_charge(w1.key_words, w1.meta_words, w1.terms)
+/// The charge of the entry whose block header is `bh` (see [`entry_charge`]).
+fn head_charge(bh: BlockHead) -> u64 {
+    entry_charge(bh.key_words, bh.meta_words, bh.terms)
 }
 
 /// What a caller asks the writer to do. Each carries its own [`Reply`]; writes are
@@ -174,7 +179,7 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Published>,
     pub(crate) token: WriterToken,
     pub(crate) alloc: ArenaAlloc,
-    /// Owner -> arena offsets of its blocks; each block's `w1.owner_index` is its index.
+    /// Owner -> arena offsets of its blocks; each block's tail keeps its index here.
     pub(crate) owners: OwnerLists,
     /// Terms in the term table (see `index.rs`).
     pub(crate) term_count: usize,
@@ -394,21 +399,14 @@ impl Writer {
         block_of(&self.shared, loc.offset(), loc.block_words())
     }
 
-    /// Header word 1 of the entry block at `off`.
-    pub(crate) fn w1(&self, off: u64) -> BlockHead {
+    /// The head word of the entry block at `off`.
+    pub(crate) fn block_head(&self, off: u64) -> BlockHead {
         BlockHead::unpack(
             self.shared
                 .arena
-                .get(off + 1)
+                .get(off)
                 .map_or(0, |w| w.load(Ordering::Relaxed)),
         )
-    }
-
-    pub(crate) fn set_w1(&self, off: u64, w1: BlockHead) {
-        // Header words are never read by readers: no write section is needed.
-        if let Some(w) = self.shared.arena.get(off + 1) {
-            w.store(w1.pack(), Ordering::Relaxed);
-        }
     }
 
     fn key_matches(&self, loc: Loc, key: &[u64]) -> bool {
@@ -460,9 +458,9 @@ impl Writer {
         })
     }
 
-    /// The slot whose block starts at `off` (the block's header holds its hash).
+    /// The slot whose block starts at `off` (the block's head holds its tag, so its home).
     fn find_block(&self, off: u64) -> Option<usize> {
-        let hash = self.shared.arena.get(off)?.load(Ordering::Relaxed);
+        let hash = hash_of_tag(self.block_head(off).tag);
         self.seek_current(Which::Entries, hash, |v| v.loc.offset() == off)
     }
 
@@ -545,30 +543,30 @@ impl Writer {
         if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
             self.grow(Which::Entries);
         }
-        let list = self.owners.list(owner);
-        let w1 = BlockHead {
-            owner_index: list.len(),
+        let bh = BlockHead {
+            tag: tag(hash),
             terms: terms.len(),
             key_words: key.len(),
             meta_words: meta.len(),
         };
-        let off = self.alloc.alloc(&self.shared.arena, w1.block_words());
-        self.owners.list(owner).push(off);
+        let off = self.alloc.alloc(&self.shared.arena, bh.block_words());
+        let list = self.owners.list(owner);
+        let owner_index = list.len();
+        list.push(off);
         // Postings first: a query that meets one before the entry exists finds no entry
         // under its key and skips it.
-        let tail = self.index(terms, off);
+        let tail = self.index(terms, off, owner_index);
         let loc = Loc::new(off, key.len(), meta.len());
         let t = self.table();
         let i = t.free_slot(&self.token, hash);
-        let block = block_of(&self.shared, off, w1.block_words());
+        let block = block_of(&self.shared, off, bh.block_words());
         let v = SlotView {
             tag: tag(hash),
             owner,
             loc,
         };
         t.write(&self.token, i, v, || {
-            block[0].store(hash, Ordering::Relaxed);
-            block[1].store(w1.pack(), Ordering::Relaxed);
+            block[0].store(bh.pack(), Ordering::Relaxed);
             let words = key.iter().chain(meta).chain(&tail);
             for (w, x) in block[HEADER_WORDS..].iter().zip(words) {
                 w.store(*x, Ordering::Relaxed);
@@ -699,38 +697,39 @@ impl Writer {
         if meta.len() > MAX_META_WORDS || terms.len() > MAX_TERMS {
             return Err(WriteError::TooLarge);
         }
-        let (i, v, old, w1, was, now) = loop {
+        let (i, v, old, bh, was, now) = loop {
             let i = self.owned_slot(hash, key, owner)?;
             let v = self.table().view(&self.token, i);
-            let old = self.w1(v.loc.offset());
-            let w1 = BlockHead {
+            let old = self.block_head(v.loc.offset());
+            let bh = BlockHead {
                 terms: terms.len(),
                 meta_words: meta.len(),
                 ..old
             };
-            let (was, now) = (w1_charge(old), w1_charge(w1));
+            let (was, now) = (head_charge(old), head_charge(bh));
             let undo = |h: &dyn Hooks| {
                 // Shrinking back is never refused.
                 let _ = h.readmit(key, now, was);
             };
             match self.admit_reclaiming(|h| h.readmit(key, was, now), undo) {
-                Admission::Granted => break (i, v, old, w1, was, now),
+                Admission::Granted => break (i, v, old, bh, was, now),
                 Admission::Refused(r) => return Err(WriteError::Refused(r)),
                 Admission::Restart => continue,
             }
         };
         let old_off = v.loc.offset();
         self.charged = self.charged - was + now;
+        let owner_index = self.owner_index(old_off, old);
         self.unindex(old_off, old);
-        let off = if class_words(w1.block_words()) == class_words(old.block_words()) {
+        let off = if class_words(bh.block_words()) == class_words(old.block_words()) {
             old_off
         } else {
-            self.alloc.alloc(&self.shared.arena, w1.block_words())
+            self.alloc.alloc(&self.shared.arena, bh.block_words())
         };
-        let tail = self.index(terms, off);
+        let tail = self.index(terms, off, owner_index);
         let loc = Loc::new(off, key.len(), meta.len());
         let src = block_of(&self.shared, old_off, old.block_words());
-        let dst = block_of(&self.shared, off, w1.block_words());
+        let dst = block_of(&self.shared, off, bh.block_words());
         self.table()
             .write(&self.token, i, SlotView { loc, ..v }, || {
                 if off != old_off {
@@ -738,7 +737,7 @@ impl Writer {
                         d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
                     }
                 }
-                dst[1].store(w1.pack(), Ordering::Relaxed);
+                dst[0].store(bh.pack(), Ordering::Relaxed);
                 for (w, x) in dst[HEADER_WORDS + key.len()..]
                     .iter()
                     .zip(meta.iter().chain(&tail))
@@ -749,7 +748,7 @@ impl Writer {
         if off != old_off {
             self.alloc.free(old_off, old.block_words());
             if let Some(list) = self.owners.get_mut(v.owner) {
-                list[old.owner_index] = off;
+                list[owner_index] = off;
             }
         }
         self.account();
@@ -793,26 +792,29 @@ impl Writer {
                 a.dead_entries += 1;
             }
             let off = v.loc.offset();
-            let w1 = self.w1(off);
-            bytes += class_words(w1.block_words()) as u64 * 8;
-            charged += w1_charge(w1);
-            if (w1.key_words, w1.meta_words) != (v.loc.key_words(), v.loc.meta_words()) {
+            let bh = self.block_head(off);
+            bytes += class_words(bh.block_words()) as u64 * 8;
+            charged += head_charge(bh);
+            if (bh.key_words, bh.meta_words) != (v.loc.key_words(), v.loc.meta_words()) {
                 a.problems
                     .push(format!("slot {j}: header lengths disagree with its loc"));
             }
-            if tag(self.word(off)) != v.tag {
+            if bh.tag != v.tag {
                 a.problems
-                    .push(format!("slot {j}: tag disagrees with its block's hash"));
+                    .push(format!("slot {j}: tag disagrees with its block's head"));
             }
-            let listed = self.owners.get(v.owner).and_then(|l| l.get(w1.owner_index));
+            let listed = self
+                .owners
+                .get(v.owner)
+                .and_then(|l| l.get(self.owner_index(off, bh)));
             if listed != Some(&off) {
                 a.problems.push(format!(
                     "I5: slot {j} (owner {:#x}) is missing from its owner's list",
                     v.owner
                 ));
             }
-            postings += w1.terms;
-            self.audit_postings(off, w1, &mut a.problems);
+            postings += bh.terms;
+            self.audit_postings(off, bh, &mut a.problems);
             let mut i = t.home(hash_of_tag(v.tag));
             while i != j {
                 if t.view(&self.token, i).tag == 0 {
@@ -886,43 +888,37 @@ impl Writer {
         let gone = self.table().view(&self.token, i);
         self.vacate(self.shared.table(), i);
         let off = gone.loc.offset();
-        let w1 = self.w1(off);
-        self.unindex(off, w1);
-        let block = block_of(&self.shared, off, w1.block_words());
+        let bh = self.block_head(off);
+        let index = self.owner_index(off, bh);
+        self.unindex(off, bh);
+        let block = block_of(&self.shared, off, bh.block_words());
         self.scratch.clear();
         self.scratch.extend(
-            block[HEADER_WORDS..HEADER_WORDS + w1.key_words]
+            block[HEADER_WORDS..HEADER_WORDS + bh.key_words]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed)),
         );
         if unlink {
             if let Some(list) = self.owners.get_mut(gone.owner) {
-                list.swap_remove(w1.owner_index);
-                let moved = list.get(w1.owner_index).copied();
+                list.swap_remove(index);
+                let moved = list.get(index).copied();
                 if list.is_empty() {
                     self.owners.remove(gone.owner);
                 }
                 if let Some(moved) = moved {
-                    let m = self.w1(moved);
-                    self.set_w1(
-                        moved,
-                        BlockHead {
-                            owner_index: w1.owner_index,
-                            ..m
-                        },
-                    );
+                    self.set_owner_index(moved, self.block_head(moved), index);
                 }
             }
         }
-        self.alloc.free(off, w1.block_words());
+        self.alloc.free(off, bh.block_words());
         self.shared.len.fetch_sub(1, Ordering::Relaxed);
-        let charge = w1_charge(w1);
+        let charge = head_charge(bh);
         self.charged -= charge;
         self.account();
         self.hooks.removed(&self.scratch, charge, self.token.shard);
         if self.hooks.watching() {
             // The block is free but not yet reused: its metadata words are still there.
-            let meta: Vec<u64> = block[HEADER_WORDS + w1.key_words..][..w1.meta_words]
+            let meta: Vec<u64> = block[HEADER_WORDS + bh.key_words..][..bh.meta_words]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
                 .collect();
@@ -1055,6 +1051,32 @@ mod tests {
         fn detached(&self, owners: &[u64], shard: usize) {
             let mut log = self.detached.lock().unwrap();
             log.extend(owners.iter().map(|&o| (o, shard)));
+        }
+    }
+
+    #[test]
+    fn block_head_round_trips_at_its_limits() {
+        for bh in [
+            BlockHead {
+                tag: u32::MAX,
+                terms: MAX_TERMS,
+                key_words: MAX_KEY_WORDS,
+                meta_words: MAX_META_WORDS,
+            },
+            BlockHead {
+                tag: 1,
+                terms: 0,
+                key_words: 1,
+                meta_words: 0,
+            },
+            BlockHead {
+                tag: tag(0x9e37_79b9_7f4a_7c15),
+                terms: 5,
+                key_words: 2,
+                meta_words: 7,
+            },
+        ] {
+            assert_eq!(BlockHead::unpack(bh.pack()), bh);
         }
     }
 

@@ -33,8 +33,8 @@ pub const MAX_CHUNKS: usize = 32;
 /// Largest arena, in words, whose offsets fit a posting.
 pub const MAX_ARENA_WORDS: u64 = 1 << 32;
 
-/// Head word holding the term.
-pub const TERM: usize = super::HEADER_WORDS;
+/// Head word holding the term (after `term_hash` and `words`).
+pub const TERM: usize = 2;
 /// Head word holding the list's length.
 pub const LEN: usize = TERM + 1;
 /// First word of the chunk directory.

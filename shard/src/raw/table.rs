@@ -39,22 +39,25 @@ use std::marker::PhantomData;
 
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
-/// Words at the start of every arena block, before the key: `[hash, owner_index]`. They are
-/// the writer's bookkeeping, though `Shard::read_posting` reads them as unvalidated hints.
-pub const HEADER_WORDS: usize = 2;
+/// Words at the start of every entry block, before the key: one head word (`writer.rs`
+/// packs it). It is the writer's bookkeeping, though `Shard::read_posting` reads it as an
+/// unvalidated hint.
+pub const HEADER_WORDS: usize = 1;
 /// Largest key, in words.
 pub const MAX_KEY_WORDS: usize = (1 << Loc::KEY_BITS) - 1;
-/// Largest metadata, in words.
+/// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
+/// tag).
 pub const MAX_META_WORDS: usize = (1 << Loc::META_BITS) - 1;
 
 /// Where an entry's block lives in the arena and how it splits into key and metadata.
-/// Packed as `offset:40 | key_words:8 | meta_words:16` in the slot's `loc` word.
+/// Packed as `offset:40 | key_words:8 | meta_words:16` in the slot's `loc` word (with
+/// `meta_words` below 2^15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Loc(pub u64);
 
 impl Loc {
     const KEY_BITS: u32 = 8;
-    const META_BITS: u32 = 16;
+    const META_BITS: u32 = 15;
 
     /// Packs a location; the writer checks the limits before calling.
     pub fn new(offset: u64, key_words: usize, meta_words: usize) -> Loc {
