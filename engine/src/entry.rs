@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::key::Node;
-use crate::metadata::{read_attribute, Capability, Health, Metadata, ValueRef};
+use crate::metadata::{read_attribute, CapIds, Capability, Health, Metadata, ValueRef};
 use crate::process::Pid;
 use crate::Registry;
 
@@ -170,10 +170,6 @@ impl Entry {
         Node((self.head() >> 32) as u32)
     }
 
-    fn cap_count(&self) -> usize {
-        (self.head() >> 8) as usize & 0xff
-    }
-
     /// Its capabilities, in id order. Names come from
     /// [`Registry::capability_name`](crate::Registry::capability_name).
     ///
@@ -194,12 +190,7 @@ impl Entry {
     /// # Ok::<(), roster::Error>(())
     /// ```
     pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
-        let n = self.cap_count();
-        let words = self.words().get(1..).unwrap_or(&[]);
-        (0..n).map_while(move |i| {
-            let w = words.get(i / 2)?;
-            Some(Capability((w >> (32 * (i % 2))) as u32))
-        })
+        CapIds::of(self.words()).map(Capability)
     }
 
     /// Whether it has capability `c`.
@@ -263,10 +254,8 @@ impl Entry {
     /// # Ok::<(), roster::Error>(())
     /// ```
     pub fn attributes(&self) -> Attributes<'_> {
-        let start = 1 + self.cap_count().div_ceil(2);
-        let words = self.words().get(start..).unwrap_or(&[]);
         Attributes {
-            bytes: bytemuck::cast_slice(words),
+            bytes: CapIds::of(self.words()).rest(),
             left: (self.head() >> 16) as usize & 0xff,
         }
     }

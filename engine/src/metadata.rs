@@ -3,17 +3,19 @@
 //!
 //! ```text
 //! word 0      health:8 | capabilities:8 | attributes:8 | unused:8 | node:32
-//! caps        capability ids, u32, two per word, sorted and unique
-//! attributes  bytes, packed back to back and zero-padded to a word at the end; each:
-//!             varint(key_len << 3 | kind), varint(value_len), key bytes, value bytes
+//! then bytes, packed back to back and zero-padded to a word at the end:
+//! caps        capability ids, sorted and unique, as varints of their gaps (the first
+//!             id, then each id less the one before)
+//! attributes  each: varint(key_len << 3 | kind), varint(value_len), key bytes, value bytes
 //! ```
 //! Varints are LEB128. A value's bytes: bool, one byte; int, its two's complement in the
 //! fewest little-endian bytes that sign-extend back (none for 0, one for -128..=127);
 //! float, its 8 bits' bytes; str and bytes, themselves. So a typical attribute (a short
 //! key, a small int or a short string) costs its bytes plus two, where one word of header
-//! and one of padding each took 8: the peers' metadata (3 capabilities, health, a 13-byte
-//! and an integer attribute) is 7 words, not 10. Attributes are sorted by key, so equal
-//! metadata encodes to equal words.
+//! and one of padding each took 8. Capability ids are dense (interned from 0), so a gap
+//! takes one byte where a `u32` took four. The peers' metadata (3 capabilities, health, a
+//! 13-byte and an integer attribute) is 5 words, not 10. Attributes are sorted by key, so
+//! equal metadata encodes to equal words.
 
 use crate::error::{Error, ErrorKind};
 use crate::key::{pack_bytes, words_for, Node};
@@ -274,6 +276,58 @@ fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
         }
     }
     None
+}
+
+/// Bytes a capability id's gap takes at most (a `u32` as a varint): what the limit
+/// check counts per name, before the names are interned.
+const MAX_CAP_BYTES: usize = 5;
+
+/// The capability ids of encoded metadata, in id order; [`CapIds::rest`] gives the
+/// attribute bytes after them. Truncated or garbled bytes end the ids early.
+pub(crate) struct CapIds<'a> {
+    bytes: &'a [u8],
+    left: usize,
+    last: u32,
+}
+
+impl<'a> CapIds<'a> {
+    /// The ids of the encoded metadata `meta` (its head word first).
+    pub(crate) fn of(meta: &'a [u64]) -> CapIds<'a> {
+        let head = meta.first().copied().unwrap_or(0);
+        CapIds {
+            bytes: bytemuck::cast_slice(meta.get(1..).unwrap_or(&[])),
+            left: (head >> 8) as usize & 0xff,
+            last: 0,
+        }
+    }
+
+    /// The bytes after the ids: the attributes.
+    pub(crate) fn rest(mut self) -> &'a [u8] {
+        while self.next().is_some() {}
+        self.bytes
+    }
+}
+
+impl Iterator for CapIds<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match read_varint(self.bytes) {
+            Some((gap, rest)) => {
+                self.bytes = rest;
+                self.last = self.last.wrapping_add(gap as u32);
+                Some(self.last)
+            }
+            None => {
+                (self.left, self.bytes) = (0, &[]);
+                None
+            }
+        }
+    }
 }
 
 /// The encoded bytes of one attribute, header included.
@@ -558,7 +612,8 @@ impl Metadata {
             }
             attr_bytes += attribute_len(k, v);
         }
-        let words = 1 + self.capabilities.len().div_ceil(2) + words_for(attr_bytes);
+        let body = self.capabilities.len() * MAX_CAP_BYTES + attr_bytes;
+        let words = 1 + words_for(body);
         if words * 8 > limits.max_metadata_bytes {
             return invalid("metadata", limits.max_metadata_bytes, words * 8);
         }
@@ -578,17 +633,18 @@ impl Metadata {
                 | (self.attributes.len() as u64) << 16
                 | (self.node.0 as u64) << 32,
         );
-        for pair in caps.chunks(2) {
-            out.push(pair[0] as u64 | pair.get(1).map_or(0, |&c| (c as u64) << 32));
+        let mut bytes = Vec::with_capacity(body);
+        let mut last = 0;
+        for &c in &caps {
+            push_varint(u64::from(c - last), &mut bytes);
+            last = c;
         }
-        let mut bytes = Vec::with_capacity(attr_bytes);
         for (k, v) in &self.attributes {
             push_attribute(k, v, &mut bytes);
         }
-        debug_assert_eq!(bytes.len(), attr_bytes);
         pack_bytes(&bytes, |w| out.push(w));
-        // `words` counted the names before interning; ids can collapse (two names of
-        // one id, or `Registry::validate`'s placeholder id for all), never grow.
+        // `words` counted each name at its most, before interning; ids can also collapse
+        // (two names of one id, or `Registry::validate`'s placeholder id for all).
         debug_assert!(out.len() <= words);
         Ok(out)
     }
@@ -610,7 +666,8 @@ pub struct Limits {
     pub max_attribute_key_len: usize,
     /// Longest string or bytes attribute value, in bytes (default 1024).
     pub max_attribute_value_len: usize,
-    /// Largest encoded metadata, in bytes (default 4096; at most 262136).
+    /// Largest encoded metadata, in bytes (default 4096; at most 262136), each capability
+    /// counted at the 5 bytes its id takes at most.
     pub max_metadata_bytes: usize,
 }
 
@@ -682,8 +739,7 @@ mod tests {
     /// Reads back every attribute of `words` (an encoding's attribute bytes).
     fn decode_attributes(m: &Metadata) -> Vec<(String, Value)> {
         let words = encode(m).unwrap();
-        let caps = (words[0] >> 8) as usize & 0xff;
-        let mut bytes: &[u8] = bytemuck::cast_slice(&words[1 + caps.div_ceil(2)..]);
+        let mut bytes = CapIds::of(&words).rest();
         let mut out = Vec::new();
         for _ in 0..(words[0] >> 16) & 0xff {
             let ((k, v), rest) = read_attribute(bytes).expect("an attribute");
@@ -736,7 +792,7 @@ mod tests {
     }
 
     #[test]
-    fn the_peers_metadata_packs_into_seven_words() {
+    fn the_peers_metadata_packs_into_five_words() {
         let m = Metadata::new()
             .capability("plan")
             .capability("search")
@@ -744,7 +800,36 @@ mod tests {
             .health(Health::Healthy)
             .attribute("region", "eu-west-1-az2")
             .attribute("load", 7i64);
-        assert_eq!(encode(&m).unwrap().len(), 7);
+        assert_eq!(encode(&m).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn capability_ids_round_trip_as_gaps() {
+        let m = Metadata::new()
+            .capability("a")
+            .capability("b")
+            .capability("c")
+            .capability("d")
+            .attribute("k", 1i64);
+        let ids = |c: &str| {
+            Ok(match c {
+                "a" => u32::MAX,
+                "b" => 0,
+                "c" => 127,
+                _ => 300,
+            })
+        };
+        let words = m.encode(&Limits::default(), ids).unwrap();
+        assert_eq!(
+            CapIds::of(&words).collect::<Vec<_>>(),
+            [0, 127, 300, u32::MAX]
+        );
+        // Gaps of 1, 1, 2 and 5 bytes, then the attribute.
+        let ((k, v), _) = read_attribute(CapIds::of(&words).rest()).expect("an attribute");
+        assert_eq!((k, v), ("k", ValueRef::Int(1)));
+        // A head that claims ids the words do not hold ends them early.
+        assert_eq!(CapIds::of(&words[..1]).count(), 0);
+        assert_eq!(CapIds::of(&[]).count(), 0);
     }
 
     /// `Registry::validate` encodes with one placeholder id for every capability: the
@@ -758,7 +843,8 @@ mod tests {
             .attribute("region", "eu-west-1-az2");
         let words = m.encode(&Limits::default(), |_| Ok(0)).unwrap();
         assert_eq!((words[0] >> 8) & 0xff, 1, "one capability id");
-        assert_eq!(words.len(), 1 + 1 + 3);
+        // The head, then one byte of id and the attribute's 21 bytes in 3 words.
+        assert_eq!(words.len(), 1 + 3);
     }
 
     #[test]

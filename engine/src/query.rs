@@ -23,7 +23,7 @@ use roster_shard::{Read, Shard};
 use crate::entry::Entry;
 use crate::error::{Error, ErrorKind};
 use crate::key::{Name, Namespace, Node, MAX_NAMESPACES};
-use crate::metadata::{Capability, Health};
+use crate::metadata::{CapIds, Capability, Health};
 use crate::process::Pid;
 use crate::stats::OpKind;
 use crate::Registry;
@@ -60,10 +60,7 @@ pub(crate) fn push_entry_terms(ns: u32, meta: &[u64], terms: &mut Vec<u64>) {
     if node != u64::from(Node::LOCAL.0) {
         terms.push(term(NODE, ns, node));
     }
-    for i in 0..caps {
-        let w = meta.get(1 + i / 2).copied().unwrap_or(0);
-        terms.push(term(CAPABILITY, ns, (w >> (32 * (i % 2))) & 0xffff_ffff));
-    }
+    terms.extend(CapIds::of(meta).map(|c| term(CAPABILITY, ns, u64::from(c))));
 }
 
 /// A query: a namespace and an AND of conditions on capabilities, health and node.
