@@ -1298,11 +1298,31 @@ impl Registry {
     /// ```
     #[inline]
     pub fn lookup_into(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
-        // Off, the timer would still cost a drop flag and a landing pad on the hottest path.
-        if self.inner.ops.is_some() {
-            return self.lookup_timed(key, entry);
+        // The common case, inlined whole: an integer name (two words, nothing to check) on
+        // an open registry of its namespace, stats off. Two checks, a hash, one
+        // optimistic read and one liveness load, with no call and no loop; every other
+        // case is one call, so the key itself stays in registers here.
+        if let Some(words) = key.int_words() {
+            let inner = &*self.inner;
+            let open = !inner.closed.load(Ordering::Relaxed);
+            if inner.ops.is_none() && open && key.namespace().1 == inner.tag {
+                let (hash, shard) = self.route(&words);
+                return self.read_entry(shard, hash, &words, entry);
+            }
         }
-        self.lookup_plain(key, entry)
+        self.lookup_other(*key, entry)
+    }
+
+    /// [`Registry::lookup_into`] for every case but its inlined one. It takes the key by
+    /// value: the copy is then made on this call's branch only, where a reference would
+    /// make the caller store the key on every lookup.
+    #[inline(never)]
+    fn lookup_other(&self, key: Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
+        // Off, the timer would cost a drop flag and a landing pad.
+        if self.inner.ops.is_some() {
+            return self.lookup_timed(&key, entry);
+        }
+        self.lookup_plain(&key, entry)
     }
 
     /// [`Registry::lookup_into`] with operation stats on.
@@ -1312,15 +1332,12 @@ impl Registry {
         self.lookup_plain(key, entry)
     }
 
-    /// The lookup itself, inlined whole into [`Registry::lookup_into`]: for an integer
-    /// name it is two checks, a hash, one optimistic read and one liveness load, with no
-    /// call and no loop.
-    #[inline(always)]
+    /// The lookup itself: the registry's and the key's checks, then the read.
+    #[inline]
     fn lookup_plain(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         if self.inner.closed.load(Ordering::Relaxed) || key.namespace().1 != self.inner.tag {
             self.lookup_refused(key)?;
         }
-        // Integer names encode to two words with nothing to check: no buffer, no loop.
         if let Some(words) = key.int_words() {
             let (hash, shard) = self.route(&words);
             return self.read_entry(shard, hash, &words, entry);

@@ -521,9 +521,10 @@ impl Shard {
     /// One optimistic attempt of [`Shard::read`], for a caller that inlines the common
     /// answers and sends [`Attempt::Retry`] (a write overlapped) to [`Shard::read`].
     /// Never blocks, never writes to shared memory.
+    /// While the shard's table grows it answers `Retry`, and [`Shard::read`] reads.
     #[inline(always)]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
-        self.shared.try_read(hash, key, out)
+        self.shared.try_read_quick(hash, key, out)
     }
 
     /// First step of a batched read: prefetches the slot `hash` starts probing at. Issue it

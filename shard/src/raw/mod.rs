@@ -442,6 +442,25 @@ impl Published {
         if !t.source.load(Ordering::Acquire).is_null() {
             return self.try_read_migrating(t, hash, key, out);
         }
+        self.try_read_in(t, hash, key, out)
+    }
+
+    /// [`Published::try_read`] for callers that inline it into a hot loop: while a
+    /// migration runs it answers [`Attempt::Retry`] without reading, so that the caller's
+    /// fallback (which calls `try_read`) reads both tables. No call is left on this path,
+    /// so its answer stays in registers.
+    #[inline(always)]
+    pub fn try_read_quick(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
+        let t = self.table();
+        if !t.source.load(Ordering::Acquire).is_null() {
+            return Attempt::Retry;
+        }
+        self.try_read_in(t, hash, key, out)
+    }
+
+    /// [`Published::try_read`] in `t`, a table with no migration source when loaded.
+    #[inline(always)]
+    fn try_read_in(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let read = self.probe(t, hash, |owner, loc| {
             self.read_block(loc, key, out).then_some(Attempt::Found {
                 owner,
@@ -456,7 +475,7 @@ impl Published {
     /// migration source since it was loaded, its entries moving on.
     #[inline(always)]
     fn current_miss(&self, t: &RawTable, read: Attempt) -> Attempt {
-        if read == Attempt::NotFound && !std::ptr::eq(self.entries.current(), t) {
+        if matches!(read, Attempt::NotFound) && !std::ptr::eq(self.entries.current(), t) {
             return Attempt::Retry;
         }
         read

@@ -41,7 +41,7 @@ const MAX_CHUNKS: usize = 40;
 /// A growable, never-moving vector of `AtomicU64`, all zero when first reached.
 pub struct AtomicWords {
     /// The reserved range (see "One reserved range"): `reserved` mapped words at `base`;
-    /// null and 0 when the vector is chunked.
+    /// dangling and 0 when the vector is chunked.
     base: *const AtomicU64,
     reserved: u64,
     /// Words asked for by [`AtomicWords::ensure`] so far, in the reserved range.
@@ -65,7 +65,7 @@ impl AtomicWords {
     /// `2^base_bits` words. `base_bits` is clamped to `0..=24`.
     pub fn new(base_bits: u32) -> AtomicWords {
         AtomicWords {
-            base: ptr::null(),
+            base: ptr::NonNull::dangling().as_ptr(),
             reserved: 0,
             ensured: AtomicU64::new(0),
             chunks: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
@@ -144,10 +144,8 @@ impl AtomicWords {
     /// the reserved range).
     #[inline]
     pub fn get(&self, i: u64) -> Option<&AtomicU64> {
-        if self.is_reserved() {
-            if i >= self.reserved {
-                return None;
-            }
+        // One compare: a chunked vector has `reserved == 0`, so it always goes on below.
+        if i < self.reserved {
             // SAFETY: `i < reserved`, so `base + i` lies in the reserved range: mapped for
             // the vector's life (unmapped only in `Drop`, which needs `&mut self`), zero or
             // written through atomics, aligned (page-aligned base), and only ever shared.
@@ -169,17 +167,19 @@ impl AtomicWords {
     /// Readers use this on possibly torn offsets, so any input is answered, never panics.
     #[inline]
     pub fn range(&self, start: u64, len: u64) -> Option<&[AtomicU64]> {
-        if self.is_reserved() {
-            if start > self.reserved || len > self.reserved - start {
-                return None;
+        // One compare, as in `get`: for a chunked vector (`reserved == 0`) only the empty
+        // run at 0 passes it, and `base` is then dangling, which an empty slice allows.
+        match start.checked_add(len) {
+            Some(end) if end <= self.reserved => {
+                // SAFETY: `start + len <= reserved` (computed without overflow), so the run
+                // lies in the reserved range, which `get`'s proof covers word by word; or
+                // it is empty, at the aligned, non-null `base`.
+                Some(unsafe {
+                    std::slice::from_raw_parts(self.base.add(start as usize), len as usize)
+                })
             }
-            // SAFETY: `start + len <= reserved` (checked without overflow above), so the
-            // run lies in the reserved range, which `get`'s proof covers word by word.
-            return Some(unsafe {
-                std::slice::from_raw_parts(self.base.add(start as usize), len as usize)
-            });
+            _ => self.range_chunked(start, len),
         }
-        self.range_chunked(start, len)
     }
 
     /// [`AtomicWords::range`] through the chunk directory, out of line (see
