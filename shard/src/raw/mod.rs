@@ -694,6 +694,24 @@ impl Published {
         // are the block's own tail or its neighbour's atomics, harmless to read, and the
         // caller uses only the first `mw`.
         if mw <= FAST_META {
+            // Two-word keys (integer names, string names of up to 8 bytes) as arrays:
+            // every index below is a constant, so nothing is bounds-checked.
+            if let (Ok(key), Some(out)) = (
+                <&[u64; 2]>::try_from(key),
+                out.first_chunk_mut::<FAST_META>(),
+            ) {
+                if let Some(words) = self.arena.array::<{ 2 + FAST_META }>(start) {
+                    if words[0].load(Ordering::Relaxed) != key[0]
+                        || words[1].load(Ordering::Relaxed) != key[1]
+                    {
+                        return false;
+                    }
+                    for (o, m) in out.iter_mut().zip(&words[2..]) {
+                        *o = m.load(Ordering::Relaxed);
+                    }
+                    return true;
+                }
+            }
             if let (Some(words), Some(out)) = (
                 self.arena.range(start, (kw + FAST_META) as u64),
                 out.get_mut(..FAST_META),

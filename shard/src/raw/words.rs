@@ -182,6 +182,21 @@ impl AtomicWords {
         }
     }
 
+    /// [`AtomicWords::range`] of a length known at compile time, as an array: indexing
+    /// it needs no bounds check.
+    #[inline]
+    pub fn array<const N: usize>(&self, start: u64) -> Option<&[AtomicU64; N]> {
+        match start.checked_add(N as u64) {
+            Some(end) if end <= self.reserved => {
+                // SAFETY: as in `range`: the `N` words at `base + start` lie in the reserved
+                // range (or `N` is 0 at the aligned, non-null `base`), and an array of
+                // `N` `AtomicU64`s has their layout.
+                Some(unsafe { &*self.base.add(start as usize).cast::<[AtomicU64; N]>() })
+            }
+            _ => self.range_chunked(start, N as u64)?.try_into().ok(),
+        }
+    }
+
     /// [`AtomicWords::range`] through the chunk directory, out of line (see
     /// [`AtomicWords::get_chunked`]).
     #[cold]
