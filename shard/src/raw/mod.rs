@@ -826,46 +826,52 @@ mod tests {
 
     /// Short metadata is copied as a fixed eight words where `out` and the arena have
     /// the room (the words past the metadata are the caller's to ignore), and exactly
-    /// where the block ends its chunk or `out` is shorter.
+    /// where the block ends its chunk or `out` is shorter. Two-word keys take the array
+    /// path (`AtomicWords::array`), others the slice path; both are checked.
     #[test]
     fn short_metadata_copies_eight_words_only_where_there_is_room() {
-        let (mut p, t) = Published::new(0, 8, 4);
-        // A chunked arena: chunks of 4, 8 and 16 words, at 0, 4 and 12.
-        p.arena = AtomicWords::new(2);
-        let meta = [10, 20, 30, 40, 50];
-        // Offset 4: header, one key word and five metadata words fill chunk 1 exactly.
-        put(&p, &t, 0, 5, &[7], &meta, 4);
-        let mut out = [u64::MAX; 8];
-        let found = p.try_read(5, &[7], &mut out);
-        assert_eq!(
-            found,
-            Attempt::Found {
-                owner: 9,
-                meta_words: 5,
-                block: 4
-            }
-        );
-        assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
-        // Offset 12, with room after it in chunk 2: eight words, the three past the
-        // block read as the zeroes they are.
-        put(&p, &t, 1, 6, &[8], &meta, 12);
-        let mut out = [u64::MAX; 8];
-        assert!(matches!(
-            p.try_read(6, &[8], &mut out),
-            Attempt::Found { .. }
-        ));
-        assert_eq!(out, [10, 20, 30, 40, 50, 0, 0, 0]);
-        // A buffer too short for eight gets the exact copy.
-        let mut out = [u64::MAX; 6];
-        assert!(matches!(
-            p.try_read(6, &[8], &mut out),
-            Attempt::Found { .. }
-        ));
-        assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX]);
-        // A wrong key copies nothing.
-        let mut out = [u64::MAX; 8];
-        assert_eq!(p.try_read(6, &[9], &mut out), Attempt::NotFound);
-        assert_eq!(out, [u64::MAX; 8]);
+        for key_words in [1, 2] {
+            let (mut p, t) = Published::new(0, 8, 4);
+            // A chunked arena: chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28.
+            p.arena = AtomicWords::new(2);
+            let meta = [10, 20, 30, 40, 50];
+            let key = |k: u64| [k, k * 10][..key_words].to_vec();
+            // The block ends exactly where chunk 1 or 2 does: the 8 words past the key
+            // would cross it.
+            let fill_end = if key_words == 2 { 4 } else { 12 + 16 - 7 };
+            put(&p, &t, 0, 5, &key(7), &meta, fill_end);
+            let mut out = [u64::MAX; 8];
+            let found = p.try_read(5, &key(7), &mut out);
+            assert_eq!(
+                found,
+                Attempt::Found {
+                    owner: 9,
+                    meta_words: 5,
+                    block: fill_end
+                }
+            );
+            assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
+            // At the start of chunk 3, with room after it: eight words, the three past
+            // the block read as the zeroes they are.
+            put(&p, &t, 1, 6, &key(8), &meta, 28);
+            let mut out = [u64::MAX; 8];
+            assert!(matches!(
+                p.try_read(6, &key(8), &mut out),
+                Attempt::Found { .. }
+            ));
+            assert_eq!(out, [10, 20, 30, 40, 50, 0, 0, 0]);
+            // A buffer too short for eight gets the exact copy.
+            let mut out = [u64::MAX; 6];
+            assert!(matches!(
+                p.try_read(6, &key(8), &mut out),
+                Attempt::Found { .. }
+            ));
+            assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX]);
+            // A wrong key copies nothing.
+            let mut out = [u64::MAX; 8];
+            assert_eq!(p.try_read(6, &key(9), &mut out), Attempt::NotFound);
+            assert_eq!(out, [u64::MAX; 8]);
+        }
     }
 
     #[test]
