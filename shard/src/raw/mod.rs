@@ -641,13 +641,12 @@ impl Published {
             return Attempt::Retry;
         }
         let want = tag(hash);
-        // The slice and mask as locals: the table's fields would otherwise be loaded
-        // again after every `Acquire` load below (it orders later loads after it).
-        let slots: &[Slot] = &t.slots;
-        let mask = slots.len() - 1;
+        // The table's fields are loaded again after each `Acquire` load below (it orders
+        // later loads after it); in registers instead, they cost more spills than the
+        // 1.3 slots a hit probes reload.
         let mut i = t.home(hash);
-        for _ in 0..slots.len() {
-            let slot = &slots[i];
+        for _ in 0..t.capacity() {
+            let slot = t.ring().slot(i);
             // `seq:32 | tag:32`, one load (see `table.rs`).
             let w1 = slot.word.load(Ordering::Acquire);
             let h = w1 as u32;
@@ -670,7 +669,7 @@ impl Published {
             } else if h == 0 {
                 break;
             }
-            i = (i + 1) & mask;
+            i = t.next(i);
         }
         fence(Ordering::Acquire);
         if t.moves.load(Ordering::Relaxed) != m1 {

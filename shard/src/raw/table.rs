@@ -124,6 +124,26 @@ impl SlotView {
     };
 }
 
+/// A table's slots as a ring: slot `i` is slot `i mod capacity`, with no bounds check.
+#[derive(Clone, Copy)]
+pub(crate) struct Ring<'a> {
+    slots: &'a [Slot],
+    /// `slots.len() - 1`, the length being a power of two.
+    mask: usize,
+}
+
+impl<'a> Ring<'a> {
+    /// Slot `i` modulo the capacity.
+    #[inline(always)]
+    pub(crate) fn slot(self, i: usize) -> &'a Slot {
+        // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
+        // `try_with_pages` (the test that sets `shift` by hand keeps its `mask` and
+        // slots): its capacity is a power of two, `mask` = capacity - 1 and
+        // `slots.len()` = capacity, neither changing after. So `i & mask < slots.len()`.
+        unsafe { self.slots.get_unchecked(i & self.mask) }
+    }
+}
+
 /// Proof that the holder is the one writer of a shard. It is `!Sync` (so it cannot be
 /// shared) and not `Clone`; `Published::new` makes exactly one per shard, and the writer
 /// thread owns it. Every method that stores into published memory asks for it.
@@ -380,6 +400,15 @@ impl RawTable {
         (hash >> self.shift) as usize
     }
 
+    /// The slots as a ring a probe indexes with no bounds check.
+    #[inline(always)]
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        Ring {
+            slots: &self.slots,
+            mask: self.mask,
+        }
+    }
+
     /// The slot after `i`, wrapping.
     #[inline]
     pub fn next(&self, i: usize) -> usize {
@@ -596,9 +625,9 @@ mod tests {
     #[test]
     fn a_tag_keeps_its_hash_home_in_every_table() {
         for bits in [3u32, 10, 20, 31] {
+            // `home` reads only `shift`; the slots (and `mask`) stay those of 8.
             let t = RawTable {
                 shift: 64 - bits,
-                mask: (1 << bits) - 1,
                 ..RawTable::with_capacity(8)
             };
             for k in 0..1000u64 {
