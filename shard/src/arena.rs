@@ -30,8 +30,8 @@ pub(crate) fn class_words(n: usize) -> usize {
 pub(crate) struct ArenaAlloc {
     /// Next never-used word.
     next: u64,
-    /// Free blocks by class length.
-    free: HashMap<usize, Vec<u64>>,
+    /// Free blocks by class length (offsets in 32 bits, see `alloc`).
+    free: HashMap<usize, Vec<u32>>,
     /// Words in live blocks, counted at their class length.
     live_words: u64,
     /// Words in free lists.
@@ -45,7 +45,7 @@ impl ArenaAlloc {
         self.live_words += c as u64;
         if let Some(off) = self.free.get_mut(&c).and_then(Vec::pop) {
             self.free_words -= c as u64;
-            return off;
+            return u64::from(off);
         }
         let mut off = self.next;
         while off + c as u64 > arena.chunk_end(off) {
@@ -72,7 +72,8 @@ impl ArenaAlloc {
         let c = class_words(n);
         self.live_words -= c as u64;
         self.free_words += c as u64;
-        self.free.entry(c).or_default().push(off);
+        // Offsets fit 32 bits: `alloc` stops at `MAX_ARENA_WORDS`.
+        self.free.entry(c).or_default().push(off as u32);
     }
 
     /// Bytes in live blocks.

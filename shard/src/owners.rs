@@ -4,7 +4,8 @@
 //! One map of every owner rehashes them all when it grows: with a process per entry, a
 //! registration at 917,504 owners in one shard waited 35-52 ms for it, past the 10 ms
 //! deadline (`bulk_load 2000000 owners`). So the lists live in [`MAPS`] maps picked by
-//! the owner's hash, and a growth rehashes 1/64th of the owners.
+//! the owner's hash, and a growth rehashes 1/64th of the owners. Offsets are kept in 32
+//! bits, as postings keep them (the arena holds at most 2^32 words): 4 bytes an entry.
 
 use hashbrown::HashMap;
 
@@ -13,7 +14,7 @@ const MAPS: usize = 64;
 
 /// See the module docs.
 pub(crate) struct OwnerLists {
-    maps: Box<[HashMap<u64, Vec<u64>>]>,
+    maps: Box<[HashMap<u64, Vec<u32>>]>,
 }
 
 impl Default for OwnerLists {
@@ -32,19 +33,19 @@ fn map_of(owner: u64) -> usize {
 
 impl OwnerLists {
     /// `owner`'s list, made empty if it has none.
-    pub(crate) fn list(&mut self, owner: u64) -> &mut Vec<u64> {
+    pub(crate) fn list(&mut self, owner: u64) -> &mut Vec<u32> {
         self.maps[map_of(owner)].entry(owner).or_default()
     }
 
-    pub(crate) fn get(&self, owner: u64) -> Option<&Vec<u64>> {
+    pub(crate) fn get(&self, owner: u64) -> Option<&Vec<u32>> {
         self.maps[map_of(owner)].get(&owner)
     }
 
-    pub(crate) fn get_mut(&mut self, owner: u64) -> Option<&mut Vec<u64>> {
+    pub(crate) fn get_mut(&mut self, owner: u64) -> Option<&mut Vec<u32>> {
         self.maps[map_of(owner)].get_mut(&owner)
     }
 
-    pub(crate) fn remove(&mut self, owner: u64) -> Option<Vec<u64>> {
+    pub(crate) fn remove(&mut self, owner: u64) -> Option<Vec<u32>> {
         self.maps[map_of(owner)].remove(&owner)
     }
 
@@ -59,7 +60,7 @@ impl OwnerLists {
     }
 
     /// Every list.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &Vec<u64>> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Vec<u32>> {
         self.maps.iter().flat_map(HashMap::values)
     }
 }
@@ -73,7 +74,7 @@ mod tests {
         let mut o = OwnerLists::default();
         for owner in 0..1000u64 {
             for k in 0..=owner % 3 {
-                o.list(owner).push(owner * 10 + k);
+                o.list(owner).push((owner * 10 + k) as u32);
             }
         }
         assert_eq!(o.len(), 1000);

@@ -552,7 +552,8 @@ impl Writer {
         let off = self.alloc.alloc(&self.shared.arena, bh.block_words());
         let list = self.owners.list(owner);
         let owner_index = list.len();
-        list.push(off);
+        // Offsets fit 32 bits: `ArenaAlloc::alloc` stops at `MAX_ARENA_WORDS`.
+        list.push(off as u32);
         // Postings first: a query that meets one before the entry exists finds no entry
         // under its key and skips it.
         let tail = self.index(terms, off, owner_index);
@@ -748,7 +749,7 @@ impl Writer {
         if off != old_off {
             self.alloc.free(old_off, old.block_words());
             if let Some(list) = self.owners.get_mut(v.owner) {
-                list[owner_index] = off;
+                list[owner_index] = off as u32;
             }
         }
         self.account();
@@ -807,7 +808,7 @@ impl Writer {
                 .owners
                 .get(v.owner)
                 .and_then(|l| l.get(self.owner_index(off, bh)));
-            if listed != Some(&off) {
+            if listed.map(|&o| u64::from(o)) != Some(off) {
                 a.problems.push(format!(
                     "I5: slot {j} (owner {:#x}) is missing from its owner's list",
                     v.owner
@@ -869,7 +870,7 @@ impl Writer {
     /// Removes every entry of a dead owner (the caller then tells the hooks).
     pub(crate) fn owner_died(&mut self, owner: u64) {
         for off in self.owners.remove(owner).unwrap_or_default() {
-            if let Some(i) = self.find_block(off) {
+            if let Some(i) = self.find_block(u64::from(off)) {
                 self.remove_slot(i, false, EventKind::Died);
             } else {
                 debug_assert!(false, "owner list names block {off} that no slot holds");
@@ -901,7 +902,7 @@ impl Writer {
         if unlink {
             if let Some(list) = self.owners.get_mut(gone.owner) {
                 list.swap_remove(index);
-                let moved = list.get(index).copied();
+                let moved = list.get(index).map(|&o| u64::from(o));
                 if list.is_empty() {
                     self.owners.remove(gone.owner);
                 }
