@@ -544,7 +544,10 @@ impl Published {
     #[inline]
     pub fn prefetch_home(&self, hash: u64) {
         let t = self.table();
-        prefetch(&t.slots[t.home(hash)]);
+        let slot = t.ring().slot(t.home(hash));
+        // Both ends: 2 of every 8 slots cross a cache line.
+        prefetch(&slot.word);
+        prefetch(&slot.loc);
     }
 
     /// The second step of a batched read, once the home slot is cached: peeks (without
@@ -563,12 +566,16 @@ impl Published {
             .iter()
             .find(|s| s.word.load(Ordering::Relaxed) as u32 == want)?;
         let loc = Loc(slot.loc.load(Ordering::Relaxed));
+        // The lines `read_block` reads: the key and metadata, or the key and the fixed
+        // 8 words of short metadata (80 bytes for a two-word key: up to three lines).
+        // Long metadata gets its first four lines only.
         let first = loc.offset() + HEADER_WORDS as u64;
-        if let Some(w) = self.arena.get(first) {
-            prefetch(w);
-        }
-        if let Some(w) = self.arena.get(loc.offset() + loc.block_words() as u64 - 1) {
-            prefetch(w);
+        let words = (loc.key_words() + loc.meta_words().max(FAST_META)).min(32);
+        let last = first + words as u64 - 1;
+        for at in (first..last).step_by(8).chain([last]) {
+            if let Some(w) = self.arena.get(at) {
+                prefetch(w);
+            }
         }
         Some(slot.owner.load(Ordering::Relaxed))
     }
