@@ -639,9 +639,11 @@ impl Metadata {
             push_varint(u64::from(c - last), &mut bytes);
             last = c;
         }
+        let cap_bytes = bytes.len();
         for (k, v) in &self.attributes {
             push_attribute(k, v, &mut bytes);
         }
+        debug_assert_eq!(bytes.len() - cap_bytes, attr_bytes);
         pack_bytes(&bytes, |w| out.push(w));
         // `words` counted each name at its most, before interning; ids can also collapse
         // (two names of one id, or `Registry::validate`'s placeholder id for all).

@@ -1299,7 +1299,7 @@ impl Registry {
     #[inline]
     pub fn lookup_into(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         // The common case, inlined whole: an integer name (two words, nothing to check) on
-        // an open registry of its namespace, stats off. Two checks, a hash, one
+        // an open registry of its namespace, stats off. Three checks, a hash, one
         // optimistic read and one liveness load, with no call and no loop; every other
         // case is one call, so the key itself stays in registers here.
         if let Some(words) = key.int_words() {

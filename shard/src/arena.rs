@@ -58,7 +58,7 @@ impl ArenaAlloc {
             "shard arena full: {} words",
             self.next
         );
-        // Past the reservation (64 GiB of one shard's blocks) the writer cannot go on.
+        // Past the reservation (16 GiB of one shard's blocks) the writer cannot go on.
         assert!(
             arena.ensure(self.next),
             "shard arena full: {} words",
@@ -73,6 +73,7 @@ impl ArenaAlloc {
         self.live_words -= c as u64;
         self.free_words += c as u64;
         // Offsets fit 32 bits: `alloc` stops at `MAX_ARENA_WORDS`.
+        debug_assert!(off < crate::raw::postings::MAX_ARENA_WORDS);
         self.free.entry(c).or_default().push(off as u32);
     }
 

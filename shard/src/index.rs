@@ -11,7 +11,8 @@
 //! write section, so a reader's copy of a list is validated as a whole; a chunk or head
 //! that leaves the list is freed after the section that unlinked it (W5).
 //! Each entry block's tail records, per term, the entry's 32-bit position in that term's
-//! list, two to a word, in the order of the entry's terms. The terms themselves are not
+//! list, two to a word, in the order of the entry's terms, and after them the block's
+//! place in its owner's list (see `writer.rs`). The terms themselves are not
 //! stored: the writer asks [`Hooks::index_terms`](crate::Hooks::index_terms) for them
 //! again from the block's key and metadata, so removing an entry's postings and fixing
 //! the one a swap moved are O(1) each in the lists' lengths (the fix-up reads the moved
@@ -170,7 +171,8 @@ impl Writer {
 
     /// Records that the entry block at `off` (head `bh`) sits at `index` of its owner's list.
     pub(crate) fn set_owner_index(&self, off: u64, bh: BlockHead, index: usize) {
-        // Tail words are never read by readers: no write section is needed.
+        // Readers never use tail words (the fixed 8-word copy may load some, and drops
+        // them): no write section is needed.
         let w = self.tail_word(off, bh, bh.terms);
         w.store(
             list::with_half(w.load(Ordering::Relaxed), bh.terms, index as u64),
@@ -322,7 +324,7 @@ impl Writer {
                 "entry {moved} does not hold {term:#x} at {last}"
             );
             if let Some(k) = k {
-                // Tail words are never read by readers.
+                // Readers never use tail words (see `set_owner_index`).
                 let w = self.tail_word(moved, bh, k);
                 w.store(
                     list::with_half(w.load(Ordering::Relaxed), k, pos as u64),

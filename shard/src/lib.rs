@@ -163,9 +163,9 @@ pub struct Refusal {
 }
 
 /// Bytes an entry is charged against memory limits and quotas, and counted in
-/// [`ShardMemory::charged`]: its arena block at its size class (header, key, metadata and
-/// a 4-byte index position per term), one 4-byte posting per index term, and one 24-byte
-/// slot. Table slack (slots kept free for probing), the unused room of posting chunks and
+/// [`ShardMemory::charged`]: its arena block at its size class (head word, key, metadata,
+/// a 4-byte index position per term and 4 bytes of owner-list index), one 4-byte posting
+/// per index term, and one 24-byte slot. Table slack (slots kept free for probing), the unused room of posting chunks and
 /// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
     let block =

@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! [ head | key words ... | metadata words ... | tail: 32-bit halves ]
-//!   head = tag:32 | terms:9 | key_words:8 | meta_words:15   (writer-only)
+//!   head = tag:32 | terms:9 | key_words:8 | meta_words:15
+//!          (the writer's; `Shard::read_posting` reads it as an unvalidated hint)
 //!   tail half k < terms = where this entry sits in the postings of its term k
 //!   tail half terms     = the block's place in its owner's list
 //! ```

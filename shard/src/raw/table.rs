@@ -335,7 +335,9 @@ pub struct RawTable {
     /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
     shift: u32,
     mask: usize,
-    pub(crate) slots: Slots,
+    /// Never reassigned after `try_with_pages` (`Ring::slot` relies on it, with `mask`);
+    /// not visible outside `raw`.
+    pub(super) slots: Slots,
     /// The table this one replaced (null for the first). Only `Published::drop` follows it.
     pub(crate) prev: AtomicPtr<RawTable>,
     /// While a migration runs, the table it takes entries from (the same as `prev`; not
