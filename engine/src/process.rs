@@ -163,6 +163,11 @@ struct Free {
 
 /// The registry's process table; also the [`Hooks`] the shard writers call.
 pub(crate) struct ProcessTable {
+    /// Each process's state word (`generation << 1 | alive`), by index: one dense word a
+    /// process, so the liveness check every lookup makes touches 8 bytes a process and
+    /// the whole array stays in cache far longer than records would.
+    states: AtomicWords,
+    /// The other fields ([`PENDING`]..), `stride` words a process.
     words: AtomicWords,
     stride: u64,
     free: Mutex<Free>,
@@ -186,11 +191,11 @@ pub(crate) struct ProcessTable {
     lease_locks: Box<[Mutex<()>]>,
 }
 
-const STATE: u64 = 0;
-const PENDING: u64 = 1;
-const DEADLINE: u64 = 2;
-const KILLED_AT: u64 = 3;
-const MASK: u64 = 4;
+// Fields of a process's record in `words`; its state word is in `states`.
+const PENDING: u64 = 0;
+const DEADLINE: u64 = 1;
+const KILLED_AT: u64 = 2;
+const MASK: u64 = 3;
 
 /// What the lease reaper found for a due pid.
 pub(crate) enum Expiry {
@@ -210,6 +215,7 @@ impl ProcessTable {
         huge_pages: bool,
     ) -> ProcessTable {
         ProcessTable {
+            states: AtomicWords::reserved(MAX_PROCESSES + 1, 10, huge_pages),
             words: AtomicWords::reserved(
                 ((MAX_PROCESSES + 1) * (MASK + shards.div_ceil(64) as u64)).min(1 << 31),
                 10,
@@ -242,6 +248,11 @@ impl ProcessTable {
         self.words.get(index as u64 * self.stride + field)
     }
 
+    #[inline(always)]
+    fn state(&self, index: u32) -> Option<&AtomicU64> {
+        self.states.get(u64::from(index))
+    }
+
     /// Issues a new live pid; `deadline` is its lease deadline (0 for none). `None` when
     /// [`MAX_PROCESSES`] are alive (or dying) already.
     pub(crate) fn spawn(&self, deadline: u64) -> Option<Pid> {
@@ -251,7 +262,9 @@ impl ProcessTable {
             Some(i) => i,
             None if u64::from(free.next) < MAX_PROCESSES => {
                 let i = free.next;
-                if !self.words.ensure((i as u64 + 1) * self.stride) {
+                if !self.words.ensure((i as u64 + 1) * self.stride)
+                    || !self.states.ensure(i as u64 + 1)
+                {
                     return None;
                 }
                 free.next += 1;
@@ -260,7 +273,7 @@ impl ProcessTable {
             None => return None,
         };
         drop(free);
-        let state = self.word(index, STATE).expect("ensured");
+        let state = self.state(index).expect("ensured");
         // Generation 0 is never issued, so `Pid::NONE` never matches.
         let generation = match state.load(Ordering::Relaxed) >> 1 {
             MAX_GENERATION => 1,
@@ -283,7 +296,7 @@ impl ProcessTable {
     /// One atomic load.
     #[inline(always)]
     pub(crate) fn is_alive(&self, pid: Pid) -> bool {
-        self.word(pid.index(), STATE)
+        self.state(pid.index())
             .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
     }
 
@@ -291,7 +304,7 @@ impl ProcessTable {
     /// for batched lookups; `pid` may be garbage).
     #[inline]
     pub(crate) fn prefetch(&self, pid: Pid) {
-        if let Some(w) = self.word(pid.index(), STATE) {
+        if let Some(w) = self.state(pid.index()) {
             roster_shard::prefetch(w);
         }
     }
@@ -300,7 +313,7 @@ impl ProcessTable {
     /// The caller must notify each returned shard (or call [`ProcessTable::release`]
     /// for those it cannot reach).
     pub(crate) fn kill(&self, pid: Pid) -> Option<Vec<usize>> {
-        let state = self.word(pid.index(), STATE)?;
+        let state = self.state(pid.index())?;
         let alive = pid.generation() << 1 | 1;
         // Counted before the pid is seen dead, so a writer refused because of this death
         // waits for its cleanup; undone (by counting it reclaimed) if it was no death.
@@ -458,7 +471,7 @@ impl Hooks for ProcessTable {
         // one of them sees the other (modelled by `loom_attach_and_kill_never_both_miss`
         // in roster-shard). The bit, if it was set already, was set by this same thread.
         fence(Ordering::SeqCst);
-        self.word(pid.index(), STATE)
+        self.state(pid.index())
             .is_some_and(|w| w.load(Ordering::SeqCst) == pid.generation() << 1 | 1)
     }
 
