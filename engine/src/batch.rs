@@ -100,10 +100,22 @@ impl Registry {
                 && !group.is_full()
                 && words.remaining_capacity() >= MAX_KEY_WORDS
             {
+                let key = &keys[next];
                 let start = words.len();
-                self.own(keys[next].namespace())?;
-                keys[next].encode_onto(max_name_len, &mut words)?;
-                let (hash, shard) = self.route(&words[start..]);
+                let hash = match key.int_words() {
+                    // An integer name: two words, hashed as an array (the hasher's
+                    // two-word case, unrolled), as a single lookup does.
+                    Some(int) if key.namespace().1 == self.tag() => {
+                        words.extend(int);
+                        self.route_index(&int).0
+                    }
+                    _ => {
+                        self.own(key.namespace())?;
+                        key.encode_onto(max_name_len, &mut words)?;
+                        self.route_index(&words[start..]).0
+                    }
+                };
+                let shard = self.shard_of(hash);
                 shard.prefetch_slot(hash);
                 group.push(Pending {
                     words: (start, words.len()),

@@ -247,25 +247,12 @@ impl<'a> Key<'a> {
     }
 
     /// Checks the name against `max_name_len`: the only way a key can be invalid.
+    #[inline]
     pub(crate) fn check(&self, max_name_len: usize) -> Result<(), Error> {
-        let Name::Str(s) = self.name else {
-            return Ok(());
-        };
-        if s.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidKey {
-                reason: "empty name",
-                limit: 1,
-                actual: 0,
-            }));
+        match self.name {
+            Name::Int(_) => Ok(()),
+            Name::Str(s) => check_name(s, max_name_len),
         }
-        if s.len() > max_name_len {
-            return Err(Error::new(ErrorKind::InvalidKey {
-                reason: "name too long (bytes)",
-                limit: max_name_len,
-                actual: s.len(),
-            }));
-        }
-        Ok(())
     }
 
     /// [`Key::encode`] appending to `w` (not cleared), which must have room for
@@ -292,6 +279,25 @@ impl<'a> Key<'a> {
         }
         Ok(())
     }
+}
+
+/// [`Key::check`] of a string name, out of line: integer names are always valid.
+fn check_name(s: &str, max_name_len: usize) -> Result<(), Error> {
+    if s.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidKey {
+            reason: "empty name",
+            limit: 1,
+            actual: 0,
+        }));
+    }
+    if s.len() > max_name_len {
+        return Err(Error::new(ErrorKind::InvalidKey {
+            reason: "name too long (bytes)",
+            limit: max_name_len,
+            actual: s.len(),
+        }));
+    }
+    Ok(())
 }
 
 impl fmt::Display for Key<'_> {

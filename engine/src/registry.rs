@@ -990,6 +990,12 @@ impl Registry {
         (hash, &self.inner.shards[i])
     }
 
+    /// The shard a key of hash `hash` lives in.
+    #[inline]
+    pub(crate) fn shard_of(&self, hash: u64) -> &Shard {
+        &self.inner.shards[(hash & self.inner.mask) as usize]
+    }
+
     /// The shard index of an encoded key and its hash.
     #[inline]
     pub(crate) fn route_index(&self, words: &[u64]) -> (u64, usize) {

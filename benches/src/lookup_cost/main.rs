@@ -9,8 +9,10 @@
 //! ```
 //!
 //! Instructions per lookup = the run's `Ir` total / `LOOKUPS`. Without valgrind it prints
-//! the lookups per second of the same loop. A third argument `huge` builds the registry
-//! on huge pages (`RegistryBuilder::huge_pages`).
+//! the lookups per second of the same loop. Options after the counts: `huge` builds the
+//! registry on huge pages (`RegistryBuilder::huge_pages`); `batch` looks the keys up
+//! through `lookup_many`, 16 at a time (instructions per lookup then include the batch's
+//! share of building its key slice).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -42,15 +44,51 @@ fn hits(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
     found
 }
 
+/// [`hits`] through `lookup_many`, in batches of 16 keys of the same walk.
+#[inline(never)]
+fn hits_many(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
+    let mut found = 0;
+    let mut k = 0u64;
+    let step = 0x9E37_79B9 % keys;
+    let mut batch = Vec::with_capacity(BATCH);
+    for _ in 0..n.div_ceil(BATCH as u64) {
+        batch.clear();
+        for _ in 0..BATCH {
+            k += step;
+            if k >= keys {
+                k -= keys;
+            }
+            batch.push(Key::new(ns, black_box(k)));
+        }
+        registry
+            .lookup_many(&batch, |_, e| {
+                if let Some(e) = e {
+                    black_box(e.pid());
+                    found += 1;
+                }
+            })
+            .expect("lookup_many");
+    }
+    found
+}
+
+/// Keys per `lookup_many` call in batch mode (the peers' `roster-batch` uses 16 too).
+const BATCH: usize = 16;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
-    let huge = match std::env::args().nth(3).as_deref() {
-        None => false,
-        Some("huge") => true,
-        Some(other) => return Err(format!("unknown option {other:?}: expected `huge`").into()),
-    };
+    let (mut huge, mut batch) = (false, false);
+    for option in std::env::args().skip(3) {
+        match option.as_str() {
+            "huge" => huge = true,
+            "batch" => batch = true,
+            other => {
+                return Err(format!("unknown option {other:?}: expected `huge` or `batch`").into())
+            }
+        }
+    }
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
     let registry = Registry::builder()
         .capacity(keys as usize)
@@ -76,7 +114,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         owners.push(p);
     }
     let start = Instant::now();
-    let found = hits(&registry, ns, keys, lookups);
+    let lookups = if batch {
+        lookups.next_multiple_of(BATCH as u64)
+    } else {
+        lookups
+    };
+    let found = if batch {
+        hits_many(&registry, ns, keys, lookups)
+    } else {
+        hits(&registry, ns, keys, lookups)
+    };
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(found, lookups, "every lookup hits");
     println!(

@@ -88,3 +88,31 @@ fn lookup_many_rejects_an_invalid_key_before_answering_any() {
         assert_eq!(err.kind(), &ErrorKind::ShuttingDown);
     });
 }
+
+#[test]
+fn lookup_many_refuses_an_integer_key_of_another_registry_before_answering_any() {
+    // Integer names take the batch's fast path, which checks the namespace inline: a
+    // key of another registry's namespace must still be refused, not read.
+    with_registry(|r| {
+        let elsewhere = roster::Registry::builder().shards(1).build().unwrap();
+        let foreign = elsewhere.namespace("ns").unwrap();
+        let ns = r.namespace("ns").unwrap();
+        let p = r.spawn();
+        r.register(&p, &Key::new(ns, 7u64), &Metadata::new())
+            .unwrap();
+        let keys = [Key::new(ns, 7u64), Key::new(foreign, 7u64)];
+        let err = r.lookup_many(&keys, |_, _| panic!("answered")).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::ForeignNamespace { .. }),
+            "{err}"
+        );
+        // Mixed integer and string names in one group answer as single lookups do.
+        r.register(&p, &Key::new(ns, "seven"), &Metadata::new())
+            .unwrap();
+        let keys: Vec<Key> = (0..40u64)
+            .flat_map(|i| [Key::new(ns, i), Key::new(ns, "seven"), Key::new(ns, "six")])
+            .collect();
+        assert_eq!(many(&r, &keys), single(&r, &keys));
+        assert_eq!(many(&r, &keys).iter().flatten().count(), 41);
+    });
+}

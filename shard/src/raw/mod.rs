@@ -559,23 +559,25 @@ impl Published {
     pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
         let t = self.table();
         let want = tag(hash);
+        let ring = t.ring();
         let home = t.home(hash);
-        // The home slot and the one after it (usually in the same cache line), if any.
-        let line_end = (home + 1).min(t.capacity() - 1);
-        let slot = t.slots[home..=line_end]
-            .iter()
+        // The home slot and the one after it (usually in the same cache line).
+        let slot = [ring.slot(home), ring.slot(home + 1)]
+            .into_iter()
             .find(|s| s.word.load(Ordering::Relaxed) as u32 == want)?;
         let loc = Loc(slot.loc.load(Ordering::Relaxed));
         // The lines `read_block` reads: the key and metadata, or the key and the fixed
-        // 8 words of short metadata (80 bytes for a two-word key: up to three lines).
-        // Long metadata gets its first four lines only.
-        let first = loc.offset() + HEADER_WORDS as u64;
+        // 8 words of short metadata (80 bytes for a two-word key: up to three lines, so
+        // its first, middle and last words cover them). Long metadata gets three of its
+        // first four lines.
         let words = (loc.key_words() + loc.meta_words().max(FAST_META)).min(32);
-        let last = first + words as u64 - 1;
-        for at in (first..last).step_by(8).chain([last]) {
-            if let Some(w) = self.arena.get(at) {
-                prefetch(w);
-            }
+        let read = self
+            .arena
+            .range(loc.offset() + HEADER_WORDS as u64, words as u64)?;
+        if let ([first, ..], [.., last]) = read.split_at(words / 2) {
+            prefetch(first);
+            prefetch(&read[words / 2]);
+            prefetch(last);
         }
         Some(slot.owner.load(Ordering::Relaxed))
     }
