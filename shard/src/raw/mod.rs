@@ -691,49 +691,39 @@ impl Published {
     /// if it fits. Any `loc` is answered (torn ones are out of range or mismatch).
     #[inline(always)]
     fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> bool {
-        let kw = loc.key_words();
-        if kw != key.len() {
-            return false;
-        }
-        let mw = loc.meta_words();
         // Key and metadata in one arena lookup; the header is not read.
         let start = loc.offset() + HEADER_WORDS as u64;
-        // Short metadata is copied as a fixed 8 words, with no loop: the words past it
-        // are the block's own tail or its neighbour's atomics, harmless to read, and the
-        // caller uses only the first `mw`.
-        if mw <= FAST_META {
-            // Two-word keys (integer names, string names of up to 8 bytes) as arrays:
-            // every index below is a constant, so nothing is bounds-checked.
-            if let (Ok(key), Some(out)) = (
-                <&[u64; 2]>::try_from(key),
-                out.first_chunk_mut::<FAST_META>(),
-            ) {
-                if let Some(words) = self.arena.array::<{ 2 + FAST_META }>(start) {
-                    if words[0].load(Ordering::Relaxed) != key[0]
-                        || words[1].load(Ordering::Relaxed) != key[1]
-                    {
-                        return false;
-                    }
-                    for (o, m) in out.iter_mut().zip(&words[2..]) {
-                        *o = m.load(Ordering::Relaxed);
-                    }
-                    return true;
-                }
-            }
-            if let (Some(words), Some(out)) = (
-                self.arena.range(start, (kw + FAST_META) as u64),
-                out.get_mut(..FAST_META),
-            ) {
-                let (stored, meta) = words.split_at(kw);
-                if !key_eq(stored, key) {
+        // The common shape, a two-word key (integer names, string names of up to 8 bytes)
+        // with short metadata, is one compare of `loc` and then arrays: every index is a
+        // constant, so nothing is bounds-checked, and the metadata is copied as a fixed
+        // `FAST_META` words with no loop. The words past it are the block's own tail or
+        // its neighbour's atomics, harmless to read; the caller uses only the first `mw`.
+        if let (Ok(key), Some(out)) = (
+            <&[u64; 2]>::try_from(key),
+            out.first_chunk_mut::<FAST_META>(),
+        ) {
+            // Not at the arena's end (or a chunk's, if chunked): that block is read exactly.
+            if let Some(words) = self
+                .arena
+                .array::<{ 2 + FAST_META }>(start)
+                .filter(|_| loc.is_short())
+            {
+                if words[0].load(Ordering::Relaxed) != key[0]
+                    || words[1].load(Ordering::Relaxed) != key[1]
+                {
                     return false;
                 }
-                for (o, m) in out.iter_mut().zip(&meta[..FAST_META]) {
+                for (o, m) in out.iter_mut().zip(&words[2..]) {
                     *o = m.load(Ordering::Relaxed);
                 }
                 return true;
             }
         }
+        let kw = loc.key_words();
+        if kw != key.len() {
+            return false;
+        }
+        let mw = loc.meta_words();
         let Some(words) = self.arena.range(start, (kw + mw) as u64) else {
             return false;
         };
@@ -750,8 +740,9 @@ impl Published {
     }
 }
 
-/// Metadata words a hit copies as a fixed block (see `Published::read_block`).
-const FAST_META: usize = 8;
+/// Metadata words a hit copies as a fixed block (see `Published::read_block`): one less
+/// than a power of two, so that [`Loc::is_short`] is one mask.
+const FAST_META: usize = Loc::SHORT_META;
 
 /// Whether the stored key words equal `key` (of the same length): two-word keys (integer
 /// names, short string names) compare without a loop.
@@ -837,7 +828,7 @@ mod tests {
     /// where the block ends its chunk or `out` is shorter. Two-word keys take the array
     /// path (`AtomicWords::array`), others the slice path; both are checked.
     #[test]
-    fn short_metadata_copies_eight_words_only_where_there_is_room() {
+    fn short_metadata_copies_a_fixed_block_only_where_there_is_room() {
         for key_words in [1, 2] {
             let (mut p, t) = Published::new(0, 8, 4);
             // A chunked arena: chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28.
@@ -859,16 +850,18 @@ mod tests {
                 }
             );
             assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
-            // At the start of chunk 3, with room after it: eight words, the three past
-            // the block read as the zeroes they are.
+            // At the start of chunk 3, with room after it: a two-word key gets
+            // `FAST_META` (7) words, the two past the block read as the zeroes they are;
+            // other keys get the exact copy.
             put(&p, &t, 1, 6, &key(8), &meta, 28);
             let mut out = [u64::MAX; 8];
             assert!(matches!(
                 p.try_read(6, &key(8), &mut out),
                 Attempt::Found { .. }
             ));
-            assert_eq!(out, [10, 20, 30, 40, 50, 0, 0, 0]);
-            // A buffer too short for eight gets the exact copy.
+            let tail = if key_words == 2 { 0 } else { u64::MAX };
+            assert_eq!(out, [10, 20, 30, 40, 50, tail, tail, u64::MAX]);
+            // A buffer too short for the fixed block gets the exact copy.
             let mut out = [u64::MAX; 6];
             assert!(matches!(
                 p.try_read(6, &key(8), &mut out),

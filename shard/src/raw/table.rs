@@ -84,6 +84,18 @@ impl Loc {
         self.0 as usize & MAX_META_WORDS
     }
 
+    /// At most this many metadata words make a [`Loc::is_short`] entry.
+    pub const SHORT_META: usize = 7;
+
+    /// Whether the block has a two-word key and at most [`Loc::SHORT_META`] metadata
+    /// words: one mask and compare, for the read path's fast case.
+    #[inline]
+    pub fn is_short(self) -> bool {
+        const { assert!((Loc::SHORT_META + 1).is_power_of_two()) };
+        let mask = (MAX_KEY_WORDS as u64) << 16 | (MAX_META_WORDS & !Loc::SHORT_META) as u64;
+        self.0 & mask == 2 << 16
+    }
+
     /// Words the block spans: header, key and metadata.
     #[inline]
     pub fn block_words(self) -> usize {
@@ -616,6 +628,26 @@ mod tests {
         let l = Loc::new(12345, 3, 7);
         assert_eq!((l.offset(), l.key_words(), l.meta_words()), (12345, 3, 7));
         assert_eq!(l.block_words(), HEADER_WORDS + 10);
+    }
+
+    #[test]
+    fn a_short_loc_is_a_two_word_key_with_short_metadata() {
+        for offset in [0, 1, (1 << 40) - 1] {
+            for kw in [0, 1, 2, 3, 130, MAX_KEY_WORDS] {
+                for mw in [
+                    0,
+                    1,
+                    Loc::SHORT_META,
+                    Loc::SHORT_META + 1,
+                    9,
+                    16,
+                    MAX_META_WORDS,
+                ] {
+                    let short = kw == 2 && mw <= Loc::SHORT_META;
+                    assert_eq!(Loc::new(offset, kw, mw).is_short(), short, "{kw} {mw}");
+                }
+            }
+        }
     }
 
     #[test]
