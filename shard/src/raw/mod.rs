@@ -702,10 +702,10 @@ impl Published {
             <&[u64; 2]>::try_from(key),
             out.first_chunk_mut::<FAST_META>(),
         ) {
-            // Not at the arena's end (or a chunk's, if chunked): that block is read exactly.
+            // Not at the arena's end, nor in a chunked arena: those are read exactly.
             if let Some(words) = self
                 .arena
-                .array::<{ 2 + FAST_META }>(start)
+                .reserved_array::<{ 2 + FAST_META }>(start)
                 .filter(|_| loc.is_short())
             {
                 if words[0].load(Ordering::Relaxed) != key[0]
@@ -823,55 +823,60 @@ mod tests {
         assert_eq!(out, [0, 0]);
     }
 
-    /// Short metadata is copied as a fixed eight words where `out` and the arena have
-    /// the room (the words past the metadata are the caller's to ignore), and exactly
-    /// where the block ends its chunk or `out` is shorter. Two-word keys take the array
-    /// path (`AtomicWords::array`), others the slice path; both are checked.
+    /// Short metadata of a two-word key is copied as a fixed `FAST_META` words where
+    /// `out` and the reserved arena have the room (the words past the metadata are the
+    /// caller's to ignore, `AtomicWords::reserved_array`), and exactly where the block
+    /// ends the range, the arena is chunked, `out` is shorter or the key is not two words.
     #[test]
     fn short_metadata_copies_a_fixed_block_only_where_there_is_room() {
-        for key_words in [1, 2] {
-            let (mut p, t) = Published::new(0, 8, 4);
-            // A chunked arena: chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28.
-            p.arena = AtomicWords::new(2);
-            let meta = [10, 20, 30, 40, 50];
-            let key = |k: u64| [k, k * 10][..key_words].to_vec();
-            // The block ends exactly where chunk 1 or 2 does: the 8 words past the key
-            // would cross it.
-            let fill_end = if key_words == 2 { 4 } else { 12 + 16 - 7 };
-            put(&p, &t, 0, 5, &key(7), &meta, fill_end);
-            let mut out = [u64::MAX; 8];
-            let found = p.try_read(5, &key(7), &mut out);
-            assert_eq!(
-                found,
-                Attempt::Found {
-                    owner: 9,
-                    meta_words: 5,
-                    block: fill_end
-                }
-            );
-            assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
-            // At the start of chunk 3, with room after it: a two-word key gets
-            // `FAST_META` (7) words, the two past the block read as the zeroes they are;
-            // other keys get the exact copy.
-            put(&p, &t, 1, 6, &key(8), &meta, 28);
-            let mut out = [u64::MAX; 8];
+        let meta = [10, 20, 30, 40, 50];
+        let read = |p: &Published, hash, key: &[u64], out: &mut [u64]| {
             assert!(matches!(
-                p.try_read(6, &key(8), &mut out),
-                Attempt::Found { .. }
+                p.try_read(hash, key, out),
+                Attempt::Found { meta_words: 5, .. }
             ));
+        };
+        for key_words in [1, 2] {
+            let key = |k: u64| [k, k * 10][..key_words].to_vec();
+            // A reserved arena of 64 words: a two-word key gets `FAST_META` (7) words
+            // where they fit, the two past the block read as the zeroes they are; other
+            // keys get the exact copy.
+            let (mut p, t) = Published::new(0, 8, 4);
+            p.arena = AtomicWords::reserved(64, 2, false);
+            assert!(p.arena.ensure(64));
+            put(&p, &t, 0, 5, &key(7), &meta, 20);
+            let mut out = [u64::MAX; 8];
+            read(&p, 5, &key(7), &mut out);
             let tail = if key_words == 2 { 0 } else { u64::MAX };
             assert_eq!(out, [10, 20, 30, 40, 50, tail, tail, u64::MAX]);
             // A buffer too short for the fixed block gets the exact copy.
             let mut out = [u64::MAX; 6];
-            assert!(matches!(
-                p.try_read(6, &key(8), &mut out),
-                Attempt::Found { .. }
-            ));
+            read(&p, 5, &key(7), &mut out);
             assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX]);
             // A wrong key copies nothing.
             let mut out = [u64::MAX; 8];
-            assert_eq!(p.try_read(6, &key(9), &mut out), Attempt::NotFound);
+            assert_eq!(p.try_read(5, &key(9), &mut out), Attempt::NotFound);
             assert_eq!(out, [u64::MAX; 8]);
+            // A block ending at the range's end: the fixed words would cross it.
+            let end = 64 - (HEADER_WORDS + key_words + meta.len()) as u64;
+            put(&p, &t, 1, 6, &key(8), &meta, end);
+            let mut out = [u64::MAX; 8];
+            read(&p, 6, &key(8), &mut out);
+            assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
+
+            // A chunked arena (chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28): every
+            // read is exact, at a chunk's end too.
+            let (mut p, t) = Published::new(0, 8, 4);
+            p.arena = AtomicWords::new(2);
+            let fill_end = if key_words == 2 { 4 } else { 12 + 16 - 7 };
+            put(&p, &t, 0, 5, &key(7), &meta, fill_end);
+            put(&p, &t, 1, 6, &key(8), &meta, 28);
+            for hash in [5, 6] {
+                let mut out = [u64::MAX; 8];
+                let k = key(hash + 2);
+                read(&p, hash, &k, &mut out);
+                assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
+            }
         }
     }
 

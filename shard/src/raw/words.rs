@@ -182,10 +182,12 @@ impl AtomicWords {
         }
     }
 
-    /// [`AtomicWords::range`] of a length known at compile time, as an array: indexing
-    /// it needs no bounds check.
+    /// The `N` words from `start` as an array (indexing it needs no bounds check), if
+    /// they lie in the reserved range: `None` past it, and always for a chunked vector,
+    /// whose callers take [`AtomicWords::range`] instead. One compare, and no chunked
+    /// branch to merge with, so the caller's `Some` needs no null test.
     #[inline]
-    pub fn array<const N: usize>(&self, start: u64) -> Option<&[AtomicU64; N]> {
+    pub fn reserved_array<const N: usize>(&self, start: u64) -> Option<&[AtomicU64; N]> {
         match start.checked_add(N as u64) {
             Some(end) if end <= self.reserved => {
                 // SAFETY: as in `range`: the `N` words at `base + start` lie in the reserved
@@ -193,7 +195,7 @@ impl AtomicWords {
                 // `N` `AtomicU64`s has their layout.
                 Some(unsafe { &*self.base.add(start as usize).cast::<[AtomicU64; N]>() })
             }
-            _ => self.range_chunked(start, N as u64)?.try_into().ok(),
+            _ => None,
         }
     }
 
