@@ -1,7 +1,7 @@
 //! [`RegistryBuilder`]: the settings of a registry, validated, and the start of its shards
 //! and lease reaper.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::lease::{Clock, Leases, SystemClock};
 use crate::metadata::Limits;
 use crate::monitor::Monitors;
 use crate::process::ProcessTable;
-use crate::registry::{Handles, Inner, KeyHasher, Names, Registry};
+use crate::registry::{Handles, Inner, KeyHasher, Names, Registry, NO_FAST_LOOKUP};
 use crate::stats::OpRecorder;
 use crate::watch::Hub;
 
@@ -466,6 +466,11 @@ impl RegistryBuilder {
             names: RwLock::new(Names::default()),
             capabilities: Interner::default(),
             closed: AtomicBool::new(false),
+            fast_tag: AtomicU64::new(if self.op_stats {
+                NO_FAST_LOOKUP
+            } else {
+                u64::from(tag)
+            }),
             monitors: Monitors::new(),
             leases: Arc::new(Leases::new(clock)),
             handles: Handles::new(),

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -200,6 +200,9 @@ pub(crate) struct Names {
     namespaces: HashMap<Box<str>, u32>,
 }
 
+/// [`Inner::fast_tag`] when lookups must take the checked path: wider than any tag.
+pub(crate) const NO_FAST_LOOKUP: u64 = u64::MAX;
+
 pub(crate) struct Inner {
     /// This registry's tag, carried by its namespaces.
     pub(crate) tag: u32,
@@ -212,6 +215,10 @@ pub(crate) struct Inner {
     /// Capability names and ids.
     pub(crate) capabilities: Interner,
     pub(crate) closed: AtomicBool,
+    /// [`Inner::tag`] while a lookup may take its inlined fast case (the registry is open
+    /// and op stats are off), else [`NO_FAST_LOOKUP`], which no tag equals: the fast
+    /// case's three checks in one compare with the key's namespace tag.
+    pub(crate) fast_tag: AtomicU64,
     pub(crate) monitors: Monitors,
     pub(crate) leases: Arc<Leases>,
     pub(crate) handles: Handles,
@@ -303,6 +310,7 @@ impl Inner {
     }
 
     fn shutdown(&self) {
+        self.fast_tag.store(NO_FAST_LOOKUP, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);
         self.procs.hub.close();
         self.leases.stop();
@@ -1305,13 +1313,11 @@ impl Registry {
     #[inline]
     pub fn lookup_into(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
         // The common case, inlined whole: an integer name (two words, nothing to check) on
-        // an open registry of its namespace, stats off. Three checks, a hash, one
-        // optimistic read and one liveness load, with no call and no loop; every other
-        // case is one call, so the key itself stays in registers here.
+        // an open registry of its namespace, stats off (one compare: `fast_tag`). A
+        // hash, one optimistic read and one liveness load, with no call and no loop;
+        // every other case is one call, so the key itself stays in registers here.
         if let Some(words) = key.int_words() {
-            let inner = &*self.inner;
-            let open = !inner.closed.load(Ordering::Relaxed);
-            if inner.ops.is_none() && open && key.namespace().1 == inner.tag {
+            if self.inner.fast_tag.load(Ordering::Relaxed) == u64::from(key.namespace().1) {
                 let (hash, shard) = self.route(&words);
                 return self.read_entry(shard, hash, &words, entry);
             }
