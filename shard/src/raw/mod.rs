@@ -654,7 +654,10 @@ impl Published {
         // later loads after it); in registers instead, they cost more spills than the
         // 1.3 slots a hit probes reload.
         let mut i = t.home(hash);
-        for _ in 0..t.capacity() {
+        // Slots after this one the probe may still pass: it passes each at most once,
+        // so it ends even if it never met an empty slot (a torn view of a full table).
+        let mut left = t.capacity() - 1;
+        loop {
             let slot = t.ring().slot(i);
             // `seq:32 | tag:32`, one load (see `table.rs`).
             let w1 = slot.word.load(Ordering::Acquire);
@@ -678,6 +681,10 @@ impl Published {
             } else if h == 0 {
                 break;
             }
+            if left == 0 {
+                break;
+            }
+            left -= 1;
             i = t.next(i);
         }
         fence(Ordering::Acquire);
