@@ -1318,8 +1318,7 @@ impl Registry {
         // every other case is one call, so the key itself stays in registers here.
         if let Some(words) = key.int_words() {
             if self.inner.fast_tag.load(Ordering::Relaxed) == u64::from(key.namespace().1) {
-                let (hash, shard) = self.route(&words);
-                return self.read_entry(shard, hash, &words, entry);
+                return self.read_int(words, entry);
             }
         }
         self.lookup_other(*key, entry)
@@ -1387,6 +1386,21 @@ impl Registry {
         words: &[u64],
         entry: &mut Entry,
     ) -> Result<bool, Error> {
+        match self.read_entry_quick(shard, hash, words, entry) {
+            Some(found) => Ok(found),
+            None => self.read_entry_slow(shard, hash, words, entry),
+        }
+    }
+
+    /// [`Registry::read_entry`]'s inlined part: `None` where the slow path must answer.
+    #[inline(always)]
+    fn read_entry_quick(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        words: &[u64],
+        entry: &mut Entry,
+    ) -> Option<bool> {
         match shard.try_read(hash, words, entry.inline_buffer()) {
             Attempt::Found {
                 owner, meta_words, ..
@@ -1396,11 +1410,29 @@ impl Registry {
                 if alive {
                     entry.set_inline(pid, meta_words);
                 }
-                Ok(alive)
+                Some(alive)
             }
-            Attempt::NotFound => Ok(false),
-            _ => self.read_entry_slow(shard, hash, words, entry),
+            Attempt::NotFound => Some(false),
+            _ => None,
         }
+    }
+
+    /// [`Registry::read_entry`] of an integer name, for `lookup_into`'s fast case: the
+    /// slow path takes the key words by value and finds the shard again, so the inlined
+    /// caller keeps neither the words nor the shard in memory for it.
+    #[inline(always)]
+    fn read_int(&self, words: [u64; 2], entry: &mut Entry) -> Result<bool, Error> {
+        let (hash, shard) = self.route(&words);
+        match self.read_entry_quick(shard, hash, &words, entry) {
+            Some(found) => Ok(found),
+            None => self.read_int_slow(hash, words, entry),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_int_slow(&self, hash: u64, words: [u64; 2], entry: &mut Entry) -> Result<bool, Error> {
+        self.read_entry_slow(self.shard_of(hash), hash, &words, entry)
     }
 
     /// A hit read into `entry`'s buffer counts only if its owner is alive (SPEC I1):
