@@ -200,6 +200,32 @@ pub(crate) struct Names {
     namespaces: HashMap<Box<str>, u32>,
 }
 
+/// A lookup's answer as the calls `lookup_into` inlines return it: two scalars, which
+/// come back in two registers, where a `Result<bool, Error>` (a tag, a bool and a
+/// pointer) comes back through memory and makes every inlined lookup store and reload
+/// its answer.
+struct Answer(bool, Option<Error>);
+
+impl From<Result<bool, Error>> for Answer {
+    #[inline(always)]
+    fn from(r: Result<bool, Error>) -> Answer {
+        match r {
+            Ok(found) => Answer(found, None),
+            Err(e) => Answer(false, Some(e)),
+        }
+    }
+}
+
+impl From<Answer> for Result<bool, Error> {
+    #[inline(always)]
+    fn from(a: Answer) -> Result<bool, Error> {
+        match a {
+            Answer(_, Some(e)) => Err(e),
+            Answer(found, None) => Ok(found),
+        }
+    }
+}
+
 /// [`Inner::fast_tag`] when lookups must take the checked path: wider than any tag.
 pub(crate) const NO_FAST_LOOKUP: u64 = u64::MAX;
 
@@ -1321,19 +1347,19 @@ impl Registry {
                 return self.read_int(words, entry);
             }
         }
-        self.lookup_other(*key, entry)
+        self.lookup_other(*key, entry).into()
     }
 
     /// [`Registry::lookup_into`] for every case but its inlined one. It takes the key by
     /// value: the copy is then made on this call's branch only, where a reference would
     /// make the caller store the key on every lookup.
     #[inline(never)]
-    fn lookup_other(&self, key: Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
+    fn lookup_other(&self, key: Key<'_>, entry: &mut Entry) -> Answer {
         // Off, the timer would cost a drop flag and a landing pad.
         if self.inner.ops.is_some() {
-            return self.lookup_timed(&key, entry);
+            return self.lookup_timed(&key, entry).into();
         }
-        self.lookup_plain(&key, entry)
+        self.lookup_plain(&key, entry).into()
     }
 
     /// [`Registry::lookup_into`] with operation stats on.
@@ -1425,14 +1451,15 @@ impl Registry {
         let (hash, shard) = self.route(&words);
         match self.read_entry_quick(shard, hash, &words, entry) {
             Some(found) => Ok(found),
-            None => self.read_int_slow(hash, words, entry),
+            None => self.read_int_slow(hash, words, entry).into(),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn read_int_slow(&self, hash: u64, words: [u64; 2], entry: &mut Entry) -> Result<bool, Error> {
+    fn read_int_slow(&self, hash: u64, words: [u64; 2], entry: &mut Entry) -> Answer {
         self.read_entry_slow(self.shard_of(hash), hash, &words, entry)
+            .into()
     }
 
     /// A hit read into `entry`'s buffer counts only if its owner is alive (SPEC I1):
