@@ -1414,7 +1414,7 @@ impl Registry {
     ) -> Result<bool, Error> {
         match self.read_entry_quick(shard, hash, words, entry) {
             Some(found) => Ok(found),
-            None => self.read_entry_slow(shard, hash, words, entry),
+            None => self.read_entry_slow(shard, hash, words, entry).into(),
         }
     }
 
@@ -1459,7 +1459,6 @@ impl Registry {
     #[inline(never)]
     fn read_int_slow(&self, hash: u64, words: [u64; 2], entry: &mut Entry) -> Answer {
         self.read_entry_slow(self.shard_of(hash), hash, &words, entry)
-            .into()
     }
 
     /// A hit read into `entry`'s buffer counts only if its owner is alive (SPEC I1):
@@ -1475,7 +1474,8 @@ impl Registry {
 
     /// [`Registry::read_entry`] after its one optimistic attempt did not answer: a write
     /// overlapped it (retried, then asked of the writer), the metadata is larger than the
-    /// entry's buffer (it grows and reads again), or the shard has closed.
+    /// entry's buffer (it grows and reads again), or the shard has closed. It answers an
+    /// [`Answer`], in registers, like every call a lookup inlines.
     #[cold]
     #[inline(never)]
     fn read_entry_slow(
@@ -1484,7 +1484,7 @@ impl Registry {
         hash: u64,
         words: &[u64],
         entry: &mut Entry,
-    ) -> Result<bool, Error> {
+    ) -> Answer {
         loop {
             match shard.read(hash, words, entry.buffer()) {
                 Read::Found { owner, meta_words } => {
@@ -1492,10 +1492,10 @@ impl Registry {
                         entry.reserve(meta_words);
                         continue;
                     }
-                    return Ok(self.settle(entry, owner, meta_words));
+                    return Answer(self.settle(entry, owner, meta_words), None);
                 }
-                Read::NotFound => return Ok(false),
-                Read::Closed => return Err(Error::new(ErrorKind::ShuttingDown)),
+                Read::NotFound => return Answer(false, None),
+                Read::Closed => return Answer(false, Some(Error::new(ErrorKind::ShuttingDown))),
             }
         }
     }
