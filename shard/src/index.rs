@@ -171,7 +171,7 @@ impl Writer {
 
     /// Records that the entry block at `off` (head `bh`) sits at `index` of its owner's list.
     pub(crate) fn set_owner_index(&self, off: u64, bh: BlockHead, index: usize) {
-        // Readers never use tail words (the fixed 8-word copy may load some, and drops
+        // Readers never use tail words (the fixed `FAST_META`-word copy may load some, and drops
         // them): no write section is needed.
         let w = self.tail_word(off, bh, bh.terms);
         w.store(

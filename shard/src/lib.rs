@@ -509,7 +509,7 @@ impl Shard {
     }
 
     /// Reads `key` (whose hash is `hash`), copying its metadata into `out` if it fits
-    /// (the words of `out` past the metadata, up to 8, may be overwritten too).
+    /// (the words of `out` past the metadata, up to 7, may be overwritten too).
     ///
     /// Lock-free: it retries optimistically up to `read_attempts` times while the writer
     /// changes what it reads, then asks the writer (the only path that allocates).

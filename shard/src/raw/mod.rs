@@ -173,7 +173,7 @@ pub fn term_hash(term: u64) -> u64 {
 pub enum Attempt {
     /// The key is present: its owner and metadata length. The metadata was copied into the
     /// caller's buffer only if it fit (`meta_words <= out.len()`); words of the buffer
-    /// past `meta_words` (up to 8) may have been overwritten with other arena words.
+    /// past `meta_words` (up to `FAST_META`, 7) may have been overwritten with other arena words.
     Found {
         /// The owner word.
         owner: u64,
@@ -567,9 +567,9 @@ impl Published {
             .find(|s| s.word.load(Ordering::Relaxed) as u32 == want)?;
         let loc = Loc(slot.loc.load(Ordering::Relaxed));
         // The lines `read_block` reads: the key and metadata, or the key and the fixed
-        // 8 words of short metadata (80 bytes for a two-word key: up to three lines, so
-        // its first, middle and last words cover them). Long metadata gets three of its
-        // first four lines.
+        // `FAST_META` words of short metadata (72 bytes for a two-word key: up to two
+        // lines, three for nine words or more, which its first, middle and last words
+        // cover). Long metadata gets three of its first four lines.
         let words = (loc.key_words() + loc.meta_words().max(FAST_META)).min(32);
         let read = self
             .arena
