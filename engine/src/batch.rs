@@ -107,14 +107,15 @@ impl Registry {
                     // two-word case, unrolled), as a single lookup does.
                     Some(int) if key.namespace().1 == self.tag() => {
                         words.extend(int);
-                        self.route_index(&int).0
+                        self.key_hash(&int)
                     }
                     _ => {
                         self.own(key.namespace())?;
                         key.encode_onto(max_name_len, &mut words)?;
-                        self.route_index(&words[start..]).0
+                        self.key_hash(&words[start..])
                     }
                 };
+                // Routed once, after either arm.
                 let shard = self.shard_of(hash);
                 shard.prefetch_slot(hash);
                 group.push(Pending {

@@ -1020,21 +1020,33 @@ impl Registry {
     /// The hash of an encoded key and the shard it lives in.
     #[inline]
     pub(crate) fn route(&self, words: &[u64]) -> (u64, &Shard) {
-        let (hash, i) = self.route_index(words);
-        (hash, &self.inner.shards[i])
+        let hash = self.key_hash(words);
+        (hash, self.shard_of(hash))
+    }
+
+    /// The hash of an encoded key.
+    #[inline]
+    pub(crate) fn key_hash(&self, words: &[u64]) -> u64 {
+        self.inner.hasher.hash(words)
     }
 
     /// The shard a key of hash `hash` lives in.
     #[inline]
     pub(crate) fn shard_of(&self, hash: u64) -> &Shard {
-        &self.inner.shards[(hash & self.inner.mask) as usize]
+        &self.inner.shards[self.shard_index(hash)]
     }
 
     /// The shard index of an encoded key and its hash.
     #[inline]
     pub(crate) fn route_index(&self, words: &[u64]) -> (u64, usize) {
-        let hash = self.inner.hasher.hash(words);
-        (hash, (hash & self.inner.mask) as usize)
+        let hash = self.key_hash(words);
+        (hash, self.shard_index(hash))
+    }
+
+    /// The index of the shard a key of hash `hash` lives in.
+    #[inline]
+    fn shard_index(&self, hash: u64) -> usize {
+        (hash & self.inner.mask) as usize
     }
 
     /// The deadline this handle's writes get: [`Registry::with_deadline`]'s, else the
