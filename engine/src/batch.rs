@@ -33,12 +33,22 @@ const GROUP: usize = 16;
 /// A group's encoded keys: a group closes early if the next key might not fit.
 const GROUP_WORDS: usize = GROUP * 2 + MAX_KEY_WORDS;
 
-/// One key of the group being looked up: its words in the group's buffer, its hash and
-/// shard.
+/// One key of the group being looked up: its words, its hash and shard.
 struct Pending<'r> {
-    words: (usize, usize),
+    words: Words,
     hash: u64,
     shard: &'r Shard,
+}
+
+/// Where a pending key's words are.
+#[derive(Clone, Copy)]
+enum Words {
+    /// An integer name of this registry (the common case): its two words, read as
+    /// [`Registry::lookup_into`]'s inlined case reads them, with no buffer and a key
+    /// compare of known length.
+    Int([u64; 2]),
+    /// Any other key: its words' range in the group's buffer.
+    Encoded(usize, usize),
 }
 
 impl Registry {
@@ -52,8 +62,10 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey) for the first invalid key,
-    /// before any key is looked up (`each` is not called);
+    /// [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey) for the first invalid key
+    /// and [`ErrorKind::ForeignNamespace`](crate::ErrorKind::ForeignNamespace) for the
+    /// first key of another registry's namespace, before any key is looked up (`each` is
+    /// not called);
     /// [`ErrorKind::ShuttingDown`](crate::ErrorKind::ShuttingDown) if the registry shuts
     /// down, possibly after `each`
     /// ran for a prefix of `keys`.
@@ -86,6 +98,7 @@ impl Registry {
         let max_name_len = self.limits().max_name_len;
         for key in keys {
             key.check(max_name_len)?;
+            self.own(key.namespace())?;
         }
         let mut words = ArrayVec::<u64, GROUP_WORDS>::new();
         let mut group = ArrayVec::<Pending<'_>, GROUP>::new();
@@ -101,25 +114,23 @@ impl Registry {
                 && words.remaining_capacity() >= MAX_KEY_WORDS
             {
                 let key = &keys[next];
-                let start = words.len();
-                let hash = match key.int_words() {
+                let (at, hash) = match key.int_words() {
                     // An integer name: two words, hashed as an array (the hasher's
-                    // two-word case, unrolled), as a single lookup does.
-                    Some(int) if key.namespace().1 == self.tag() => {
-                        words.extend(int);
-                        self.key_hash(&int)
-                    }
-                    _ => {
-                        self.own(key.namespace())?;
+                    // two-word case, unrolled), as a single lookup does. (Every key's
+                    // namespace was checked above.)
+                    Some(int) => (Words::Int(int), self.key_hash(&int)),
+                    None => {
+                        let start = words.len();
                         key.encode_onto(max_name_len, &mut words)?;
-                        self.key_hash(&words[start..])
+                        let at = Words::Encoded(start, words.len());
+                        (at, self.key_hash(&words[start..]))
                     }
                 };
                 // Routed once, after either arm.
                 let shard = self.shard_of(hash);
                 shard.prefetch_slot(hash);
                 group.push(Pending {
-                    words: (start, words.len()),
+                    words: at,
                     hash,
                     shard,
                 });
@@ -133,11 +144,28 @@ impl Registry {
             }
             // Pass 3: the validated reads.
             for (i, p) in group.iter().enumerate() {
-                let key = &words[p.words.0..p.words.1];
-                let found = self.read_entry(p.shard, p.hash, key, &mut entry)?;
+                let found = match p.words {
+                    Words::Int(int) => self.read_entry(p.shard, p.hash, &int, &mut entry)?,
+                    Words::Encoded(start, end) => {
+                        self.read_encoded(p.shard, p.hash, &words[start..end], &mut entry)?
+                    }
+                };
                 each(first + i, found.then_some(&entry));
             }
         }
         Ok(())
+    }
+
+    /// Pass 3 of [`Registry::lookup_many`] for a key that is not an integer name: out of
+    /// line, so the loop inlines the integer case alone.
+    #[inline(never)]
+    fn read_encoded(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        words: &[u64],
+        entry: &mut Entry,
+    ) -> Result<bool, Error> {
+        self.read_entry(shard, hash, words, entry)
     }
 }

@@ -116,3 +116,23 @@ fn lookup_many_refuses_an_integer_key_of_another_registry_before_answering_any()
         assert_eq!(many(&r, &keys).iter().flatten().count(), 41);
     });
 }
+
+#[test]
+fn lookup_many_refuses_a_foreign_key_in_a_later_group_before_answering_any() {
+    // Groups hold 16 keys; a foreign key far into the slice, integer or string name,
+    // is refused before the first group is answered.
+    with_registry(|r| {
+        let elsewhere = roster::Registry::builder().shards(1).build().unwrap();
+        let foreign = elsewhere.namespace("ns").unwrap();
+        let ns = r.namespace("ns").unwrap();
+        for stranger in [Key::new(foreign, 3u64), Key::new(foreign, "three")] {
+            let mut keys: Vec<Key> = (0..100u64).map(|i| Key::new(ns, i)).collect();
+            keys.insert(70, stranger);
+            let err = r.lookup_many(&keys, |_, _| panic!("answered")).unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::ForeignNamespace { .. }),
+                "{err}"
+            );
+        }
+    });
+}
