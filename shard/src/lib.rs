@@ -536,7 +536,8 @@ impl Shard {
     }
 
     /// Second step of a batched read (after [`Shard::prefetch_slot`]): prefetches the
-    /// entry's key and metadata if its slot is in the home slot's cache line. Returns the
+    /// lines of the entry's key and first metadata words (all of a short entry's) if its
+    /// slot is the home slot or the one after it. Returns the
     /// owner word seen, unvalidated: a hint for prefetching the owner's state, never an
     /// answer (only [`Shard::read`] answers).
     #[inline]

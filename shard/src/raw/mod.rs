@@ -566,22 +566,15 @@ impl Published {
             .into_iter()
             .find(|s| s.word.load(Ordering::Relaxed) as u32 == want)?;
         let loc = Loc(slot.loc.load(Ordering::Relaxed));
-        // The lines `read_block` reads: the key and metadata, or the key and the fixed
-        // `FAST_META` words of short metadata (72 bytes for a two-word key: up to two
-        // lines, three for nine words or more, which its first, middle and last words
-        // cover). Long metadata gets three of its first four lines.
-        let words = (loc.key_words() + loc.meta_words().max(FAST_META)).min(32);
-        // A window past the arena's end (or a chunk's) prefetches nothing; the owner is
-        // still worth prefetching.
-        if let Some(read) = self
-            .arena
-            .range(loc.offset() + HEADER_WORDS as u64, words as u64)
-        {
-            if let ([first, ..], [.., last]) = read.split_at(words / 2) {
-                prefetch(first);
-                prefetch(&read[words / 2]);
-                prefetch(last);
-            }
+        // The lines `read_block`'s fast case reads: a two-word key and `FAST_META` words,
+        // 72 bytes, so at most two lines, which its first and last words cover. Longer
+        // blocks get the same two lines (their copy costs more than the misses saved).
+        // A window past the reserved range (or any in a chunked arena) prefetches
+        // nothing; the owner is still worth prefetching.
+        let start = loc.offset() + HEADER_WORDS as u64;
+        if let Some([first, .., last]) = self.arena.reserved_array::<{ 2 + FAST_META }>(start) {
+            prefetch(first);
+            prefetch(last);
         }
         Some(slot.owner.load(Ordering::Relaxed))
     }
@@ -897,6 +890,31 @@ mod tests {
                 assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX, u64::MAX, u64::MAX]);
             }
         }
+    }
+
+    #[test]
+    fn prefetch_block_hints_the_owner_of_a_tag_at_its_home_or_one_past() {
+        // Hashes below 2^61 all have home 0 in an 8-slot table.
+        let check = |p: &Published, t: &WriterToken, first: u64, end: u64| {
+            put(p, t, 0, 5, &[7, 70], &[1, 2, 3], first);
+            put(p, t, 1, 6, &[8, 80], &[1, 2, 3], end);
+            assert_eq!(p.prefetch_block(5), Some(9), "at its home");
+            assert_eq!(p.prefetch_block(6), Some(9), "one past, block at the end");
+            assert_eq!(p.prefetch_block(7 << 32), None, "a tag in neither slot");
+        };
+        // A reserved range whose last block ends at its end: the fixed window would
+        // cross it, so nothing is prefetched there, but the owner is still hinted.
+        let (mut p, t) = Published::new(0, 8, 4);
+        p.arena = AtomicWords::reserved(64, 2, false);
+        if p.arena.is_reserved() {
+            assert!(p.arena.ensure(64));
+            check(&p, &t, 0, 64 - 6);
+        }
+        // A chunked arena (chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28)
+        // prefetches no block and hints the owner the same.
+        let (mut p, t) = Published::new(0, 8, 4);
+        p.arena = AtomicWords::new(2);
+        check(&p, &t, 4, 28);
     }
 
     #[test]
