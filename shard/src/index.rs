@@ -22,10 +22,11 @@
 //! metadata the engine then checks.
 
 use crate::arena::class_words;
+use crate::block::{block_of, tail_words, BlockHead};
 use crate::raw::postings::{self as list, DIR, FIRST_HEAD_WORDS, LEN, TERM};
 use crate::raw::{tag, term_hash, Loc, RawTable, SlotView, Which, HEADER_WORDS};
 use crate::sync::{AtomicU64, Ordering};
-use crate::writer::{block_of, BlockHead, Writer};
+use crate::writer::Writer;
 
 /// Head word 1 (writer-only; readers never read it): the head's length in words.
 fn head_word(words: usize) -> u64 {
@@ -35,11 +36,6 @@ fn head_word(words: usize) -> u64 {
 /// The head's length, from head word 1.
 fn head_words(w: u64) -> usize {
     w as u32 as usize
-}
-
-/// Tail words for `terms` positions and the owner list index, two halves to a word.
-pub(crate) fn tail_words(terms: usize) -> usize {
-    (terms + 1).div_ceil(2)
 }
 
 impl Writer {

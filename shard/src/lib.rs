@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+mod block;
 mod index;
 mod owners;
 mod raw;
@@ -42,8 +43,9 @@ use reply::{NoReply, Pending, Reply};
 use sync::{fence, AtomicBool, AtomicU64, Ordering};
 use writer::{Command, Deaths, Notice, Writer};
 
+pub use block::MAX_TERMS;
 pub use raw::{prefetch, AtomicWords, Attempt, MAX_KEY_WORDS, MAX_META_WORDS};
-pub use writer::{Op, MAX_TERMS};
+pub use writer::Op;
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
 pub trait Hooks: Send + Sync + 'static {
@@ -169,7 +171,7 @@ pub struct Refusal {
 /// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
     let block =
-        arena::class_words(raw::HEADER_WORDS + key_words + meta_words + index::tail_words(terms));
+        arena::class_words(raw::HEADER_WORDS + key_words + meta_words + block::tail_words(terms));
     block as u64 * 8 + terms as u64 * POSTING_BYTES + raw::SLOT_BYTES
 }
 
@@ -755,7 +757,7 @@ impl Shard {
             return Read::NotFound;
         };
         // A hint only (the writer may be reusing the block): the read below validates.
-        let head = writer::BlockHead::unpack(head.load(Ordering::Relaxed));
+        let head = block::BlockHead::unpack(head.load(Ordering::Relaxed));
         let hash = raw::hash_of_tag(head.tag);
         let start = posting + raw::HEADER_WORDS as u64;
         let Some(words) = arena.range(start, head.key_words as u64) else {

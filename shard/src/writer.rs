@@ -5,22 +5,8 @@
 //! applied and published before its caller is answered, so a caller that sees `Ok` can
 //! read its own write from any thread.
 //!
-//! Entry block layout in the arena (`loc` in the slot points at word 0):
-//!
-//! ```text
-//! [ head | key words ... | metadata words ... | tail: 32-bit halves ]
-//!   head = tag:32 | terms:9 | key_words:8 | meta_words:15
-//!          (the writer's; `Shard::read_posting` reads it as an unvalidated hint)
-//!   tail half k < terms = where this entry sits in the postings of its term k
-//!   tail half terms     = the block's place in its owner's list
-//! ```
-//!
-//! Readers read only the key and metadata; the head and the tail are the writer's
-//! bookkeeping: the tag leads back to the entry's slot (its home, see
-//! [`hash_of_tag`]) from an owner list or a posting, the owner list index makes unlinking
-//! O(1), and the postings positions make index removal O(1). An entry's terms come from
-//! [`Hooks::index_terms`], asked again when they are needed, so the tail names no term.
-//! Posting lists live in `index.rs`.
+//! Entries live in arena blocks whose layout is `block.rs`'s; posting lists live in
+//! `index.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 
 use crate::arena::{class_words, ArenaAlloc};
-use crate::index::tail_words;
+use crate::block::{block_of, BlockHead, MAX_TERMS};
 use crate::owners::OwnerLists;
 use crate::raw::{
     hash_of_tag, tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS,
@@ -37,49 +23,6 @@ use crate::raw::{
 use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{entry_charge, Event, EventKind, Gauges, Hooks, Refusal, WriteError};
-
-/// Most index terms one entry may have.
-pub const MAX_TERMS: usize = (1 << 9) - 1;
-
-/// The head word of an entry block, unpacked (see the layout above).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BlockHead {
-    /// The slot tag of the entry's key.
-    pub(crate) tag: u32,
-    pub(crate) terms: usize,
-    pub(crate) key_words: usize,
-    pub(crate) meta_words: usize,
-}
-
-impl BlockHead {
-    pub(crate) fn pack(self) -> u64 {
-        debug_assert!(self.terms <= MAX_TERMS && self.key_words <= MAX_KEY_WORDS);
-        debug_assert!(self.meta_words <= MAX_META_WORDS);
-        u64::from(self.tag) << 32
-            | (self.terms as u64) << 23
-            | (self.key_words as u64) << 15
-            | self.meta_words as u64
-    }
-
-    pub(crate) fn unpack(w: u64) -> BlockHead {
-        BlockHead {
-            tag: (w >> 32) as u32,
-            terms: (w >> 23) as usize & MAX_TERMS,
-            key_words: (w >> 15) as usize & MAX_KEY_WORDS,
-            meta_words: w as usize & MAX_META_WORDS,
-        }
-    }
-
-    /// Words of the whole block, tail included.
-    pub(crate) fn block_words(self) -> usize {
-        HEADER_WORDS + self.key_words + self.meta_words + tail_words(self.terms)
-    }
-
-    /// Offset of the tail inside the block.
-    pub(crate) fn tail(self) -> usize {
-        HEADER_WORDS + self.key_words + self.meta_words
-    }
-}
 
 /// One change to the shard's entries (see [`crate::Shard::submit`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1012,14 +955,6 @@ impl Writer {
         debug_assert!(meta.first().is_none_or(|m| m >> 56 == 0));
         self.update(hash, key, owner, meta)
     }
-}
-
-/// The `words` words at `off`; the writer only asks for blocks it allocated.
-pub(crate) fn block_of(shared: &Published, off: u64, words: usize) -> &[AtomicU64] {
-    shared
-        .arena
-        .range(off, words as u64)
-        .expect("writer's own block is allocated")
 }
 
 #[cfg(all(test, not(roster_loom)))]
