@@ -26,6 +26,7 @@ pub struct Config {
     pub poisson: bool,
     pub zipf: Option<f64>,
     pub pin: bool,
+    pub huge_pages: bool,
     pub seed: u64,
     pub read_ratio: f64,
     pub write_rate: f64,
@@ -62,6 +63,7 @@ impl Config {
                 .map_or("uniform".into(), |s| format!("zipf(s={s})")),
         );
         put("pin", self.pin.to_string());
+        put("huge_pages", self.huge_pages.to_string());
         put("seed", self.seed.to_string());
         put("read_ratio", self.read_ratio.to_string());
         put("write_rate", self.write_rate.to_string());
@@ -89,6 +91,7 @@ impl Config {
         let mut b = Registry::builder()
             .capacity(self.entries as usize + 100_000)
             .pin_writers(self.pin)
+            .huge_pages(self.huge_pages)
             .write_deadline(Duration::from_secs(60));
         if let Some(s) = self.shards {
             b = b.shards(s);
