@@ -3,8 +3,9 @@
 //! At a million entries a single lookup is bound by memory latency, not by instructions:
 //! it takes up to three cache misses one after another, each needing the one before it
 //! (the slot gives the block's address and the owner; the block gives the key to compare).
-//! A batch breaks that chain across keys. It works through groups of [`GROUP`] keys in
-//! three passes:
+//! A batch breaks that chain across keys. It checks every key first (so an invalid or
+//! foreign key is refused before any is answered), then works through groups of
+//! [`GROUP`] keys in three passes:
 //!
 //! 1. encode and hash each key and prefetch its home slot;
 //! 2. peek (unvalidated) at each now-cached slot, prefetch the entry's block and the
@@ -30,7 +31,9 @@ use crate::stats::OpKind;
 /// the group's lines stay in L1 between passes.
 const GROUP: usize = 16;
 
-/// A group's encoded keys: a group closes early if the next key might not fit.
+/// Words of a group's string names (integer names stay in [`Words::Int`]): room for the
+/// longest name and some short ones; a group closes early before a name that might not
+/// fit.
 const GROUP_WORDS: usize = GROUP * 2 + MAX_KEY_WORDS;
 
 /// One key of the group being looked up: its words, its hash and shard.
@@ -62,10 +65,10 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey) for the first invalid key
-    /// and [`ErrorKind::ForeignNamespace`](crate::ErrorKind::ForeignNamespace) for the
-    /// first key of another registry's namespace, before any key is looked up (`each` is
-    /// not called);
+    /// For the first key that is of another registry's namespace or invalid, before any
+    /// key is looked up (`each` is not called), the error [`Registry::lookup`] gives it:
+    /// [`ErrorKind::ForeignNamespace`](crate::ErrorKind::ForeignNamespace) or
+    /// [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey);
     /// [`ErrorKind::ShuttingDown`](crate::ErrorKind::ShuttingDown) if the registry shuts
     /// down, possibly after `each`
     /// ran for a prefix of `keys`.
@@ -96,9 +99,11 @@ impl Registry {
         let _timer = self.op_timer(OpKind::LookupMany);
         self.check_open()?;
         let max_name_len = self.limits().max_name_len;
+        // Every key is checked before any is answered, in `lookup`'s order: namespace,
+        // then name. Pass 1 relies on it.
         for key in keys {
-            key.check(max_name_len)?;
             self.own(key.namespace())?;
+            key.check(max_name_len)?;
         }
         let mut words = ArrayVec::<u64, GROUP_WORDS>::new();
         let mut group = ArrayVec::<Pending<'_>, GROUP>::new();
@@ -109,16 +114,15 @@ impl Registry {
             words.clear();
             group.clear();
             // Pass 1: encode, route, prefetch the home slots.
-            while next < keys.len()
-                && !group.is_full()
-                && words.remaining_capacity() >= MAX_KEY_WORDS
-            {
+            while next < keys.len() && !group.is_full() {
                 let key = &keys[next];
                 let (at, hash) = match key.int_words() {
                     // An integer name: two words, hashed as an array (the hasher's
                     // two-word case, unrolled), as a single lookup does. (Every key's
                     // namespace was checked above.)
                     Some(int) => (Words::Int(int), self.key_hash(&int)),
+                    // The group closes before a string name that might not fit.
+                    None if words.remaining_capacity() < MAX_KEY_WORDS => break,
                     None => {
                         let start = words.len();
                         key.encode_onto(max_name_len, &mut words)?;

@@ -1298,7 +1298,8 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidKey`] (no such key can exist), [`ErrorKind::ShuttingDown`].
+    /// [`ErrorKind::ShuttingDown`]; [`ErrorKind::ForeignNamespace`] for a key of another
+    /// registry's namespace; [`ErrorKind::InvalidKey`] (no such key can exist).
     ///
     /// # Examples
     ///

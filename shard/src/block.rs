@@ -11,11 +11,12 @@
 //!
 //! Readers read only the key and metadata; the head and the tail are the writer's
 //! bookkeeping: the tag leads back to the entry's slot (its home, see
-//! [`hash_of_tag`](crate::raw::hash_of_tag)) from an owner list or a posting, the owner list index makes unlinking
-//! O(1), and the postings positions make index removal O(1). An entry's terms come from
-//! [`Hooks::index_terms`](crate::Hooks::index_terms), asked again when they are needed, so the tail names no term.
-//! Posting lists live in `index.rs`; the writer (`writer.rs`) is the only code that
-//! writes blocks.
+//! [`hash_of_tag`](crate::raw::hash_of_tag)) from an owner list or a posting, the owner
+//! list index makes unlinking O(1), and the postings positions make index removal O(1).
+//! An entry's terms come from [`Hooks::index_terms`](crate::Hooks::index_terms), asked
+//! again when they are needed, so the tail names no term. Posting lists live in
+//! `index.rs`. Only the writer thread writes blocks: `writer.rs`, and `index.rs` for the
+//! tails.
 
 use crate::raw::{Published, HEADER_WORDS, MAX_KEY_WORDS, MAX_META_WORDS};
 use crate::sync::AtomicU64;
@@ -54,7 +55,7 @@ impl BlockHead {
 
     /// Words of the whole block, tail included.
     pub(crate) fn block_words(self) -> usize {
-        HEADER_WORDS + self.key_words + self.meta_words + tail_words(self.terms)
+        block_words(self.key_words, self.meta_words, self.terms)
     }
 
     /// Offset of the tail inside the block.
@@ -68,10 +69,48 @@ pub(crate) fn tail_words(terms: usize) -> usize {
     (terms + 1).div_ceil(2)
 }
 
+/// Words of a block with this key, metadata and number of terms: head, key, metadata
+/// and tail.
+pub(crate) fn block_words(key_words: usize, meta_words: usize, terms: usize) -> usize {
+    HEADER_WORDS + key_words + meta_words + tail_words(terms)
+}
+
 /// The `words` words at `off`; the writer only asks for blocks it allocated.
 pub(crate) fn block_of(shared: &Published, off: u64, words: usize) -> &[AtomicU64] {
     shared
         .arena
         .range(off, words as u64)
         .expect("writer's own block is allocated")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::tag;
+
+    #[test]
+    fn block_head_round_trips_at_its_limits() {
+        for bh in [
+            BlockHead {
+                tag: u32::MAX,
+                terms: MAX_TERMS,
+                key_words: MAX_KEY_WORDS,
+                meta_words: MAX_META_WORDS,
+            },
+            BlockHead {
+                tag: 1,
+                terms: 0,
+                key_words: 1,
+                meta_words: 0,
+            },
+            BlockHead {
+                tag: tag(0x9e37_79b9_7f4a_7c15),
+                terms: 5,
+                key_words: 2,
+                meta_words: 7,
+            },
+        ] {
+            assert_eq!(BlockHead::unpack(bh.pack()), bh);
+        }
+    }
 }

@@ -12,7 +12,7 @@
 //! that leaves the list is freed after the section that unlinked it (W5).
 //! Each entry block's tail records, per term, the entry's 32-bit position in that term's
 //! list, two to a word, in the order of the entry's terms, and after them the block's
-//! place in its owner's list (see `writer.rs`). The terms themselves are not
+//! place in its owner's list (see `block.rs`). The terms themselves are not
 //! stored: the writer asks [`Hooks::index_terms`](crate::Hooks::index_terms) for them
 //! again from the block's key and metadata, so removing an entry's postings and fixing
 //! the one a swap moved are O(1) each in the lists' lengths (the fix-up reads the moved

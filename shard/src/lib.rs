@@ -170,8 +170,7 @@ pub struct Refusal {
 /// per index term, and one 24-byte slot. Table slack (slots kept free for probing), the unused room of posting chunks and
 /// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
-    let block =
-        arena::class_words(raw::HEADER_WORDS + key_words + meta_words + block::tail_words(terms));
+    let block = arena::class_words(block::block_words(key_words, meta_words, terms));
     block as u64 * 8 + terms as u64 * POSTING_BYTES + raw::SLOT_BYTES
 }
 
@@ -538,8 +537,8 @@ impl Shard {
     }
 
     /// Second step of a batched read (after [`Shard::prefetch_slot`]): prefetches the
-    /// lines of the entry's key and first metadata words (all of a short entry's) if its
-    /// slot is the home slot or the one after it. Returns the
+    /// lines of the entry's key and first metadata words (all of a short entry's), in a
+    /// reserved arena, if its slot is the home slot or the one after it. Returns the
     /// owner word seen, unvalidated: a hint for prefetching the owner's state, never an
     /// answer (only [`Shard::read`] answers).
     #[inline]

@@ -991,32 +991,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn block_head_round_trips_at_its_limits() {
-        for bh in [
-            BlockHead {
-                tag: u32::MAX,
-                terms: MAX_TERMS,
-                key_words: MAX_KEY_WORDS,
-                meta_words: MAX_META_WORDS,
-            },
-            BlockHead {
-                tag: 1,
-                terms: 0,
-                key_words: 1,
-                meta_words: 0,
-            },
-            BlockHead {
-                tag: tag(0x9e37_79b9_7f4a_7c15),
-                terms: 5,
-                key_words: 2,
-                meta_words: 7,
-            },
-        ] {
-            assert_eq!(BlockHead::unpack(bh.pack()), bh);
-        }
-    }
-
     fn writer(capacity: usize) -> (Writer, Arc<TestHooks>) {
         let hooks = Arc::new(TestHooks::default());
         let (p, token) = Published::new(3, capacity, 2);

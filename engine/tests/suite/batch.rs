@@ -91,8 +91,9 @@ fn lookup_many_rejects_an_invalid_key_before_answering_any() {
 
 #[test]
 fn lookup_many_refuses_an_integer_key_of_another_registry_before_answering_any() {
-    // Integer names take the batch's fast path, which checks the namespace inline: a
-    // key of another registry's namespace must still be refused, not read.
+    // Integer names take the batch's fast path, which trusts the check of every key's
+    // namespace before the first group: a key of another registry's namespace must
+    // still be refused, not read.
     with_registry(|r| {
         let elsewhere = roster::Registry::builder().shards(1).build().unwrap();
         let foreign = elsewhere.namespace("ns").unwrap();
@@ -125,7 +126,13 @@ fn lookup_many_refuses_a_foreign_key_in_a_later_group_before_answering_any() {
         let elsewhere = roster::Registry::builder().shards(1).build().unwrap();
         let foreign = elsewhere.namespace("ns").unwrap();
         let ns = r.namespace("ns").unwrap();
-        for stranger in [Key::new(foreign, 3u64), Key::new(foreign, "three")] {
+        // A foreign key with an invalid name too: the error `lookup` gives it.
+        let strangers = [
+            Key::new(foreign, 3u64),
+            Key::new(foreign, "three"),
+            Key::new(foreign, ""),
+        ];
+        for stranger in strangers {
             let mut keys: Vec<Key> = (0..100u64).map(|i| Key::new(ns, i)).collect();
             keys.insert(70, stranger);
             let err = r.lookup_many(&keys, |_, _| panic!("answered")).unwrap_err();
@@ -133,6 +140,7 @@ fn lookup_many_refuses_a_foreign_key_in_a_later_group_before_answering_any() {
                 matches!(err.kind(), ErrorKind::ForeignNamespace { .. }),
                 "{err}"
             );
+            assert_eq!(err.kind(), r.lookup(&stranger).unwrap_err().kind());
         }
     });
 }
