@@ -791,6 +791,22 @@ mod tests {
         });
     }
 
+    /// A shard whose arena is a reserved range of 64 words, all usable; `None` under
+    /// Miri, which reserves no range (the arena then falls back to chunks).
+    fn reserved_64() -> Option<(Published, WriterToken)> {
+        let (mut p, t) = Published::new(0, 8, 4);
+        p.arena = AtomicWords::reserved(64, 2, false);
+        assert!(
+            p.arena.is_reserved() || cfg!(miri),
+            "a 64-word range is reserved"
+        );
+        if !p.arena.is_reserved() {
+            return None;
+        }
+        assert!(p.arena.ensure(64));
+        Some((p, t))
+    }
+
     #[test]
     fn read_finds_written_entry_and_copies_metadata() {
         let (p, t) = Published::new(0, 8, 4);
@@ -845,17 +861,8 @@ mod tests {
             let key = |k: u64| [k, k * 10][..key_words].to_vec();
             // A reserved arena of 64 words: a two-word key gets `FAST_META` (7) words
             // where they fit, the two past the block read as the zeroes they are; other
-            // keys get the exact copy.
-            let (mut p, t) = Published::new(0, 8, 4);
-            p.arena = AtomicWords::reserved(64, 2, false);
-            // Miri reserves no range (the arena falls back to chunks): only the chunked
-            // half below runs there.
-            assert!(
-                p.arena.is_reserved() || cfg!(miri),
-                "a 64-word range is reserved"
-            );
-            if p.arena.is_reserved() {
-                assert!(p.arena.ensure(64));
+            // keys get the exact copy. (Under Miri only the chunked half below runs.)
+            if let Some((p, t)) = reserved_64() {
                 put(&p, &t, 0, 5, &key(7), &meta, 20);
                 let mut out = [u64::MAX; 8];
                 read(&p, 5, &key(7), &mut out);
@@ -909,15 +916,7 @@ mod tests {
         };
         // A reserved range whose second block ends at its end: the fixed window would
         // cross it, so nothing is prefetched there, but the owner is still hinted.
-        let (mut p, t) = Published::new(0, 8, 4);
-        p.arena = AtomicWords::reserved(64, 2, false);
-        // Miri reserves no range (the arena falls back to chunks).
-        assert!(
-            p.arena.is_reserved() || cfg!(miri),
-            "a 64-word range is reserved"
-        );
-        if p.arena.is_reserved() {
-            assert!(p.arena.ensure(64));
+        if let Some((p, t)) = reserved_64() {
             check(&p, &t, 0, 64 - 6);
         }
         // A chunked arena (chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28)
