@@ -167,8 +167,8 @@ impl Writer {
 
     /// Records that the entry block at `off` (head `bh`) sits at `index` of its owner's list.
     pub(crate) fn set_owner_index(&self, off: u64, bh: BlockHead, index: usize) {
-        // Readers never use tail words (the fixed `FAST_META`-word copy may load some, and drops
-        // them): no write section is needed.
+        // Readers never use tail words (the fixed `FAST_META`-word copy may load some,
+        // and drops them): no write section is needed.
         let w = self.tail_word(off, bh, bh.terms);
         w.store(
             list::with_half(w.load(Ordering::Relaxed), bh.terms, index as u64),

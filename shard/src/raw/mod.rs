@@ -173,7 +173,8 @@ pub fn term_hash(term: u64) -> u64 {
 pub enum Attempt {
     /// The key is present: its owner and metadata length. The metadata was copied into the
     /// caller's buffer only if it fit (`meta_words <= out.len()`); words of the buffer
-    /// past `meta_words` (up to `FAST_META`, 7) may have been overwritten with other arena words.
+    /// past `meta_words` (up to `FAST_META`, 7) may have been overwritten with other
+    /// arena words.
     Found {
         /// The owner word.
         owner: u64,

@@ -40,8 +40,8 @@ use std::marker::PhantomData;
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
 /// Words at the start of every entry block, before the key: one head word (`block.rs`'s
-/// `BlockHead` packs it). It is the writer's bookkeeping, though `Shard::read_posting` reads it as an
-/// unvalidated hint.
+/// `BlockHead` packs it). It is the writer's bookkeeping, though `Shard::read_posting`
+/// reads it as an unvalidated hint.
 pub const HEADER_WORDS: usize = 1;
 /// Largest key, in words.
 pub const MAX_KEY_WORDS: usize = (1 << Loc::KEY_BITS) - 1;

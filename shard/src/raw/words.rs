@@ -184,8 +184,8 @@ impl AtomicWords {
 
     /// The `N` words from `start` as an array (indexing it needs no bounds check), if
     /// they lie in the reserved range: `None` past it, and for any `N > 0` in a chunked
-    /// vector, whose callers take [`AtomicWords::range`] instead. One compare, and no chunked
-    /// branch to merge with, so the caller's `Some` needs no null test.
+    /// vector, whose callers take [`AtomicWords::range`] instead. One compare, and no
+    /// chunked branch to merge with, so the caller's `Some` needs no null test.
     #[inline]
     pub fn reserved_array<const N: usize>(&self, start: u64) -> Option<&[AtomicU64; N]> {
         match start.checked_add(N as u64) {
