@@ -1785,6 +1785,12 @@ mod tests {
         (max, distinct / (1 << BITS) as f64 / (1.0 - (-0.5f64).exp()))
     }
 
+    /// A key pattern: the words of key `i`.
+    type KeyOf = fn(u64) -> [u64; 2];
+
+    /// A namespace's word of an integer name.
+    const NS: u64 = 7 << 12 | 1;
+
     /// `agent-` and two bytes of `i`, as a short string name's second word holds it.
     fn short_name(i: u64) -> u64 {
         u64::from_le_bytes(*b"agent-\0\0") | (i % 256) << 48 | (i / 256) << 56
@@ -1793,18 +1799,17 @@ mod tests {
     #[test]
     fn two_word_keys_spread_over_shards_and_homes_in_every_pattern() {
         let n = 1u64 << 15;
-        let ns = 7u64 << 12 | 1;
         for _ in 0..4 {
             let h = KeyHasher::new();
-            let patterns: [(&str, Box<dyn Fn(u64) -> [u64; 2]>); 6] = [
-                ("sequential", Box::new(|i| [ns, i])),
-                ("stride 2^16", Box::new(|i| [ns, i << 16])),
-                ("stride 2^40", Box::new(|i| [ns, i << 40])),
-                ("high bits only", Box::new(|i| [ns, i << 49])),
-                ("namespaces", Box::new(|i| [i << 12 | 1, 5])),
-                ("short strings", Box::new(|i| [ns, short_name(i)])),
+            let patterns: [(&str, KeyOf); 6] = [
+                ("sequential", |i| [NS, i]),
+                ("stride 2^16", |i| [NS, i << 16]),
+                ("stride 2^40", |i| [NS, i << 40]),
+                ("high bits only", |i| [NS, i << 49]),
+                ("namespaces", |i| [i << 12 | 1, 5]),
+                ("short strings", |i| [NS, short_name(i)]),
             ];
-            for (name, key) in &patterns {
+            for (name, key) in patterns {
                 let (max, homes) = spread(&h, (0..n).map(key));
                 assert!(max < 1.1, "{name}: a shard got {max:.3}x its share");
                 assert!(
