@@ -14,7 +14,7 @@ use crate::process::Pid;
 use crate::Registry;
 
 /// Metadata words an [`Entry`] holds without allocating.
-pub const INLINE_WORDS: usize = 24;
+pub const INLINE_WORDS: usize = 16;
 
 /// A registered process's entry, as read by a lookup: its pid and metadata.
 #[derive(Clone)]
@@ -347,5 +347,33 @@ impl<'a> Iterator for Attributes<'a> {
         };
         self.bytes = rest;
         Some(attribute)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Health, Key};
+
+    #[test]
+    fn a_dozen_capabilities_and_a_few_short_attributes_stay_inline() {
+        let registry = Registry::builder().shards(1).build().unwrap();
+        let ns = registry.namespace("agents").unwrap();
+        let p = registry.spawn();
+        let meta = (0..12)
+            .fold(Metadata::new(), |m, i| m.capability(format!("skill-{i}")))
+            .health(Health::Healthy)
+            .attribute("region", "eu-west-1")
+            .attribute("zone", "az-2")
+            .attribute("load", 7)
+            .attribute("slots", 16);
+        let key = Key::new(ns, "planner");
+        registry.register(&p, &key, &meta).unwrap();
+        let mut entry = Entry::new();
+        assert!(registry.lookup_into(&key, &mut entry).unwrap());
+        assert!(entry.len <= INLINE_WORDS, "{} words", entry.len);
+        assert!(entry.spill.is_empty());
+        assert_eq!(entry.capabilities().count(), 12);
+        assert_eq!(entry.attributes().count(), 4);
     }
 }

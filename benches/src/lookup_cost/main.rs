@@ -12,7 +12,8 @@
 //! the lookups per second of the same loop. Options after the counts: `huge` builds the
 //! registry on huge pages (`RegistryBuilder::huge_pages`); `batch` looks the keys up
 //! through `lookup_many`, 16 at a time (instructions per lookup then include the batch's
-//! share of building its key slice).
+//! share of building its key slice); `owned` looks them up through `lookup`, which returns
+//! an owned `Entry` (the loop is then `hits_owned`: toggle `'*lookup_cost*hits_owned*'`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -40,6 +41,26 @@ fn hits(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
             found += 1;
         }
         black_box(entry.pid());
+    }
+    found
+}
+
+/// [`hits`] through `lookup`, which returns an owned entry per hit (what a new user
+/// writes first).
+#[inline(never)]
+fn hits_owned(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
+    let mut found = 0;
+    let mut k = 0u64;
+    let step = 0x9E37_79B9 % keys;
+    for _ in 0..n {
+        k += step;
+        if k >= keys {
+            k -= keys;
+        }
+        if let Ok(Some(entry)) = registry.lookup(&Key::new(ns, black_box(k))) {
+            black_box(entry.pid());
+            found += 1;
+        }
     }
     found
 }
@@ -79,13 +100,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
-    let (mut huge, mut batch) = (false, false);
+    let (mut huge, mut batch, mut owned) = (false, false, false);
     for option in std::env::args().skip(3) {
         match option.as_str() {
             "huge" => huge = true,
             "batch" => batch = true,
+            "owned" => owned = true,
             other => {
-                return Err(format!("unknown option {other:?}: expected `huge` or `batch`").into())
+                return Err(format!(
+                    "unknown option {other:?}: expected `huge`, `batch` or `owned`"
+                )
+                .into())
             }
         }
     }
@@ -121,6 +146,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let found = if batch {
         hits_many(&registry, ns, keys, lookups)
+    } else if owned {
+        hits_owned(&registry, ns, keys, lookups)
     } else {
         hits(&registry, ns, keys, lookups)
     };

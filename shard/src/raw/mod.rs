@@ -462,13 +462,21 @@ impl Published {
     /// [`Published::try_read`] in `t`, a table with no migration source when loaded.
     #[inline(always)]
     fn try_read_in(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
-        let read = self.probe(t, hash, |owner, loc| {
-            self.read_block(loc, key, out).then_some(Attempt::Found {
-                owner,
-                meta_words: loc.meta_words(),
-                block: loc.offset(),
-            })
-        });
+        // Inlined always, as `probe` is: as a call it would cost the lookup a dozen
+        // instructions and the caller's registers, and LLVM's budget alone does not
+        // keep it in line once the lookup is inlined at more than one place.
+        let read = self.probe(
+            t,
+            hash,
+            #[inline(always)]
+            |owner, loc| {
+                self.read_block(loc, key, out).then_some(Attempt::Found {
+                    owner,
+                    meta_words: loc.meta_words(),
+                    block: loc.offset(),
+                })
+            },
+        );
         self.current_miss(t, read)
     }
 
