@@ -31,7 +31,7 @@ use crate::stats::OpKind;
 /// the group's lines stay in L1 between passes.
 const GROUP: usize = 16;
 
-/// Words of a group's string names (integer names stay in [`Words::Int`]): room for the
+/// Words of a group's longer names (two-word keys stay in [`Words::Two`]): room for the
 /// longest name and some short ones; a group closes early before a name that might not
 /// fit.
 const GROUP_WORDS: usize = GROUP * 2 + MAX_KEY_WORDS;
@@ -46,10 +46,10 @@ struct Pending<'r> {
 /// Where a pending key's words are.
 #[derive(Clone, Copy)]
 enum Words {
-    /// An integer name of this registry (the common case): its two words, read as
-    /// [`Registry::lookup_into`]'s inlined case reads them, with no buffer and a key
-    /// compare of known length.
-    Int([u64; 2]),
+    /// A two-word key (an integer name, or a string name of at most 8 bytes; the common
+    /// case): its words, read as [`Registry::lookup_into`]'s inlined case reads them,
+    /// with no buffer and a key compare of known length.
+    Two([u64; 2]),
     /// Any other key: its words' range in the group's buffer.
     Encoded(usize, usize),
 }
@@ -116,12 +116,12 @@ impl Registry {
             // Pass 1: encode, route, prefetch the home slots.
             while next < keys.len() && !group.is_full() {
                 let key = &keys[next];
-                let (at, hash) = match key.int_words() {
-                    // An integer name: two words, hashed as an array (the hasher's
-                    // two-word case, unrolled), as a single lookup does. (Every key's
-                    // namespace was checked above.)
-                    Some(int) => (Words::Int(int), self.key_hash(&int)),
-                    // The group closes before a string name that might not fit.
+                // Every key's namespace and name were checked above: no limit here.
+                let (at, hash) = match key.two_words(usize::MAX) {
+                    // Two words, hashed as an array (the hasher's two-word case,
+                    // unrolled), as a single lookup does.
+                    Some(two) => (Words::Two(two), self.key_hash(&two)),
+                    // The group closes before a longer name that might not fit.
                     None if words.remaining_capacity() < MAX_KEY_WORDS => break,
                     None => {
                         let start = words.len();
@@ -149,7 +149,7 @@ impl Registry {
             // Pass 3: the validated reads.
             for (i, p) in group.iter().enumerate() {
                 let found = match p.words {
-                    Words::Int(int) => self.read_entry(p.shard, p.hash, &int, &mut entry)?,
+                    Words::Two(two) => self.read_entry(p.shard, p.hash, &two, &mut entry)?,
                     Words::Encoded(start, end) => {
                         self.read_encoded(p.shard, p.hash, &words[start..end], &mut entry)?
                     }
@@ -160,8 +160,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Pass 3 of [`Registry::lookup_many`] for a key that is not an integer name: out of
-    /// line, so the loop inlines the integer case alone.
+    /// Pass 3 of [`Registry::lookup_many`] for a key of more than two words: out of
+    /// line, so the loop inlines the two-word case alone.
     #[inline(never)]
     fn read_encoded(
         &self,

@@ -224,15 +224,17 @@ impl<'a> Key<'a> {
         self.name
     }
 
-    /// The two encoded words of a key with an integer name (which needs no check), or
-    /// `None` for a string name.
+    /// The two encoded words of a key whose name needs no more: an integer, or a valid
+    /// string name of at most 8 bytes (its length word and [`short_word`]), exactly as
+    /// [`Key::encode`] writes them; `None` for any other name.
     #[inline]
-    pub(crate) fn int_words(&self) -> Option<[u64; 2]> {
+    pub(crate) fn two_words(&self, max_name_len: usize) -> Option<[u64; 2]> {
+        let head = (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12;
         match self.name {
-            Name::Int(n) => Some([
-                (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12 | INT_NAME,
-                n,
-            ]),
+            Name::Int(n) => Some([head | INT_NAME, n]),
+            Name::Str(s) if (1..=8).contains(&s.len()) && s.len() <= max_name_len => {
+                Some([head | s.len() as u64, short_word(s.as_bytes())])
+            }
             Name::Str(_) => None,
         }
     }
@@ -334,6 +336,25 @@ pub(crate) fn pack_bytes(bytes: &[u8], mut push: impl FnMut(u64)) {
     }
 }
 
+/// [`pack_bytes`] of 1 to 8 bytes, its one word, with no copy through memory: two
+/// overlapping 4-byte reads for 4 to 8 bytes, three single bytes for 1 to 3 (wyhash
+/// reads short inputs so).
+#[inline]
+pub(crate) fn short_word(b: &[u8]) -> u64 {
+    debug_assert!((1..=8).contains(&b.len()));
+    let n = b.len();
+    let le = if n >= 4 {
+        let lo = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let hi = u64::from(u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]));
+        lo | hi << (8 * (n - 4))
+    } else {
+        let (first, mid, last) = (u64::from(b[0]), u64::from(b[n / 2]), u64::from(b[n - 1]));
+        first | mid << (8 * (n / 2)) | last << (8 * (n - 1))
+    };
+    // Byte `i` at bits `8i`, as `from_le_bytes` puts it; `pack_bytes` reads native order.
+    u64::from_ne_bytes(le.to_le_bytes())
+}
+
 /// Words needed for `len` bytes.
 pub(crate) fn words_for(len: usize) -> usize {
     len.div_ceil(8)
@@ -342,6 +363,19 @@ pub(crate) fn words_for(len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_word_packs_as_pack_bytes_does() {
+        let text = b"agent-7\xffz";
+        for n in 1..=8 {
+            for start in 0..=text.len() - n {
+                let b = &text[start..start + n];
+                let mut packed = Vec::new();
+                pack_bytes(b, |w| packed.push(w));
+                assert_eq!(packed, [short_word(b)], "{b:?}");
+            }
+        }
+    }
 
     impl Key<'_> {
         fn words(&self, max: usize) -> Result<KeyWords, Error> {
@@ -358,6 +392,34 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(namespace_of(&a), 5);
         assert_eq!(namespace_of(&b), 5);
+    }
+
+    #[test]
+    fn two_words_are_the_encoding_of_every_name_that_has_two() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "agent-1",
+            "agent-12",
+            "agent-123",
+        ];
+        for max in [0, 3, 8, 64] {
+            for key in names
+                .iter()
+                .map(|n| Key::new(Namespace(3, 0), *n).on_node(Node(9)))
+                .chain([Key::new(Namespace(4, 0), u64::MAX)])
+            {
+                let full = key.words(max).ok().filter(|w| w.len() == 2);
+                assert_eq!(
+                    key.two_words(max).map(|w| w.to_vec()),
+                    full.map(|w| w.to_vec()),
+                    "{key:?} under {max}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1368,13 +1368,14 @@ impl Registry {
     /// from memory).
     #[inline(always)]
     fn lookup_fast(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
-        // The common case, inlined whole: an integer name (two words, nothing to check) on
-        // an open registry of its namespace, stats off (one compare: `fast_tag`). A
-        // hash, one optimistic read and one liveness load, with no call and no loop;
-        // every other case is one call, so the key itself stays in registers here.
-        if let Some(words) = key.int_words() {
+        // The common case, inlined whole: a two-word key (an integer name, or a string
+        // name of at most 8 bytes within the limit) on an open registry of its
+        // namespace, stats off (one compare: `fast_tag`). A hash, one optimistic read and
+        // one liveness load, with no call and no loop; every other case is one call, so
+        // the key itself stays in registers here.
+        if let Some(words) = key.two_words(self.inner.limits.max_name_len) {
             if self.inner.fast_tag.load(Ordering::Relaxed) == u64::from(key.namespace().1) {
-                return self.read_int(words, entry);
+                return self.read_two(words, entry);
             }
         }
         self.lookup_other(*key, entry).into()
@@ -1405,7 +1406,7 @@ impl Registry {
         if self.inner.closed.load(Ordering::Relaxed) || key.namespace().1 != self.inner.tag {
             self.lookup_refused(key)?;
         }
-        if let Some(words) = key.int_words() {
+        if let Some(words) = key.two_words(self.inner.limits.max_name_len) {
             let (hash, shard) = self.route(&words);
             return self.read_entry(shard, hash, &words, entry);
         }
@@ -1473,21 +1474,21 @@ impl Registry {
         }
     }
 
-    /// [`Registry::read_entry`] of an integer name, for `lookup_into`'s fast case: the
+    /// [`Registry::read_entry`] of a two-word key, for `lookup_into`'s fast case: the
     /// slow path takes the key words by value and finds the shard again, so the inlined
     /// caller keeps neither the words nor the shard in memory for it.
     #[inline(always)]
-    fn read_int(&self, words: [u64; 2], entry: &mut Entry) -> Result<bool, Error> {
+    fn read_two(&self, words: [u64; 2], entry: &mut Entry) -> Result<bool, Error> {
         let (hash, shard) = self.route(&words);
         match self.read_entry_quick(shard, hash, &words, entry) {
             Some(found) => Ok(found),
-            None => self.read_int_slow(hash, words, entry).into(),
+            None => self.read_two_slow(hash, words, entry).into(),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn read_int_slow(&self, hash: u64, words: [u64; 2], entry: &mut Entry) -> Answer {
+    fn read_two_slow(&self, hash: u64, words: [u64; 2], entry: &mut Entry) -> Answer {
         self.read_entry_slow(self.shard_of(hash), hash, &words, entry)
     }
 

@@ -13,7 +13,8 @@
 //! registry on huge pages (`RegistryBuilder::huge_pages`); `batch` looks the keys up
 //! through `lookup_many`, 16 at a time (instructions per lookup then include the batch's
 //! share of building its key slice); `owned` looks them up through `lookup`, which returns
-//! an owned `Entry` (the loop is then `hits_owned`: toggle `'*lookup_cost*hits_owned*'`).
+//! an owned `Entry`; `short` and `long` use string names of at most 8 bytes (two key
+//! words, as an integer's) and of 20 bytes. `batch` and `owned` use integer names.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -65,6 +66,31 @@ fn hits_owned(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
     found
 }
 
+/// [`hits`] with string names (`names[k]`, built before the loop).
+#[inline(never)]
+fn hits_str(registry: &Registry, ns: Namespace, names: &[String], n: u64) -> u64 {
+    let mut entry = Entry::new();
+    let mut found = 0;
+    let keys = names.len() as u64;
+    let mut k = 0u64;
+    let step = 0x9E37_79B9 % keys;
+    for _ in 0..n {
+        k += step;
+        if k >= keys {
+            k -= keys;
+        }
+        let name = black_box(names[k as usize].as_str());
+        if registry
+            .lookup_into(&Key::new(ns, name), &mut entry)
+            .unwrap_or(false)
+        {
+            found += 1;
+        }
+        black_box(entry.pid());
+    }
+    found
+}
+
 /// [`hits`] through `lookup_many`, in batches of 16 keys of the same walk.
 #[inline(never)]
 fn hits_many(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
@@ -100,15 +126,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>());
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
-    let (mut huge, mut batch, mut owned) = (false, false, false);
+    let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
     for option in std::env::args().skip(3) {
         match option.as_str() {
             "huge" => huge = true,
             "batch" => batch = true,
             "owned" => owned = true,
+            "short" => short = true,
+            "long" => long = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch` or `owned`"
+                    "unknown option {other:?}: expected `huge`, `batch`, `owned`, `short` or `long`"
                 )
                 .into())
             }
@@ -129,9 +157,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .attribute("region", "eu-west-1-az2")
         .attribute("load", 7i64);
     let mut owners: Vec<Process> = Vec::new();
+    // String names when asked: `short` ones fit 8 bytes (two key words, as integers do),
+    // `long` ones take 20 or more.
+    let names: Vec<String> = match (short, long) {
+        (true, _) => (0..keys).map(|k| format!("a{k:x}")).collect(),
+        (_, true) => (0..keys).map(|k| format!("agent-planner-{k:06}")).collect(),
+        _ => Vec::new(),
+    };
     for chunk in (0..keys).collect::<Vec<_>>().chunks(16) {
         let p = registry.spawn();
-        let items = chunk.iter().map(|&k| (Key::new(ns, k), &meta));
+        let items = chunk.iter().map(|&k| match names.get(k as usize) {
+            Some(name) => (Key::new(ns, name.as_str()), &meta),
+            None => (Key::new(ns, k), &meta),
+        });
         // Every registration must land, or the loop would time misses as hits' work.
         for r in registry.register_many(&p, items)? {
             r?;
@@ -148,6 +186,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hits_many(&registry, ns, keys, lookups)
     } else if owned {
         hits_owned(&registry, ns, keys, lookups)
+    } else if !names.is_empty() {
+        hits_str(&registry, ns, &names, lookups)
     } else {
         hits(&registry, ns, keys, lookups)
     };
