@@ -32,8 +32,8 @@ use crate::stats::OpKind;
 const GROUP: usize = 16;
 
 /// Words of a group's longer names (two-word keys stay in [`Words::Two`]): room for the
-/// longest name and some short ones; a group closes early before a name that might not
-/// fit.
+/// longest name and 32 words more. A group closes early, before a name that might not
+/// fit: a group of 3-word keys (string names of 9 to 16 bytes) after eleven.
 const GROUP_WORDS: usize = GROUP * 2 + MAX_KEY_WORDS;
 
 /// One key of the group being looked up: its words, its hash and shard.

@@ -142,6 +142,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    if (batch || owned) && (short || long) || short && long {
+        return Err(
+            "`batch` and `owned` look up integer names: they take neither `short` nor \
+                    `long`, and those two exclude each other"
+                .into(),
+        );
+    }
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
     let registry = Registry::builder()
         .capacity(keys as usize)

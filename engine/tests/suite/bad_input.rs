@@ -286,44 +286,48 @@ mod builder_battery {
 /// was registered under every length, alongside longer names.
 #[test]
 fn short_names_are_found_and_checked_on_the_fast_path_under_a_small_limit() {
-    let r = builder()
-        .limits(Limits {
-            max_name_len: 5,
-            ..Limits::default()
-        })
-        .build()
-        .unwrap();
-    let ns = r.namespace("ns").unwrap();
-    let p = r.spawn();
-    let names = ["a", "ab", "abc", "abcd", "abcde"];
-    for n in names {
-        r.register(&p, &Key::new(ns, n), &Metadata::new().attribute("name", n))
+    // With op stats on, lookups take `lookup_plain`, which checks two-word names too.
+    for stats in [false, true] {
+        let r = builder()
+            .op_stats(stats)
+            .limits(Limits {
+                max_name_len: 5,
+                ..Limits::default()
+            })
+            .build()
             .unwrap();
+        let ns = r.namespace("ns").unwrap();
+        let p = r.spawn();
+        let names = ["a", "ab", "abc", "abcd", "abcde"];
+        for n in names {
+            r.register(&p, &Key::new(ns, n), &Metadata::new().attribute("name", n))
+                .unwrap();
+        }
+        for n in names {
+            let e = r.lookup(&Key::new(ns, n)).unwrap().expect(n);
+            assert_eq!(e.attribute("name"), Some(roster::ValueRef::Str(n)));
+        }
+        assert!(r.lookup(&Key::new(ns, "abcdx")).unwrap().is_none());
+        for n in ["abcdef", "abcdefgh"] {
+            let err = r.lookup(&Key::new(ns, n)).unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::InvalidKey { limit: 5, .. }),
+                "{n}: {err}"
+            );
+            let keys = [Key::new(ns, "a"), Key::new(ns, n)];
+            let err = r.lookup_many(&keys, |_, _| panic!("answered")).unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::InvalidKey { limit: 5, .. }));
+        }
+        let keys: Vec<Key> = names.iter().map(|n| Key::new(ns, *n)).collect();
+        let mut found = 0;
+        r.lookup_many(&keys, |i, e| {
+            assert_eq!(
+                e.unwrap().attribute("name"),
+                Some(roster::ValueRef::Str(names[i]))
+            );
+            found += 1;
+        })
+        .unwrap();
+        assert_eq!(found, names.len());
     }
-    for n in names {
-        let e = r.lookup(&Key::new(ns, n)).unwrap().expect(n);
-        assert_eq!(e.attribute("name"), Some(roster::ValueRef::Str(n)));
-    }
-    assert!(r.lookup(&Key::new(ns, "abcdx")).unwrap().is_none());
-    for n in ["abcdef", "abcdefgh"] {
-        let err = r.lookup(&Key::new(ns, n)).unwrap_err();
-        assert!(
-            matches!(err.kind(), ErrorKind::InvalidKey { limit: 5, .. }),
-            "{n}: {err}"
-        );
-        let keys = [Key::new(ns, "a"), Key::new(ns, n)];
-        let err = r.lookup_many(&keys, |_, _| panic!("answered")).unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::InvalidKey { limit: 5, .. }));
-    }
-    let keys: Vec<Key> = names.iter().map(|n| Key::new(ns, *n)).collect();
-    let mut found = 0;
-    r.lookup_many(&keys, |i, e| {
-        assert_eq!(
-            e.unwrap().attribute("name"),
-            Some(roster::ValueRef::Str(names[i]))
-        );
-        found += 1;
-    })
-    .unwrap();
-    assert_eq!(found, names.len());
 }

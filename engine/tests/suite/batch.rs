@@ -91,7 +91,7 @@ fn lookup_many_rejects_an_invalid_key_before_answering_any() {
 
 #[test]
 fn lookup_many_refuses_an_integer_key_of_another_registry_before_answering_any() {
-    // Integer names take the batch's fast path, which trusts the check of every key's
+    // Two-word keys (integer names) take the batch's fast path, which trusts the check of every key's
     // namespace before the first group: a key of another registry's namespace must
     // still be refused, not read.
     with_registry(|r| {

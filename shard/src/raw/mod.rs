@@ -643,8 +643,10 @@ impl Published {
 
     /// Probes `t` for `hash` under the seqlock protocol. `matched` reads the candidate
     /// slot's block (`Relaxed` loads only, any `loc` tolerated) and says whether it is the
-    /// one; its answer counts only if the slot validates afterwards. Always inlined, so
-    /// `matched` is too: the lookup path pays no call.
+    /// one; its answer counts only if the slot validates afterwards. Always inlined, and
+    /// callers mark their `matched` closure `#[inline(always)]` as well (LLVM's budget
+    /// may outline a closure once the lookup is inlined at several places): the lookup
+    /// path pays no call.
     #[inline(always)]
     fn probe(
         &self,
