@@ -21,20 +21,43 @@ use std::time::{Duration, Instant};
 
 use roster::{Entry, Health, Key, Metadata, Namespace, Process, Registry};
 
-/// The timed loop: `n` lookups of keys spread over `0..keys` (a multiplicative walk, so
-/// consecutive lookups touch unrelated slots).
+/// The keys of every loop: all of `0..keys` in a multiplicative walk, so consecutive
+/// lookups touch unrelated slots.
+struct Walk {
+    k: u64,
+    step: u64,
+    keys: u64,
+}
+
+impl Walk {
+    fn new(keys: u64) -> Walk {
+        Walk {
+            k: 0,
+            step: 0x9E37_79B9 % keys,
+            keys,
+        }
+    }
+
+    /// The next key. The step is below `keys`, so one compare wraps the walk (a `%`
+    /// would cost a division).
+    #[inline(always)]
+    fn next_key(&mut self) -> u64 {
+        self.k += self.step;
+        if self.k >= self.keys {
+            self.k -= self.keys;
+        }
+        self.k
+    }
+}
+
+/// The timed loop: `n` lookups of keys spread over `0..keys` by a [`Walk`].
 #[inline(never)]
 fn hits(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
     let mut entry = Entry::new();
     let mut found = 0;
-    let mut k = 0u64;
-    // A step below `keys`, so one compare wraps the walk (a `%` would cost a division).
-    let step = 0x9E37_79B9 % keys;
+    let mut walk = Walk::new(keys);
     for _ in 0..n {
-        k += step;
-        if k >= keys {
-            k -= keys;
-        }
+        let k = walk.next_key();
         if registry
             .lookup_into(&Key::new(ns, black_box(k)), &mut entry)
             .unwrap_or(false)
@@ -51,13 +74,9 @@ fn hits(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
 #[inline(never)]
 fn hits_owned(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
     let mut found = 0;
-    let mut k = 0u64;
-    let step = 0x9E37_79B9 % keys;
+    let mut walk = Walk::new(keys);
     for _ in 0..n {
-        k += step;
-        if k >= keys {
-            k -= keys;
-        }
+        let k = walk.next_key();
         if let Ok(Some(entry)) = registry.lookup(&Key::new(ns, black_box(k))) {
             black_box(entry.pid());
             found += 1;
@@ -71,14 +90,9 @@ fn hits_owned(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
 fn hits_str(registry: &Registry, ns: Namespace, names: &[String], n: u64) -> u64 {
     let mut entry = Entry::new();
     let mut found = 0;
-    let keys = names.len() as u64;
-    let mut k = 0u64;
-    let step = 0x9E37_79B9 % keys;
+    let mut walk = Walk::new(names.len() as u64);
     for _ in 0..n {
-        k += step;
-        if k >= keys {
-            k -= keys;
-        }
+        let k = walk.next_key();
         let name = black_box(names[k as usize].as_str());
         if registry
             .lookup_into(&Key::new(ns, name), &mut entry)
@@ -95,17 +109,12 @@ fn hits_str(registry: &Registry, ns: Namespace, names: &[String], n: u64) -> u64
 #[inline(never)]
 fn hits_many(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
     let mut found = 0;
-    let mut k = 0u64;
-    let step = 0x9E37_79B9 % keys;
+    let mut walk = Walk::new(keys);
     let mut batch = Vec::with_capacity(BATCH);
     for _ in 0..n.div_ceil(BATCH as u64) {
         batch.clear();
         for _ in 0..BATCH {
-            k += step;
-            if k >= keys {
-                k -= keys;
-            }
-            batch.push(Key::new(ns, black_box(k)));
+            batch.push(Key::new(ns, black_box(walk.next_key())));
         }
         registry
             .lookup_many(&batch, |_, e| {
