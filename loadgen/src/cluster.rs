@@ -65,15 +65,36 @@ impl LocalEtcd {
                 )
             })?;
         let etcd = LocalEtcd { child, dir, url };
+        // Listening is not serving: a new member answers requests only once it has
+        // elected itself leader and written its first WAL entries, which on a loaded
+        // machine can take longer than a node's join timeout. Its `/health` says when.
         let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        while !healthy(client) {
             if t0.elapsed() > Duration::from_secs(30) {
-                return Err("the local etcd did not listen within 30 s".into());
+                return Err("the local etcd did not become healthy within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(etcd)
     }
+}
+
+/// Whether the etcd on loopback port `port` answers `GET /health` with
+/// `"health":"true"` (it has a leader and serves reads).
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let timeout = Some(Duration::from_secs(1));
+    if s.set_read_timeout(timeout).is_err() || s.set_write_timeout(timeout).is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_ok()
+        && s.read_to_string(&mut reply).is_ok()
+        && reply.replace(' ', "").contains("\"health\":\"true\"")
 }
 
 impl Drop for LocalEtcd {
