@@ -118,8 +118,8 @@ impl Registry {
                 let key = &keys[next];
                 // Every key's namespace and name were checked above: no limit here.
                 let (at, hash) = match key.two_words(usize::MAX) {
-                    // Two words, hashed as an array (the hasher's two-word case,
-                    // unrolled), as a single lookup does.
+                    // Two words, hashed as an array (the hasher's loop unrolls for a
+                    // length of 2), as a single lookup does.
                     Some(two) => (Words::Two(two), self.key_hash(&two)),
                     // The group closes before a longer name that might not fit.
                     None if words.remaining_capacity() < MAX_KEY_WORDS => break,

@@ -63,7 +63,7 @@ impl KeyHasher {
         let [k0, k1, k2, k3] = self.keys;
         // Two words (every integer name, and string names of up to 8 bytes) take this
         // path too, the loop unrolled to one fold. A shortcut without the length and `k3`
-        // (`fold(fold(w0 ^ k1, w1 ^ k2), k0)`, 4 instructions fewer a lookup) passed the
+        // (`fold(fold(w0 ^ k1, w1 ^ k2), k0)`, 3-4 instructions fewer a lookup) passed the
         // spread test below but made the suite's churn p99 1-25 ms where this hash gives
         // about 120 us (results/2026-12-03-kvm-epyc-2c-05aa4d7); one fold alone fails the
         // test (a stride of 2^16, or namespaces, repeat its top bits).

@@ -64,12 +64,15 @@ impl LocalEtcd {
                      (Debian/Ubuntu: apt-get install etcd-server) or pass --etcd URL"
                 )
             })?;
-        let etcd = LocalEtcd { child, dir, url };
+        let mut etcd = LocalEtcd { child, dir, url };
         // Listening is not serving: a new member answers requests only once it has
         // elected itself leader and written its first WAL entries, which on a loaded
         // machine can take longer than a node's join timeout. Its `/health` says when.
         let t0 = Instant::now();
         while !healthy(client) {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                return Err(format!("the local etcd exited at startup ({status})"));
+            }
             if t0.elapsed() > Duration::from_secs(30) {
                 return Err("the local etcd did not become healthy within 30 s".into());
             }
@@ -86,15 +89,20 @@ fn healthy(port: u16) -> bool {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
-    let timeout = Some(Duration::from_secs(1));
+    // etcd's own health read may take up to a second before it answers.
+    let timeout = Some(Duration::from_secs(2));
     if s.set_read_timeout(timeout).is_err() || s.set_write_timeout(timeout).is_err() {
         return false;
     }
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    // What arrived before an error still counts (the reply may end without a clean close).
     let mut reply = String::new();
-    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_ok()
-        && s.read_to_string(&mut reply).is_ok()
-        && reply.replace(' ', "").contains("\"health\":\"true\"")
+    let _ = s.read_to_string(&mut reply);
+    reply.replace(' ', "").contains("\"health\":\"true\"")
 }
 
 impl Drop for LocalEtcd {
