@@ -91,9 +91,9 @@ fn lookup_many_rejects_an_invalid_key_before_answering_any() {
 
 #[test]
 fn lookup_many_refuses_an_integer_key_of_another_registry_before_answering_any() {
-    // Two-word keys (integer names) take the batch's fast path, which trusts the check of every key's
-    // namespace before the first group: a key of another registry's namespace must
-    // still be refused, not read.
+    // Two-word keys (integer names) take the batch's fast path, which trusts the check
+    // of every key's namespace before the first group: a key of another registry's
+    // namespace must still be refused, not read.
     with_registry(|r| {
         let elsewhere = roster::Registry::builder().shards(1).build().unwrap();
         let foreign = elsewhere.namespace("ns").unwrap();
