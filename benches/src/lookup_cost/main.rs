@@ -151,12 +151,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    if (batch || owned) && (short || long) || short && long {
-        return Err(
-            "`batch` and `owned` look up integer names: they take neither `short` nor \
-                    `long`, and those two exclude each other"
-                .into(),
-        );
+    if [batch, owned, short, long].iter().filter(|&&on| on).count() > 1 {
+        return Err("`batch`, `owned`, `short` and `long` exclude each other".into());
     }
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
     let registry = Registry::builder()
