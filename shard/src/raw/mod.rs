@@ -12,7 +12,8 @@
 //! store to shared memory.
 //!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
-//! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd means retry.
+//! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd (`MOVES_OPEN`) means
+//!    retry, and `MOVES_MIGRATING` means the migrating read of R5. One test covers both.
 //! 2. Probe from the key's home. For each slot: `s1 = word.load(Acquire)`, the sequence
 //!    number and the tag in one word. Tag matches: odd sequence number means retry, else
 //!    go to 3. Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no
@@ -45,8 +46,11 @@
 //! - W6: a migration (see "Growth" below) moves an entry by writing its new slot and then
 //!   marking its source slot [`MOVED`](table::MOVED), both between
 //!   `source.moves := odd; fence(Release)` and `source.moves := even (Release)`; a
-//!   source gets no other change, and its end is `table.source := null (Release)`
-//!   followed by `source.moves := odd` for good and a `fence(Release)`.
+//!   source gets no other change, and its end is `table.source := null (Release)`,
+//!   then `table.moves &= !MOVES_MIGRATING (Release)`, then `source.moves := odd` for
+//!   good and a `fence(Release)`. The new table's `moves` holds `MOVES_MIGRATING` from
+//!   before it is published until that store; sections add 1 as they open and 3 as they
+//!   close, so they never change the flag.
 //!
 //! # Invariants and why a validated read is right
 //!
@@ -77,6 +81,15 @@
 //!   later) value and the miss is retried. Slots the probe passes are therefore read
 //!   without checking their `seq` (an open section there changes nothing above); only
 //!   the slot whose payload is used must have an even, unchanged one.
+//! - R5' (the fast path needs no `source`): a reader whose `m1` lacks `MOVES_MIGRATING`
+//!   read either the table's first value (then `t` never had a source: a migration's
+//!   target is published with the flag set, before the `Release` store of `current`
+//!   that the reader's `Acquire` load read) or a value stored at or after the flag's
+//!   clearing, every one of them a `Release` store (the clearing itself, or a section's
+//!   close; an open's `Relaxed` store is odd and retried). Either way the `Acquire` load
+//!   synchronises with a store that the writer made after `source := null` and after
+//!   every move of the migration, so all of its entries are in `t` for this read, which
+//!   R3 then covers alone.
 //! - R5 (no false miss during a migration): a reader that finds `t.source` set loads
 //!   `source.moves` (`Acquire`) first, probes `t`, then the source, and validates a miss
 //!   in both with `fence(Acquire)` and a second load of `source.moves`. A key present
@@ -145,7 +158,7 @@ mod words;
 
 pub use prefetch::prefetch;
 
-use table::{Slot, SEQ_ONE};
+use table::{Slot, MOVES_MIGRATING, MOVES_OPEN, SEQ_ONE};
 
 /// Bytes of one table slot.
 pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
@@ -281,8 +294,11 @@ impl TableCell {
             return;
         };
         debug_assert!((0..source.capacity()).all(|j| !source.view(t, j).is_entry()));
-        // Release: a reader that sees no source sees every entry that moved.
+        // Release: a reader that sees no source sees every entry that moved. The flag
+        // after it: a reader that sees it clear takes the fast path, which never loads
+        // `source`.
         table.source.store(std::ptr::null_mut(), Ordering::Release);
+        table.clear_migrating(t);
         source.retire_source(t);
     }
 
@@ -292,6 +308,7 @@ impl TableCell {
         let old = self.current.load(Ordering::Relaxed);
         new.prev.store(old, Ordering::Relaxed);
         new.source.store(old, Ordering::Relaxed);
+        new.mark_migrating();
         // Release: a reader that finds `new` also finds its `source` and the source's
         // slots as they were when it stopped taking inserts.
         self.current.store(Box::into_raw(new), Ordering::Release);
@@ -440,10 +457,13 @@ impl Published {
     #[inline(always)]
     pub fn try_read(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let t = self.table();
-        if !t.source.load(Ordering::Acquire).is_null() {
+        // One load and one test for both of the slow cases: a section open (the probe
+        // would retry) and a migration that may still run (MOVES_MIGRATING, W6).
+        let m1 = t.moves.load(Ordering::Acquire);
+        if m1 & (MOVES_OPEN | MOVES_MIGRATING) != 0 {
             return self.try_read_migrating(t, hash, key, out);
         }
-        self.try_read_in(t, hash, key, out)
+        self.try_read_in(t, m1, hash, key, out)
     }
 
     /// [`Published::try_read`] for callers that inline it into a hot loop: while a
@@ -453,20 +473,32 @@ impl Published {
     #[inline(always)]
     pub fn try_read_quick(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let t = self.table();
-        if !t.source.load(Ordering::Acquire).is_null() {
+        let m1 = t.moves.load(Ordering::Acquire);
+        if m1 & (MOVES_OPEN | MOVES_MIGRATING) != 0 {
             return Attempt::Retry;
         }
-        self.try_read_in(t, hash, key, out)
+        self.try_read_in(t, m1, hash, key, out)
     }
 
-    /// [`Published::try_read`] in `t`, a table with no migration source when loaded.
+    /// [`Published::try_read`] in `t`, whose `moves` word read `m1` (`Acquire`): even, and
+    /// without [`MOVES_MIGRATING`], so `t` has no migration source (W6: the flag is cleared
+    /// only after `source` is null, with `Release`, and a table gets it only before it is
+    /// published).
     #[inline(always)]
-    fn try_read_in(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
+    fn try_read_in(
+        &self,
+        t: &RawTable,
+        m1: u64,
+        hash: u64,
+        key: &[u64],
+        out: &mut [u64],
+    ) -> Attempt {
         // Inlined always, as `probe` is: as a call it would cost the lookup a dozen
         // instructions and the caller's registers, and LLVM's budget alone does not
         // keep it in line once the lookup is inlined at more than one place.
-        let read = self.probe(
+        let read = self.probe_from(
             t,
+            m1,
             hash,
             #[inline(always)]
             |owner, loc| {
@@ -490,8 +522,8 @@ impl Published {
         read
     }
 
-    /// [`Published::try_read`] while the current table `t` takes entries over from its
-    /// source (R5).
+    /// [`Published::try_read`] while the current table `t` may take entries over from its
+    /// source (R5), or has a section open (the probe answers `Retry`).
     #[cold]
     #[inline(never)]
     fn try_read_migrating(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
@@ -530,7 +562,7 @@ impl Published {
         mut found: impl FnMut(u64, Loc) -> Option<Attempt>,
     ) -> Attempt {
         let m1 = source.moves.load(Ordering::Acquire);
-        if m1 & 1 == 1 {
+        if m1 & MOVES_OPEN != 0 {
             return Attempt::Retry;
         }
         match self.probe(t, hash, &mut found) {
@@ -652,12 +684,26 @@ impl Published {
         &self,
         t: &RawTable,
         hash: u64,
-        mut matched: impl FnMut(u64, Loc) -> Option<Attempt>,
+        matched: impl FnMut(u64, Loc) -> Option<Attempt>,
     ) -> Attempt {
         let m1 = t.moves.load(Ordering::Acquire);
-        if m1 & 1 == 1 {
+        if m1 & MOVES_OPEN != 0 {
             return Attempt::Retry;
         }
+        self.probe_from(t, m1, hash, matched)
+    }
+
+    /// [`Published::probe`] after its first load of `t.moves`, which read `m1` (`Acquire`,
+    /// with no section open).
+    #[inline(always)]
+    fn probe_from(
+        &self,
+        t: &RawTable,
+        m1: u64,
+        hash: u64,
+        mut matched: impl FnMut(u64, Loc) -> Option<Attempt>,
+    ) -> Attempt {
+        debug_assert!(m1 & MOVES_OPEN == 0);
         let want = tag(hash);
         // The table's fields are loaded again after each `Acquire` load below (it orders
         // later loads after it); in registers instead, they cost more spills than the

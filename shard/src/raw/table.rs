@@ -191,6 +191,12 @@ pub fn hash_of_tag(tag: u32) -> u64 {
 /// (probes go on past it, T1 holds), matching no tag.
 pub const MOVED: u32 = 2;
 
+/// The bit of a table's `moves` word that a section holds while it is open (odd = open).
+pub const MOVES_OPEN: u64 = 1;
+/// The bit of a table's `moves` word that says a migration into the table may still run:
+/// readers that see it consult the table's `source`.
+pub const MOVES_MIGRATING: u64 = 2;
+
 /// One in the sequence number's place of a slot word.
 pub(crate) const SEQ_ONE: u64 = 1 << 32;
 
@@ -341,8 +347,14 @@ fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
 
 /// A fixed-capacity table. Its capacity never changes; growth builds a new one.
 pub struct RawTable {
-    /// Even: stable. Odd: a backward shift is moving entries, or (forever) the table is
-    /// retired. Bumped around every shift so a reader's miss can be validated.
+    /// `sections:62 | migrating:1 | open:1`. `open` ([`MOVES_OPEN`]): a backward shift
+    /// (or a migration step, in a source) is moving entries, or (forever) the table is
+    /// retired. `migrating` ([`MOVES_MIGRATING`]): the table may still have a migration
+    /// `source`, so a reader must take the slow path that consults it; set before the
+    /// table is published, cleared (`Release`) after `source` is nulled. Each section
+    /// adds 1 as it opens and 3 as it closes, leaving `migrating` as it was, so a reader's
+    /// miss is validated by comparing the whole word, and the read path's first test
+    /// covers both bits.
     pub(crate) moves: AtomicU64,
     /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
     shift: u32,
@@ -477,16 +489,33 @@ impl RawTable {
     pub fn begin_moves(&self, t: &WriterToken) {
         let _ = t;
         let m = self.moves.load(Ordering::Relaxed);
-        debug_assert!(m & 1 == 0);
-        self.moves.store(m + 1, Ordering::Relaxed);
+        debug_assert!(m & MOVES_OPEN == 0);
+        self.moves.store(m + MOVES_OPEN, Ordering::Relaxed);
         fence(Ordering::Release);
     }
 
-    /// Closes a shift opened by [`RawTable::begin_moves`].
+    /// Closes a shift opened by [`RawTable::begin_moves`]: the section count goes up by
+    /// one and [`MOVES_MIGRATING`] stays as it was.
     pub fn end_moves(&self, t: &WriterToken) {
         let _ = t;
         let m = self.moves.load(Ordering::Relaxed);
-        self.moves.store(m + 1, Ordering::Release);
+        debug_assert!(m & MOVES_OPEN == MOVES_OPEN);
+        self.moves.store(m + 3, Ordering::Release);
+    }
+
+    /// Marks a table not yet published as a migration's target ([`MOVES_MIGRATING`]).
+    pub(crate) fn mark_migrating(&self) {
+        self.moves.store(MOVES_MIGRATING, Ordering::Relaxed);
+    }
+
+    /// Clears [`MOVES_MIGRATING`] once the migration into this table has ended and its
+    /// `source` is null: `Release`, so a reader that sees the bit clear sees every entry
+    /// that moved here and needs no source.
+    pub(crate) fn clear_migrating(&self, t: &WriterToken) {
+        let _ = t;
+        let m = self.moves.load(Ordering::Relaxed);
+        debug_assert!(m & MOVES_OPEN == 0);
+        self.moves.store(m & !MOVES_MIGRATING, Ordering::Release);
     }
 
     /// The first slot of the probe for `hash` that `hit` accepts, stopping at the first
@@ -592,8 +621,10 @@ impl RawTable {
     /// the slot's `seq` after any block it named was last trusted (W1).
     pub fn retire_source(&self, t: &WriterToken) {
         let _ = t;
-        self.moves
-            .store(self.moves.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        self.moves.store(
+            self.moves.load(Ordering::Relaxed) | MOVES_OPEN,
+            Ordering::Relaxed,
+        );
         fence(Ordering::Release);
     }
 
@@ -603,8 +634,10 @@ impl RawTable {
     #[cfg(all(test, not(roster_loom)))]
     pub fn retire(&self, t: &WriterToken) {
         let _ = t;
-        self.moves
-            .store(self.moves.load(Ordering::Relaxed) | 1, Ordering::Relaxed);
+        self.moves.store(
+            self.moves.load(Ordering::Relaxed) | MOVES_OPEN,
+            Ordering::Relaxed,
+        );
         for s in self.slots.iter() {
             s.word
                 .store(s.word.load(Ordering::Relaxed) | SEQ_ONE, Ordering::Relaxed);
@@ -703,7 +736,19 @@ mod tests {
         t.begin_moves(&tok);
         assert_eq!(t.moves.load(Ordering::Relaxed), 1);
         t.end_moves(&tok);
-        assert_eq!(t.moves.load(Ordering::Relaxed), 2);
+        assert_eq!(t.moves.load(Ordering::Relaxed), 4);
+        // A migration's target keeps its flag through sections, and loses only it.
+        let u = RawTable::with_capacity(8);
+        u.mark_migrating();
+        u.begin_moves(&tok);
+        assert_eq!(
+            u.moves.load(Ordering::Relaxed),
+            MOVES_MIGRATING | MOVES_OPEN
+        );
+        u.end_moves(&tok);
+        assert_eq!(u.moves.load(Ordering::Relaxed), 4 | MOVES_MIGRATING);
+        u.clear_migrating(&tok);
+        assert_eq!(u.moves.load(Ordering::Relaxed), 4);
         t.retire(&tok);
         assert!(t
             .slots
