@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
-use roster_shard::{Shard, ShardConfig};
+use roster_shard::{MaskedSlice, Shard, ShardConfig};
 
 use crate::error::{Error, ErrorKind};
 use crate::interner::Interner;
@@ -458,8 +458,8 @@ impl RegistryBuilder {
             .unwrap_or_else(|| Arc::new(SystemClock::default()));
         let inner = Arc::new(Inner {
             tag,
-            shards: list.into_boxed_slice(),
-            mask: shards as u64 - 1,
+            shards: MaskedSlice::new(list)
+                .unwrap_or_else(|_| unreachable!("shard count rounded to a power of two")),
             procs,
             hasher: KeyHasher::new(),
             limits: self.limits,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use roster_shard::{Attempt, Op, Read, Shard, Ticket, WriteError};
+use roster_shard::{Attempt, MaskedSlice, Op, Read, Shard, Ticket, WriteError};
 
 use crate::budget::{self, Quota, Usage};
 use crate::builder::{check_deadline, RegistryBuilder};
@@ -245,8 +245,7 @@ pub(crate) const NO_FAST_LOOKUP: u64 = u64::MAX;
 pub(crate) struct Inner {
     /// This registry's tag, carried by its namespaces.
     pub(crate) tag: u32,
-    pub(crate) shards: Box<[Shard]>,
-    pub(crate) mask: u64,
+    pub(crate) shards: MaskedSlice<Shard>,
     pub(crate) procs: Arc<ProcessTable>,
     pub(crate) hasher: KeyHasher,
     pub(crate) limits: Limits,
@@ -1046,7 +1045,7 @@ impl Registry {
     /// The shard a key of hash `hash` lives in.
     #[inline]
     pub(crate) fn shard_of(&self, hash: u64) -> &Shard {
-        &self.inner.shards[self.shard_index(hash)]
+        self.inner.shards.masked(hash)
     }
 
     /// The shard index of an encoded key and its hash.
@@ -1059,7 +1058,7 @@ impl Registry {
     /// The index of the shard a key of hash `hash` lives in.
     #[inline]
     fn shard_index(&self, hash: u64) -> usize {
-        (hash & self.inner.mask) as usize
+        (hash & self.inner.shards.mask()) as usize
     }
 
     /// The deadline this handle's writes get: [`Registry::with_deadline`]'s, else the

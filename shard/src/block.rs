@@ -78,7 +78,7 @@ pub(crate) fn block_words(key_words: usize, meta_words: usize, terms: usize) -> 
 /// The `words` words at `off`; the writer only asks for blocks it allocated.
 pub(crate) fn block_of(shared: &Published, off: u64, words: usize) -> &[AtomicU64] {
     shared
-        .arena
+        .arena()
         .range(off, words as u64)
         .expect("writer's own block is allocated")
 }

@@ -65,7 +65,7 @@ impl Writer {
 
     pub(crate) fn word(&self, at: u64) -> u64 {
         self.shared
-            .arena
+            .arena()
             .get(at)
             .map_or(0, |w| w.load(Ordering::Relaxed))
     }
@@ -120,9 +120,9 @@ impl Writer {
         let (mut head, mut head_words) = (old_head, words);
         if DIR + k >= words {
             head_words = DIR + 2 * (words - DIR);
-            head = self.alloc.alloc(&self.shared.arena, head_words);
+            head = self.alloc.alloc(self.shared.arena(), head_words);
         }
-        let chunk = self.alloc.alloc(&self.shared.arena, list::chunk_words(k));
+        let chunk = self.alloc.alloc(self.shared.arena(), list::chunk_words(k));
         // Taken again: the allocations above needed `self` mutably.
         let old = block_of(&self.shared, old_head, words);
         let block = block_of(&self.shared, head, head_words);
@@ -181,8 +181,8 @@ impl Writer {
         if self.term_count + 1 > self.terms_table().max_len() {
             self.grow(Which::Terms);
         }
-        let head = self.alloc.alloc(&self.shared.arena, FIRST_HEAD_WORDS);
-        let chunk = self.alloc.alloc(&self.shared.arena, list::chunk_words(0));
+        let head = self.alloc.alloc(self.shared.arena(), FIRST_HEAD_WORDS);
+        let chunk = self.alloc.alloc(self.shared.arena(), list::chunk_words(0));
         let hash = term_hash(term);
         let t = self.terms_table();
         let i = t.free_slot(&self.token, hash);

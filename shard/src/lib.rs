@@ -44,7 +44,7 @@ use sync::{fence, AtomicBool, AtomicU64, Ordering};
 use writer::{Command, Deaths, Notice, Writer};
 
 pub use block::MAX_TERMS;
-pub use raw::{prefetch, AtomicWords, Attempt, MAX_KEY_WORDS, MAX_META_WORDS};
+pub use raw::{prefetch, AtomicWords, Attempt, MaskedSlice, MAX_KEY_WORDS, MAX_META_WORDS};
 pub use writer::Op;
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
@@ -751,7 +751,7 @@ impl Shard {
     /// that key (as [`Shard::read`]). A posting that went stale meanwhile reads as
     /// `NotFound`, or as whichever live entry now has the key it points at.
     pub fn read_posting(&self, posting: u64, key: &mut Vec<u64>, out: &mut [u64]) -> Read {
-        let arena = &self.shared.arena;
+        let arena = self.shared.arena();
         let Some(head) = arena.get(posting) else {
             return Read::NotFound;
         };
@@ -823,7 +823,7 @@ impl Shard {
     pub fn memory(&self) -> ShardMemory {
         ShardMemory {
             tables: self.shared.table_bytes.load(Ordering::Relaxed),
-            arena: self.shared.arena.allocated_bytes(),
+            arena: self.shared.arena().allocated_bytes(),
             live_blocks: self.gauges.live_bytes.load(Ordering::Relaxed),
             charged: self.gauges.charged.load(Ordering::Relaxed),
         }

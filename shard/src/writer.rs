@@ -347,7 +347,7 @@ impl Writer {
     pub(crate) fn block_head(&self, off: u64) -> BlockHead {
         BlockHead::unpack(
             self.shared
-                .arena
+                .arena()
                 .get(off)
                 .map_or(0, |w| w.load(Ordering::Relaxed)),
         )
@@ -493,7 +493,7 @@ impl Writer {
             key_words: key.len(),
             meta_words: meta.len(),
         };
-        let off = self.alloc.alloc(&self.shared.arena, bh.block_words());
+        let off = self.alloc.alloc(self.shared.arena(), bh.block_words());
         let list = self.owners.list(owner);
         let owner_index = list.len();
         // Offsets fit 32 bits: `ArenaAlloc::alloc` stops at `MAX_ARENA_WORDS`.
@@ -669,7 +669,7 @@ impl Writer {
         let off = if class_words(bh.block_words()) == class_words(old.block_words()) {
             old_off
         } else {
-            self.alloc.alloc(&self.shared.arena, bh.block_words())
+            self.alloc.alloc(self.shared.arena(), bh.block_words())
         };
         let tail = self.index(terms, off, owner_index);
         let loc = Loc::new(off, key.len(), meta.len());
@@ -1593,7 +1593,7 @@ mod tests {
                     prop_assert!(!matches!(w.shared.try_read_postings(term, Some(&mut list)), Attempt::Retry));
                     let mut got: Vec<u64> = list
                         .iter()
-                        .map(|&p| w.shared.arena.get(p + HEADER_WORDS as u64).unwrap().load(Ordering::Relaxed))
+                        .map(|&p| w.shared.arena().get(p + HEADER_WORDS as u64).unwrap().load(Ordering::Relaxed))
                         .collect();
                     got.sort_unstable();
                     let mut want: Vec<u64> = oracle.iter().filter(|(_, (.., t))| t.contains(&term)).map(|(k, _)| *k).collect();

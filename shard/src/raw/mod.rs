@@ -150,6 +150,7 @@
 //! argument R1 uses; retiring instead of freeing follows the "leak until drop" option of
 //! crossbeam-epoch's docs on deferred destruction.
 
+mod masked;
 mod pages;
 pub(crate) mod postings;
 mod prefetch;
@@ -163,6 +164,7 @@ use table::{Slot, MOVES_MIGRATING, MOVES_OPEN, SEQ_ONE};
 /// Bytes of one table slot.
 pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 
+pub use masked::MaskedSlice;
 pub use table::{
     hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
     MAX_META_WORDS,
@@ -336,7 +338,12 @@ pub struct Published {
     /// Index term -> posting list (see `Published::try_read_postings`).
     terms: TableCell,
     /// Arena of atomic words holding every entry's `[header | key | metadata]` block.
-    pub arena: AtomicWords,
+    arena: AtomicWords,
+    /// [`Loc::short_mask`] for the blocks `read_block` reads as a fixed window with no
+    /// bounds check: short ones whose window lies in the arena's reserved range
+    /// ([`AtomicWords::window_bits`]); 0 (which no `loc` passes: [`Loc::SHORT`] is not
+    /// 0) for a chunked arena. Set with `arena`, and only with it.
+    short_mask: u64,
     /// Live entries, stored by the writer after each change.
     pub len: AtomicU64,
     /// Bytes of tables (current and retired), stored by the writer.
@@ -360,10 +367,12 @@ impl Published {
         arena_base_bits: u32,
         huge_pages: bool,
     ) -> Option<(Published, WriterToken)> {
+        let arena = AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits, huge_pages);
         let p = Published {
             entries: TableCell::new(RawTable::try_with_pages(capacity, huge_pages)?),
             terms: TableCell::new(RawTable::with_capacity(RawTable::MIN_CAPACITY)),
-            arena: AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits, huge_pages),
+            short_mask: short_mask_of(&arena),
+            arena,
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
             huge_pages,
@@ -371,6 +380,19 @@ impl Published {
         let bytes = p.entries.get().bytes() + p.terms.get().bytes();
         p.table_bytes.store(bytes, Ordering::Relaxed);
         Some((p, WriterToken::new(shard)))
+    }
+
+    /// The arena every table's slots point into.
+    #[inline]
+    pub fn arena(&self) -> &AtomicWords {
+        &self.arena
+    }
+
+    /// Replaces the arena (tests of its shapes: a short range, chunks).
+    #[cfg(test)]
+    fn set_arena(&mut self, arena: AtomicWords) {
+        self.short_mask = short_mask_of(&arena);
+        self.arena = arena;
     }
 
     /// The current entry table.
@@ -764,12 +786,14 @@ impl Published {
             <&[u64; 2]>::try_from(key),
             out.first_chunk_mut::<FAST_META>(),
         ) {
-            // Not at the arena's end, nor in a chunked arena: those are read exactly.
-            if let Some(words) = self
-                .arena
-                .reserved_array::<{ 2 + FAST_META }>(start)
-                .filter(|_| loc.is_short())
-            {
+            // Not near the arena's end, nor in a chunked arena: those are read exactly.
+            // One mask checks the block's shape and that its window is in range.
+            if loc.0 & self.short_mask == Loc::SHORT {
+                // SAFETY: `short_mask` is `Loc::short_mask(b)` for the arena's
+                // `window_bits()` of `Some(b)` (`short_mask_of`; it changes only with
+                // `arena`), and `loc` passed it, so `offset < 2^b` and
+                // `start = offset + 1 <= 2^b`, as `window` asks.
+                let words = unsafe { self.arena.window::<{ 2 + FAST_META }>(start) };
                 if words[0].load(Ordering::Relaxed) != key[0]
                     || words[1].load(Ordering::Relaxed) != key[1]
                 {
@@ -802,8 +826,18 @@ impl Published {
     }
 }
 
+/// [`Published`]'s `short_mask` for `arena`: short blocks whose header lies below the
+/// arena's window bound `2^b`, so the window just after the header starts at most at
+/// `2^b`; 0 (no block) for an arena with no reserved range.
+fn short_mask_of(arena: &AtomicWords) -> u64 {
+    match arena.window_bits() {
+        Some(b) => Loc::short_mask(b.min(40)),
+        None => 0,
+    }
+}
+
 /// Metadata words a hit copies as a fixed block (see `Published::read_block`): one less
-/// than a power of two, so that [`Loc::is_short`] is one mask.
+/// than a power of two, so that [`Loc::short_mask`] is one mask.
 const FAST_META: usize = Loc::SHORT_META;
 
 /// Whether the stored key words equal `key` (of the same length): two-word keys (integer
@@ -852,7 +886,7 @@ mod tests {
     /// Miri, which reserves no range (the arena then falls back to chunks).
     fn reserved_64() -> Option<(Published, WriterToken)> {
         let (mut p, t) = Published::new(0, 8, 4);
-        p.arena = AtomicWords::reserved(64, 2, false);
+        p.set_arena(AtomicWords::reserved(64, 2, false));
         assert!(
             p.arena.is_reserved() || cfg!(miri),
             "a 64-word range is reserved"
@@ -944,7 +978,7 @@ mod tests {
             // A chunked arena (chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28): every
             // read is exact, at a chunk's end too.
             let (mut p, t) = Published::new(0, 8, 4);
-            p.arena = AtomicWords::new(2);
+            p.set_arena(AtomicWords::new(2));
             let fill_end = if key_words == 2 { 4 } else { 12 + 16 - 7 };
             put(&p, &t, 0, 5, &key(7), &meta, fill_end);
             put(&p, &t, 1, 6, &key(8), &meta, 28);
@@ -979,7 +1013,7 @@ mod tests {
         // A chunked arena (chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28)
         // prefetches no block and hints the owner the same.
         let (mut p, t) = Published::new(0, 8, 4);
-        p.arena = AtomicWords::new(2);
+        p.set_arena(AtomicWords::new(2));
         check(&p, &t, 4, 28);
     }
 

@@ -84,16 +84,25 @@ impl Loc {
         self.0 as usize & MAX_META_WORDS
     }
 
-    /// At most this many metadata words make a [`Loc::is_short`] entry.
+    /// At most this many metadata words make a short entry ([`Loc::short_mask`]).
     pub const SHORT_META: usize = 7;
 
-    /// Whether the block has a two-word key and at most [`Loc::SHORT_META`] metadata
-    /// words: one mask and compare, for the read path's fast case.
-    #[inline]
-    pub fn is_short(self) -> bool {
+    /// What `loc & short_mask(b)` equals for a short block (see [`Loc::short_mask`]).
+    pub const SHORT: u64 = 2 << 16;
+
+    /// The mask that, compared with [`Loc::SHORT`], says a block is short (a two-word key
+    /// and at most [`Loc::SHORT_META`] metadata words) and its offset is below
+    /// `2^offset_bits` (at most 40): one `and` and one compare, for the read path's fast
+    /// case.
+    pub const fn short_mask(offset_bits: u32) -> u64 {
         const { assert!((Loc::SHORT_META + 1).is_power_of_two()) };
-        let mask = (MAX_KEY_WORDS as u64) << 16 | (MAX_META_WORDS & !Loc::SHORT_META) as u64;
-        self.0 & mask == 2 << 16
+        let shape = (MAX_KEY_WORDS as u64) << 16 | (MAX_META_WORDS & !Loc::SHORT_META) as u64;
+        let high = if offset_bits >= 40 {
+            0
+        } else {
+            u64::MAX << (24 + offset_bits)
+        };
+        shape | high
     }
 
     /// Words the block spans: header, key and metadata.
@@ -677,7 +686,20 @@ mod tests {
                     MAX_META_WORDS,
                 ] {
                     let short = kw == 2 && mw <= Loc::SHORT_META;
-                    assert_eq!(Loc::new(offset, kw, mw).is_short(), short, "{kw} {mw}");
+                    let loc = Loc::new(offset, kw, mw);
+                    let got = loc.0 & Loc::short_mask(40) == Loc::SHORT;
+                    assert_eq!(got, short, "{kw} {mw}");
+                }
+            }
+        }
+        // With an offset bound: short and below it, nothing else.
+        for bits in [5, 30, 39] {
+            for offset in [0, 1, (1 << bits) - 1, 1 << bits, (1 << 40) - 1] {
+                for (kw, mw) in [(2, 3), (2, 8), (1, 3)] {
+                    let loc = Loc::new(offset, kw, mw);
+                    let want = kw == 2 && mw <= Loc::SHORT_META && offset < 1 << bits;
+                    let got = loc.0 & Loc::short_mask(bits) == Loc::SHORT;
+                    assert_eq!(got, want, "{bits} bits, offset {offset}, {kw} {mw}");
                 }
             }
         }

@@ -91,6 +91,33 @@ impl AtomicWords {
         self.reserved != 0
     }
 
+    /// Words a window read by [`AtomicWords::window`] spans at most.
+    pub const WINDOW: u64 = 16;
+
+    /// The largest `b` such that every index up to `2^b` starts [`AtomicWords::WINDOW`]
+    /// words inside the reserved range; `None` for a chunked vector (or a range too short
+    /// for one window). A caller that checks `i <= 2^b` with a mask may then read a
+    /// window at `i` with no bounds check.
+    pub fn window_bits(&self) -> Option<u32> {
+        let room = self.reserved.checked_sub(Self::WINDOW)?;
+        (room > 0).then(|| room.ilog2())
+    }
+
+    /// The `N` words from `start` (at most [`AtomicWords::WINDOW`]), with no bounds check.
+    ///
+    /// # Safety
+    ///
+    /// [`AtomicWords::window_bits`] is `Some(b)` and `start <= 2^b`.
+    #[inline(always)]
+    pub unsafe fn window<const N: usize>(&self, start: u64) -> &[AtomicU64; N] {
+        const { assert!(N as u64 <= Self::WINDOW) };
+        debug_assert!(self.window_bits().is_some_and(|b| start <= 1 << b));
+        // SAFETY: by the caller's promise `start <= 2^b` with `2^b <= reserved - WINDOW`,
+        // so `start + N <= reserved`: the run lies in the reserved range, which `get`'s
+        // proof covers word by word, and an array of `N` `AtomicU64`s has their layout.
+        unsafe { &*self.base.add(start as usize).cast::<[AtomicU64; N]>() }
+    }
+
     #[inline]
     fn chunk_len(&self, k: usize) -> u64 {
         1u64 << (self.base_bits as usize + k)
@@ -437,5 +464,10 @@ mod reserved_tests {
         assert_eq!(w.capacity(), 100);
         assert!(!w.ensure((1 << 31) + 1));
         assert_eq!(w.chunk_end(7), 1 << 31);
+        // Windows at every index below 2^30 fit; 2^31 - 16 does not leave 2^31.
+        assert_eq!(w.window_bits(), Some(30));
+        assert_eq!(AtomicWords::reserved(64, 2, false).window_bits(), Some(5));
+        assert_eq!(AtomicWords::reserved(16, 2, false).window_bits(), None);
+        assert_eq!(AtomicWords::new(2).window_bits(), None);
     }
 }
