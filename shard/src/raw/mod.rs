@@ -524,11 +524,12 @@ impl Published {
             hash,
             #[inline(always)]
             |owner, loc| {
-                self.read_block(loc, key, out).then_some(Attempt::Found {
-                    owner,
-                    meta_words: loc.meta_words(),
-                    block: loc.offset(),
-                })
+                self.read_block(loc, key, out)
+                    .map(|meta_words| Attempt::Found {
+                        owner,
+                        meta_words,
+                        block: loc.offset(),
+                    })
             },
         );
         self.current_miss(t, read)
@@ -550,11 +551,12 @@ impl Published {
     #[inline(never)]
     fn try_read_migrating(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let found = |owner, loc: Loc| {
-            self.read_block(loc, key, out).then_some(Attempt::Found {
-                owner,
-                meta_words: loc.meta_words(),
-                block: loc.offset(),
-            })
+            self.read_block(loc, key, out)
+                .map(|meta_words| Attempt::Found {
+                    owner,
+                    meta_words,
+                    block: loc.offset(),
+                })
         };
         let read = self.probe_with_source(t, hash, found);
         self.current_miss(t, read)
@@ -772,9 +774,10 @@ impl Published {
     }
 
     /// Compares the block's key with `key` and, on a match, copies its metadata into `out`
-    /// if it fits. Any `loc` is answered (torn ones are out of range or mismatch).
+    /// if it fits and answers its length in words. Any `loc` is answered (torn ones are
+    /// out of range or mismatch).
     #[inline(always)]
-    fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> bool {
+    fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> Option<usize> {
         // Key and metadata in one arena lookup; the header is not read.
         let start = loc.offset() + HEADER_WORDS as u64;
         // The common shape, a two-word key (integer names, string names of up to 8 bytes)
@@ -797,32 +800,32 @@ impl Published {
                 if words[0].load(Ordering::Relaxed) != key[0]
                     || words[1].load(Ordering::Relaxed) != key[1]
                 {
-                    return false;
+                    return None;
                 }
                 for (o, m) in out.iter_mut().zip(&words[2..]) {
                     *o = m.load(Ordering::Relaxed);
                 }
-                return true;
+                // `loc.meta_words()`, whose bits past `FAST_META` the mask found zero:
+                // written so, the caller's "does it fit" test folds away on this path.
+                return Some(loc.0 as usize & FAST_META);
             }
         }
         let kw = loc.key_words();
         if kw != key.len() {
-            return false;
+            return None;
         }
         let mw = loc.meta_words();
-        let Some(words) = self.arena.range(start, (kw + mw) as u64) else {
-            return false;
-        };
+        let words = self.arena.range(start, (kw + mw) as u64)?;
         let (stored, meta) = words.split_at(kw);
         if !key_eq(stored, key) {
-            return false;
+            return None;
         }
         if let Some(out) = out.get_mut(..mw) {
             for (o, m) in out.iter_mut().zip(meta) {
                 *o = m.load(Ordering::Relaxed);
             }
         }
-        true
+        Some(mw)
     }
 }
 
