@@ -159,7 +159,7 @@ mod words;
 
 pub use prefetch::prefetch;
 
-use table::{Slot, MOVES_MIGRATING, MOVES_OPEN, SEQ_ONE};
+use table::{Slot, MOVES_OPEN, SEQ_ONE};
 
 /// Bytes of one table slot.
 pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
@@ -481,11 +481,10 @@ impl Published {
         let t = self.table();
         // One load and one test for both of the slow cases: a section open (the probe
         // would retry) and a migration that may still run (MOVES_MIGRATING, W6).
-        let m1 = t.moves.load(Ordering::Acquire);
-        if m1 & (MOVES_OPEN | MOVES_MIGRATING) != 0 {
-            return self.try_read_migrating(t, hash, key, out);
+        match t.quiet_moves() {
+            Some(m1) => self.try_read_in(t, m1, hash, key, out),
+            None => self.try_read_migrating(t, hash, key, out),
         }
-        self.try_read_in(t, m1, hash, key, out)
     }
 
     /// [`Published::try_read`] for callers that inline it into a hot loop: while a
@@ -495,15 +494,14 @@ impl Published {
     #[inline(always)]
     pub fn try_read_quick(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
         let t = self.table();
-        let m1 = t.moves.load(Ordering::Acquire);
-        if m1 & (MOVES_OPEN | MOVES_MIGRATING) != 0 {
-            return Attempt::Retry;
+        match t.quiet_moves() {
+            Some(m1) => self.try_read_in(t, m1, hash, key, out),
+            None => Attempt::Retry,
         }
-        self.try_read_in(t, m1, hash, key, out)
     }
 
     /// [`Published::try_read`] in `t`, whose `moves` word read `m1` (`Acquire`): even, and
-    /// without [`MOVES_MIGRATING`], so `t` has no migration source (W6: the flag is cleared
+    /// without [`MOVES_MIGRATING`](table::MOVES_MIGRATING), so `t` has no migration source (W6: the flag is cleared
     /// only after `source` is null, with `Release`, and a table gets it only before it is
     /// published).
     #[inline(always)]
@@ -523,14 +521,7 @@ impl Published {
             m1,
             hash,
             #[inline(always)]
-            |owner, loc| {
-                self.read_block(loc, key, out)
-                    .map(|meta_words| Attempt::Found {
-                        owner,
-                        meta_words,
-                        block: loc.offset(),
-                    })
-            },
+            |owner, loc| self.read_entry_block(owner, loc, key, out),
         );
         self.current_miss(t, read)
     }
@@ -550,14 +541,7 @@ impl Published {
     #[cold]
     #[inline(never)]
     fn try_read_migrating(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
-        let found = |owner, loc: Loc| {
-            self.read_block(loc, key, out)
-                .map(|meta_words| Attempt::Found {
-                    owner,
-                    meta_words,
-                    block: loc.offset(),
-                })
-        };
+        let found = |owner, loc| self.read_entry_block(owner, loc, key, out);
         let read = self.probe_with_source(t, hash, found);
         self.current_miss(t, read)
     }
@@ -773,6 +757,24 @@ impl Published {
         Attempt::NotFound
     }
 
+    /// A probe's `matched` for the entry table: [`Published::read_block`] as an
+    /// [`Attempt::Found`].
+    #[inline(always)]
+    fn read_entry_block(
+        &self,
+        owner: u64,
+        loc: Loc,
+        key: &[u64],
+        out: &mut [u64],
+    ) -> Option<Attempt> {
+        let meta_words = self.read_block(loc, key, out)?;
+        Some(Attempt::Found {
+            owner,
+            meta_words,
+            block: loc.offset(),
+        })
+    }
+
     /// Compares the block's key with `key` and, on a match, copies its metadata into `out`
     /// if it fits and answers its length in words. Any `loc` is answered (torn ones are
     /// out of range or mismatch).
@@ -834,7 +836,7 @@ impl Published {
 /// `2^b`; 0 (no block) for an arena with no reserved range.
 fn short_mask_of(arena: &AtomicWords) -> u64 {
     match arena.window_bits() {
-        Some(b) => Loc::short_mask(b.min(40)),
+        Some(b) => Loc::short_mask(b),
         None => 0,
     }
 }

@@ -92,7 +92,7 @@ impl Loc {
 
     /// The mask that, compared with [`Loc::SHORT`], says a block is short (a two-word key
     /// and at most [`Loc::SHORT_META`] metadata words) and its offset is below
-    /// `2^offset_bits` (at most 40): one `and` and one compare, for the read path's fast
+    /// `2^offset_bits` (any offset, from 40 bits up): one `and` and one compare, for the read path's fast
     /// case.
     pub const fn short_mask(offset_bits: u32) -> u64 {
         const { assert!((Loc::SHORT_META + 1).is_power_of_two()) };
@@ -205,6 +205,10 @@ pub const MOVES_OPEN: u64 = 1;
 /// The bit of a table's `moves` word that says a migration into the table may still run:
 /// readers that see it consult the table's `source`.
 pub const MOVES_MIGRATING: u64 = 2;
+
+/// What one section (open, then close) adds to a table's `moves` word: a step above both
+/// flag bits, so a section never changes [`MOVES_MIGRATING`].
+const MOVES_SECTION: u64 = 4;
 
 /// One in the sequence number's place of a slot word.
 pub(crate) const SEQ_ONE: u64 = 1 << 32;
@@ -509,7 +513,16 @@ impl RawTable {
         let _ = t;
         let m = self.moves.load(Ordering::Relaxed);
         debug_assert!(m & MOVES_OPEN == MOVES_OPEN);
-        self.moves.store(m + 3, Ordering::Release);
+        self.moves
+            .store(m - MOVES_OPEN + MOVES_SECTION, Ordering::Release);
+    }
+
+    /// The `moves` word (`Acquire`), if it shows no section open and no migration that
+    /// may still run: the read path's one test before it probes this table alone.
+    #[inline(always)]
+    pub(crate) fn quiet_moves(&self) -> Option<u64> {
+        let m = self.moves.load(Ordering::Acquire);
+        (m & (MOVES_OPEN | MOVES_MIGRATING) == 0).then_some(m)
     }
 
     /// Marks a table not yet published as a migration's target ([`MOVES_MIGRATING`]).
