@@ -12,8 +12,10 @@
 //! store to shared memory.
 //!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
-//! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; odd (`MOVES_OPEN`) means
-//!    retry, and `MOVES_MIGRATING` means the migrating read of R5. One test covers both.
+//! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; either flag set
+//!    (`MOVES_OPEN`, a section open, or `MOVES_MIGRATING`, R5) sends the read to the slow
+//!    path, which reloads `moves` and retries while a section is open, and reads both
+//!    tables while a migration runs. One test covers both.
 //! 2. Probe from the key's home. For each slot: `s1 = word.load(Acquire)`, the sequence
 //!    number and the tag in one word. Tag matches: odd sequence number means retry, else
 //!    go to 3. Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no
@@ -86,10 +88,14 @@
 //!   target is published with the flag set, before the `Release` store of `current`
 //!   that the reader's `Acquire` load read) or a value stored at or after the flag's
 //!   clearing, every one of them a `Release` store (the clearing itself, or a section's
-//!   close; an open's `Relaxed` store is odd and retried). Either way the `Acquire` load
-//!   synchronises with a store that the writer made after `source := null` and after
-//!   every move of the migration, so all of its entries are in `t` for this read, which
-//!   R3 then covers alone.
+//!   close; the `Relaxed` stores, a section's open and `retire`/`retire_source` once
+//!   `t` itself is replaced, all set `MOVES_OPEN` and send the read to the slow path).
+//!   Either way the `Acquire` load synchronises with a store that the writer made after
+//!   `source := null` and after every move of the migration, so all of its entries are
+//!   in `t` for this read, which R3 then covers alone. The flag is set only on a table
+//!   not yet published (`mark_migrating` takes `&mut`), so no value after the clearing
+//!   has it again. (The clearing's `Release` is belt and braces: every move already
+//!   precedes the `fence(Release)` that opened the last migration step's section.)
 //! - R5 (no false miss during a migration): a reader that finds `t.source` set loads
 //!   `source.moves` (`Acquire`) first, probes `t`, then the source, and validates a miss
 //!   in both with `fence(Acquire)` and a second load of `source.moves`. A key present
@@ -120,7 +126,7 @@
 //!
 //! Sequence numbers are 32-bit and grow by 2 per write, so one slot's wraps after 2^31
 //! writes of it; R1 (and the posting lists' use of it) assumes no reader stalls between
-//! its two loads of a slot's word that long (see `table.rs`). `moves` words are 64-bit and never wrap.
+//! its two loads of a slot's word that long (see `table.rs`). `moves` counts sections in 62 bits, which never wrap.
 //!
 //! # Growth and reclamation
 //!
@@ -306,7 +312,7 @@ impl TableCell {
 
     /// Publishes the empty `new` with the current table as its migration source (W6):
     /// the source stays as it is, readers consult both until the migration ends.
-    fn install_migrating(&self, new: Box<RawTable>) {
+    fn install_migrating(&self, mut new: Box<RawTable>) {
         let old = self.current.load(Ordering::Relaxed);
         new.prev.store(old, Ordering::Relaxed);
         new.source.store(old, Ordering::Relaxed);

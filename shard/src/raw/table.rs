@@ -526,7 +526,8 @@ impl RawTable {
     }
 
     /// Marks a table not yet published as a migration's target ([`MOVES_MIGRATING`]).
-    pub(crate) fn mark_migrating(&self) {
+    /// `&mut`: a published table is shared, so it can never get the flag again (R5').
+    pub(crate) fn mark_migrating(&mut self) {
         self.moves.store(MOVES_MIGRATING, Ordering::Relaxed);
     }
 
@@ -773,7 +774,7 @@ mod tests {
         t.end_moves(&tok);
         assert_eq!(t.moves.load(Ordering::Relaxed), 4);
         // A migration's target keeps its flag through sections, and loses only it.
-        let u = RawTable::with_capacity(8);
+        let mut u = RawTable::with_capacity(8);
         u.mark_migrating();
         u.begin_moves(&tok);
         assert_eq!(
