@@ -126,7 +126,8 @@
 //!
 //! Sequence numbers are 32-bit and grow by 2 per write, so one slot's wraps after 2^31
 //! writes of it; R1 (and the posting lists' use of it) assumes no reader stalls between
-//! its two loads of a slot's word that long (see `table.rs`). `moves` counts sections in 62 bits, which never wrap.
+//! its two loads of a slot's word that long (see `table.rs`). `moves` counts sections
+//! in 62 bits, which never wrap.
 //!
 //! # Growth and reclamation
 //!
