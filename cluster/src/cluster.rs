@@ -1239,7 +1239,9 @@ impl Cluster {
 
 /// Runs a write to its end in a task of its own, so that a caller who drops the future
 /// cannot split it between etcd and the local registry. `work` yields the result and
-/// what to do with it if nobody is waiting any more (undo a registration).
+/// what to do with it if nobody is waiting any more (undo a registration). The undo
+/// also runs when the caller drops the future after the result was sent but before it
+/// read it (a timeout that fires in that gap): [`Waiting`]'s drop takes the result back.
 async fn detached<T, W, U, UF>(runtime: &tokio::runtime::Handle, work: W) -> Result<T, Error>
 where
     T: Send + 'static,
@@ -1247,14 +1249,43 @@ where
     U: FnOnce(Result<T, Error>) -> UF + Send + 'static,
     UF: Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::oneshot::channel::<(Result<T, Error>, Undo<T>)>();
     runtime.spawn(async move {
         let (result, undo) = work.await;
-        if let Err(unwanted) = tx.send(result) {
+        let undo: Undo<T> = Box::new(move |r| Box::pin(undo(r)));
+        if let Err((unwanted, undo)) = tx.send((result, undo)) {
             undo(unwanted).await;
         }
     });
-    rx.await.unwrap_or(Err(Error::Left))
+    let mut waiting = Waiting {
+        rx,
+        runtime: runtime.clone(),
+    };
+    match (&mut waiting.rx).await {
+        Ok((result, _undo)) => result,
+        Err(_) => Err(Error::Left),
+    }
+}
+
+/// What to do with a detached write's result that nobody took.
+type Undo<T> =
+    Box<dyn FnOnce(Result<T, Error>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The caller's end of a [`detached`] write.
+struct Waiting<T> {
+    rx: tokio::sync::oneshot::Receiver<(Result<T, Error>, Undo<T>)>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<T> Drop for Waiting<T> {
+    fn drop(&mut self) {
+        // Closed first: the task's send then either failed (it runs the undo itself) or
+        // had already succeeded, and the result is still here to undo.
+        self.rx.close();
+        if let Ok((unwanted, undo)) = self.rx.try_recv() {
+            self.runtime.spawn(undo(unwanted));
+        }
+    }
 }
 
 /// Records `ns` (called `name`) as cluster-wide: whether it was new.
