@@ -5,7 +5,7 @@
 use loom::thread;
 
 use super::{hash, read, writer, Seen};
-use crate::raw::{Attempt, Which};
+use crate::raw::{tag, Attempt, Which};
 use crate::with_terms;
 
 #[test]
@@ -124,5 +124,79 @@ fn loom_term_migration_never_hides_a_present_list() {
         if let Some(got) = reader.join().unwrap() {
             assert!(got == all[..1] || got == all, "read {got:?} of {all:?}");
         }
+    });
+}
+
+/// R3 inside R5: a backward shift in the migration's target (a section of the target's
+/// `moves` opened while its `MOVES_MIGRATING` flag is set) never hides a key that moves
+/// there and stays present, whichever of the two tables the reader's probes find it in.
+#[test]
+fn loom_a_shift_in_the_target_never_hides_a_moved_key() {
+    loom::model(|| {
+        let mut w = writer(1);
+        // Slots 1 and 2 share home 1 (home 2 of the 8-slot target); slot 0 holds key 3.
+        w.insert_plain(hash(1, 1), &[1], 1, &[1]).unwrap();
+        w.insert_plain(hash(1, 2), &[2], 1, &[2]).unwrap();
+        w.insert_plain(hash(0, 3), &[3], 1, &[3]).unwrap();
+        // Grows; source slot 0 (key 3) moves, then slot 1 (key 1) does.
+        w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
+        w.migrate_some(Which::Entries, 1);
+        // The reader starts here: the steps before are `loom_migration_never_hides_a_present_key`'s,
+        // and with them the model is too large for CI.
+        let p = w.shared.clone();
+        let reader = thread::spawn(move || {
+            let got = read(&p, hash(1, 2), &[2]);
+            assert!(
+                matches!(got, Seen::Hit(ref m) if m == &[2]) || got == Seen::GaveUp,
+                "key 2 is present throughout: {got:?}"
+            );
+        });
+        // Key 2 moves, one slot past its home in the target (key 1 holds that).
+        w.migrate_some(Which::Entries, 1);
+        assert!(w.shared.source(&w.token, Which::Entries).is_some());
+        let key_2 = tag(hash(1, 2));
+        assert_eq!(w.table().view(&w.token, 3).tag, key_2);
+        // Key 1 is removed from the target: key 2 shifts back to its home there.
+        w.remove(hash(1, 1), &[1], 1).unwrap();
+        assert_eq!(w.table().view(&w.token, 2).tag, key_2);
+        w.migrate_some(Which::Entries, 1);
+        assert!(w.shared.source(&w.token, Which::Entries).is_none());
+        reader.join().unwrap();
+    });
+}
+
+/// R5 and R6 over a second migration: a table that was a migration's target, its flag
+/// cleared, fills and becomes a source in its turn; a key present throughout is never
+/// missed by a reader that may start on it. (A reader started before the first
+/// migration makes the model too large for CI; that one is
+/// `loom_migration_never_hides_a_present_key`'s.)
+#[test]
+fn loom_a_second_growth_never_hides_a_present_key() {
+    loom::model(|| {
+        let mut w = writer(1);
+        for k in 0..3 {
+            w.insert_plain(hash(k, k + 1), &[k + 1], 1, &[k + 1])
+                .unwrap();
+        }
+        // 4 slots to 8, drained at once; then 8 to 16 (6 entries is 3/4 of 8).
+        w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
+        w.finish_migration(Which::Entries);
+        let p = w.shared.clone();
+        let reader = thread::spawn(move || {
+            let got = read(&p, hash(0, 1), &[1]);
+            assert!(
+                matches!(got, Seen::Hit(ref m) if m == &[1]) || got == Seen::GaveUp,
+                "key 1 is present throughout: {got:?}"
+            );
+        });
+        for k in 5..7 {
+            w.insert_plain(hash(k % 4, k), &[k], 1, &[k]).unwrap();
+        }
+        assert_eq!(w.table().capacity(), 8);
+        w.insert_plain(hash(3, 7), &[7], 1, &[7]).unwrap();
+        assert_eq!(w.table().capacity(), 16);
+        assert!(w.shared.source(&w.token, Which::Entries).is_some());
+        w.finish_migration(Which::Entries);
+        reader.join().unwrap();
     });
 }
