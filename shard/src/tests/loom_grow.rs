@@ -52,13 +52,7 @@ fn loom_migration_never_hides_a_present_key() {
                 .unwrap();
         }
         let p = w.shared.clone();
-        let reader = thread::spawn(move || {
-            let got = read(&p, hash(2, 3), &[3]);
-            assert!(
-                matches!(got, Seen::Hit(ref m) if m == &[3]) || got == Seen::GaveUp,
-                "key 3 is present throughout: {got:?}"
-            );
-        });
+        let reader = thread::spawn(move || read_present(&p, hash(2, 3), 3));
         // Grows: the new table is published empty with the old one as its source, and
         // one source slot (slot 0, key 1) moves.
         w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
@@ -144,13 +138,7 @@ fn loom_a_shift_in_the_target_never_hides_a_moved_key() {
         // The reader starts here: the steps before are `loom_migration_never_hides_a_present_key`'s,
         // and with them the model is too large for CI.
         let p = w.shared.clone();
-        let reader = thread::spawn(move || {
-            let got = read(&p, hash(1, 2), &[2]);
-            assert!(
-                matches!(got, Seen::Hit(ref m) if m == &[2]) || got == Seen::GaveUp,
-                "key 2 is present throughout: {got:?}"
-            );
-        });
+        let reader = thread::spawn(move || read_present(&p, hash(1, 2), 2));
         // Key 2 moves, one slot past its home in the target (key 1 holds that).
         w.migrate_some(Which::Entries, 1);
         assert!(w.shared.source(&w.token, Which::Entries).is_some());
@@ -182,13 +170,7 @@ fn loom_a_second_growth_never_hides_a_present_key() {
         w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
         w.finish_migration(Which::Entries);
         let p = w.shared.clone();
-        let reader = thread::spawn(move || {
-            let got = read(&p, hash(0, 1), &[1]);
-            assert!(
-                matches!(got, Seen::Hit(ref m) if m == &[1]) || got == Seen::GaveUp,
-                "key 1 is present throughout: {got:?}"
-            );
-        });
+        let reader = thread::spawn(move || read_present(&p, hash(0, 1), 1));
         for k in 5..7 {
             w.insert_plain(hash(k % 4, k), &[k], 1, &[k]).unwrap();
         }
@@ -199,4 +181,14 @@ fn loom_a_second_growth_never_hides_a_present_key() {
         w.finish_migration(Which::Entries);
         reader.join().unwrap();
     });
+}
+
+/// A read of key `[k]` (metadata `[k]`, as the models insert it), present for the whole
+/// read: a hit on its metadata, or a reader that gave up; never a miss.
+fn read_present(p: &crate::raw::Published, hash: u64, k: u64) {
+    let got = read(p, hash, &[k]);
+    assert!(
+        matches!(got, Seen::Hit(ref m) if m == &[k]) || got == Seen::GaveUp,
+        "key {k} is present throughout: {got:?}"
+    );
 }
