@@ -300,15 +300,6 @@ impl ProcessTable {
             .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
     }
 
-    /// Prefetches `pid`'s state word, which [`ProcessTable::is_alive`] reads next (a hint
-    /// for batched lookups; `pid` may be garbage).
-    #[inline]
-    pub(crate) fn prefetch(&self, pid: Pid) {
-        if let Some(w) = self.state(pid.index()) {
-            roster_shard::prefetch(w);
-        }
-    }
-
     /// Marks `pid` dead; returns the shards to notify, or `None` if it was not alive.
     /// The caller must notify each returned shard (or call [`ProcessTable::release`]
     /// for those it cannot reach).

@@ -190,7 +190,6 @@ impl Writer {
         let first = block_of(&self.shared, chunk, 1);
         let v = SlotView {
             tag: tag(hash),
-            owner: 0,
             loc: Loc::new(head, 1, 0),
         };
         t.write(&self.token, i, v, || {

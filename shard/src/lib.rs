@@ -165,9 +165,9 @@ pub struct Refusal {
 }
 
 /// Bytes an entry is charged against memory limits and quotas, and counted in
-/// [`ShardMemory::charged`]: its arena block at its size class (head word, key, metadata,
-/// a 4-byte index position per term and 4 bytes of owner-list index), one 4-byte posting
-/// per index term, and one 24-byte slot. Table slack (slots kept free for probing), the unused room of posting chunks and
+/// [`ShardMemory::charged`]: its arena block at its size class (head word, owner word, key,
+/// metadata, a 4-byte index position per term and 4 bytes of owner-list index), one 4-byte
+/// posting per index term, and one 16-byte slot. Table slack (slots kept free for probing), the unused room of posting chunks and
 /// free arena space are not charged; [`Shard::memory`] reports them.
 pub fn entry_charge(key_words: usize, meta_words: usize, terms: usize) -> u64 {
     let block = arena::class_words(block::block_words(key_words, meta_words, terms));
@@ -537,12 +537,11 @@ impl Shard {
     }
 
     /// Second step of a batched read (after [`Shard::prefetch_slot`]): prefetches the
-    /// lines of the entry's key and first metadata words (all of a short entry's), in a
-    /// reserved arena, if its slot is the home slot or the one after it. Returns the
-    /// owner word seen, unvalidated: a hint for prefetching the owner's state, never an
-    /// answer (only [`Shard::read`] answers).
+    /// lines of the entry's owner word, key and first metadata words (all of a short
+    /// entry's), in a reserved arena, if its slot is the home slot or the one after it.
+    /// Hints only; never blocks.
     #[inline]
-    pub fn prefetch_entry(&self, hash: u64) -> Option<u64> {
+    pub fn prefetch_entry(&self, hash: u64) {
         self.shared.prefetch_block(hash)
     }
 

@@ -18,7 +18,7 @@ use crate::block::{block_of, BlockHead, MAX_TERMS};
 use crate::owners::OwnerLists;
 use crate::raw::{
     hash_of_tag, tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS,
-    MAX_KEY_WORDS, MAX_META_WORDS,
+    MAX_KEY_WORDS, MAX_META_WORDS, OWNER_WORD,
 };
 use crate::reply::Reply;
 use crate::sync::{AtomicU64, Ordering};
@@ -353,6 +353,14 @@ impl Writer {
         )
     }
 
+    /// The owner of the entry whose block `loc` names (its [`OWNER_WORD`]).
+    fn owner_at(&self, loc: Loc) -> u64 {
+        self.shared
+            .arena()
+            .get(loc.offset() + OWNER_WORD as u64)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
     fn key_matches(&self, loc: Loc, key: &[u64]) -> bool {
         loc.key_words() == key.len()
             && self.block(loc)[HEADER_WORDS..HEADER_WORDS + key.len()]
@@ -465,9 +473,9 @@ impl Writer {
                 return Err(WriteError::OwnerDead);
             }
             if let Some(i) = self.find(hash, key) {
-                let v = self.table().view(&self.token, i);
-                if self.hooks.is_alive(v.owner) {
-                    return Err(WriteError::Exists { owner: v.owner });
+                let holder = self.owner_at(self.table().view(&self.token, i).loc);
+                if self.hooks.is_alive(holder) {
+                    return Err(WriteError::Exists { owner: holder });
                 }
                 // The holder is dead and awaiting cleanup: reclaim its entry now.
                 self.remove_slot(i, true, EventKind::Died);
@@ -507,11 +515,11 @@ impl Writer {
         let block = block_of(&self.shared, off, bh.block_words());
         let v = SlotView {
             tag: tag(hash),
-            owner,
             loc,
         };
         t.write(&self.token, i, v, || {
             block[0].store(bh.pack(), Ordering::Relaxed);
+            block[OWNER_WORD].store(owner, Ordering::Relaxed);
             let words = key.iter().chain(meta).chain(&tail);
             for (w, x) in block[HEADER_WORDS..].iter().zip(words) {
                 w.store(*x, Ordering::Relaxed);
@@ -599,7 +607,7 @@ impl Writer {
             return Err(WriteError::OwnerDead);
         }
         let i = self.find(hash, key).ok_or(WriteError::NotFound)?;
-        let holder = self.table().view(&self.token, i).owner;
+        let holder = self.owner_at(self.table().view(&self.token, i).loc);
         if holder == owner {
             Ok(i)
         } else if self.hooks.is_alive(holder) {
@@ -692,7 +700,7 @@ impl Writer {
             });
         if off != old_off {
             self.alloc.free(old_off, old.block_words());
-            if let Some(list) = self.owners.get_mut(v.owner) {
+            if let Some(list) = self.owners.get_mut(owner) {
                 list[owner_index] = off as u32;
             }
         }
@@ -711,7 +719,7 @@ impl Writer {
             .iter()
             .map(|w| w.load(Ordering::Relaxed))
             .collect();
-        Some((v.owner, meta, v.loc.offset()))
+        Some((self.owner_at(v.loc), meta, v.loc.offset()))
     }
 
     /// Checks the table against the owner lists (SPEC I5) and the posting lists (I2), the
@@ -733,7 +741,8 @@ impl Writer {
                 continue;
             }
             a.entries += 1;
-            if !self.hooks.is_alive(v.owner) {
+            let owner = self.owner_at(v.loc);
+            if !self.hooks.is_alive(owner) {
                 a.dead_entries += 1;
             }
             let off = v.loc.offset();
@@ -750,12 +759,11 @@ impl Writer {
             }
             let listed = self
                 .owners
-                .get(v.owner)
+                .get(owner)
                 .and_then(|l| l.get(self.owner_index(off, bh)));
             if listed.map(|&o| u64::from(o)) != Some(off) {
                 a.problems.push(format!(
-                    "I5: slot {j} (owner {:#x}) is missing from its owner's list",
-                    v.owner
+                    "I5: slot {j} (owner {owner:#x}) is missing from its owner's list"
                 ));
             }
             postings += bh.terms;
@@ -831,6 +839,7 @@ impl Writer {
     /// and (if `unlink`) its place in its owner's list.
     fn remove_slot(&mut self, i: usize, unlink: bool, why: EventKind) {
         let gone = self.table().view(&self.token, i);
+        let owner = self.owner_at(gone.loc);
         self.vacate(self.shared.table(), i);
         let off = gone.loc.offset();
         let bh = self.block_head(off);
@@ -844,11 +853,11 @@ impl Writer {
                 .map(|w| w.load(Ordering::Relaxed)),
         );
         if unlink {
-            if let Some(list) = self.owners.get_mut(gone.owner) {
+            if let Some(list) = self.owners.get_mut(owner) {
                 list.swap_remove(index);
                 let moved = list.get(index).map(|&o| u64::from(o));
                 if list.is_empty() {
-                    self.owners.remove(gone.owner);
+                    self.owners.remove(owner);
                 }
                 if let Some(moved) = moved {
                     self.set_owner_index(moved, self.block_head(moved), index);
@@ -867,7 +876,7 @@ impl Writer {
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
                 .collect();
-            self.notify(why, &self.scratch, gone.owner, &meta);
+            self.notify(why, &self.scratch, owner, &meta);
         }
     }
 

@@ -20,9 +20,11 @@
 //!    number and the tag in one word. Tag matches: odd sequence number means retry, else
 //!    go to 3. Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no
 //!    stable `seq`; R3).
-//! 3. Tag matches: load `owner`, `loc`, the block's key words and (into the caller's buffer)
-//!    its metadata words, all `Relaxed`; then `fence(Acquire)` and `word.load(Relaxed)`:
-//!    changed means retry; else a key match is a hit, and a mismatch moves on.
+//! 3. Tag matches: load `loc`, then the block's owner word, key words and (into the
+//!    caller's buffer) its metadata words, all `Relaxed`; then `fence(Acquire)` and
+//!    `word.load(Relaxed)`: changed means retry; else a key match is a hit (with the
+//!    owner read from the block), and a mismatch moves on. The owner is a block word like
+//!    the key, so R1 and R2 cover it as they cover the key and the metadata.
 //! 4. Miss: `fence(Acquire)`, then `moves.load(Relaxed)` must still equal `m1`.
 //!
 //! Writer rules:
@@ -174,7 +176,7 @@ pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 pub use masked::MaskedSlice;
 pub use table::{
     hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
-    MAX_META_WORDS,
+    MAX_META_WORDS, OWNER_WORD,
 };
 pub use words::AtomicWords;
 
@@ -528,7 +530,7 @@ impl Published {
             m1,
             hash,
             #[inline(always)]
-            |owner, loc| self.read_entry_block(owner, loc, key, out),
+            |loc| self.read_entry_block(loc, key, out),
         );
         self.current_miss(t, read)
     }
@@ -548,7 +550,7 @@ impl Published {
     #[cold]
     #[inline(never)]
     fn try_read_migrating(&self, t: &RawTable, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
-        let found = |owner, loc| self.read_entry_block(owner, loc, key, out);
+        let found = |loc| self.read_entry_block(loc, key, out);
         let read = self.probe_with_source(t, hash, found);
         self.current_miss(t, read)
     }
@@ -558,7 +560,7 @@ impl Published {
         &self,
         t: &RawTable,
         hash: u64,
-        found: impl FnMut(u64, Loc) -> Option<Attempt>,
+        found: impl FnMut(Loc) -> Option<Attempt>,
     ) -> Attempt {
         match source_of(t) {
             None => self.probe(t, hash, found),
@@ -574,7 +576,7 @@ impl Published {
         t: &RawTable,
         source: &RawTable,
         hash: u64,
-        mut found: impl FnMut(u64, Loc) -> Option<Attempt>,
+        mut found: impl FnMut(Loc) -> Option<Attempt>,
     ) -> Attempt {
         let m1 = source.moves.load(Ordering::Acquire);
         if m1 & MOVES_OPEN != 0 {
@@ -600,40 +602,44 @@ impl Published {
     #[inline]
     pub fn prefetch_home(&self, hash: u64) {
         let t = self.table();
-        let slot = t.ring().slot(t.home(hash));
-        // Both ends: 2 of every 8 slots cross a cache line.
-        prefetch(&slot.word);
-        prefetch(&slot.loc);
+        // One line: a 16-byte slot never crosses one.
+        prefetch(&t.ring().slot(t.home(hash)).word);
     }
 
     /// The second step of a batched read, once the home slot is cached: peeks (without
     /// validation) at the home slot and the one after it and, for the first whose tag
     /// matches `hash`, prefetches the lines of the fixed window `read_block`'s fast case
-    /// reads (a two-word key and `FAST_META` words; in a reserved arena only). Returns
-    /// the owner word seen there, a hint the caller may use to prefetch what it checks
-    /// next; the real read ([`Published::try_read`]) validates everything.
+    /// reads (the owner word, a two-word key and `FAST_META` words; in a reserved arena
+    /// only). A hint; the real read ([`Published::try_read`]) validates everything.
     #[inline]
-    pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
+    pub fn prefetch_block(&self, hash: u64) {
+        let Some(loc) = self.peek_loc(hash) else {
+            return;
+        };
+        // The lines `read_block`'s fast case reads: the owner, a two-word key and
+        // `FAST_META` words, 80 bytes, so at most two lines, which its first and last
+        // words cover. Longer blocks get the same two lines (their copy costs more than
+        // the misses saved). A window past the reserved range (or any in a chunked arena)
+        // prefetches nothing.
+        let start = loc.offset() + OWNER_WORD as u64;
+        if let Some([first, .., last]) = self.arena.reserved_array::<{ 3 + FAST_META }>(start) {
+            prefetch(first);
+            prefetch(last);
+        }
+    }
+
+    /// The `loc` of the first of the home slot of `hash` and the one after it (usually
+    /// in the same cache line) whose tag matches, unvalidated.
+    #[inline]
+    fn peek_loc(&self, hash: u64) -> Option<Loc> {
         let t = self.table();
         let want = tag(hash);
         let ring = t.ring();
         let home = t.home(hash);
-        // The home slot and the one after it (usually in the same cache line).
         let slot = [ring.slot(home), ring.slot(home + 1)]
             .into_iter()
             .find(|s| s.word.load(Ordering::Relaxed) as u32 == want)?;
-        let loc = Loc(slot.loc.load(Ordering::Relaxed));
-        // The lines `read_block`'s fast case reads: a two-word key and `FAST_META` words,
-        // 72 bytes, so at most two lines, which its first and last words cover. Longer
-        // blocks get the same two lines (their copy costs more than the misses saved).
-        // A window past the reserved range (or any in a chunked arena) prefetches
-        // nothing; the owner is still worth prefetching.
-        let start = loc.offset() + HEADER_WORDS as u64;
-        if let Some([first, .., last]) = self.arena.reserved_array::<{ 2 + FAST_META }>(start) {
-            prefetch(first);
-            prefetch(last);
-        }
-        Some(slot.owner.load(Ordering::Relaxed))
+        Some(Loc(slot.loc.load(Ordering::Relaxed)))
     }
 
     /// One optimistic read of the posting list of index term `term` into `out` (cleared
@@ -644,7 +650,7 @@ impl Published {
     pub fn try_read_postings(&self, term: u64, mut out: Option<&mut Vec<u64>>) -> Attempt {
         let t = self.terms();
         let hash = term_hash(term);
-        let found = |_, loc: Loc| {
+        let found = |loc: Loc| {
             let head = self.arena.range(loc.offset(), postings::DIR as u64)?;
             if head[postings::TERM].load(Ordering::Relaxed) != term {
                 return None;
@@ -699,7 +705,7 @@ impl Published {
         &self,
         t: &RawTable,
         hash: u64,
-        matched: impl FnMut(u64, Loc) -> Option<Attempt>,
+        matched: impl FnMut(Loc) -> Option<Attempt>,
     ) -> Attempt {
         let m1 = t.moves.load(Ordering::Acquire);
         if m1 & MOVES_OPEN != 0 {
@@ -716,7 +722,7 @@ impl Published {
         t: &RawTable,
         m1: u64,
         hash: u64,
-        mut matched: impl FnMut(u64, Loc) -> Option<Attempt>,
+        mut matched: impl FnMut(Loc) -> Option<Attempt>,
     ) -> Attempt {
         debug_assert!(m1 & MOVES_OPEN == 0);
         let want = tag(hash);
@@ -738,9 +744,8 @@ impl Published {
                 if w1 & SEQ_ONE != 0 {
                     return Attempt::Retry;
                 }
-                let owner = slot.owner.load(Ordering::Relaxed);
                 let loc = Loc(slot.loc.load(Ordering::Relaxed));
-                let found = matched(owner, loc);
+                let found = matched(loc);
                 fence(Ordering::Acquire);
                 if slot.word.load(Ordering::Relaxed) != w1 {
                     return Attempt::Retry;
@@ -767,14 +772,8 @@ impl Published {
     /// A probe's `matched` for the entry table: [`Published::read_block`] as an
     /// [`Attempt::Found`].
     #[inline(always)]
-    fn read_entry_block(
-        &self,
-        owner: u64,
-        loc: Loc,
-        key: &[u64],
-        out: &mut [u64],
-    ) -> Option<Attempt> {
-        let meta_words = self.read_block(loc, key, out)?;
+    fn read_entry_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> Option<Attempt> {
+        let (owner, meta_words) = self.read_block(loc, key, out)?;
         Some(Attempt::Found {
             owner,
             meta_words,
@@ -783,12 +782,13 @@ impl Published {
     }
 
     /// Compares the block's key with `key` and, on a match, copies its metadata into `out`
-    /// if it fits and answers its length in words. Any `loc` is answered (torn ones are
-    /// out of range or mismatch).
+    /// if it fits and answers its owner word and its length in words. Any `loc` is
+    /// answered (torn ones are out of range or mismatch).
     #[inline(always)]
-    fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> Option<usize> {
-        // Key and metadata in one arena lookup; the header is not read.
-        let start = loc.offset() + HEADER_WORDS as u64;
+    fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> Option<(u64, usize)> {
+        // Owner, key and metadata in one arena lookup; the head word is not read.
+        let start = loc.offset() + OWNER_WORD as u64;
+        const KEY_AT: usize = HEADER_WORDS - OWNER_WORD;
         // The common shape, a two-word key (integer names, string names of up to 8 bytes)
         // with short metadata, is one compare of `loc` and then arrays: every index is a
         // constant, so nothing is bounds-checked, and the metadata is copied as a fixed
@@ -805,18 +805,19 @@ impl Published {
                 // `window_bits()` of `Some(b)` (`short_mask_of`; it changes only with
                 // `arena`), and `loc` passed it, so `offset < 2^b` and
                 // `start = offset + 1 <= 2^b`, as `window` asks.
-                let words = unsafe { self.arena.window::<{ 2 + FAST_META }>(start) };
-                if words[0].load(Ordering::Relaxed) != key[0]
-                    || words[1].load(Ordering::Relaxed) != key[1]
+                let words = unsafe { self.arena.window::<{ KEY_AT + 2 + FAST_META }>(start) };
+                if words[KEY_AT].load(Ordering::Relaxed) != key[0]
+                    || words[KEY_AT + 1].load(Ordering::Relaxed) != key[1]
                 {
                     return None;
                 }
-                for (o, m) in out.iter_mut().zip(&words[2..]) {
+                for (o, m) in out.iter_mut().zip(&words[KEY_AT + 2..]) {
                     *o = m.load(Ordering::Relaxed);
                 }
                 // `loc.meta_words()`, whose bits past `FAST_META` the mask found zero:
                 // written so, the caller's "does it fit" test folds away on this path.
-                return Some(loc.0 as usize & FAST_META);
+                let owner = words[0].load(Ordering::Relaxed);
+                return Some((owner, loc.0 as usize & FAST_META));
             }
         }
         let kw = loc.key_words();
@@ -824,7 +825,8 @@ impl Published {
             return None;
         }
         let mw = loc.meta_words();
-        let words = self.arena.range(start, (kw + mw) as u64)?;
+        let words = self.arena.range(start, (KEY_AT + kw + mw) as u64)?;
+        let (owner, words) = words.split_first()?;
         let (stored, meta) = words.split_at(kw);
         if !key_eq(stored, key) {
             return None;
@@ -834,7 +836,7 @@ impl Published {
                 *o = m.load(Ordering::Relaxed);
             }
         }
-        Some(mw)
+        Some((owner.load(Ordering::Relaxed), mw))
     }
 }
 
@@ -884,10 +886,10 @@ mod tests {
         let block = p.arena.range(off, loc.block_words() as u64).unwrap();
         let v = SlotView {
             tag: tag(hash),
-            owner: 9,
             loc,
         };
         p.table().write(t, i, v, || {
+            block[OWNER_WORD].store(9, Ordering::Relaxed);
             for (w, x) in block[HEADER_WORDS..].iter().zip(key.iter().chain(meta)) {
                 w.store(*x, Ordering::Relaxed);
             }
@@ -991,7 +993,7 @@ mod tests {
             // read is exact, at a chunk's end too.
             let (mut p, t) = Published::new(0, 8, 4);
             p.set_arena(AtomicWords::new(2));
-            let fill_end = if key_words == 2 { 4 } else { 12 + 16 - 7 };
+            let fill_end = 28 - (HEADER_WORDS + key_words + meta.len()) as u64;
             put(&p, &t, 0, 5, &key(7), &meta, fill_end);
             put(&p, &t, 1, 6, &key(8), &meta, 28);
             for hash in [5, 6] {
@@ -1004,26 +1006,32 @@ mod tests {
     }
 
     #[test]
-    fn prefetch_block_hints_the_owner_of_a_tag_at_its_home_or_one_past() {
+    fn prefetch_block_peeks_at_a_tag_at_its_home_or_one_past() {
         // Hashes below 2^61 all have home 0 in an 8-slot table; tags are the high halves
         // (| 1), so these three differ.
         let (at_home, one_past, neither) = (2 << 32, 4 << 32, 8 << 32);
         let check = |p: &Published, t: &WriterToken, first: u64, end: u64| {
             put(p, t, 0, at_home, &[7, 70], &[1, 2, 3], first);
             put(p, t, 1, one_past, &[8, 80], &[1, 2, 3], end);
-            let slot = p.table().view(t, 1);
-            p.table().write(t, 1, SlotView { owner: 11, ..slot }, || {});
-            assert_eq!(p.prefetch_block(at_home), Some(9), "at its home");
-            assert_eq!(p.prefetch_block(one_past), Some(11), "one past");
-            assert_eq!(p.prefetch_block(neither), None, "a tag in neither slot");
+            assert_eq!(
+                p.peek_loc(at_home).map(Loc::offset),
+                Some(first),
+                "at its home"
+            );
+            assert_eq!(p.peek_loc(one_past).map(Loc::offset), Some(end), "one past");
+            assert_eq!(p.peek_loc(neither), None, "a tag in neither slot");
+            // Hints only: each is safe to ask, whatever the slot names.
+            for hash in [at_home, one_past, neither] {
+                p.prefetch_block(hash);
+            }
         };
         // A reserved range whose second block ends at its end: the fixed window would
-        // cross it, so nothing is prefetched there, but the owner is still hinted.
+        // cross it, so nothing is prefetched there.
         if let Some((p, t)) = reserved_64() {
-            check(&p, &t, 0, 64 - 6);
+            check(&p, &t, 0, 64 - 7);
         }
         // A chunked arena (chunks of 4, 8, 16 and 32 words, at 0, 4, 12 and 28)
-        // prefetches no block and hints the owner the same.
+        // prefetches no block.
         let (mut p, t) = Published::new(0, 8, 4);
         p.set_arena(AtomicWords::new(2));
         check(&p, &t, 4, 28);
@@ -1072,17 +1080,15 @@ mod tests {
         let block = p.arena.range(0, 8).unwrap();
         let v = SlotView {
             tag: tag(term_hash(term)),
-            owner: 0,
             loc: Loc::new(0, 1, 1),
         };
         p.terms().write(&t, home, v, || {
-            block[1].store(8, Ordering::Relaxed);
-            block[HEADER_WORDS].store(term, Ordering::Relaxed);
-            block[HEADER_WORDS + 1].store(u64::MAX, Ordering::Relaxed);
+            block[postings::TERM].store(term, Ordering::Relaxed);
+            block[postings::LEN].store(u64::MAX, Ordering::Relaxed);
         });
         let mut out = Vec::new();
         assert_eq!(p.try_read_postings(term, Some(&mut out)), Attempt::NotFound);
-        block[HEADER_WORDS + 1].store(u64::MAX - 1, Ordering::Relaxed);
+        block[postings::LEN].store(u64::MAX - 1, Ordering::Relaxed);
         assert_eq!(p.try_read_postings(term, None), Attempt::NotFound);
     }
 
@@ -1092,7 +1098,6 @@ mod tests {
         // A slot whose loc points far outside the arena: the read must not fault.
         let v = SlotView {
             tag: tag(5),
-            owner: 1,
             loc: Loc::new((1 << 40) - 1, 1, 1),
         };
         p.table().write(&t, 0, v, || {});

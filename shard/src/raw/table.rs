@@ -1,17 +1,23 @@
-//! The slot table: an open-addressing array of 3-word slots, linear probing, backward-shift
+//! The slot table: an open-addressing array of 2-word slots, linear probing, backward-shift
 //! deletion (no tombstones), and the writer's half of the seqlock protocol.
 //!
-//! Slot layout (24 bytes, eight slots to three cache lines):
+//! Slot layout (16 bytes, four slots to a cache line, none across two):
 //!
 //! ```text
-//! +------------+------------+-------------+--------------------------------------+
-//! | seq:32     | tag:32     |    owner    |                 loc                  |
-//! +------------+------------+-------------+--------------------------------------+
-//!  even=stable  0 = empty,     opaque u64    offset:40 | key_words:8 | meta_words:16
-//!  odd=writing  2 = moved,     (a pid)       (block in the shard's arena)
+//! +------------+------------+--------------------------------------+
+//! | seq:32     | tag:32     |                 loc                  |
+//! +------------+------------+--------------------------------------+
+//!  even=stable  0 = empty,    offset:40 | key_words:8 | meta_words:16
+//!  odd=writing  2 = moved,    (block in the shard's arena)
 //!               else the hash's
 //!               high half | 1
 //! ```
+//!
+//! The entry's owner lives in its block ([`OWNER_WORD`]), read with the key in the
+//! block's lines. A slot of two words instead of three makes the table a third smaller,
+//! and a probe's slots never straddle two cache lines; the owner's state word is then
+//! fetched after the block's line, not beside it, which is cheap: the process table is
+//! small and cached.
 //!
 //! The sequence number and the tag share one word, so a probe loads one word per slot
 //! passed, and a reader's validation compares the tag too. The tag is the hash's high 32
@@ -39,10 +45,13 @@ use std::marker::PhantomData;
 
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
-/// Words at the start of every entry block, before the key: one head word (`block.rs`'s
-/// `BlockHead` packs it). It is the writer's bookkeeping, though `Shard::read_posting`
-/// reads it as an unvalidated hint.
-pub const HEADER_WORDS: usize = 1;
+/// Words at the start of every entry block, before the key: the head word (`block.rs`'s
+/// `BlockHead` packs it; the writer's bookkeeping, though `Shard::read_posting` reads it
+/// as an unvalidated hint) and the owner word ([`OWNER_WORD`]).
+pub const HEADER_WORDS: usize = 2;
+/// The block word holding the entry's owner (opaque to the shard; the engine stores a
+/// pid), just before the key, so a reader reads it in the run of words it reads anyway.
+pub const OWNER_WORD: usize = 1;
 /// Largest key, in words.
 pub const MAX_KEY_WORDS: usize = (1 << Loc::KEY_BITS) - 1;
 /// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
@@ -105,7 +114,7 @@ impl Loc {
         shape | high
     }
 
-    /// Words the block spans: header, key and metadata.
+    /// Words the block spans: header (head and owner), key and metadata.
     #[inline]
     pub fn block_words(self) -> usize {
         HEADER_WORDS + self.key_words() + self.meta_words()
@@ -119,8 +128,6 @@ pub struct Slot {
     /// odd = the writer is changing this slot. The low half is the tag: 0 for an empty
     /// slot, [`MOVED`], or [`tag`] of the key's hash.
     pub(crate) word: AtomicU64,
-    /// The entry's owner (opaque to the shard; the engine stores a pid).
-    pub(crate) owner: AtomicU64,
     /// A packed [`Loc`].
     pub(crate) loc: AtomicU64,
 }
@@ -130,8 +137,6 @@ pub struct Slot {
 pub struct SlotView {
     /// The stored tag (0 = empty, [`MOVED`], else [`tag`] of a hash).
     pub tag: u32,
-    /// The owner word.
-    pub owner: u64,
     /// The block location.
     pub loc: Loc,
 }
@@ -140,7 +145,6 @@ impl SlotView {
     /// The empty slot.
     pub const EMPTY: SlotView = SlotView {
         tag: 0,
-        owner: 0,
         loc: Loc(0),
     };
 }
@@ -217,7 +221,6 @@ impl SlotView {
     /// A moved-away slot of a migration source.
     const MOVED: SlotView = SlotView {
         tag: MOVED,
-        owner: 0,
         loc: Loc(0),
     };
 
@@ -243,7 +246,7 @@ pub struct Slots {
 }
 
 // SAFETY: `Slots` owns its slots like a `Box<[Slot]>` does, and `Slot` is `Send + Sync`
-// (three atomics), so moving the owner to or sharing it with another thread is sound.
+// (two atomics), so moving the owner to or sharing it with another thread is sound.
 #[cfg(not(roster_loom))]
 unsafe impl Send for Slots {}
 // SAFETY: as for `Send`: shared access only hands out `&[Slot]`.
@@ -254,7 +257,7 @@ unsafe impl Sync for Slots {}
 impl Slots {
     const MAP_AT_LEAST: usize = 1 << 20;
 
-    /// `len` zeroed slots (all-zero is three zero atomics: an empty slot), or `None` if
+    /// `len` zeroed slots (all-zero is two zero atomics: an empty slot), or `None` if
     /// the size overflows or the memory cannot be had.
     fn zeroed(len: usize, huge: bool) -> Option<Slots> {
         let layout = std::alloc::Layout::array::<Slot>(len).ok()?;
@@ -311,7 +314,7 @@ impl std::ops::Deref for Slots {
         //    boundary, or the allocator honouring `Layout::array::<Slot>`), freed only
         //    in `Drop`, which needs `&mut self`.
         // 2. Every slot is initialised: the memory was zero-filled, and all-zero bytes
-        //    are a valid `Slot` (`repr(C)` of three `AtomicU64`).
+        //    are a valid `Slot` (`repr(C)` of two `AtomicU64`).
         // 3. Only shared references are made, and all mutation goes through atomics.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
@@ -351,7 +354,6 @@ fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
         (0..cap)
             .map(|_| Slot {
                 word: AtomicU64::new(0),
-                owner: AtomicU64::new(0),
                 loc: AtomicU64::new(0),
             })
             .collect(),
@@ -473,7 +475,6 @@ impl RawTable {
         let s = &self.slots[i];
         SlotView {
             tag: s.word.load(Ordering::Relaxed) as u32,
-            owner: s.owner.load(Ordering::Relaxed),
             loc: Loc(s.loc.load(Ordering::Relaxed)),
         }
     }
@@ -492,7 +493,6 @@ impl RawTable {
         s.word.store(w.wrapping_add(SEQ_ONE), Ordering::Relaxed);
         fence(Ordering::Release);
         before();
-        s.owner.store(v.owner, Ordering::Relaxed);
         s.loc.store(v.loc.0, Ordering::Relaxed);
         let seq = (w >> 32).wrapping_add(2) << 32;
         s.word.store(seq | u64::from(v.tag), Ordering::Release);
@@ -720,8 +720,8 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_three_words() {
-        assert_eq!(std::mem::size_of::<Slot>(), 24);
+    fn slot_is_two_words() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
         assert_eq!(std::mem::align_of::<Slot>(), 8);
     }
 
@@ -761,7 +761,6 @@ mod tests {
         let t = RawTable::with_capacity(8);
         let v = SlotView {
             tag: tag(42 << 32),
-            owner: 7,
             loc: Loc::new(3, 1, 1),
         };
         let mut ran = false;
