@@ -13,9 +13,11 @@
 //!
 //! The misses of a group overlap, so a batch costs about one miss latency per group pass
 //! instead of two per key. The owners' state words are not prefetched: the process table
-//! holds one word a process, so it stays cached, and a pass that peeked at each block's
-//! owner word to prefetch it cost more than it saved (about a fifth of a batch's rate on
-//! a 2-core Xeon guest). The prefetches are hints: a slot that moved or a block reused
+//! holds one word a process, so with a process per tens of entries it stays cached, and
+//! a pass that peeked at each block's owner word to prefetch it cost more than it saved
+//! (about a fifth of a batch's rate on a 2-core Xeon guest, with a process per thread).
+//! With a process per entry (a million processes take 8 MiB) the state word may miss
+//! after the block does. The prefetches are hints: a slot that moved or a block reused
 //! between passes only costs a miss in pass 3, never a wrong answer.
 
 use arrayvec::ArrayVec;

@@ -1,7 +1,8 @@
 //! Memory accounting, the global memory limit and per-namespace quotas (SPEC S4, P4).
 //!
-//! Every entry is charged [`roster_shard::entry_charge`] bytes: its arena block (key,
-//! names, metadata, attributes, index positions), its postings and its slot. The shard
+//! Every entry is charged [`roster_shard::entry_charge`] bytes: its arena block (head and
+//! owner words, key, names, metadata, attributes, index positions), its postings and its
+//! slot. The shard
 //! writer asks [`Budget::admit`] before it stores an entry and returns the charge through
 //! [`Budget::release`] when the entry goes, by any path (unregister, replacement of a
 //! dead holder's entry, death cleanup). Updates ask for the difference.

@@ -70,8 +70,8 @@ pub(crate) fn tail_words(terms: usize) -> usize {
     (terms + 1).div_ceil(2)
 }
 
-/// Words of a block with this key, metadata and number of terms: head, key, metadata
-/// and tail.
+/// Words of a block with this key, metadata and number of terms: head, owner, key,
+/// metadata and tail.
 pub(crate) fn block_words(key_words: usize, meta_words: usize, terms: usize) -> usize {
     HEADER_WORDS + key_words + meta_words + tail_words(terms)
 }

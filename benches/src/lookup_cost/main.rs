@@ -1,5 +1,6 @@
 //! Instructions per lookup, for callgrind: prefills `KEYS` keys (the peers' metadata:
-//! three capabilities, health, two attributes; one process per 16 keys), then runs
+//! three capabilities, health, two attributes; one process per 16 keys, or per key with
+//! `solo`), then runs
 //! `LOOKUPS` hits through `lookup_into` in one function that callgrind counts alone.
 //!
 //! ```sh
@@ -15,6 +16,8 @@
 //! share of building its key slice); `owned` looks them up through `lookup`, which returns
 //! an owned `Entry`; `short` and `long` use string names of at most 8 bytes (two key
 //! words, as an integer's) and of 20 bytes. `batch` and `owned` use integer names.
+//! `solo` gives every key a process of its own (a million keys, a million processes),
+//! where the owners' state words no longer stay cached.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -136,6 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
     let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
+    let mut per_process = 16;
     for option in std::env::args().skip(3) {
         match option.as_str() {
             "huge" => huge = true,
@@ -143,9 +147,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "owned" => owned = true,
             "short" => short = true,
             "long" => long = true,
+            "solo" => per_process = 1,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch`, `owned`, `short` or `long`"
+                    "unknown option {other:?}: expected `huge`, `batch`, `owned`, `short`, `long` or `solo`"
                 )
                 .into())
             }
@@ -176,7 +181,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (_, true) => (0..keys).map(|k| format!("agent-planner-{k:06}")).collect(),
         _ => Vec::new(),
     };
-    for chunk in (0..keys).collect::<Vec<_>>().chunks(16) {
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(per_process) {
         let p = registry.spawn();
         let items = chunk.iter().map(|&k| match names.get(k as usize) {
             Some(name) => (Key::new(ns, name.as_str()), &meta),

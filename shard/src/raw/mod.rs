@@ -5,9 +5,9 @@
 //! A shard publishes two tables (each a [`TableCell`]: an `AtomicPtr` to the current
 //! [`RawTable`]) and one arena ([`AtomicWords`]): the entry table (key -> entry) and the
 //! term table (index term -> posting list, see `index.rs`), read with the same protocol.
-//! Each slot is a seqlock over three atomic words (the first holds the sequence number
-//! and the tag, see `table.rs`); the key and metadata live in an arena block that the
-//! slot's `loc` word points at. One writer thread (holding the shard's [`WriterToken`])
+//! Each slot is a seqlock over two atomic words (the first holds the sequence number
+//! and the tag, see `table.rs`); the owner, key and metadata live in an arena block that
+//! the slot's `loc` word points at. One writer thread (holding the shard's [`WriterToken`])
 //! changes both; any number of readers read both with plain loads, no lock, no RMW, no
 //! store to shared memory.
 //!
@@ -346,7 +346,8 @@ pub struct Published {
     entries: TableCell,
     /// Index term -> posting list (see `Published::try_read_postings`).
     terms: TableCell,
-    /// Arena of atomic words holding every entry's `[header | key | metadata]` block.
+    /// Arena of atomic words holding every entry's `[head | owner | key | metadata | tail]`
+    /// block (`block.rs`) and the posting lists.
     arena: AtomicWords,
     /// [`Loc::short_mask`] for the blocks `read_block` reads as a fixed window with no
     /// bounds check: short ones whose window lies in the arena's reserved range
@@ -617,14 +618,19 @@ impl Published {
             return;
         };
         // The lines `read_block`'s fast case reads: the owner, a two-word key and
-        // `FAST_META` words, 80 bytes, so at most two lines, which its first and last
-        // words cover. Longer blocks get the same two lines (their copy costs more than
-        // the misses saved). A window past the reserved range (or any in a chunked arena)
-        // prefetches nothing.
+        // `FAST_META` words, 80 bytes. The arena is line-aligned, so they span two lines,
+        // or three when the window starts in a line's last word; its first, middle and
+        // last words cover them all. Longer blocks get the same lines (their copy costs
+        // more than the misses saved). A window past the reserved range (or any in a
+        // chunked arena) prefetches nothing.
         let start = loc.offset() + OWNER_WORD as u64;
-        if let Some([first, .., last]) = self.arena.reserved_array::<{ 3 + FAST_META }>(start) {
-            prefetch(first);
-            prefetch(last);
+        if let Some(w) = self
+            .arena
+            .reserved_array::<{ KEY_AT + 2 + FAST_META }>(start)
+        {
+            prefetch(&w[0]);
+            prefetch(&w[KEY_AT + 2 + FAST_META / 2]);
+            prefetch(&w[KEY_AT + 1 + FAST_META]);
         }
     }
 
@@ -788,7 +794,6 @@ impl Published {
     fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> Option<(u64, usize)> {
         // Owner, key and metadata in one arena lookup; the head word is not read.
         let start = loc.offset() + OWNER_WORD as u64;
-        const KEY_AT: usize = HEADER_WORDS - OWNER_WORD;
         // The common shape, a two-word key (integer names, string names of up to 8 bytes)
         // with short metadata, is one compare of `loc` and then arrays: every index is a
         // constant, so nothing is bounds-checked, and the metadata is copied as a fixed
@@ -804,7 +809,8 @@ impl Published {
                 // SAFETY: `short_mask` is `Loc::short_mask(b)` for the arena's
                 // `window_bits()` of `Some(b)` (`short_mask_of`; it changes only with
                 // `arena`), and `loc` passed it, so `offset < 2^b` and
-                // `start = offset + 1 <= 2^b`, as `window` asks.
+                // `start = offset + OWNER_WORD = offset + 1 <= 2^b` (`OWNER_WORD` is 1,
+                // asserted at `KEY_AT`), as `window` asks.
                 let words = unsafe { self.arena.window::<{ KEY_AT + 2 + FAST_META }>(start) };
                 if words[KEY_AT].load(Ordering::Relaxed) != key[0]
                     || words[KEY_AT + 1].load(Ordering::Relaxed) != key[1]
@@ -840,9 +846,9 @@ impl Published {
     }
 }
 
-/// [`Published`]'s `short_mask` for `arena`: short blocks whose header lies below the
-/// arena's window bound `2^b`, so the window just after the header starts at most at
-/// `2^b`; 0 (no block) for an arena with no reserved range.
+/// [`Published`]'s `short_mask` for `arena`: short blocks whose head word lies below the
+/// arena's window bound `2^b`, so the window just after it (from the owner word, see
+/// [`KEY_AT`]) starts at most at `2^b`; 0 (no block) for an arena with no reserved range.
 fn short_mask_of(arena: &AtomicWords) -> u64 {
     match arena.window_bits() {
         Some(b) => Loc::short_mask(b),
@@ -853,6 +859,12 @@ fn short_mask_of(arena: &AtomicWords) -> u64 {
 /// Metadata words a hit copies as a fixed block (see `Published::read_block`): one less
 /// than a power of two, so that [`Loc::short_mask`] is one mask.
 const FAST_META: usize = Loc::SHORT_META;
+
+/// Where the key starts in the run of block words a reader reads, which begins at the
+/// owner word: the owner is the word just before the key, and the first word after the
+/// head (the fast path's window bound and `read_block`'s `split_first` rely on both).
+const KEY_AT: usize = HEADER_WORDS - OWNER_WORD;
+const _: () = assert!(OWNER_WORD == 1 && KEY_AT == 1);
 
 /// Whether the stored key words equal `key` (of the same length): two-word keys (integer
 /// names, short string names) compare without a loop.

@@ -16,8 +16,8 @@
 //! The entry's owner lives in its block ([`OWNER_WORD`]), read with the key in the
 //! block's lines. A slot of two words instead of three makes the table a third smaller,
 //! and a probe's slots never straddle two cache lines; the owner's state word is then
-//! fetched after the block's line, not beside it, which is cheap: the process table is
-//! small and cached.
+//! fetched after the block's line, not beside it, which is cheap while the process table
+//! (one word a process) stays cached.
 //!
 //! The sequence number and the tag share one word, so a probe loads one word per slot
 //! passed, and a reader's validation compares the tag too. The tag is the hash's high 32
@@ -122,7 +122,8 @@ impl Loc {
 }
 
 /// One slot; every field is read by readers concurrently with the writer, so all are atomics.
-#[repr(C)]
+/// Aligned to its size, so no slot straddles two cache lines.
+#[repr(C, align(16))]
 pub struct Slot {
     /// `seq:32 | tag:32`. The high half is the seqlock's sequence number: even = stable,
     /// odd = the writer is changing this slot. The low half is the tag: 0 for an empty
@@ -722,7 +723,7 @@ mod tests {
     #[test]
     fn slot_is_two_words() {
         assert_eq!(std::mem::size_of::<Slot>(), 16);
-        assert_eq!(std::mem::align_of::<Slot>(), 8);
+        assert_eq!(std::mem::align_of::<Slot>(), 16);
     }
 
     #[test]

@@ -23,10 +23,11 @@ fn loom_growth_then_block_reuse_is_never_seen() {
         // for CI (two-reader models are in `loom_seqlock`; a key present throughout a
         // migration is `loom_migration_never_hides_a_present_key`'s).
         let reader = thread::spawn(move || {
-            // Key 1 is removed and its block reused for key 9 with other metadata: a hit
-            // on key 1 must still carry key 1's metadata.
-            if let Seen::Hit(meta) = read(&p, hash(0, 1), &[1]) {
-                assert_eq!(meta, vec![1], "reader trusted a reused block");
+            // Key 1 is removed and its block reused for key 1 again, in another slot,
+            // with another owner and other metadata: a hit through the old slot must
+            // still carry the old owner and metadata, both read from the block.
+            if let Seen::Hit(owner, meta) = read(&p, hash(0, 1), &[1]) {
+                assert_eq!((owner, meta), (1, vec![1]), "reader trusted a reused block");
             }
         });
         w.insert_plain(hash(3, 4), &[4], 1, &[4]).unwrap();
@@ -36,7 +37,7 @@ fn loom_growth_then_block_reuse_is_never_seen() {
         // several steps is too large a state space for CI).
         w.finish_migration(Which::Entries);
         w.remove(hash(0, 1), &[1], 1).unwrap();
-        w.insert_plain(hash(2, 9), &[1], 1, &[9]).unwrap();
+        w.insert_plain(hash(2, 9), &[1], 2, &[9]).unwrap();
         reader.join().unwrap();
     });
 }
@@ -188,7 +189,7 @@ fn loom_a_second_growth_never_hides_a_present_key() {
 fn read_present(p: &crate::raw::Published, hash: u64, k: u64) {
     let got = read(p, hash, &[k]);
     assert!(
-        matches!(got, Seen::Hit(ref m) if m == &[k]) || got == Seen::GaveUp,
+        matches!(got, Seen::Hit(1, ref m) if m == &[k]) || got == Seen::GaveUp,
         "key {k} is present throughout: {got:?}"
     );
 }

@@ -17,7 +17,8 @@ fn loom_update_is_never_seen_torn() {
             .map(|_| {
                 let p = p.clone();
                 thread::spawn(move || match read(&p, hash(0, 1), &[1]) {
-                    Seen::Hit(got) => {
+                    Seen::Hit(owner, got) => {
+                        assert_eq!(owner, 1, "torn owner");
                         assert!(got == [10, 10] || got == [20, 20], "torn read {got:?}")
                     }
                     Seen::Miss => panic!("the key is always present"),
@@ -29,7 +30,7 @@ fn loom_update_is_never_seen_torn() {
         for r in readers {
             r.join().unwrap();
         }
-        assert_eq!(read(&p, hash(0, 1), &[1]), Seen::Hit(vec![20, 20]));
+        assert_eq!(read(&p, hash(0, 1), &[1]), Seen::Hit(1, vec![20, 20]));
     });
 }
 
@@ -54,7 +55,7 @@ fn loom_shift_never_hides_a_present_key() {
             r.join().unwrap();
         }
         assert_eq!(read(&p, hash(1, 1), &[1]), Seen::Miss);
-        assert_eq!(read(&p, hash(1, 2), &[2]), Seen::Hit(vec![2]));
+        assert_eq!(read(&p, hash(1, 2), &[2]), Seen::Hit(1, vec![2]));
     });
 }
 
@@ -72,10 +73,10 @@ fn loom_a_probe_passes_a_slot_being_written() {
         let reader = {
             let p = Arc::clone(&p);
             thread::spawn(move || {
-                assert_eq!(read(&p, hash(1, 2), &[2]), Seen::Hit(vec![2]));
+                assert_eq!(read(&p, hash(1, 2), &[2]), Seen::Hit(1, vec![2]));
                 let first = read(&p, hash(1, 1), &[1]);
                 assert!(
-                    matches!(&first, Seen::Hit(m) if m == &[1] || m == &[3])
+                    matches!(&first, Seen::Hit(1, m) if m == &[1] || m == &[3])
                         || first == Seen::GaveUp,
                     "{first:?}"
                 );
@@ -83,6 +84,6 @@ fn loom_a_probe_passes_a_slot_being_written() {
         };
         w.update_plain(hash(1, 1), &[1], 1, &[3]).unwrap();
         reader.join().unwrap();
-        assert_eq!(read(&p, hash(1, 1), &[1]), Seen::Hit(vec![3]));
+        assert_eq!(read(&p, hash(1, 1), &[1]), Seen::Hit(1, vec![3]));
     });
 }

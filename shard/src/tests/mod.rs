@@ -22,7 +22,8 @@ fn writer(capacity: usize) -> Writer {
 /// What a bounded read concluded.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
-    Hit(Vec<u64>),
+    /// A hit: the owner word and the metadata.
+    Hit(u64, Vec<u64>),
     Miss,
     /// Every attempt overlapped a write; the real reader would now ask the writer.
     GaveUp,
@@ -32,11 +33,13 @@ enum Seen {
 /// it falls back; bounding them keeps loom from feeding a spinning reader stale values
 /// forever.
 fn read(p: &Published, hash: u64, key: &[u64]) -> Seen {
-    // Room for the hit path's fixed 8-word metadata copy.
+    // Room for the hit path's fixed 7-word metadata copy.
     let mut out = [0u64; 8];
     for _ in 0..3 {
         match p.try_read(hash, key, &mut out) {
-            Attempt::Found { meta_words, .. } => return Seen::Hit(out[..meta_words].to_vec()),
+            Attempt::Found {
+                owner, meta_words, ..
+            } => return Seen::Hit(owner, out[..meta_words].to_vec()),
             Attempt::NotFound => return Seen::Miss,
             Attempt::Retry => loom::thread::yield_now(),
         }
