@@ -145,6 +145,8 @@ impl fmt::Display for Pid {
 
 /// Bits of a [`Pid`] that hold the index; the other 36 hold the generation.
 const INDEX_BITS: u32 = 28;
+// A shard slot's owner hint is a pid's index (`ProcessTable::is_alive_at`).
+const _: () = assert!(INDEX_BITS == roster_shard::OWNER_HINT_BITS);
 /// Largest generation; after it an index starts again at 1 (see "Pid reuse" above).
 const MAX_GENERATION: u64 = (1 << (64 - INDEX_BITS)) - 1;
 /// Most processes alive at once.
@@ -297,6 +299,23 @@ impl ProcessTable {
     #[inline(always)]
     pub(crate) fn is_alive(&self, pid: Pid) -> bool {
         self.state(pid.index())
+            .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
+    }
+
+    /// [`ProcessTable::is_alive`] with the state word found by `index`, which must be
+    /// `pid`'s index: a hit's owner hint, which its slot holds and which equals the low
+    /// bits of the block's owner word in every validated read (the writer stores both in
+    /// one write section; `Shard::audit` checks them). It is known from the slot, before
+    /// the block's words arrive, so the state word's load goes out beside the block's
+    /// instead of after it.
+    #[inline(always)]
+    pub(crate) fn is_alive_at(&self, index: u64, pid: Pid) -> bool {
+        debug_assert_eq!(
+            u64::from(pid.index()),
+            index,
+            "a slot's hint is its owner's index"
+        );
+        self.state(index as u32)
             .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
     }
 

@@ -1460,10 +1460,13 @@ impl Registry {
     ) -> Option<bool> {
         match shard.try_read(hash, words, entry.inline_buffer()) {
             Attempt::Found {
-                owner, meta_words, ..
+                owner,
+                owner_hint,
+                meta_words,
+                ..
             } if meta_words <= INLINE_WORDS => {
                 let pid = Pid(owner);
-                let alive = self.inner.procs.is_alive(pid);
+                let alive = self.inner.procs.is_alive_at(owner_hint, pid);
                 if alive {
                     entry.set_inline(pid, meta_words);
                 }

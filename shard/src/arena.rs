@@ -5,9 +5,9 @@
 //! own class; above that sizes round up to an eighth of their power of two (so at most
 //! 12.5% is lost to rounding). A freed block goes
 //! back to its class and is handed out again for the same class only, so a block's head
-//! word sits at the same offset in every reuse (readers read a block's words only inside
-//! an optimistic section that the slot's sequence number validates, and the head word
-//! only as `Shard::read_posting`'s hint; see `raw`).
+//! word sits at the same offset in every reuse (readers read a block's words, its head
+//! word included, only inside an optimistic section that the slot's sequence number
+//! validates, or as `Shard::read_posting`'s unvalidated hint; see `raw`).
 //! A block never straddles two arena chunks; the tail of a chunk too short for the next
 //! block is left unused (at most one block's worth per chunk).
 

@@ -127,7 +127,7 @@ impl Writer {
         let old = block_of(&self.shared, old_head, words);
         let block = block_of(&self.shared, head, head_words);
         let first = &block_of(&self.shared, chunk, 1)[0];
-        let loc = Loc::new(head, 1, 0);
+        let loc = Loc::new(head, 1, 0, 0);
         self.terms_table()
             .write(&self.token, i, SlotView { loc, ..v }, || {
                 if head != old_head {
@@ -190,7 +190,7 @@ impl Writer {
         let first = block_of(&self.shared, chunk, 1);
         let v = SlotView {
             tag: tag(hash),
-            loc: Loc::new(head, 1, 0),
+            loc: Loc::new(head, 1, 0, 0),
         };
         t.write(&self.token, i, v, || {
             let words = [hash, head_word(FIRST_HEAD_WORDS), term, 1, chunk, 0];

@@ -44,7 +44,9 @@ use sync::{fence, AtomicBool, AtomicU64, Ordering};
 use writer::{Command, Deaths, Notice, Writer};
 
 pub use block::MAX_TERMS;
-pub use raw::{prefetch, AtomicWords, Attempt, MaskedSlice, MAX_KEY_WORDS, MAX_META_WORDS};
+pub use raw::{
+    prefetch, AtomicWords, Attempt, MaskedSlice, MAX_KEY_WORDS, MAX_META_WORDS, OWNER_HINT_BITS,
+};
 pub use writer::Op;
 
 /// What the engine tells a shard about owners. Called on the writer thread only.
@@ -554,6 +556,7 @@ impl Shard {
                     owner,
                     meta_words,
                     block,
+                    ..
                 } => return (Read::Found { owner, meta_words }, block),
                 Attempt::NotFound => return (Read::NotFound, 0),
                 Attempt::Retry => sync::spin_hint(),

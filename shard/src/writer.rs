@@ -340,7 +340,12 @@ impl Writer {
     }
 
     fn block(&self, loc: Loc) -> &[AtomicU64] {
-        block_of(&self.shared, loc.offset(), loc.block_words())
+        // Head, owner, key and metadata: the lengths are the head's.
+        block_of(
+            &self.shared,
+            loc.offset(),
+            self.block_head(loc.offset()).tail(),
+        )
     }
 
     /// The head word of the entry block at `off`.
@@ -362,7 +367,7 @@ impl Writer {
     }
 
     fn key_matches(&self, loc: Loc, key: &[u64]) -> bool {
-        loc.key_words() == key.len()
+        self.block_head(loc.offset()).key_words == key.len()
             && self.block(loc)[HEADER_WORDS..HEADER_WORDS + key.len()]
                 .iter()
                 .zip(key)
@@ -509,7 +514,7 @@ impl Writer {
         // Postings first: a query that meets one before the entry exists finds no entry
         // under its key and skips it.
         let tail = self.index(terms, off, owner_index);
-        let loc = Loc::new(off, key.len(), meta.len());
+        let loc = Loc::new(off, key.len(), meta.len(), owner);
         let t = self.table();
         let i = t.free_slot(&self.token, hash);
         let block = block_of(&self.shared, off, bh.block_words());
@@ -680,7 +685,7 @@ impl Writer {
             self.alloc.alloc(self.shared.arena(), bh.block_words())
         };
         let tail = self.index(terms, off, owner_index);
-        let loc = Loc::new(off, key.len(), meta.len());
+        let loc = Loc::new(off, key.len(), meta.len(), owner);
         let src = block_of(&self.shared, old_off, old.block_words());
         let dst = block_of(&self.shared, off, bh.block_words());
         self.table()
@@ -749,9 +754,10 @@ impl Writer {
             let bh = self.block_head(off);
             bytes += class_words(bh.block_words()) as u64 * 8;
             charged += head_charge(bh);
-            if (bh.key_words, bh.meta_words) != (v.loc.key_words(), v.loc.meta_words()) {
-                a.problems
-                    .push(format!("slot {j}: header lengths disagree with its loc"));
+            if Loc::new(off, bh.key_words, bh.meta_words, owner) != v.loc {
+                a.problems.push(format!(
+                    "slot {j}: its loc disagrees with its block's lengths or owner"
+                ));
             }
             if bh.tag != v.tag {
                 a.problems

@@ -21,10 +21,12 @@
 //!    go to 3. Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no
 //!    stable `seq`; R3).
 //! 3. Tag matches: load `loc`, then the block's owner word, key words and (into the
-//!    caller's buffer) its metadata words, all `Relaxed`; then `fence(Acquire)` and
-//!    `word.load(Relaxed)`: changed means retry; else a key match is a hit (with the
-//!    owner read from the block), and a mismatch moves on. The owner is a block word like
-//!    the key, so R1 and R2 cover it as they cover the key and the metadata.
+//!    caller's buffer) its metadata words, all `Relaxed` (a block that `loc` does not
+//!    mark short gives its lengths in its head word, loaded first, `Relaxed` too); then
+//!    `fence(Acquire)` and `word.load(Relaxed)`: changed means retry; else a key match
+//!    is a hit (with the owner read from the block and `loc`'s owner hint), and a
+//!    mismatch moves on. The owner and the head are block words like the key, so R1 and
+//!    R2 cover them as they cover the key and the metadata.
 //! 4. Miss: `fence(Acquire)`, then `moves.load(Relaxed)` must still equal `m1`.
 //!
 //! Writer rules:
@@ -176,10 +178,11 @@ pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 pub use masked::MaskedSlice;
 pub use table::{
     hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
-    MAX_META_WORDS, OWNER_WORD,
+    MAX_META_WORDS, OWNER_HINT_BITS, OWNER_WORD,
 };
 pub use words::AtomicWords;
 
+use crate::block::BlockHead;
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
 /// The hash of an index term in the term table (SplitMix64's finalizer: a bijection, so
@@ -202,6 +205,10 @@ pub enum Attempt {
     Found {
         /// The owner word.
         owner: u64,
+        /// The owner word's low [`OWNER_HINT_BITS`] bits, as the slot holds them: equal
+        /// to `owner`'s, but known as soon as the slot is, so what a caller loads keyed by
+        /// them need not wait for the block's words.
+        owner_hint: u64,
         /// Metadata length, in words.
         meta_words: usize,
         /// Arena offset of the entry's block.
@@ -688,6 +695,7 @@ impl Published {
             }
             Some(Attempt::Found {
                 owner: 0,
+                owner_hint: 0,
                 meta_words: len as usize,
                 block: loc.offset(),
             })
@@ -782,6 +790,7 @@ impl Published {
         let (owner, meta_words) = self.read_block(loc, key, out)?;
         Some(Attempt::Found {
             owner,
+            owner_hint: loc.owner_hint(),
             meta_words,
             block: loc.offset(),
         })
@@ -820,17 +829,19 @@ impl Published {
                 for (o, m) in out.iter_mut().zip(&words[KEY_AT + 2..]) {
                     *o = m.load(Ordering::Relaxed);
                 }
-                // `loc.meta_words()`, whose bits past `FAST_META` the mask found zero:
-                // written so, the caller's "does it fit" test folds away on this path.
+                // `loc.short_meta_words()`, at most `FAST_META`: written so, the
+                // caller's "does it fit" test folds away on this path.
                 let owner = words[0].load(Ordering::Relaxed);
-                return Some((owner, loc.0 as usize & FAST_META));
+                return Some((owner, loc.short_meta_words()));
             }
         }
-        let kw = loc.key_words();
+        // Any other block's lengths are in its head word (`block.rs`), racy like the
+        // rest: garbage lengths are out of range or mismatch (R4).
+        let head = BlockHead::unpack(self.arena.get(loc.offset())?.load(Ordering::Relaxed));
+        let (kw, mw) = (head.key_words, head.meta_words);
         if kw != key.len() {
             return None;
         }
-        let mw = loc.meta_words();
         let words = self.arena.range(start, (KEY_AT + kw + mw) as u64)?;
         let (owner, words) = words.split_first()?;
         let (stored, meta) = words.split_at(kw);
@@ -893,14 +904,22 @@ mod tests {
         meta: &[u64],
         off: u64,
     ) {
-        let loc = Loc::new(off, key.len(), meta.len());
-        p.arena.ensure(off + loc.block_words() as u64);
-        let block = p.arena.range(off, loc.block_words() as u64).unwrap();
+        let loc = Loc::new(off, key.len(), meta.len(), 9);
+        let words = (HEADER_WORDS + key.len() + meta.len()) as u64;
+        p.arena.ensure(off + words);
+        let block = p.arena.range(off, words).unwrap();
         let v = SlotView {
             tag: tag(hash),
             loc,
         };
+        let head = BlockHead {
+            tag: tag(hash),
+            terms: 0,
+            key_words: key.len(),
+            meta_words: meta.len(),
+        };
         p.table().write(t, i, v, || {
+            block[0].store(head.pack(), Ordering::Relaxed);
             block[OWNER_WORD].store(9, Ordering::Relaxed);
             for (w, x) in block[HEADER_WORDS..].iter().zip(key.iter().chain(meta)) {
                 w.store(*x, Ordering::Relaxed);
@@ -935,6 +954,7 @@ mod tests {
             p.try_read(hash, &[1, 2], &mut out),
             Attempt::Found {
                 owner: 9,
+                owner_hint: 9,
                 meta_words: 3,
                 block: 0
             }
@@ -954,6 +974,7 @@ mod tests {
             p.try_read(5, &[7], &mut out),
             Attempt::Found {
                 owner: 9,
+                owner_hint: 9,
                 meta_words: 5,
                 block: 0
             }
@@ -1092,7 +1113,7 @@ mod tests {
         let block = p.arena.range(0, 8).unwrap();
         let v = SlotView {
             tag: tag(term_hash(term)),
-            loc: Loc::new(0, 1, 1),
+            loc: Loc::new(0, 1, 1, 0),
         };
         p.terms().write(&t, home, v, || {
             block[postings::TERM].store(term, Ordering::Relaxed);
@@ -1104,13 +1125,54 @@ mod tests {
         assert_eq!(p.try_read_postings(term, None), Attempt::NotFound);
     }
 
+    /// R4 for the lengths a read of a block that is not short takes from its head word:
+    /// garbage there (a stale `loc` into a reused block) is answered, never trusted.
+    #[test]
+    fn garbage_block_head_is_answered_not_trusted() {
+        let (p, t) = Published::new(0, 8, 4);
+        put(&p, &t, 0, 5, &[7], &[1, 2, 3], 0);
+        let mut out = [0u64; 4];
+        assert!(matches!(
+            p.try_read(5, &[7], &mut out),
+            Attempt::Found { .. }
+        ));
+        let head = p.arena.get(0).unwrap();
+        // Every length at its largest: the key length mismatches.
+        head.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(p.try_read(5, &[7], &mut out), Attempt::NotFound);
+        // The right key length with the most metadata a head can name: answered from the
+        // range (a miss where it passes the arena's end, else a length the caller's
+        // buffer does not fit, so nothing is copied), never a panic.
+        let bh = BlockHead {
+            tag: tag(5),
+            terms: 0,
+            key_words: 1,
+            meta_words: MAX_META_WORDS,
+        };
+        head.store(bh.pack(), Ordering::Relaxed);
+        out = [u64::MAX; 4];
+        let read = p.try_read(5, &[7], &mut out);
+        assert!(
+            matches!(
+                read,
+                Attempt::NotFound
+                    | Attempt::Found {
+                        meta_words: MAX_META_WORDS,
+                        ..
+                    }
+            ),
+            "{read:?}"
+        );
+        assert_eq!(out, [u64::MAX; 4]);
+    }
+
     #[test]
     fn torn_loc_is_answered_not_trusted() {
         let (p, t) = Published::new(0, 8, 4);
         // A slot whose loc points far outside the arena: the read must not fault.
         let v = SlotView {
             tag: tag(5),
-            loc: Loc::new((1 << 40) - 1, 1, 1),
+            loc: Loc::new((1 << 32) - 1, 1, 1, 0),
         };
         p.table().write(&t, 0, v, || {});
         assert_eq!(p.try_read(5, &[7], &mut [0; 1]), Attempt::NotFound);

@@ -4,20 +4,20 @@
 //! Slot layout (16 bytes, four slots to a cache line, none across two):
 //!
 //! ```text
-//! +------------+------------+--------------------------------------+
-//! | seq:32     | tag:32     |                 loc                  |
-//! +------------+------------+--------------------------------------+
-//!  even=stable  0 = empty,    offset:40 | key_words:8 | meta_words:16
-//!  odd=writing  2 = moved,    (block in the shard's arena)
+//! +------------+------------+-----------------------------------------------+
+//! | seq:32     | tag:32     |                      loc                      |
+//! +------------+------------+-----------------------------------------------+
+//!  even=stable  0 = empty,    offset:32 | owner_hint:28 | short:1 | meta:3
+//!  odd=writing  2 = moved,    (block in the shard's arena; see [`Loc`])
 //!               else the hash's
 //!               high half | 1
 //! ```
 //!
-//! The entry's owner lives in its block ([`OWNER_WORD`]), read with the key in the
-//! block's lines. A slot of two words instead of three makes the table a third smaller,
-//! and a probe's slots never straddle two cache lines; the owner's state word is then
-//! fetched after the block's line, not beside it, which is cheap while the process table
-//! (one word a process) stays cached.
+//! The entry's owner word lives in its block ([`OWNER_WORD`]), read with the key in the
+//! block's lines; the slot keeps only its low bits, as a hint that lets a reader fetch
+//! the owner's state beside the block instead of after it. A slot of two words instead
+//! of three makes the table a third smaller, and a probe's slots never straddle two cache
+//! lines.
 //!
 //! The sequence number and the tag share one word, so a probe loads one word per slot
 //! passed, and a reader's validation compares the tag too. The tag is the hash's high 32
@@ -53,71 +53,82 @@ pub const HEADER_WORDS: usize = 2;
 /// pid), just before the key, so a reader reads it in the run of words it reads anyway.
 pub const OWNER_WORD: usize = 1;
 /// Largest key, in words.
-pub const MAX_KEY_WORDS: usize = (1 << Loc::KEY_BITS) - 1;
+pub const MAX_KEY_WORDS: usize = (1 << 8) - 1;
 /// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
 /// tag).
-pub const MAX_META_WORDS: usize = (1 << Loc::META_BITS) - 1;
+pub const MAX_META_WORDS: usize = (1 << 15) - 1;
 
-/// Where an entry's block lives in the arena and how it splits into key and metadata.
-/// Packed as `offset:40 | key_words:8 | meta_words:16` in the slot's `loc` word (with
-/// `meta_words` below 2^15).
+/// Where an entry's block lives in the arena, its owner's hint and, for a short block,
+/// its shape. Packed as `offset:32 | owner_hint:28 | short:1 | meta_words:3` in the
+/// slot's `loc` word:
+/// - `offset`: the block's first (head) word in the arena (arena offsets fit 32 bits,
+///   `postings::MAX_ARENA_WORDS`);
+/// - `owner_hint`: the owner word's low [`OWNER_HINT_BITS`] bits, so that a reader can
+///   fetch what it keys by the owner (the engine: the process's state word) as soon as it
+///   has the slot, beside the block's words instead of after them;
+/// - `short`: the block has a two-word key and at most [`Loc::SHORT_META`] metadata
+///   words, `meta_words` of them. Other blocks keep both bits 0, and their lengths are in
+///   the block's head word only (`block.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Loc(pub u64);
 
+/// Bits of the owner word a slot keeps as its hint (its low bits; see `Loc::owner_hint`):
+/// a reader gets them from the slot, before the block's words, as
+/// `Attempt::Found::owner_hint`.
+pub const OWNER_HINT_BITS: u32 = 28;
+
 impl Loc {
-    const KEY_BITS: u32 = 8;
-    const META_BITS: u32 = 15;
+    const HINT_MASK: u64 = (1 << OWNER_HINT_BITS) - 1;
+    const SHORT_BIT: u64 = 1 << 3;
 
     /// Packs a location; the writer checks the limits before calling.
-    pub fn new(offset: u64, key_words: usize, meta_words: usize) -> Loc {
-        debug_assert!(offset < 1 << 40 && key_words <= MAX_KEY_WORDS);
+    pub fn new(offset: u64, key_words: usize, meta_words: usize, owner: u64) -> Loc {
+        debug_assert!(offset < 1 << 32 && key_words <= MAX_KEY_WORDS);
         debug_assert!(meta_words <= MAX_META_WORDS);
-        Loc(offset << 24 | (key_words as u64) << 16 | meta_words as u64)
+        let shape = if key_words == 2 && meta_words <= Loc::SHORT_META {
+            Loc::SHORT_BIT | meta_words as u64
+        } else {
+            0
+        };
+        Loc(offset << 32 | (owner & Loc::HINT_MASK) << 4 | shape)
     }
 
-    /// Arena offset of the block's first (header) word.
+    /// Arena offset of the block's first (head) word.
     #[inline]
     pub fn offset(self) -> u64 {
-        self.0 >> 24
+        self.0 >> 32
     }
 
-    /// Key length in words.
+    /// The owner word's low [`OWNER_HINT_BITS`] bits.
     #[inline]
-    pub fn key_words(self) -> usize {
-        (self.0 >> 16) as usize & MAX_KEY_WORDS
+    pub fn owner_hint(self) -> u64 {
+        (self.0 >> 4) & Loc::HINT_MASK
     }
 
-    /// Metadata length in words.
+    /// A short block's metadata length (0 for any other block).
     #[inline]
-    pub fn meta_words(self) -> usize {
-        self.0 as usize & MAX_META_WORDS
+    pub fn short_meta_words(self) -> usize {
+        self.0 as usize & Loc::SHORT_META
     }
 
     /// At most this many metadata words make a short entry ([`Loc::short_mask`]).
     pub const SHORT_META: usize = 7;
 
     /// What `loc & short_mask(b)` equals for a short block (see [`Loc::short_mask`]).
-    pub const SHORT: u64 = 2 << 16;
+    pub const SHORT: u64 = Loc::SHORT_BIT;
 
     /// The mask that, compared with [`Loc::SHORT`], says a block is short (a two-word key
     /// and at most [`Loc::SHORT_META`] metadata words) and its offset is below
-    /// `2^offset_bits` (any offset, from 40 bits up): one `and` and one compare, for the read path's fast
-    /// case.
+    /// `2^offset_bits` (any offset, from 32 bits up): one `and` and one compare, for the
+    /// read path's fast case.
     pub const fn short_mask(offset_bits: u32) -> u64 {
-        const { assert!((Loc::SHORT_META + 1).is_power_of_two()) };
-        let shape = (MAX_KEY_WORDS as u64) << 16 | (MAX_META_WORDS & !Loc::SHORT_META) as u64;
-        let high = if offset_bits >= 40 {
+        const { assert!((Loc::SHORT_META + 1) as u64 == Loc::SHORT_BIT) };
+        let high = if offset_bits >= 32 {
             0
         } else {
-            u64::MAX << (24 + offset_bits)
+            u64::MAX << (32 + offset_bits)
         };
-        shape | high
-    }
-
-    /// Words the block spans: header (head and owner), key and metadata.
-    #[inline]
-    pub fn block_words(self) -> usize {
-        HEADER_WORDS + self.key_words() + self.meta_words()
+        Loc::SHORT_BIT | high
     }
 }
 
@@ -678,18 +689,20 @@ mod tests {
 
     #[test]
     fn loc_round_trips_its_fields() {
-        let l = Loc::new((1 << 40) - 1, MAX_KEY_WORDS, MAX_META_WORDS);
-        assert_eq!(l.offset(), (1 << 40) - 1);
-        assert_eq!(l.key_words(), MAX_KEY_WORDS);
-        assert_eq!(l.meta_words(), MAX_META_WORDS);
-        let l = Loc::new(12345, 3, 7);
-        assert_eq!((l.offset(), l.key_words(), l.meta_words()), (12345, 3, 7));
-        assert_eq!(l.block_words(), HEADER_WORDS + 10);
+        let l = Loc::new((1 << 32) - 1, MAX_KEY_WORDS, MAX_META_WORDS, u64::MAX);
+        assert_eq!(l.offset(), (1 << 32) - 1);
+        assert_eq!(l.owner_hint(), (1 << OWNER_HINT_BITS) - 1);
+        assert_eq!(l.0 & Loc::SHORT, 0);
+        assert_eq!(l.short_meta_words(), 0);
+        let l = Loc::new(12345, 2, 7, 5 << OWNER_HINT_BITS | 77);
+        assert_eq!((l.offset(), l.owner_hint()), (12345, 77));
+        assert_eq!(l.0 & Loc::SHORT, Loc::SHORT);
+        assert_eq!(l.short_meta_words(), 7);
     }
 
     #[test]
     fn a_short_loc_is_a_two_word_key_with_short_metadata() {
-        for offset in [0, 1, (1 << 40) - 1] {
+        for offset in [0, 1, (1 << 32) - 1] {
             for kw in [0, 1, 2, 3, 130, MAX_KEY_WORDS] {
                 for mw in [
                     0,
@@ -700,18 +713,21 @@ mod tests {
                     16,
                     MAX_META_WORDS,
                 ] {
-                    let short = kw == 2 && mw <= Loc::SHORT_META;
-                    let loc = Loc::new(offset, kw, mw);
-                    let got = loc.0 & Loc::short_mask(40) == Loc::SHORT;
-                    assert_eq!(got, short, "{kw} {mw}");
+                    for owner in [0, 1, u64::MAX] {
+                        let short = kw == 2 && mw <= Loc::SHORT_META;
+                        let loc = Loc::new(offset, kw, mw, owner);
+                        let got = loc.0 & Loc::short_mask(32) == Loc::SHORT;
+                        assert_eq!(got, short, "{kw} {mw}");
+                        assert_eq!(loc.short_meta_words(), if short { mw } else { 0 });
+                    }
                 }
             }
         }
         // With an offset bound: short and below it, nothing else.
-        for bits in [5, 30, 39] {
-            for offset in [0, 1, (1 << bits) - 1, 1 << bits, (1 << 40) - 1] {
+        for bits in [5, 30, 31] {
+            for offset in [0, 1, (1 << bits) - 1, 1 << bits, (1 << 32) - 1] {
                 for (kw, mw) in [(2, 3), (2, 8), (1, 3)] {
-                    let loc = Loc::new(offset, kw, mw);
+                    let loc = Loc::new(offset, kw, mw, u64::MAX);
                     let want = kw == 2 && mw <= Loc::SHORT_META && offset < 1 << bits;
                     let got = loc.0 & Loc::short_mask(bits) == Loc::SHORT;
                     assert_eq!(got, want, "{bits} bits, offset {offset}, {kw} {mw}");
@@ -762,7 +778,7 @@ mod tests {
         let t = RawTable::with_capacity(8);
         let v = SlotView {
             tag: tag(42 << 32),
-            loc: Loc::new(3, 1, 1),
+            loc: Loc::new(3, 1, 1, 0),
         };
         let mut ran = false;
         t.write(&tok, 2, v, || ran = true);
