@@ -4,14 +4,15 @@
 //! ```text
 //! [ head | owner | key words ... | metadata words ... | tail: 32-bit halves ]
 //!   head  = tag:32 | terms:9 | key_words:8 | meta_words:15
-//!           (the writer's; `Shard::read_posting` reads it as an unvalidated hint)
+//!           (readers take a block's lengths from it when the slot's `loc` does not
+//!           mark the block short; `Shard::read_posting` reads it as an unvalidated hint)
 //!   owner = the entry's owner word (opaque; the engine stores a pid)
 //!   tail half k < terms = where this entry sits in the postings of its term k
 //!   tail half terms     = the block's place in its owner's list
 //! ```
 //!
-//! Readers read only the owner, key and metadata; the head and the tail are the writer's
-//! bookkeeping: the tag leads back to the entry's slot (its home, see
+//! Readers read the owner, key and metadata, and the head's lengths for a block that is
+//! not short; the rest of the head and the tail are the writer's bookkeeping: the tag leads back to the entry's slot (its home, see
 //! [`hash_of_tag`](crate::raw::hash_of_tag)) from an owner list or a posting, the owner
 //! list index makes unlinking O(1), and the postings positions make index removal O(1).
 //! An entry's terms come from [`Hooks::index_terms`](crate::Hooks::index_terms), asked

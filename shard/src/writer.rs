@@ -980,7 +980,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::raw::Attempt;
+    use crate::raw::{Attempt, OWNER_HINT_BITS};
     use crate::with_terms;
 
     /// Owners below 1000 are alive; the test kills others by listing them.
@@ -1023,8 +1023,14 @@ mod tests {
         let mut out = [0u64; 64];
         match w.shared.try_read(h, key, &mut out) {
             Attempt::Found {
-                owner, meta_words, ..
-            } => Some((owner, out[..meta_words].to_vec())),
+                owner,
+                owner_hint,
+                meta_words,
+                ..
+            } => {
+                assert_eq!(owner_hint, owner & ((1 << OWNER_HINT_BITS) - 1), "hint");
+                Some((owner, out[..meta_words].to_vec()))
+            }
             Attempt::NotFound => None,
             Attempt::Retry => panic!("no concurrent writer, yet asked to retry"),
         }

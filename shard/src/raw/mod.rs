@@ -801,7 +801,8 @@ impl Published {
     /// answered (torn ones are out of range or mismatch).
     #[inline(always)]
     fn read_block(&self, loc: Loc, key: &[u64], out: &mut [u64]) -> Option<(u64, usize)> {
-        // Owner, key and metadata in one arena lookup; the head word is not read.
+        // Owner, key and metadata in one arena lookup; the head word is read only for a
+        // block that `loc` does not mark short, for its lengths.
         let start = loc.offset() + OWNER_WORD as u64;
         // The common shape, a two-word key (integer names, string names of up to 8 bytes)
         // with short metadata, is one compare of `loc` and then arrays: every index is a

@@ -46,8 +46,9 @@ use std::marker::PhantomData;
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
 /// Words at the start of every entry block, before the key: the head word (`block.rs`'s
-/// `BlockHead` packs it; the writer's bookkeeping, though `Shard::read_posting` reads it
-/// as an unvalidated hint) and the owner word ([`OWNER_WORD`]).
+/// `BlockHead` packs it; readers read its lengths, in the validated section, for a block
+/// that is not short, and `Shard::read_posting` reads it as an unvalidated hint) and the
+/// owner word ([`OWNER_WORD`]).
 pub const HEADER_WORDS: usize = 2;
 /// The block word holding the entry's owner (opaque to the shard; the engine stores a
 /// pid), just before the key, so a reader reads it in the run of words it reads anyway.

@@ -38,8 +38,15 @@ fn read(p: &Published, hash: u64, key: &[u64]) -> Seen {
     for _ in 0..3 {
         match p.try_read(hash, key, &mut out) {
             Attempt::Found {
-                owner, meta_words, ..
-            } => return Seen::Hit(owner, out[..meta_words].to_vec()),
+                owner,
+                owner_hint,
+                meta_words,
+                ..
+            } => {
+                // A validated hit's hint is its owner's low bits (`Loc`).
+                assert_eq!(owner_hint, owner & ((1 << crate::OWNER_HINT_BITS) - 1));
+                return Seen::Hit(owner, out[..meta_words].to_vec());
+            }
             Attempt::NotFound => return Seen::Miss,
             Attempt::Retry => loom::thread::yield_now(),
         }
