@@ -7,18 +7,17 @@
 //! any is answered), then works through groups of [`GROUP`] keys in three passes:
 //!
 //! 1. encode and hash each key and prefetch its home slot;
-//! 2. peek (unvalidated) at each now-cached slot and prefetch the entry's block;
+//! 2. peek (unvalidated) at each now-cached slot and prefetch the entry's block and, by
+//!    the slot's owner hint (a pid's index), the owner's process-table word;
 //! 3. read each key exactly as [`Registry::lookup_into`] does (seqlock-validated, liveness
 //!    checked), by now mostly from cache.
 //!
 //! The misses of a group overlap, so a batch costs about one miss latency per group pass
-//! instead of two per key. The owners' state words are not prefetched: the process table
-//! holds one word a process, so with a process per tens of entries it stays cached, and
-//! a pass that peeked at each block's owner word to prefetch it cost more than it saved
-//! (about a fifth of a batch's rate on a 2-core Xeon guest, with a process per thread).
-//! With a process per entry (a million processes take 8 MiB) the state word may miss
-//! after the block does. The prefetches are hints: a slot that moved or a block reused
-//! between passes only costs a miss in pass 3, never a wrong answer.
+//! instead of two per key. (Before the slot held the owner's hint, the state word could
+//! be prefetched only by a third pass peeking at each cached block's owner word, which
+//! cost about a fifth of a batch's rate on a 2-core Xeon guest.) The prefetches are
+//! hints: a slot that moved or a block reused between passes only costs a miss in pass
+//! 3, never a wrong answer.
 
 use arrayvec::ArrayVec;
 use roster_shard::{Shard, MAX_KEY_WORDS};
@@ -142,9 +141,12 @@ impl Registry {
                 });
                 next += 1;
             }
-            // Pass 2: prefetch the blocks (each holds its owner word).
+            // Pass 2: prefetch the blocks and, by the slots' owner hints, the owners'
+            // state words.
             for p in &group {
-                p.shard.prefetch_entry(p.hash);
+                if let Some(index) = p.shard.prefetch_entry(p.hash) {
+                    self.procs().prefetch(index);
+                }
             }
             // Pass 3: the validated reads.
             for (i, p) in group.iter().enumerate() {

@@ -302,6 +302,15 @@ impl ProcessTable {
             .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
     }
 
+    /// Prefetches the state word at `index`, which [`ProcessTable::is_alive_at`] reads
+    /// next (a hint for batched lookups: a slot's unvalidated owner hint, maybe garbage).
+    #[inline]
+    pub(crate) fn prefetch(&self, index: u64) {
+        if let Some(w) = self.states.get(index) {
+            roster_shard::prefetch(w);
+        }
+    }
+
     /// [`ProcessTable::is_alive`] with the state word found by `index`, which must be
     /// `pid`'s index: a hit's owner hint, which its slot holds and which equals the low
     /// bits of the block's owner word in every validated read (the writer stores both in

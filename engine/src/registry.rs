@@ -1024,6 +1024,11 @@ impl Registry {
         &self.inner.procs.hub
     }
 
+    /// The process table (batched lookups prefetch from it).
+    pub(crate) fn procs(&self) -> &ProcessTable {
+        &self.inner.procs
+    }
+
     /// The hash of an encoded key and the shard it lives in.
     #[inline]
     pub(crate) fn route(&self, words: &[u64]) -> (u64, &Shard) {

@@ -541,9 +541,11 @@ impl Shard {
     /// Second step of a batched read (after [`Shard::prefetch_slot`]): prefetches the
     /// lines of the entry's owner word, key and first metadata words (all of a short
     /// entry's), in a reserved arena, if its slot is the home slot or the one after it.
-    /// Hints only; never blocks.
+    /// Returns the slot's owner hint (the owner's low [`OWNER_HINT_BITS`] bits) seen
+    /// there, unvalidated: a hint for prefetching the owner's state, never an answer
+    /// (only [`Shard::read`] answers). Never blocks.
     #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
+    pub fn prefetch_entry(&self, hash: u64) -> Option<u64> {
         self.shared.prefetch_block(hash)
     }
 

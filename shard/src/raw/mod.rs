@@ -618,12 +618,12 @@ impl Published {
     /// validation) at the home slot and the one after it and, for the first whose tag
     /// matches `hash`, prefetches the lines of the fixed window `read_block`'s fast case
     /// reads (the owner word, a two-word key and `FAST_META` words; in a reserved arena
-    /// only). A hint; the real read ([`Published::try_read`]) validates everything.
+    /// only). Returns the slot's owner hint seen there (the owner's low
+    /// [`OWNER_HINT_BITS`] bits), a hint the caller may use to prefetch what it checks
+    /// next; the real read ([`Published::try_read`]) validates everything.
     #[inline]
-    pub fn prefetch_block(&self, hash: u64) {
-        let Some(loc) = self.peek_loc(hash) else {
-            return;
-        };
+    pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
+        let loc = self.peek_loc(hash)?;
         // The lines `read_block`'s fast case reads: the owner, a two-word key and
         // `FAST_META` words, 80 bytes. The arena is line-aligned, so they span two lines,
         // or three when the window starts in a line's last word; its first, middle and
@@ -639,6 +639,7 @@ impl Published {
             prefetch(&w[KEY_AT + 2 + FAST_META / 2]);
             prefetch(&w[KEY_AT + 1 + FAST_META]);
         }
+        Some(loc.owner_hint())
     }
 
     /// The `loc` of the first of the home slot of `hash` and the one after it (usually
@@ -1054,10 +1055,11 @@ mod tests {
             );
             assert_eq!(p.peek_loc(one_past).map(Loc::offset), Some(end), "one past");
             assert_eq!(p.peek_loc(neither), None, "a tag in neither slot");
-            // Hints only: each is safe to ask, whatever the slot names.
-            for hash in [at_home, one_past, neither] {
-                p.prefetch_block(hash);
-            }
+            // Hints only: each is safe to ask, whatever the slot names, and gives the
+            // slot's owner hint (`put` writes owner 9).
+            assert_eq!(p.prefetch_block(at_home), Some(9));
+            assert_eq!(p.prefetch_block(one_past), Some(9));
+            assert_eq!(p.prefetch_block(neither), None);
         };
         // A reserved range whose second block ends at its end: the fixed window would
         // cross it, so nothing is prefetched there.
