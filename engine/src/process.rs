@@ -306,7 +306,7 @@ impl ProcessTable {
     /// next (a hint for batched lookups: a slot's unvalidated owner hint, maybe garbage).
     #[inline]
     pub(crate) fn prefetch(&self, index: u64) {
-        if let Some(w) = self.states.get(index) {
+        if let Some(w) = self.state(index as u32) {
             roster_shard::prefetch(w);
         }
     }

@@ -340,12 +340,12 @@ impl Writer {
     }
 
     fn block(&self, loc: Loc) -> &[AtomicU64] {
-        // Head, owner, key and metadata: the lengths are the head's.
-        block_of(
-            &self.shared,
-            loc.offset(),
-            self.block_head(loc.offset()).tail(),
-        )
+        self.block_at(loc.offset(), self.block_head(loc.offset()))
+    }
+
+    /// Head, owner, key and metadata of the block at `off`, whose head is `bh`.
+    fn block_at(&self, off: u64, bh: BlockHead) -> &[AtomicU64] {
+        block_of(&self.shared, off, bh.tail())
     }
 
     /// The head word of the entry block at `off`.
@@ -367,8 +367,9 @@ impl Writer {
     }
 
     fn key_matches(&self, loc: Loc, key: &[u64]) -> bool {
-        self.block_head(loc.offset()).key_words == key.len()
-            && self.block(loc)[HEADER_WORDS..HEADER_WORDS + key.len()]
+        let bh = self.block_head(loc.offset());
+        bh.key_words == key.len()
+            && self.block_at(loc.offset(), bh)[HEADER_WORDS..HEADER_WORDS + key.len()]
                 .iter()
                 .zip(key)
                 .all(|(s, k)| s.load(Ordering::Relaxed) == *k)
