@@ -17,7 +17,10 @@
 //! an owned `Entry`; `short` and `long` use string names of at most 8 bytes (two key
 //! words, as an integer's) and of 20 bytes. `batch` and `owned` use integer names.
 //! `solo` gives every key a process of its own (a million keys, a million processes),
-//! where the owners' state words no longer stay cached.
+//! where the owners' state words no longer stay cached. `random` looks up keys drawn at
+//! random into an array before the loop (as a standalone probe does), instead of the
+//! walk; `empty` registers every key with empty metadata (the smallest block, no
+//! postings), to see what the arena's footprint costs a lookup.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -70,6 +73,37 @@ fn hits(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
         black_box(entry.pid());
     }
     found
+}
+
+/// [`hits`] over the keys of `order`, in its order (built before the loop): random
+/// order, for comparing with programs that look keys up from a shuffled array.
+#[inline(never)]
+fn hits_in_order(registry: &Registry, ns: Namespace, order: &[u64]) -> u64 {
+    let mut entry = Entry::new();
+    let mut found = 0;
+    for &k in order {
+        if registry
+            .lookup_into(&Key::new(ns, black_box(k)), &mut entry)
+            .unwrap_or(false)
+        {
+            found += 1;
+        }
+        black_box(entry.pid());
+    }
+    found
+}
+
+/// `n` keys of `0..keys` drawn at random (xorshift, fixed seed), for [`hits_in_order`].
+fn random_order(keys: u64, n: u64) -> Vec<u64> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % keys
+        })
+        .collect()
 }
 
 /// [`hits`] through `lookup`, which returns an owned entry per hit (what a new user
@@ -139,6 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
     let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
+    let (mut random, mut empty) = (false, false);
     let mut per_process = 16;
     for option in std::env::args().skip(3) {
         match option.as_str() {
@@ -148,16 +183,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "short" => short = true,
             "long" => long = true,
             "solo" => per_process = 1,
+            "random" => random = true,
+            "empty" => empty = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch`, `owned`, `short`, `long` or `solo`"
+                    "unknown option {other:?}: expected `huge`, `batch`, `owned`, `short`, `long`, `solo`, `random` or `empty`"
                 )
                 .into())
             }
         }
     }
-    if [batch, owned, short, long].iter().filter(|&&on| on).count() > 1 {
-        return Err("`batch`, `owned`, `short` and `long` exclude each other".into());
+    if [batch, owned, short, long, random]
+        .iter()
+        .filter(|&&on| on)
+        .count()
+        > 1
+    {
+        return Err("`batch`, `owned`, `short`, `long` and `random` exclude each other".into());
     }
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
     let registry = Registry::builder()
@@ -166,13 +208,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .huge_pages(huge)
         .build()?;
     let ns = registry.namespace("cost")?;
-    let meta = Metadata::new()
-        .capability("plan")
-        .capability("search")
-        .capability("shard-1")
-        .health(Health::Healthy)
-        .attribute("region", "eu-west-1-az2")
-        .attribute("load", 7i64);
+    let meta = if empty {
+        Metadata::new()
+    } else {
+        Metadata::new()
+            .capability("plan")
+            .capability("search")
+            .capability("shard-1")
+            .health(Health::Healthy)
+            .attribute("region", "eu-west-1-az2")
+            .attribute("load", 7i64)
+    };
     let mut owners: Vec<Process> = Vec::new();
     // String names when asked: `short` ones fit 8 bytes (two key words, as integers do),
     // `long` ones take 20 or more.
@@ -193,6 +239,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         owners.push(p);
     }
+    let order = if random {
+        random_order(keys, lookups)
+    } else {
+        Vec::new()
+    };
     let start = Instant::now();
     let lookups = if batch {
         lookups.next_multiple_of(BATCH as u64)
@@ -203,6 +254,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hits_many(&registry, ns, keys, lookups)
     } else if owned {
         hits_owned(&registry, ns, keys, lookups)
+    } else if random {
+        hits_in_order(&registry, ns, &order)
     } else if !names.is_empty() {
         hits_str(&registry, ns, &names, lookups)
     } else {
