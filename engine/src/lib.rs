@@ -106,7 +106,9 @@ mod watch;
 mod writes;
 
 pub use budget::{Quota, Usage};
-pub use builder::{RegistryBuilder, DEFAULT_WRITE_DEADLINE, MAX_CAPACITY, MAX_QUEUE};
+pub use builder::{
+    RegistryBuilder, DEFAULT_MAX_LOAD, DEFAULT_WRITE_DEADLINE, MAX_CAPACITY, MAX_QUEUE,
+};
 pub use entry::{Attributes, Entry, INLINE_WORDS};
 pub use error::{Error, ErrorKind};
 pub use key::{Key, Name, Namespace, Node, MAX_NAMESPACES, MAX_NAME_LEN};

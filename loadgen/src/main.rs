@@ -124,6 +124,10 @@ struct RunArgs {
     /// fewer TLB misses per lookup at scale, page faults of 2 MiB for the writers.
     #[arg(long)]
     huge_pages: bool,
+    /// The load (percent, 25 to 90) at which shard tables grow
+    /// (`RegistryBuilder::max_load`): lower reads faster and takes more memory.
+    #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD)]
+    max_load: u8,
     /// Seed for key choice and arrivals.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -339,6 +343,7 @@ fn config(args: &RunArgs, suite: bool) -> Result<Config, String> {
         zipf: (args.keys == KeyDist::Zipf).then_some(args.zipf_s),
         pin: args.pin,
         huge_pages: args.huge_pages,
+        max_load: args.max_load,
         seed: args.seed,
         read_ratio: args.read_ratio,
         write_rate: args.write_rate,

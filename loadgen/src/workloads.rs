@@ -27,6 +27,7 @@ pub struct Config {
     pub zipf: Option<f64>,
     pub pin: bool,
     pub huge_pages: bool,
+    pub max_load: u8,
     pub seed: u64,
     pub read_ratio: f64,
     pub write_rate: f64,
@@ -64,6 +65,7 @@ impl Config {
         );
         put("pin", self.pin.to_string());
         put("huge_pages", self.huge_pages.to_string());
+        put("max_load", self.max_load.to_string());
         put("seed", self.seed.to_string());
         put("read_ratio", self.read_ratio.to_string());
         put("write_rate", self.write_rate.to_string());
@@ -92,6 +94,7 @@ impl Config {
             .capacity(self.entries as usize + 100_000)
             .pin_writers(self.pin)
             .huge_pages(self.huge_pages)
+            .max_load(self.max_load)
             .write_deadline(Duration::from_secs(60));
         if let Some(s) = self.shards {
             b = b.shards(s);

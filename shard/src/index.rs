@@ -178,7 +178,7 @@ impl Writer {
 
     /// Makes `term`'s list, holding `posting` only, and its slot in the term table.
     fn new_list(&mut self, term: u64, posting: u64) {
-        if self.term_count + 1 > self.terms_table().max_len() {
+        if self.term_count + 1 > self.terms_table().max_len(self.max_load) {
             self.grow(Which::Terms);
         }
         let head = self.alloc.alloc(self.shared.arena(), FIRST_HEAD_WORDS);

@@ -45,7 +45,8 @@ use writer::{Command, Deaths, Notice, Writer};
 
 pub use block::MAX_TERMS;
 pub use raw::{
-    prefetch, AtomicWords, Attempt, MaskedSlice, MAX_KEY_WORDS, MAX_META_WORDS, OWNER_HINT_BITS,
+    prefetch, AtomicWords, Attempt, MaskedSlice, DEFAULT_MAX_LOAD, MAX_KEY_WORDS, MAX_LOAD_RANGE,
+    MAX_META_WORDS, OWNER_HINT_BITS,
 };
 pub use writer::Op;
 
@@ -266,6 +267,12 @@ pub struct ShardConfig {
     /// them: fewer TLB misses for lookups at scale, while the writer takes each fault
     /// (2 MiB zeroed, maybe compacted first) inside some write. Off by default.
     pub huge_pages: bool,
+    /// The load, in percent of a slot table's slots, at which the writer grows the
+    /// table (twice the size, without a stall): within [`MAX_LOAD_RANGE`], default
+    /// [`DEFAULT_MAX_LOAD`] (75). Tables then run between half this load and this load.
+    /// Lower is faster to read (a hit probes fewer slots past its home) and costs more
+    /// memory: 16 bytes a slot.
+    pub max_load: u8,
 }
 
 impl Default for ShardConfig {
@@ -279,6 +286,7 @@ impl Default for ShardConfig {
             idle_polls: 64,
             core: None,
             huge_pages: false,
+            max_load: DEFAULT_MAX_LOAD,
         }
     }
 }
@@ -455,9 +463,22 @@ impl Shard {
     /// # Errors
     ///
     /// Fails if the OS refuses to start a thread ([`std::io::ErrorKind::OutOfMemory`] if
-    /// the first table cannot be allocated).
+    /// the first table cannot be allocated), or with [`std::io::ErrorKind::InvalidInput`]
+    /// for a [`ShardConfig::max_load`] outside [`MAX_LOAD_RANGE`].
     pub fn spawn(config: ShardConfig, hooks: Arc<dyn Hooks>) -> std::io::Result<Shard> {
-        let slots = config.capacity.saturating_mul(4) / 3 + 1;
+        if !MAX_LOAD_RANGE.contains(&config.max_load) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "max_load {} is outside {}..={} percent",
+                    config.max_load,
+                    MAX_LOAD_RANGE.start(),
+                    MAX_LOAD_RANGE.end()
+                ),
+            ));
+        }
+        // Room for `capacity` entries below the load that grows the table.
+        let slots = config.capacity.saturating_mul(100) / usize::from(config.max_load) + 1;
         let (published, token) =
             Published::try_new(config.index, slots, ARENA_BASE_BITS, config.huge_pages)
                 .ok_or_else(|| {
@@ -478,6 +499,7 @@ impl Shard {
             config.idle_polls,
         );
         writer.gauges = gauges.clone();
+        writer.max_load = config.max_load;
         let core = config.core;
         let status = Arc::new(Status {
             closed: AtomicBool::new(false),
@@ -922,6 +944,40 @@ mod shard_tests {
         assert_eq!(m[1], v.wrapping_mul(3) + 1, "torn: {m:?}");
         assert_eq!(m.len(), 2 + (v % 9) as usize, "torn length: {m:?}");
         assert!(m[2..].iter().all(|&x| x == v ^ 0x55), "torn tail: {m:?}");
+    }
+
+    #[test]
+    fn max_load_outside_its_range_is_refused_and_inside_it_sets_growth() {
+        for bad in [0, *MAX_LOAD_RANGE.start() - 1, *MAX_LOAD_RANGE.end() + 1] {
+            let config = ShardConfig {
+                max_load: bad,
+                ..ShardConfig::default()
+            };
+            let Err(err) = Shard::spawn(config, Arc::new(Indexed)) else {
+                panic!("max_load {bad} accepted");
+            };
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{bad}: {err}");
+        }
+        // Presized for `capacity` entries below the load: 100 entries at 50% take a
+        // 256-slot table (200 needed), at 90% a 128-slot one (112 needed).
+        for (load, slots) in [(50, 256), (90, 128)] {
+            let shard = Shard::spawn(
+                ShardConfig {
+                    capacity: 100,
+                    max_load: load,
+                    ..ShardConfig::default()
+                },
+                Arc::new(Indexed),
+            )
+            .unwrap();
+            assert_eq!(shard.shared.table().capacity(), slots, "{load}");
+            for k in 0..100u64 {
+                let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                shard.insert(h, vec![k], 1, meta(k)).unwrap();
+            }
+            assert_eq!(shard.shared.table().capacity(), slots, "{load}: grown");
+            shard.shutdown();
+        }
     }
 
     /// The writer thread and two reader threads run the real protocol concurrently

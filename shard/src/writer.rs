@@ -131,6 +131,8 @@ pub(crate) struct Writer {
     pub(crate) batch: usize,
     /// Yielding polls of the queues before an idle writer parks.
     pub(crate) idle_polls: u32,
+    /// The load (percent) at which the writer grows a table ([`ShardConfig::max_load`](crate::ShardConfig::max_load)).
+    pub(crate) max_load: u8,
     /// Reused buffer for keys handed to `Hooks::removed`.
     pub(crate) scratch: Vec<u64>,
     /// Reused buffers for entries' terms and their key and metadata words: the entry
@@ -192,6 +194,7 @@ impl Writer {
             hooks,
             batch: batch.max(1),
             idle_polls,
+            max_load: crate::DEFAULT_MAX_LOAD,
             scratch: Vec::new(),
             terms_buf: Vec::new(),
             unindex_terms: Vec::new(),
@@ -498,7 +501,9 @@ impl Writer {
             }
         }
         self.charged += charge;
-        if self.shared.len.load(Ordering::Relaxed) as usize + 1 > self.table().max_len() {
+        if self.shared.len.load(Ordering::Relaxed) as usize + 1
+            > self.table().max_len(self.max_load)
+        {
             self.grow(Which::Entries);
         }
         let bh = BlockHead {
@@ -915,9 +920,10 @@ impl Writer {
     /// Moves the entries of the next `slots` slots of table `which`'s migration source,
     /// if one runs, and ends the migration when the source is drained. Called after every
     /// insert into the table with [`MIGRATE_PER_INSERT`] slots: a migration starts with
-    /// the source 3/4 full and the new table has room for 3/4 of the source's capacity
-    /// more before it must grow, so it ends before then. An idle writer moves bigger
-    /// steps.
+    /// the source at the max load `L` (at least 1/4, `MAX_LOAD_RANGE`), and the new
+    /// table, twice the size, has room for `L` times the source's capacity more before it
+    /// must grow; moving the source's slots takes 1/8 of its capacity in inserts, so it
+    /// ends well before then. An idle writer moves bigger steps.
     pub(crate) fn migrate_some(&mut self, which: Which, slots: usize) {
         let Some(source) = self.shared.source(&self.token, which) else {
             return;

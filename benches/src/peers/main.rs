@@ -60,6 +60,10 @@ struct Args {
     /// Build Roster's registries on transparent huge pages (`RegistryBuilder::huge_pages`).
     #[arg(long)]
     huge_pages: bool,
+    /// The load (percent, 25 to 90) at which Roster's tables grow
+    /// (`RegistryBuilder::max_load`).
+    #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD)]
+    max_load: u8,
     /// Also write every row as a JSON array to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -411,6 +415,10 @@ fn main() {
     if args.huge_pages {
         maps::HUGE_PAGES.store(true, std::sync::atomic::Ordering::Relaxed);
         eprintln!("roster: on huge pages");
+    }
+    maps::MAX_LOAD.store(args.max_load, std::sync::atomic::Ordering::Relaxed);
+    if args.max_load != roster::DEFAULT_MAX_LOAD {
+        eprintln!("roster: tables grow at {}% load", args.max_load);
     }
     let plan = match Plan::new(&args) {
         Ok(p) => p,

@@ -29,6 +29,11 @@ pub struct Value {
 /// any map is built.
 pub static HUGE_PAGES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The load Roster's tables grow at (`peers --max-load`); set once, before any map is
+/// built.
+pub static MAX_LOAD: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(roster::DEFAULT_MAX_LOAD);
+
 /// Number of distinct values (and Roster metadata) writes cycle through; built once, so
 /// no map pays for building strings inside the timed loop.
 pub const VARIANTS: usize = 16;
@@ -175,6 +180,7 @@ impl Map for RosterMap {
             .capacity(capacity)
             .write_deadline(std::time::Duration::from_secs(60))
             .huge_pages(HUGE_PAGES.load(std::sync::atomic::Ordering::Relaxed))
+            .max_load(MAX_LOAD.load(std::sync::atomic::Ordering::Relaxed))
             .build()
             .expect("registry");
         let ns = registry.namespace("peers").expect("namespace");

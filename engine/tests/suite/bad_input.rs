@@ -138,12 +138,54 @@ fn builder_rejects_impossible_settings() {
     };
     bad(builder().shards(0));
     bad(builder().queue_capacity(0));
+    bad(builder().max_load(24));
+    bad(builder().max_load(91));
     bad(builder().limits(Limits {
         max_name_len: MAX_NAME_LEN + 1,
         ..Limits::default()
     }));
     let r = builder().shards(3).build().unwrap();
     assert_eq!(r.shard_count(), 4, "rounded up to a power of two");
+}
+
+/// Every max load in range keeps every entry through growth; a lower one keeps bigger
+/// tables for the same entries.
+#[test]
+fn every_max_load_keeps_its_entries_and_lower_ones_take_bigger_tables() {
+    // 3500 entries: 8192 slots at 75% (4096 hold 3072), 4096 at 90% (they hold 3686).
+    let n = 3500u64;
+    let tables = |load: u8| {
+        let r = builder()
+            .shards(1)
+            .capacity(16)
+            .max_load(load)
+            .build()
+            .unwrap();
+        let ns = r.namespace("load").unwrap();
+        let p = r.spawn();
+        let meta = Metadata::new().capability("c");
+        for res in r
+            .register_many(&p, (0..n).map(|k| (Key::new(ns, k), &meta)))
+            .unwrap()
+        {
+            res.unwrap();
+        }
+        for k in 0..n {
+            assert_eq!(r.lookup(&Key::new(ns, k)).unwrap().unwrap().pid(), p.pid());
+        }
+        assert!(r.lookup(&Key::new(ns, n)).unwrap().is_none());
+        let q = roster::Query::new(ns).capability("c");
+        assert_eq!(r.query_count(&q).unwrap(), n as usize);
+        let bytes = r.memory().tables;
+        let keys: Vec<Key> = (0..n).map(|k| Key::new(ns, k)).collect();
+        for res in r.unregister_many(&p, &keys).unwrap() {
+            res.unwrap();
+        }
+        assert!(r.is_empty());
+        bytes
+    };
+    let (low, default, high) = (tables(25), tables(roster::DEFAULT_MAX_LOAD), tables(90));
+    assert!(low > default && default > high, "{low} {default} {high}");
 }
 
 #[test]

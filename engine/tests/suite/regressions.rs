@@ -146,6 +146,7 @@ fn s6_extreme_durations_and_sizes_are_errors_or_saturate() {
             Registry::builder().queue_capacity(usize::MAX),
         ),
         ("queue_capacity", Registry::builder().queue_capacity(0)),
+        ("max_load", Registry::builder().max_load(95)),
         (
             "write_deadline",
             Registry::builder().write_deadline(Duration::ZERO),

@@ -135,11 +135,12 @@
 //!
 //! # Growth and reclamation
 //!
-//! When the entry table passes 3/4 full the writer publishes an empty table of twice the
-//! size whose `source` is the full one, and moves the source's entries over a few slots
-//! after each insert and in bigger steps while idle (W6; see `table.rs`, "Migration"), so
-//! no write waits for a whole-table copy (SPEC L7). Any write that touches a key still in
-//! the source moves it first. Its slots come zeroed from the OS, so its page faults are
+//! When the entry table passes its max load (`ShardConfig::max_load`, 3/4 by default)
+//! the writer publishes an empty table of twice the size whose `source` is the full one,
+//! and moves the source's entries over a few slots after each insert and in bigger
+//! steps while idle (W6; see `table.rs`, "Migration"), so no write waits for a
+//! whole-table copy (SPEC L7). Any write that touches a key still in the source moves it
+//! first. Its slots come zeroed from the OS, so its page faults are
 //! spread over the inserts that fill it too. The term table (a slot per distinct index
 //! term) grows the same way, paced by the terms it takes in, and its readers
 //! ([`Published::try_read_postings`]) consult both tables the same way (R5, R6): a
@@ -177,8 +178,8 @@ pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 
 pub use masked::MaskedSlice;
 pub use table::{
-    hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, HEADER_WORDS, MAX_KEY_WORDS,
-    MAX_META_WORDS, OWNER_HINT_BITS, OWNER_WORD,
+    hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, DEFAULT_MAX_LOAD, HEADER_WORDS,
+    MAX_KEY_WORDS, MAX_LOAD_RANGE, MAX_META_WORDS, OWNER_HINT_BITS, OWNER_WORD,
 };
 pub use words::AtomicWords;
 

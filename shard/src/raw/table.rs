@@ -55,6 +55,16 @@ pub const HEADER_WORDS: usize = 2;
 pub const OWNER_WORD: usize = 1;
 /// Largest key, in words.
 pub const MAX_KEY_WORDS: usize = (1 << 8) - 1;
+
+/// The loads, in percent of a table's slots, a shard may grow its tables at
+/// ([`ShardConfig::max_load`](crate::ShardConfig::max_load)). At 90 the smallest table
+/// still keeps a slot empty. From 25 up, a migration, which moves 8 source slots per
+/// insert, ends with room to spare before its new table (twice the size, at half the
+/// load) must grow in turn.
+pub const MAX_LOAD_RANGE: std::ops::RangeInclusive<u8> = 25..=90;
+
+/// The default of [`ShardConfig::max_load`](crate::ShardConfig::max_load).
+pub const DEFAULT_MAX_LOAD: u8 = 75;
 /// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
 /// tag).
 pub const MAX_META_WORDS: usize = (1 << 15) - 1;
@@ -443,9 +453,11 @@ impl RawTable {
         self.mask + 1
     }
 
-    /// Most entries the table takes before the writer grows it: 3/4 of the slots.
-    pub fn max_len(&self) -> usize {
-        self.capacity() / 4 * 3
+    /// Most entries the table takes before the writer grows it: `max_load` percent of
+    /// its slots (at most [`MAX_LOAD_RANGE`]'s end, so at least one slot stays empty).
+    pub fn max_len(&self, max_load: u8) -> usize {
+        debug_assert!(MAX_LOAD_RANGE.contains(&max_load));
+        self.capacity() * usize::from(max_load) / 100
     }
 
     /// The home slot of a hash.
@@ -578,7 +590,7 @@ impl RawTable {
     }
 
     /// The first empty slot of the probe for `hash`, where an insert goes. The writer
-    /// keeps tables below 3/4 full, so there is one.
+    /// keeps tables below their max load (at most 90%), so there is one.
     pub fn free_slot(&self, t: &WriterToken, hash: u64) -> usize {
         let mut i = self.home(hash);
         while self.view(t, i).tag != 0 {
@@ -770,7 +782,9 @@ mod tests {
         assert_eq!(t.home(1), 0);
         assert_eq!(t.distance(14, 1), 3);
         assert_eq!(t.next(15), 0);
-        assert_eq!(t.max_len(), 12);
+        assert_eq!(t.max_len(75), 12);
+        assert_eq!(t.max_len(50), 8);
+        assert_eq!(t.max_len(90), 14);
     }
 
     #[test]
