@@ -222,12 +222,14 @@ impl RegistryBuilder {
     /// the size, without stalling a write): 25 to 90, default 75. A table runs between
     /// half this load and this load.
     ///
-    /// Lower reads faster, because a hit probes fewer slots past its home slot, and costs
-    /// memory: a slot is 16 bytes, so at 50 the table takes 32 to 64 bytes an entry
-    /// instead of 21 to 43. Measured on a 2-core guest, 10k keys (at a load of 0.61 with
-    /// the default, 0.31 at 50) were looked up 25-38% faster at 50; at 1M keys the
-    /// memory workload's table doubled, from 151 to 184 bytes an entry in all. Keep the
-    /// default where memory counts; lower it for a read-heavy registry that has room.
+    /// Lower reads faster while the tables stay in cache, because a hit probes fewer
+    /// slots past its home slot, and costs memory: a slot is 16 bytes, so at 50 a table
+    /// takes 32 to 64 bytes an entry instead of 21 to 43. Measured on a 2-core guest
+    /// (`peers --keys 10000`), 10k keys sat at a load of 0.61 by default and 0.31 at 50,
+    /// and were looked up 21-40% faster at 50, batches 40% faster. At 1M keys the tables
+    /// doubled (151 to 184 bytes an entry in all, `loadgen run memory`) and lookups gained
+    /// nothing: there the misses cost more than the probe. Keep the default where
+    /// memory counts; lower it for a read-heavy registry of a size that stays cached.
     ///
     /// # Examples
     ///
