@@ -220,16 +220,17 @@ impl RegistryBuilder {
 
     /// The load, in percent of a shard's slots, at which its slot table grows (to twice
     /// the size, without stalling a write): 25 to 90, default 75. A table runs between
-    /// half this load and this load.
+    /// half this load and this load. Tables of up to 2^16 slots (1 MiB) grow at 50% at
+    /// most, whatever this says: they stay in cache, where a lookup's cost is its probe,
+    /// and the slots that costs are few (10k keys sat at a load of 0.61 with 75 applied
+    /// to every table and at 0.31 with 50, and were looked up 21-40% faster, batches 40%,
+    /// by `peers --keys 10000` on a 2-core guest).
     ///
-    /// Lower reads faster while the tables stay in cache, because a hit probes fewer
-    /// slots past its home slot, and costs memory: a slot is 16 bytes, so at 50 a table
-    /// takes 32 to 64 bytes an entry instead of 21 to 43. Measured on a 2-core guest
-    /// (`peers --keys 10000`), 10k keys sat at a load of 0.61 by default and 0.31 at 50,
-    /// and were looked up 21-40% faster at 50, batches 40% faster. At 1M keys the tables
-    /// doubled (151 to 184 bytes an entry in all, `loadgen run memory`) and lookups gained
-    /// nothing: there the misses cost more than the probe. Keep the default where
-    /// memory counts; lower it for a read-heavy registry of a size that stays cached.
+    /// For bigger tables, lower reads a little faster and costs memory: a slot is 16
+    /// bytes, so at 50 a table takes 32 to 64 bytes an entry instead of 21 to 43. At 1M
+    /// keys on that guest 50 gained lookups nothing (there the misses cost more than the
+    /// probe) and took 184 instead of 151 bytes an entry in all (`loadgen run memory`).
+    /// Raise it where memory counts more than reads.
     ///
     /// # Examples
     ///

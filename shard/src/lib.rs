@@ -46,7 +46,7 @@ use writer::{Command, Deaths, Notice, Writer};
 pub use block::MAX_TERMS;
 pub use raw::{
     prefetch, AtomicWords, Attempt, MaskedSlice, DEFAULT_MAX_LOAD, MAX_KEY_WORDS, MAX_LOAD_RANGE,
-    MAX_META_WORDS, OWNER_HINT_BITS,
+    MAX_META_WORDS, OWNER_HINT_BITS, SMALL_TABLE_LOAD, SMALL_TABLE_SLOTS,
 };
 pub use writer::Op;
 
@@ -269,7 +269,8 @@ pub struct ShardConfig {
     pub huge_pages: bool,
     /// The load, in percent of a slot table's slots, at which the writer grows the
     /// table (twice the size, without a stall): within [`MAX_LOAD_RANGE`], default
-    /// [`DEFAULT_MAX_LOAD`] (75). Tables then run between half this load and this load.
+    /// [`DEFAULT_MAX_LOAD`] (75), and at most [`SMALL_TABLE_LOAD`] for tables of up to
+    /// [`SMALL_TABLE_SLOTS`]. Tables then run between half this load and this load.
     /// Lower is faster to read (a hit probes fewer slots past its home) and costs more
     /// memory: 16 bytes a slot.
     pub max_load: u8,
@@ -478,7 +479,12 @@ impl Shard {
             ));
         }
         // Room for `capacity` entries below the load that grows the table.
-        let slots = config.capacity.saturating_mul(100) / usize::from(config.max_load) + 1;
+        let slots = raw::slots_for(config.capacity, config.max_load).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("no table holds {} entries", config.capacity),
+            )
+        })?;
         let (published, token) =
             Published::try_new(config.index, slots, ARENA_BASE_BITS, config.huge_pages)
                 .ok_or_else(|| {
@@ -958,24 +964,38 @@ mod shard_tests {
             };
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{bad}: {err}");
         }
-        // Presized for `capacity` entries below the load: 100 entries at 50% take a
-        // 256-slot table (200 needed), at 90% a 128-slot one (112 needed).
-        for (load, slots) in [(50, 256), (90, 128)] {
+        // Presized for `capacity` entries below the load. Small tables (up to 2^16
+        // slots) are at most half full: 100 entries take 256 slots at 50 and at 90 alike.
+        // Big ones follow `max_load`: 100k entries take 2^17 slots at 90 (117964 fit)
+        // and 2^18 at 75 (98304 would).
+        let mut cases = vec![(100, 50, 256), (100, 90, 256)];
+        if !cfg!(miri) {
+            cases.extend([(100_000, 90, 1 << 17), (100_000, 75, 1 << 18)]);
+        }
+        for (capacity, load, slots) in cases {
             let shard = Shard::spawn(
                 ShardConfig {
-                    capacity: 100,
+                    capacity,
                     max_load: load,
                     ..ShardConfig::default()
                 },
                 Arc::new(Indexed),
             )
             .unwrap();
-            assert_eq!(shard.shared.table().capacity(), slots, "{load}");
-            for k in 0..100u64 {
-                let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                shard.insert(h, vec![k], 1, meta(k)).unwrap();
+            assert_eq!(
+                shard.shared.table().capacity(),
+                slots,
+                "{capacity} at {load}"
+            );
+            if capacity == 100 {
+                // 128 entries fit; the 129th grows the table.
+                for k in 0..129u64 {
+                    let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    shard.insert(h, vec![k], 1, meta(k)).unwrap();
+                    let grown = shard.shared.table().capacity() > slots;
+                    assert_eq!(grown, k == 128, "{load}: after {} entries", k + 1);
+                }
             }
-            assert_eq!(shard.shared.table().capacity(), slots, "{load}: grown");
             shard.shutdown();
         }
     }

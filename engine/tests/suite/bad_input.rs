@@ -149,10 +149,11 @@ fn builder_rejects_impossible_settings() {
 }
 
 /// Every max load in range keeps every entry through growth; a lower one keeps bigger
-/// tables for the same entries.
+/// tables for the same entries (small tables are at most half full at any).
 #[test]
 fn every_max_load_keeps_its_entries_and_lower_ones_take_bigger_tables() {
-    // 3500 entries: 8192 slots at 75% (4096 hold 3072), 4096 at 90% (they hold 3686).
+    // 3500 entries: a table small enough to be at most half full at 75% and 90% (8192
+    // slots), a quarter full at 25% (16384 slots).
     let n = 3500u64;
     let tables = |load: u8| {
         let r = builder()
@@ -185,7 +186,7 @@ fn every_max_load_keeps_its_entries_and_lower_ones_take_bigger_tables() {
         bytes
     };
     let (low, default, high) = (tables(25), tables(roster::DEFAULT_MAX_LOAD), tables(90));
-    assert!(low > default && default > high, "{low} {default} {high}");
+    assert!(low > default && default >= high, "{low} {default} {high}");
 }
 
 #[test]

@@ -178,8 +178,9 @@ pub const SLOT_BYTES: u64 = std::mem::size_of::<Slot>() as u64;
 
 pub use masked::MaskedSlice;
 pub use table::{
-    hash_of_tag, tag, Loc, RawTable, SlotView, WriterToken, DEFAULT_MAX_LOAD, HEADER_WORDS,
-    MAX_KEY_WORDS, MAX_LOAD_RANGE, MAX_META_WORDS, OWNER_HINT_BITS, OWNER_WORD,
+    hash_of_tag, slots_for, tag, Loc, RawTable, SlotView, WriterToken, DEFAULT_MAX_LOAD,
+    HEADER_WORDS, MAX_KEY_WORDS, MAX_LOAD_RANGE, MAX_META_WORDS, OWNER_HINT_BITS, OWNER_WORD,
+    SMALL_TABLE_LOAD, SMALL_TABLE_SLOTS,
 };
 pub use words::AtomicWords;
 
