@@ -59,29 +59,24 @@ impl Walk {
 /// The timed loop: `n` lookups of keys spread over `0..keys` by a [`Walk`].
 #[inline(never)]
 fn hits(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
-    let mut entry = Entry::new();
-    let mut found = 0;
     let mut walk = Walk::new(keys);
-    for _ in 0..n {
-        let k = walk.next_key();
-        if registry
-            .lookup_into(&Key::new(ns, black_box(k)), &mut entry)
-            .unwrap_or(false)
-        {
-            found += 1;
-        }
-        black_box(entry.pid());
-    }
-    found
+    count_hits(registry, ns, (0..n).map(|_| walk.next_key()))
 }
 
 /// [`hits`] over the keys of `order`, in its order (built before the loop): random
 /// order, for comparing with programs that look keys up from a shuffled array.
 #[inline(never)]
 fn hits_in_order(registry: &Registry, ns: Namespace, order: &[u64]) -> u64 {
+    count_hits(registry, ns, order.iter().copied())
+}
+
+/// The loop of [`hits`] and [`hits_in_order`]: looks up each of `keys` into one reused
+/// entry and counts the hits.
+#[inline(always)]
+fn count_hits(registry: &Registry, ns: Namespace, keys: impl Iterator<Item = u64>) -> u64 {
     let mut entry = Entry::new();
     let mut found = 0;
-    for &k in order {
+    for k in keys {
         if registry
             .lookup_into(&Key::new(ns, black_box(k)), &mut entry)
             .unwrap_or(false)
