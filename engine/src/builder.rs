@@ -115,7 +115,8 @@ impl Default for RegistryBuilder {
     }
 }
 
-/// The default of [`RegistryBuilder::max_load`]: slot tables grow at 75% of their slots.
+/// The default of [`RegistryBuilder::max_load`]: slot tables past 2^16 slots grow at
+/// 75% of their slots (smaller ones at half).
 pub const DEFAULT_MAX_LOAD: u8 = roster_shard::DEFAULT_MAX_LOAD;
 
 /// The deadline of every write unless the builder or [`Registry::with_deadline`] says
@@ -220,17 +221,18 @@ impl RegistryBuilder {
 
     /// The load, in percent of a shard's slots, at which its slot table grows (to twice
     /// the size, without stalling a write): 25 to 90, default 75. A table runs between
-    /// half this load and this load. Tables of up to 2^16 slots (1 MiB) grow at 50% at
-    /// most, whatever this says: they stay in cache, where a lookup's cost is its probe,
-    /// and the slots that costs are few (10k keys sat at a load of 0.61 with 75 applied
-    /// to every table and at 0.31 with 50, and were looked up 21-40% faster, batches 40%,
-    /// by `peers --keys 10000` on a 2-core guest).
+    /// half this load and this load (a quarter, just after it outgrows the small size
+    /// below). Tables of up to 2^16 slots (1 MiB) grow at 50% at most, whatever this
+    /// says: they stay in cache, where a lookup's cost is its probe, and the slots that
+    /// costs are few. On a 2-core guest, 10k keys sat at a load of 0.61 before this rule
+    /// and 0.31 with it, and `peers --keys 10000` looked them up 17-25% faster at 1
+    /// thread, batches 29-44% faster.
     ///
-    /// For bigger tables, lower reads a little faster and costs memory: a slot is 16
-    /// bytes, so at 50 a table takes 32 to 64 bytes an entry instead of 21 to 43. At 1M
-    /// keys on that guest 50 gained lookups nothing (there the misses cost more than the
-    /// probe) and took 184 instead of 151 bytes an entry in all (`loadgen run memory`).
-    /// Raise it where memory counts more than reads.
+    /// For bigger tables a lower setting costs memory: a slot is 16 bytes, so at 50 a
+    /// table takes 32 to 64 bytes an entry instead of 21 to 43. At 1M keys on that guest
+    /// 50 did not make lookups faster (there the misses cost more than the probe) and
+    /// took 184 instead of 151 bytes an entry in all (`loadgen run memory`). Raise it
+    /// where memory counts more than reads.
     ///
     /// # Examples
     ///
@@ -494,6 +496,8 @@ impl RegistryBuilder {
                     "capacity of {} entries cannot be allocated: {e}",
                     self.capacity
                 )),
+                // Checked above already; kept a configuration error if it ever is not.
+                std::io::ErrorKind::InvalidInput => config(e.to_string()),
                 _ => Error::new(ErrorKind::ThreadStart {
                     reason: e.to_string(),
                 }),

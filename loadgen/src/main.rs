@@ -126,7 +126,8 @@ struct RunArgs {
     huge_pages: bool,
     /// The load (percent, 25 to 90) at which shard tables grow
     /// (`RegistryBuilder::max_load`): lower reads faster and takes more memory.
-    #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD)]
+    #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD,
+          value_parser = clap::value_parser!(u8).range(25..=90))]
     max_load: u8,
     /// Seed for key choice and arrivals.
     #[arg(long, default_value_t = 1)]

@@ -62,7 +62,8 @@ struct Args {
     huge_pages: bool,
     /// The load (percent, 25 to 90) at which Roster's tables grow
     /// (`RegistryBuilder::max_load`).
-    #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD)]
+    #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD,
+          value_parser = clap::value_parser!(u8).range(25..=90))]
     max_load: u8,
     /// Also write every row as a JSON array to this file.
     #[arg(long)]

@@ -186,7 +186,8 @@ fn every_max_load_keeps_its_entries_and_lower_ones_take_bigger_tables() {
         bytes
     };
     let (low, default, high) = (tables(25), tables(roster::DEFAULT_MAX_LOAD), tables(90));
-    assert!(low > default && default >= high, "{low} {default} {high}");
+    // Small tables are at most half full at 75 and at 90 alike.
+    assert!(low > default && default == high, "{low} {default} {high}");
 }
 
 #[test]

@@ -135,8 +135,8 @@
 //!
 //! # Growth and reclamation
 //!
-//! When the entry table passes its max load (`ShardConfig::max_load`, 3/4 by default)
-//! the writer publishes an empty table of twice the size whose `source` is the full one,
+//! When the entry table passes its max load (`ShardConfig::max_load`, 3/4 by default,
+//! at most 1/2 for tables of up to `SMALL_TABLE_SLOTS`) the writer publishes an empty table of twice the size whose `source` is the full one,
 //! and moves the source's entries over a few slots after each insert and in bigger
 //! steps while idle (W6; see `table.rs`, "Migration"), so no write waits for a
 //! whole-table copy (SPEC L7). Any write that touches a key still in the source moves it
