@@ -989,7 +989,9 @@ mod shard_tests {
                 slots,
                 "{capacity} at {load}"
             );
-            if capacity == 100 {
+            // Not under Miri, where 129 round trips to the writer take minutes (the
+            // growth they reach is Miri-checked by the tests of `writer.rs`).
+            if capacity == 100 && !cfg!(miri) {
                 // 128 entries fit; the 129th grows the table.
                 for k in 0..129u64 {
                     let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -131,7 +131,8 @@ pub(crate) struct Writer {
     pub(crate) batch: usize,
     /// Yielding polls of the queues before an idle writer parks.
     pub(crate) idle_polls: u32,
-    /// The load (percent) at which the writer grows a table ([`ShardConfig::max_load`](crate::ShardConfig::max_load)).
+    /// The load (percent) at which the writer grows a table
+    /// ([`ShardConfig::max_load`](crate::ShardConfig::max_load)).
     pub(crate) max_load: u8,
     /// Reused buffer for keys handed to `Hooks::removed`.
     pub(crate) scratch: Vec<u64>,

@@ -76,8 +76,8 @@ pub const SMALL_TABLE_SLOTS: usize = if cfg!(roster_loom) { 0 } else { 1 << 16 }
 /// cache, where a lookup's cost is its probe: at half the load a hit probes fewer slots
 /// and mispredicts less (10k keys were looked up 17-25% faster at a load of 0.31 than
 /// at 0.61 on a 2-core guest, batches 29-44%), and the slots this costs are at most
-/// 1 MiB a table. Big
-/// tables miss the cache anyway, and there twice the slots only add to the misses.
+/// 1 MiB a table. Big tables miss the cache anyway, and there twice the slots only add
+/// to the misses.
 pub const SMALL_TABLE_LOAD: u8 = 50;
 
 /// Most entries a table of `capacity` slots takes before the writer grows it: `max_load`
@@ -103,6 +103,7 @@ pub fn slots_for(entries: usize, max_load: u8) -> Option<usize> {
     }
     Some(slots)
 }
+
 /// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
 /// tag).
 pub const MAX_META_WORDS: usize = (1 << 15) - 1;
