@@ -2,10 +2,9 @@
 //!
 //! Every entry is charged [`roster_shard::entry_charge`] bytes: its arena block (head and
 //! owner words, key, names, metadata, attributes, index positions), its postings and its
-//! slot. The shard
-//! writer asks [`Budget::admit`] before it stores an entry and returns the charge through
-//! [`Budget::release`] when the entry goes, by any path (unregister, replacement of a
-//! dead holder's entry, death cleanup). Updates ask for the difference.
+//! slot. The shard writer asks [`Budget::admit`] before it stores an entry and returns
+//! the charge through [`Budget::release`] when the entry goes, by any path (unregister,
+//! replacement of a dead holder's entry, death cleanup). Updates ask for the difference.
 //!
 //! The counters are atomics shared by all shard writers, and every reservation is a
 //! compare-and-swap that only succeeds while the new total stays within the limit. So

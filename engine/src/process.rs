@@ -298,8 +298,7 @@ impl ProcessTable {
     /// One atomic load.
     #[inline(always)]
     pub(crate) fn is_alive(&self, pid: Pid) -> bool {
-        self.state(pid.index())
-            .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
+        self.is_alive_at(u64::from(pid.index()), pid)
     }
 
     /// Prefetches the state word at `index`, which [`ProcessTable::is_alive_at`] reads

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Readers read the owner, key and metadata, and the head's lengths for a block that is
-//! not short; the rest of the head and the tail are the writer's bookkeeping: the tag leads back to the entry's slot (its home, see
+//! not short; the rest of the head and the tail are the writer's bookkeeping: the tag
+//! leads back to the entry's slot (its home, see
 //! [`hash_of_tag`](crate::raw::hash_of_tag)) from an owner list or a posting, the owner
 //! list index makes unlinking O(1), and the postings positions make index removal O(1).
 //! An entry's terms come from [`Hooks::index_terms`](crate::Hooks::index_terms), asked

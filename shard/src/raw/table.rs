@@ -56,6 +56,10 @@ pub const OWNER_WORD: usize = 1;
 /// Largest key, in words.
 pub const MAX_KEY_WORDS: usize = (1 << 8) - 1;
 
+/// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
+/// tag).
+pub const MAX_META_WORDS: usize = (1 << 15) - 1;
+
 /// The loads, in percent of a table's slots, a shard may grow its tables at
 /// ([`ShardConfig::max_load`](crate::ShardConfig::max_load)). At 90 the smallest table
 /// still keeps a slot empty. From 25 up, a migration, which moves 8 source slots per
@@ -103,10 +107,6 @@ pub fn slots_for(entries: usize, max_load: u8) -> Option<usize> {
     }
     Some(slots)
 }
-
-/// Largest metadata, in words (15 bits: the entry block's head word holds it beside the
-/// tag).
-pub const MAX_META_WORDS: usize = (1 << 15) - 1;
 
 /// Where an entry's block lives in the arena, its owner's hint and, for a short block,
 /// its shape. Packed as `offset:32 | owner_hint:28 | short:1 | meta_words:3` in the
