@@ -746,7 +746,44 @@ impl Published {
         // The table's fields are loaded again after each `Acquire` load below (it orders
         // later loads after it); in registers instead, they cost more spills than the
         // 1.3 slots a hit probes reload.
-        let mut i = t.home(hash);
+        let home = t.home(hash);
+        // The head: the home slot and the one after it, where most hits are (at a load
+        // of 1/2, about nine in ten), loaded together and chosen between without a
+        // branch (LLVM makes the `if` two conditional moves; checked in `lookup_cost`
+        // and `peers`. `std::hint::select_unpredictable` would pin that, from Rust 1.88,
+        // past the MSRV). A branch on "is it at home" mispredicts on every hit that is
+        // not, and in a loop of lookups each mispredict throws away the next lookups'
+        // work in flight: 10k cached keys are looked up 8-20% faster this way, though a
+        // hit runs 7 instructions more. The slot not chosen is only read, never used, as
+        // a probe's passed slots are (R3).
+        let ring = t.ring();
+        let (w_home, w_next) = (
+            ring.slot(home).word.load(Ordering::Acquire),
+            ring.slot(home + 1).word.load(Ordering::Acquire),
+        );
+        let (j, w1) = if w_home as u32 == want {
+            (home, w_home)
+        } else {
+            (home + 1, w_next)
+        };
+        if w1 as u32 == want {
+            if w1 & SEQ_ONE != 0 {
+                return Attempt::Retry;
+            }
+            let slot = ring.slot(j);
+            let loc = Loc(slot.loc.load(Ordering::Relaxed));
+            let found = matched(loc);
+            fence(Ordering::Acquire);
+            if slot.word.load(Ordering::Relaxed) != w1 {
+                return Attempt::Retry;
+            }
+            if let Some(found) = found {
+                return found;
+            }
+        }
+        // Everything else (a miss, a hit two or more slots on, a tag whose key differed)
+        // probes from home one slot at a time, the head's slots again included.
+        let mut i = home;
         // Slots after this one the probe may still pass: it passes each at most once,
         // so it ends even if it never met an empty slot (a torn view of a full table).
         let mut left = t.capacity() - 1;
