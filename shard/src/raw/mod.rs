@@ -1120,6 +1120,51 @@ mod tests {
         check(&p, &t, 4, 28);
     }
 
+    /// The probe's head (home and the slot after it, chosen without a branch) and the
+    /// loop it falls back to: hits at home, one past, two past and across the table's
+    /// end; a tag that matches at home with another key (the same hash), whose key is one
+    /// slot on; and misses of a key whose tag is in both head slots, and of one whose home
+    /// is empty while the slot after it is not.
+    #[test]
+    fn the_probe_head_and_its_fallback_find_every_slot() {
+        let (p, t) = Published::new(0, 8, 4);
+        let cap = p.table().capacity() as u64;
+        // Home `h` of a table of `cap` slots: the hash's top bits; the low bits tell the
+        // hashes (and, through the tag, the high half) apart.
+        let at = |h: u64, low: u64| h << (64 - cap.trailing_zeros()) | low << 32;
+        let same = at(2, 1);
+        put(&p, &t, 2, same, &[1, 1], &[11], 0);
+        put(&p, &t, 3, same, &[1, 2], &[12], 8);
+        put(&p, &t, 4, same, &[1, 3], &[13], 16);
+        // Home is the last slot; one past wraps to slot 0.
+        let last = at(cap - 1, 2);
+        put(&p, &t, cap as usize - 1, last, &[2, 1], &[21], 24);
+        put(&p, &t, 0, last, &[2, 2], &[22], 32);
+        let read = |hash, key: &[u64]| {
+            let mut out = [0u64; 8];
+            match p.try_read(hash, key, &mut out) {
+                Attempt::Found { meta_words: 1, .. } => Some(out[0]),
+                Attempt::NotFound => None,
+                other => panic!("{key:?}: {other:?}"),
+            }
+        };
+        assert_eq!(read(same, &[1, 1]), Some(11), "at home");
+        assert_eq!(
+            read(same, &[1, 2]),
+            Some(12),
+            "one past, behind the same tag"
+        );
+        assert_eq!(read(same, &[1, 3]), Some(13), "two past");
+        assert_eq!(read(same, &[1, 4]), None, "the tag in both head slots");
+        assert_eq!(read(last, &[2, 1]), Some(21), "at the last slot");
+        assert_eq!(read(last, &[2, 2]), Some(22), "one past, wrapped");
+        assert_eq!(read(last, &[2, 3]), None);
+        // Home 5 is empty; slot 6 holds an entry of home 6 (another tag): a miss.
+        put(&p, &t, 6, at(6, 3), &[3, 1], &[31], 40);
+        assert_eq!(read(at(5, 3), &[3, 1]), None, "an empty home");
+        assert_eq!(read(at(6, 3), &[3, 1]), Some(31));
+    }
+
     #[test]
     fn odd_seq_or_moves_forces_retry() {
         let (p, t) = Published::new(0, 8, 4);
