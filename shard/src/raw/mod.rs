@@ -16,10 +16,14 @@
 //!    (`MOVES_OPEN`, a section open, or `MOVES_MIGRATING`, R5) sends the read to the slow
 //!    path, which reloads `moves` and retries while a section is open, and reads both
 //!    tables while a migration runs. One test covers both.
-//! 2. Probe from the key's home. For each slot: `s1 = word.load(Acquire)`, the sequence
-//!    number and the tag in one word. Tag matches: odd sequence number means retry, else
-//!    go to 3. Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no
-//!    stable `seq`; R3).
+//! 2. Probe from the key's home. First the head: `s1 = word.load(Acquire)` of the home
+//!    slot and of the one after it (the sequence number and the tag in one word), and
+//!    whichever's tag matches, home first, goes to 3 (odd sequence number: retry); a hit
+//!    there ends the read, and anything else (no tag matched, or the key differed)
+//!    probes again from home, slot by slot. The head never answers a miss. For each
+//!    slot: `s1` as above; tag matches: odd sequence number means retry, else go to 3.
+//!    Empty: go to 4. Otherwise: next slot (a slot passed or stopped at needs no stable
+//!    `seq`; R3).
 //! 3. Tag matches: load `loc`, then the block's owner word, key words and (into the
 //!    caller's buffer) its metadata words, all `Relaxed` (a block that `loc` does not
 //!    mark short gives its lengths in its head word, loaded first, `Relaxed` too); then
@@ -86,7 +90,10 @@
 //!   `fence(Acquire)` before its second `moves` load, so that load sees the odd (or a
 //!   later) value and the miss is retried. Slots the probe passes are therefore read
 //!   without checking their `seq` (an open section there changes nothing above); only
-//!   the slot whose payload is used must have an even, unchanged one.
+//!   the slot whose payload is used must have an even, unchanged one. The head's hit
+//!   one past home rests on that slot's validation alone (R1, R2), so it needs no path
+//!   of occupied slots before it (a home read empty in a stale view is no obstacle);
+//!   every miss comes from the slot-by-slot probe, which R3 covers as stated.
 //! - R5' (the fast path needs no `source`): a reader whose `m1` lacks `MOVES_MIGRATING`
 //!   read either the table's first value (then `t` never had a source: a migration's
 //!   target is published with the flag set, before the `Release` store of `current`
@@ -1121,10 +1128,10 @@ mod tests {
     }
 
     /// The probe's head (home and the slot after it, chosen without a branch) and the
-    /// loop it falls back to: hits at home, one past, two past and across the table's
-    /// end; a tag that matches at home with another key (the same hash), whose key is one
-    /// slot on; and misses of a key whose tag is in both head slots, and of one whose home
-    /// is empty while the slot after it is not.
+    /// loop it falls back to: hits at home, one past (behind another tag, and behind the
+    /// same tag with another key), two past and across the table's end; and misses of a
+    /// key whose tag is in both head slots, and of one whose home is empty while the slot
+    /// after it is not.
     #[test]
     fn the_probe_head_and_its_fallback_find_every_slot() {
         let (p, t) = Published::new(0, 8, 4);
@@ -1163,6 +1170,30 @@ mod tests {
         put(&p, &t, 6, at(6, 3), &[3, 1], &[31], 40);
         assert_eq!(read(at(5, 3), &[3, 1]), None, "an empty home");
         assert_eq!(read(at(6, 3), &[3, 1]), Some(31));
+        // A key one past home behind another tag of the same home (the head's second
+        // slot, chosen and validated there; a wrong choice would fail its validation and
+        // answer `Retry`), and the same across the table's end.
+        let (p, t) = Published::new(0, 8, 4);
+        put(&p, &t, 2, at(2, 1), &[5, 1], &[51], 0);
+        put(&p, &t, 3, at(2, 4), &[5, 2], &[52], 8);
+        put(&p, &t, cap as usize - 1, at(cap - 1, 1), &[6, 1], &[61], 16);
+        put(&p, &t, 0, at(cap - 1, 4), &[6, 2], &[62], 24);
+        let read = |hash, key: &[u64]| {
+            let mut out = [0u64; 8];
+            match p.try_read(hash, key, &mut out) {
+                Attempt::Found { meta_words: 1, .. } => Some(out[0]),
+                Attempt::NotFound => None,
+                other => panic!("{key:?}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            read(at(2, 4), &[5, 2]),
+            Some(52),
+            "one past, another tag at home"
+        );
+        assert_eq!(read(at(2, 1), &[5, 1]), Some(51));
+        assert_eq!(read(at(cap - 1, 4), &[6, 2]), Some(62), "one past, wrapped");
+        assert_eq!(read(at(2, 5), &[5, 3]), None, "a third tag of the home");
     }
 
     #[test]

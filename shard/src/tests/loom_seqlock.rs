@@ -59,6 +59,29 @@ fn loom_shift_never_hides_a_present_key() {
     });
 }
 
+/// Two keys of one hash (one tag): a reader of the second meets the first's tag at home
+/// (the probe's head takes it, the key differs, and the probe starts again from home)
+/// while the first is removed and the second shifts back into home. It never misses.
+#[test]
+fn loom_a_same_tag_neighbour_shifting_away_never_hides_a_key() {
+    loom::model(|| {
+        let mut w = writer(4);
+        w.insert_plain(hash(1, 1), &[1], 1, &[1]).unwrap();
+        w.insert_plain(hash(1, 1), &[2], 1, &[2]).unwrap();
+        let p = w.shared.clone();
+        let reader = {
+            let p = Arc::clone(&p);
+            thread::spawn(move || {
+                assert_ne!(read(&p, hash(1, 1), &[2]), Seen::Miss, "false miss");
+            })
+        };
+        w.remove(hash(1, 1), &[1], 1).unwrap();
+        reader.join().unwrap();
+        assert_eq!(read(&p, hash(1, 1), &[1]), Seen::Miss);
+        assert_eq!(read(&p, hash(1, 1), &[2]), Seen::Hit(1, vec![2]));
+    });
+}
+
 /// A probe passes a slot whose write section is open (an in-place update of another
 /// key, `seq` odd) without retrying, and still finds the key beyond it (R3: a passed
 /// slot needs no stable `seq`; its tag can only make the probe skip it).
