@@ -782,18 +782,8 @@ impl Published {
             (home + 1, w_next)
         };
         if w1 as u32 == want {
-            if w1 & SEQ_ONE != 0 {
-                return Attempt::Retry;
-            }
-            let slot = ring.slot(j);
-            let loc = Loc(slot.loc.load(Ordering::Relaxed));
-            let found = matched(loc);
-            fence(Ordering::Acquire);
-            if slot.word.load(Ordering::Relaxed) != w1 {
-                return Attempt::Retry;
-            }
-            if let Some(found) = found {
-                return found;
+            if let Some(read) = read_slot(ring.slot(j), w1, &mut matched) {
+                return read;
             }
         }
         // Everything else (a miss, a hit two or more slots on, a tag whose key differed)
@@ -808,19 +798,8 @@ impl Published {
             let w1 = slot.word.load(Ordering::Acquire);
             let h = w1 as u32;
             if h == want {
-                // Only a slot whose payload is used needs a stable `seq`; one the probe
-                // passes or stops at is covered by the miss validation (R3).
-                if w1 & SEQ_ONE != 0 {
-                    return Attempt::Retry;
-                }
-                let loc = Loc(slot.loc.load(Ordering::Relaxed));
-                let found = matched(loc);
-                fence(Ordering::Acquire);
-                if slot.word.load(Ordering::Relaxed) != w1 {
-                    return Attempt::Retry;
-                }
-                if let Some(found) = found {
-                    return found;
+                if let Some(read) = read_slot(slot, w1, &mut matched) {
+                    return read;
                 }
             } else if h == 0 {
                 break;
@@ -911,6 +890,30 @@ impl Published {
         }
         Some((owner.load(Ordering::Relaxed), mw))
     }
+}
+
+/// The read of a probe's slot whose word `w1` (loaded `Acquire`) holds the wanted tag:
+/// `matched` on its `loc`, then the slot's validation (`fence(Acquire)`, the word
+/// reloaded). `Some(Retry)` if `seq` was odd or changed, `Some` of `matched`'s answer if
+/// it had one, `None` (the key differed: probe on) otherwise. Only a slot whose payload
+/// is used needs a stable `seq`; one the probe passes or stops at is covered by the
+/// miss validation (R3).
+#[inline(always)]
+fn read_slot(
+    slot: &Slot,
+    w1: u64,
+    matched: &mut impl FnMut(Loc) -> Option<Attempt>,
+) -> Option<Attempt> {
+    if w1 & SEQ_ONE != 0 {
+        return Some(Attempt::Retry);
+    }
+    let loc = Loc(slot.loc.load(Ordering::Relaxed));
+    let found = matched(loc);
+    fence(Ordering::Acquire);
+    if slot.word.load(Ordering::Relaxed) != w1 {
+        return Some(Attempt::Retry);
+    }
+    found
 }
 
 /// [`Published`]'s `short_mask` for `arena`: short blocks whose head word lies below the
