@@ -1130,6 +1130,17 @@ mod tests {
         check(&p, &t, 4, 28);
     }
 
+    /// The one metadata word of `key`'s entry, or `None` for a miss; any other answer
+    /// fails the test.
+    fn read_one_word(p: &Published, hash: u64, key: &[u64]) -> Option<u64> {
+        let mut out = [0u64; 8];
+        match p.try_read(hash, key, &mut out) {
+            Attempt::Found { meta_words: 1, .. } => Some(out[0]),
+            Attempt::NotFound => None,
+            other => panic!("{key:?}: {other:?}"),
+        }
+    }
+
     /// The probe's head (home and the slot after it, chosen without a branch) and the
     /// loop it falls back to: hits at home, one past (behind another tag, and behind the
     /// same tag with another key), two past and across the table's end; and misses of a
@@ -1150,14 +1161,7 @@ mod tests {
         let last = at(cap - 1, 2);
         put(&p, &t, cap as usize - 1, last, &[2, 1], &[21], 24);
         put(&p, &t, 0, last, &[2, 2], &[22], 32);
-        let read = |hash, key: &[u64]| {
-            let mut out = [0u64; 8];
-            match p.try_read(hash, key, &mut out) {
-                Attempt::Found { meta_words: 1, .. } => Some(out[0]),
-                Attempt::NotFound => None,
-                other => panic!("{key:?}: {other:?}"),
-            }
-        };
+        let read = |hash, key: &[u64]| read_one_word(&p, hash, key);
         assert_eq!(read(same, &[1, 1]), Some(11), "at home");
         assert_eq!(
             read(same, &[1, 2]),
@@ -1181,14 +1185,7 @@ mod tests {
         put(&p, &t, 3, at(2, 4), &[5, 2], &[52], 8);
         put(&p, &t, cap as usize - 1, at(cap - 1, 1), &[6, 1], &[61], 16);
         put(&p, &t, 0, at(cap - 1, 4), &[6, 2], &[62], 24);
-        let read = |hash, key: &[u64]| {
-            let mut out = [0u64; 8];
-            match p.try_read(hash, key, &mut out) {
-                Attempt::Found { meta_words: 1, .. } => Some(out[0]),
-                Attempt::NotFound => None,
-                other => panic!("{key:?}: {other:?}"),
-            }
-        };
+        let read = |hash, key: &[u64]| read_one_word(&p, hash, key);
         assert_eq!(
             read(at(2, 4), &[5, 2]),
             Some(52),
