@@ -659,17 +659,7 @@ impl Published {
         let want = tag(hash);
         let ring = t.ring();
         let home = t.home(hash);
-        // Chosen between without a branch, as `probe_from`'s head does.
-        let (s0, s1) = (ring.slot(home), ring.slot(home + 1));
-        let (w0, w1) = (
-            s0.word.load(Ordering::Relaxed),
-            s1.word.load(Ordering::Relaxed),
-        );
-        let (slot, w) = if w0 as u32 == want {
-            (s0, w0)
-        } else {
-            (s1, w1)
-        };
+        let (slot, w) = ring.head(home, want, Ordering::Relaxed);
         (w as u32 == want).then(|| Loc(slot.loc.load(Ordering::Relaxed)))
     }
 
@@ -762,27 +752,15 @@ impl Published {
         // later loads after it); in registers instead, they cost more spills than the
         // 1.3 slots a hit probes reload.
         let home = t.home(hash);
-        // The head: the home slot and the one after it, where most hits are (at a load
-        // of 1/2, about nine in ten), loaded together and chosen between without a
-        // branch (LLVM makes the `if` two conditional moves; checked in `lookup_cost`
-        // and `peers`. `std::hint::select_unpredictable` would pin that, from Rust 1.88,
-        // past the MSRV). A branch on "is it at home" mispredicts on every hit that is
+        // The head first (`Ring::head`): the home slot or the one after it, picked
+        // without a branch. A branch on "is it at home" mispredicts on every hit that is
         // not, and in a loop of lookups each mispredict throws away the next lookups'
         // work in flight: 10k cached keys are looked up 8-20% faster this way, though a
-        // hit runs 7 instructions more. The slot not chosen is only read, never used, as
-        // a probe's passed slots are (R3).
-        let ring = t.ring();
-        let (w_home, w_next) = (
-            ring.slot(home).word.load(Ordering::Acquire),
-            ring.slot(home + 1).word.load(Ordering::Acquire),
-        );
-        let (j, w1) = if w_home as u32 == want {
-            (home, w_home)
-        } else {
-            (home + 1, w_next)
-        };
+        // hit runs 7 instructions more. The slot not chosen is only read, as a probe's
+        // passed slots are (R3).
+        let (slot, w1) = t.ring().head(home, want, Ordering::Acquire);
         if w1 as u32 == want {
-            if let Some(read) = read_slot(ring.slot(j), w1, &mut matched) {
+            if let Some(read) = read_slot(slot, w1, &mut matched) {
                 return read;
             }
         }

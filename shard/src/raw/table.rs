@@ -229,6 +229,24 @@ impl<'a> Ring<'a> {
         // `slots.len()` = capacity, neither changing after. So `i & mask < slots.len()`.
         unsafe { self.slots.get_unchecked(i & self.mask) }
     }
+
+    /// A probe's head: the home slot and the one after it, where most entries are (at a
+    /// load of 1/2, about nine in ten), their `seq|tag` words loaded together with
+    /// `order`. Answers the home slot and its word if its tag is `want`, else the next
+    /// slot and its word, chosen without a branch: LLVM makes the `if` two conditional
+    /// moves (checked in `lookup_cost` and `peers`; `std::hint::select_unpredictable`
+    /// would pin that, from Rust 1.88, past the MSRV). The caller checks the answered
+    /// word's tag; the slot not chosen is only read, never used.
+    #[inline(always)]
+    pub(crate) fn head(self, home: usize, want: u32, order: Ordering) -> (&'a Slot, u64) {
+        let (s0, s1) = (self.slot(home), self.slot(home + 1));
+        let (w0, w1) = (s0.word.load(order), s1.word.load(order));
+        if w0 as u32 == want {
+            (s0, w0)
+        } else {
+            (s1, w1)
+        }
+    }
 }
 
 /// Proof that the holder is the one writer of a shard. It is `!Sync` (so it cannot be
