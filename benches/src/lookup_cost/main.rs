@@ -12,7 +12,7 @@
 //! Instructions per lookup = the run's `Ir` total / `LOOKUPS`. Without valgrind it prints
 //! the lookups per second of the same loop. Options after the counts: `huge` builds the
 //! registry on huge pages (`RegistryBuilder::huge_pages`); `batch` looks the keys up
-//! through `lookup_many`, 16 at a time (instructions per lookup then include the batch's
+//! through `lookup_many`, 16 at a time (`batch=N`: N at a time; instructions per lookup then include the batch's
 //! share of building its key slice); `owned` looks them up through `lookup`, which returns
 //! an owned `Entry`; `short` and `long` use string names of at most 8 bytes (two key
 //! words, as an integer's) and of 20 bytes. `batch` and `owned` use integer names.
@@ -137,15 +137,15 @@ fn hits_str(registry: &Registry, ns: Namespace, names: &[String], n: u64) -> u64
     found
 }
 
-/// [`hits`] through `lookup_many`, in batches of 16 keys of the same walk.
+/// [`hits`] through `lookup_many`, in batches of `size` keys of the same walk.
 #[inline(never)]
-fn hits_many(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
+fn hits_many(registry: &Registry, ns: Namespace, keys: u64, n: u64, size: usize) -> u64 {
     let mut found = 0;
     let mut walk = Walk::new(keys);
-    let mut batch = Vec::with_capacity(BATCH);
-    for _ in 0..n.div_ceil(BATCH as u64) {
+    let mut batch = Vec::with_capacity(size);
+    for _ in 0..n.div_ceil(size as u64) {
         batch.clear();
-        for _ in 0..BATCH {
+        for _ in 0..size {
             batch.push(Key::new(ns, black_box(walk.next_key())));
         }
         registry
@@ -160,7 +160,8 @@ fn hits_many(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
     found
 }
 
-/// Keys per `lookup_many` call in batch mode (the peers' `roster-batch` uses 16 too).
+/// Keys per `lookup_many` call in batch mode unless `batch=N` says (the peers'
+/// `roster-batch` uses 16 too).
 const BATCH: usize = 16;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -170,7 +171,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
     let (mut random, mut empty) = (false, false);
     let mut per_process = 16;
+    let mut batch_size = BATCH;
     for option in std::env::args().skip(3) {
+        if let Some(n) = option.strip_prefix("batch=") {
+            batch = true;
+            batch_size = n.parse()?;
+            if batch_size == 0 {
+                return Err("`batch=N` needs at least one key a batch".into());
+            }
+            continue;
+        }
         match option.as_str() {
             "huge" => huge = true,
             "batch" => batch = true,
@@ -182,7 +192,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "empty" => empty = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch`, `owned`, `short`, `long`, `solo`, `random` or `empty`"
+                    "unknown option {other:?}: expected `huge`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random` or `empty`"
                 )
                 .into())
             }
@@ -241,12 +251,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let start = Instant::now();
     let lookups = if batch {
-        lookups.next_multiple_of(BATCH as u64)
+        lookups.next_multiple_of(batch_size as u64)
     } else {
         lookups
     };
     let found = if batch {
-        hits_many(&registry, ns, keys, lookups)
+        hits_many(&registry, ns, keys, lookups, batch_size)
     } else if owned {
         hits_owned(&registry, ns, keys, lookups)
     } else if random {

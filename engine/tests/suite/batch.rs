@@ -30,7 +30,29 @@ fn single(r: &roster::Registry, keys: &[Key<'_>]) -> Vec<Option<(Pid, usize)>> {
 
 #[test]
 fn i1_lookup_many_matches_lookup_for_hits_misses_and_dead_owners() {
+    matches_lookup_after(0);
+}
+
+/// As above, past the size up to which a batch takes the registry to be in cache and
+/// reads key by key (16384 entries): here it prefetches, group by group.
+#[test]
+fn i1_lookup_many_of_a_registry_past_the_cache_matches_lookup() {
+    matches_lookup_after(scaled(20_000));
+}
+
+/// The test above, after `filler` entries of a namespace of their own.
+fn matches_lookup_after(filler: usize) {
     with_registry(|r| {
+        let fill = r.namespace("fill").unwrap();
+        let p = r.spawn();
+        let meta = Metadata::new();
+        for res in r
+            .register_many(&p, (0..filler as u64).map(|k| (Key::new(fill, k), &meta)))
+            .unwrap()
+        {
+            res.unwrap();
+        }
+        assert_eq!(r.len(), filler);
         let ns = r.namespace("ns").unwrap();
         let other = r.namespace("other").unwrap();
         let (a, b) = (r.spawn(), r.spawn());
