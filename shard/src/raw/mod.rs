@@ -1199,10 +1199,10 @@ mod tests {
         assert_eq!(p.table().capacity(), 16);
         // The new table is empty, so the key is gone; the old one is retired, not freed.
         assert_eq!(p.try_read(5, &[7], &mut []), Attempt::NotFound);
-        // Entry tables of 8 and 16 slots, and the first term table.
+        // Entry tables of 8 and 16 slots, and the first term table, each with its guard.
         assert_eq!(
             p.table_bytes.load(Ordering::Relaxed),
-            (8 + 16 + RawTable::MIN_CAPACITY as u64) * SLOT_BYTES
+            (8 + 16 + RawTable::MIN_CAPACITY as u64 + 3) * SLOT_BYTES
         );
     }
 

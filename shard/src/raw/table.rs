@@ -226,7 +226,8 @@ impl<'a> Ring<'a> {
         // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
         // `try_with_pages` (the test that sets `shift` by hand keeps its `mask` and
         // slots): its capacity is a power of two, `mask` = capacity - 1 and
-        // `slots.len()` = capacity, neither changing after. So `i & mask < slots.len()`.
+        // `slots.len()` = capacity + 1 (the guard), neither changing after. So
+        // `i & mask < slots.len()`.
         unsafe { self.slots.get_unchecked(i & self.mask) }
     }
 
@@ -237,9 +238,19 @@ impl<'a> Ring<'a> {
     /// moves (checked in `lookup_cost` and `peers`; `std::hint::select_unpredictable`
     /// would pin that, from Rust 1.88, past the MSRV). The caller checks the answered
     /// word's tag; the slot not chosen is only read, never used.
+    ///
+    /// The slot after the last is the table's guard ([`RawTable::try_with_pages`]),
+    /// always empty, not slot 0: the pair's second slot is then the first's neighbour in
+    /// memory, with no wrap to compute (3 instructions a lookup), and an entry of the last
+    /// home that wrapped to slot 0 is found by the caller's probe from home.
     #[inline(always)]
     pub(crate) fn head(self, home: usize, want: u32, order: Ordering) -> (&'a Slot, u64) {
-        let (s0, s1) = (self.slot(home), self.slot(home + 1));
+        let i = home & self.mask;
+        // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
+        // `try_with_pages` (the test that sets `shift` by hand keeps its `mask` and
+        // slots): `mask` = capacity - 1 and `slots.len()` = capacity + 1 (the guard),
+        // neither changing after. So `i <= mask` and `i + 1 <= capacity < slots.len()`.
+        let (s0, s1) = unsafe { (self.slots.get_unchecked(i), self.slots.get_unchecked(i + 1)) };
         let (w0, w1) = (s0.word.load(order), s1.word.load(order));
         if w0 as u32 == want {
             (s0, w0)
@@ -454,8 +465,9 @@ pub struct RawTable {
     /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
     shift: u32,
     mask: usize,
-    /// Never reassigned after `try_with_pages` (`Ring::slot` relies on it, with `mask`);
-    /// not visible outside `raw`.
+    /// `capacity + 1` slots: the last is the guard (see `try_with_pages`). Never
+    /// reassigned after `try_with_pages` (`Ring::slot` and `Ring::head` rely on it, with
+    /// `mask`); not visible outside `raw`.
     pub(super) slots: Slots,
     /// The table this one replaced (null for the first). Only `Published::drop` follows it.
     pub(crate) prev: AtomicPtr<RawTable>,
@@ -493,7 +505,10 @@ impl RawTable {
             .max(Self::MIN_CAPACITY)
             .checked_next_power_of_two()
             .filter(|&c| c <= Self::MAX_CAPACITY)?;
-        let slots = zeroed_slots(cap, huge)?;
+        // One slot more than the capacity: the guard, after the last slot, which only
+        // `Ring::head` reads (as the last home's neighbour) and no write ever touches
+        // (every other index is masked), so it stays empty.
+        let slots = zeroed_slots(cap.checked_add(1)?, huge)?;
         Some(RawTable {
             moves: AtomicU64::new(0),
             shift: 64 - cap.trailing_zeros(),
@@ -543,9 +558,9 @@ impl RawTable {
         to.wrapping_sub(from) & self.mask
     }
 
-    /// Bytes of slot memory.
+    /// Bytes of slot memory (the guard's included).
     pub fn bytes(&self) -> u64 {
-        (self.capacity() * std::mem::size_of::<Slot>()) as u64
+        (self.slots.len() * std::mem::size_of::<Slot>()) as u64
     }
 
     /// The payload of slot `i`. Only the writer calls this: it sees its own latest stores,
