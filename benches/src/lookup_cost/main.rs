@@ -20,7 +20,9 @@
 //! where the owners' state words no longer stay cached. `random` looks up keys drawn at
 //! random into an array before the loop (as a standalone probe does), instead of the
 //! walk; `empty` registers every key with empty metadata (the smallest block, no
-//! postings), to see what the arena's footprint costs a lookup.
+//! postings), to see what the arena's footprint costs a lookup; `mixed` gives half the
+//! keys (drawn by a hash) an attribute more, 7 metadata words where the rest take 5, to
+//! see what a mix of shapes costs the read path's branches.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -169,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
     let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
-    let (mut random, mut empty) = (false, false);
+    let (mut random, mut empty, mut mixed) = (false, false, false);
     let mut per_process = 16;
     let mut batch_size = BATCH;
     for option in std::env::args().skip(3) {
@@ -190,9 +192,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "solo" => per_process = 1,
             "random" => random = true,
             "empty" => empty = true,
+            "mixed" => mixed = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random` or `empty`"
+                    "unknown option {other:?}: expected `huge`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random`, `empty` or `mixed`"
                 )
                 .into())
             }
@@ -224,6 +227,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .attribute("region", "eu-west-1-az2")
             .attribute("load", 7i64)
     };
+    // Two words more (a 7-word block where `meta` takes 5), for `mixed`.
+    let longer = meta.clone().attribute("zone", "us-east-2b");
+    let meta_of = |k: u64| {
+        // Half the keys, drawn by a hash, so no walk sees a pattern.
+        if mixed && k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 1 {
+            &longer
+        } else {
+            &meta
+        }
+    };
     let mut owners: Vec<Process> = Vec::new();
     // String names when asked: `short` ones fit 8 bytes (two key words, as integers do),
     // `long` ones take 20 or more.
@@ -235,8 +248,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for chunk in (0..keys).collect::<Vec<_>>().chunks(per_process) {
         let p = registry.spawn();
         let items = chunk.iter().map(|&k| match names.get(k as usize) {
-            Some(name) => (Key::new(ns, name.as_str()), &meta),
-            None => (Key::new(ns, k), &meta),
+            Some(name) => (Key::new(ns, name.as_str()), meta_of(k)),
+            None => (Key::new(ns, k), meta_of(k)),
         });
         // Every registration must land, or the loop would time misses as hits' work.
         for r in registry.register_many(&p, items)? {
