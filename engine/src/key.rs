@@ -239,6 +239,30 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// The encoded words of a key of at most [`SMALL_WORDS`]: an integer, or a valid
+    /// string name of 1 to 24 bytes, exactly as [`Key::encode`] writes them, and how many
+    /// they are; `None` for any other name. No buffer and no copy through memory: whole
+    /// words are loaded as words, and the last 1 to 8 bytes by [`short_word`].
+    #[inline]
+    pub(crate) fn small_words(&self, max_name_len: usize) -> Option<([u64; SMALL_WORDS], usize)> {
+        let head = (self.node.0 as u64) << 32 | (self.namespace.0 as u64) << 12;
+        match self.name {
+            Name::Int(n) => Some(([head | INT_NAME, n, 0, 0], 2)),
+            Name::Str(s) if (1..=SMALL_NAME).contains(&s.len()) && s.len() <= max_name_len => {
+                let b = s.as_bytes();
+                let mut w = [head | b.len() as u64, 0, 0, 0];
+                // The words before the last (0 to 2 of them) are whole.
+                let whole = (b.len() - 1) / 8;
+                for (i, c) in b[..8 * whole].chunks_exact(8).enumerate() {
+                    w[1 + i] = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+                }
+                w[1 + whole] = short_word(&b[8 * whole..]);
+                Some((w, 2 + whole))
+            }
+            Name::Str(_) => None,
+        }
+    }
+
     /// Encodes the key into shard words in `w` (cleared first), checking the name against
     /// `max_name_len`. The buffer is the caller's: returning a 2 KiB `ArrayVec` by value
     /// would cost a copy of all of it on every lookup.
@@ -312,6 +336,12 @@ impl fmt::Display for Key<'_> {
     }
 }
 
+/// Words of the keys [`Key::small_words`] encodes: the head and up to 3 of name.
+pub(crate) const SMALL_WORDS: usize = 4;
+
+/// Longest string name [`Key::small_words`] encodes, in bytes.
+const SMALL_NAME: usize = 8 * (SMALL_WORDS - 1);
+
 /// Encoded key words; room for the longest key, on the stack.
 pub(crate) type KeyWords = ArrayVec<u64, { roster_shard::MAX_KEY_WORDS }>;
 
@@ -375,6 +405,27 @@ mod tests {
                 assert_eq!(packed, [short_word(b)], "{b:?}");
             }
         }
+    }
+
+    #[test]
+    fn small_words_encode_as_encode_does() {
+        let ns = Namespace(3, 1);
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut names: Vec<Key> = (1..=text.len()).map(|n| Key::new(ns, &text[..n])).collect();
+        names.push(Key::new(ns, 77u64).on_node(Node(5)));
+        names.push(Key::new(ns, "ünï-cödé-näme"));
+        for key in &names {
+            let mut words = KeyWords::new();
+            key.encode(usize::MAX, &mut words).unwrap();
+            match key.small_words(usize::MAX) {
+                Some((w, n)) => assert_eq!(&w[..n], &words[..], "{key}"),
+                None => assert!(words.len() > SMALL_WORDS, "{key}"),
+            }
+        }
+        // Invalid names are left to `encode`, which says why.
+        assert!(Key::new(ns, "").small_words(usize::MAX).is_none());
+        assert!(Key::new(ns, "abcdefghij").small_words(9).is_none());
+        assert!(Key::new(ns, "abcdefghi").small_words(9).is_some());
     }
 
     impl Key<'_> {

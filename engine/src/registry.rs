@@ -1390,6 +1390,11 @@ impl Registry {
     /// make the caller store the key on every lookup.
     #[inline(never)]
     fn lookup_other(&self, key: Key<'_>, entry: &mut Entry) -> Answer {
+        // A longer name on an open registry of its namespace, stats off (`fast_tag`, as
+        // in `lookup_fast`): straight to its read, past `lookup_plain`'s checks.
+        if self.inner.fast_tag.load(Ordering::Relaxed) == u64::from(key.namespace().1) {
+            return self.lookup_str(&key, entry).into();
+        }
         // Off, the timer would cost a drop flag and a landing pad.
         if self.inner.ops.is_some() {
             return self.lookup_timed(&key, entry).into();
@@ -1427,10 +1432,16 @@ impl Registry {
     }
 
     /// [`Registry::lookup_plain`] for a string name that is not two words (longer than
-    /// 8 bytes, empty, or over the name limit): encoded (and checked, so a bad name
-    /// gets its error here) into a buffer on the stack first.
+    /// 8 bytes, empty, or over the name limit). Up to 24 bytes it is encoded in
+    /// registers ([`Key::small_words`]); anything else is encoded (and checked, so a bad
+    /// name gets its error here) into a buffer on the stack first.
     #[inline(never)]
     fn lookup_str(&self, key: &Key<'_>, entry: &mut Entry) -> Result<bool, Error> {
+        if let Some((small, n)) = key.small_words(self.inner.limits.max_name_len) {
+            let words = &small[..n];
+            let (hash, shard) = self.route(words);
+            return self.read_entry(shard, hash, words, entry);
+        }
         let mut words = KeyWords::new();
         key.encode(self.inner.limits.max_name_len, &mut words)?;
         let (hash, shard) = self.route(&words);

@@ -848,6 +848,18 @@ impl Published {
                 return Some((owner, loc.short_meta_words()));
             }
         }
+        // Keys of 3 and 4 words (string names of 9 to 24 bytes): arrays too, once the
+        // head word has given the lengths.
+        if let Some(out) = out.first_chunk_mut::<FAST_META>() {
+            let fixed = match key.len() {
+                3 => self.read_fixed::<3, { KEY_AT + 3 + FAST_META }>(loc, key, out),
+                4 => self.read_fixed::<4, { KEY_AT + 4 + FAST_META }>(loc, key, out),
+                _ => None,
+            };
+            if let Some(read) = fixed {
+                return read;
+            }
+        }
         // Any other block's lengths are in its head word (`block.rs`), racy like the
         // rest: garbage lengths are out of range or mismatch (R4).
         let head = BlockHead::unpack(self.arena.get(loc.offset())?.load(Ordering::Relaxed));
@@ -867,6 +879,51 @@ impl Published {
             }
         }
         Some((owner.load(Ordering::Relaxed), mw))
+    }
+}
+
+impl Published {
+    /// [`Published::read_block`] of an `N`-word key (`key.len()` is `N`) whose block has
+    /// at most `FAST_META` metadata words (its head word says, racy like the rest): the
+    /// owner, the key and `FAST_META` words as one array of `W` (`KEY_AT + N +
+    /// FAST_META`) words in the reserved range, compared and copied with no loop and no
+    /// bounds check past the one of `reserved_array`. The words past the metadata are
+    /// the block's own tail or its neighbour's atomics, harmless to read. `Some(None)`:
+    /// not this key; `Some(Some(..))`: as `read_block`; `None`: not this shape (more
+    /// metadata, or a window past the reserved range), for the exact read.
+    #[inline(always)]
+    fn read_fixed<const N: usize, const W: usize>(
+        &self,
+        loc: Loc,
+        key: &[u64],
+        out: &mut [u64; FAST_META],
+    ) -> Option<Option<(u64, usize)>> {
+        const { assert!(W == KEY_AT + N + FAST_META) };
+        let key = <&[u64; N]>::try_from(key).ok()?;
+        let head = BlockHead::unpack(self.arena.get(loc.offset())?.load(Ordering::Relaxed));
+        if head.key_words != N {
+            return Some(None);
+        }
+        let mw = head.meta_words;
+        if mw > FAST_META {
+            return None;
+        }
+        let words = self
+            .arena
+            .reserved_array::<W>(loc.offset() + OWNER_WORD as u64)?;
+        let (owner, rest) = words.split_first()?;
+        let (stored, meta) = rest.split_at(N);
+        if stored
+            .iter()
+            .zip(key)
+            .any(|(s, k)| s.load(Ordering::Relaxed) != *k)
+        {
+            return Some(None);
+        }
+        for (o, m) in out.iter_mut().zip(meta) {
+            *o = m.load(Ordering::Relaxed);
+        }
+        Some(Some((owner.load(Ordering::Relaxed), mw)))
     }
 }
 
@@ -1032,24 +1089,31 @@ mod tests {
                 Attempt::Found { meta_words: 5, .. }
             ));
         };
-        for key_words in [1, 2] {
-            let key = |k: u64| [k, k * 10][..key_words].to_vec();
-            // A reserved arena of 64 words: a two-word key gets `FAST_META` (7) words
-            // where they fit, the two past the block read as the zeroes they are; other
-            // keys get the exact copy. (Under Miri only the chunked half below runs.)
+        for key_words in 1..=4 {
+            let key = |k: u64| [k, k * 10, k * 100, k * 1000][..key_words].to_vec();
+            // A reserved arena of 64 words: a key of two to four words gets `FAST_META`
+            // (7) words where they fit, the two past the block read as the zeroes they
+            // are; a one-word key gets the exact copy. (Under Miri only the chunked half
+            // below runs.)
             if let Some((p, t)) = reserved_64() {
                 put(&p, &t, 0, 5, &key(7), &meta, 20);
                 let mut out = [u64::MAX; 8];
                 read(&p, 5, &key(7), &mut out);
-                let tail = if key_words == 2 { 0 } else { u64::MAX };
+                let tail = if key_words >= 2 { 0 } else { u64::MAX };
                 assert_eq!(out, [10, 20, 30, 40, 50, tail, tail, u64::MAX]);
                 // A buffer too short for the fixed block gets the exact copy.
                 let mut out = [u64::MAX; 6];
                 read(&p, 5, &key(7), &mut out);
                 assert_eq!(out, [10, 20, 30, 40, 50, u64::MAX]);
-                // A wrong key copies nothing.
+                // A wrong key copies nothing, nor does a key one word longer whose
+                // first words are the stored key's.
                 let mut out = [u64::MAX; 8];
                 assert_eq!(p.try_read(5, &key(9), &mut out), Attempt::NotFound);
+                let longer = [7, 70, 700, 7000, 70000];
+                assert_eq!(
+                    p.try_read(5, &longer[..=key_words], &mut out),
+                    Attempt::NotFound
+                );
                 assert_eq!(out, [u64::MAX; 8]);
                 // A block ending at the range's end: the fixed words would cross it.
                 let end = 64 - (HEADER_WORDS + key_words + meta.len()) as u64;
