@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! [ state | pending | deadline | killed_at | shard mask words ... ]
-//!   state:     generation:63 | alive:1   (a Pid matches only its own generation)
+//!   state:     !pid while it is alive; then bit 0 flipped once dead (see `alive_word`)
 //!   pending:   shards that still have to clean up after the death
 //!   deadline:  lease deadline in lease-clock ns; 0 = no lease, u64::MAX = expired
 //!   killed_at: when it died (ns since the table's epoch), for the cleanup-lag histogram
@@ -149,6 +149,34 @@ const INDEX_BITS: u32 = 28;
 const _: () = assert!(INDEX_BITS == roster_shard::OWNER_HINT_BITS);
 /// Largest generation; after it an index starts again at 1 (see "Pid reuse" above).
 const MAX_GENERATION: u64 = (1 << (64 - INDEX_BITS)) - 1;
+/// The state word of a live pid (`ProcessTable::states`): the pid's bits inverted, so a
+/// liveness check is one compare of the word with the pid's complement (the lookup path
+/// compares it with the block's owner word as loaded, where `generation << 1 | 1` cost
+/// a shift and an or). Distinct pids have distinct words. An index never used has state
+/// 0, the word of pid `<2^28 - 1 . 2^36 - 1>`, whose index is never issued
+/// ([`MAX_PROCESSES`]); the word of a generation-0 pid ([`Pid::NONE`]) is never stored,
+/// as generations start at 1. So neither is ever alive, as before.
+#[inline(always)]
+fn alive_word(pid: Pid) -> u64 {
+    !pid.0
+}
+
+/// The generation the next spawn at an index issues, from the index's state word (live,
+/// dead, or 0 if never used, whose bits read as `MAX_GENERATION`): the one after it, and
+/// after `MAX_GENERATION` 1 again. Generation 0 is never issued, so `Pid::NONE` never
+/// matches.
+fn next_generation(state: u64) -> u64 {
+    match !state >> INDEX_BITS {
+        MAX_GENERATION => 1,
+        g => g + 1,
+    }
+}
+
+/// What a death flips in its state word: (inverted) index bit 0. The word then belongs
+/// to another index, so no pid of this index matches it, and its generation bits are
+/// kept for the next spawn.
+const DEAD: u64 = 1;
+
 /// Most processes alive at once.
 pub const MAX_PROCESSES: u64 = (1 << INDEX_BITS) - 1;
 /// Free indexes kept waiting before one is reused (see "Pid reuse" above).
@@ -165,7 +193,7 @@ struct Free {
 
 /// The registry's process table; also the [`Hooks`] the shard writers call.
 pub(crate) struct ProcessTable {
-    /// Each process's state word (`generation << 1 | alive`), by index: one dense word a
+    /// Each process's state word ([`alive_word`], [`DEAD`]), by index: one dense word a
     /// process, so the liveness check every lookup makes touches 8 bytes a process and
     /// the whole array stays in cache far longer than records would.
     states: AtomicWords,
@@ -276,11 +304,7 @@ impl ProcessTable {
         };
         drop(free);
         let state = self.state(index).expect("ensured");
-        // Generation 0 is never issued, so `Pid::NONE` never matches.
-        let generation = match state.load(Ordering::Relaxed) >> 1 {
-            MAX_GENERATION => 1,
-            g => g + 1,
-        };
+        let generation = next_generation(state.load(Ordering::Relaxed));
         for f in PENDING..self.stride {
             self.word(index, f)
                 .expect("ensured")
@@ -291,8 +315,9 @@ impl ProcessTable {
             .expect("ensured")
             .store(deadline, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
-        state.store(generation << 1 | 1, Ordering::SeqCst);
-        Some(Pid::new(index, generation))
+        let pid = Pid::new(index, generation);
+        state.store(alive_word(pid), Ordering::SeqCst);
+        Some(pid)
     }
 
     /// One atomic load.
@@ -324,7 +349,7 @@ impl ProcessTable {
             "a slot's hint is its owner's index"
         );
         self.state(index as u32)
-            .is_some_and(|w| w.load(Ordering::Acquire) == pid.generation() << 1 | 1)
+            .is_some_and(|w| w.load(Ordering::Acquire) == alive_word(pid))
     }
 
     /// Marks `pid` dead; returns the shards to notify, or `None` if it was not alive.
@@ -332,12 +357,12 @@ impl ProcessTable {
     /// for those it cannot reach).
     pub(crate) fn kill(&self, pid: Pid) -> Option<Vec<usize>> {
         let state = self.state(pid.index())?;
-        let alive = pid.generation() << 1 | 1;
+        let alive = alive_word(pid);
         // Counted before the pid is seen dead, so a writer refused because of this death
         // waits for its cleanup; undone (by counting it reclaimed) if it was no death.
         self.deaths.fetch_add(1, Ordering::SeqCst);
         if state
-            .compare_exchange(alive, alive & !1, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(alive, alive ^ DEAD, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
             self.reclaimed.fetch_add(1, Ordering::SeqCst);
@@ -490,7 +515,7 @@ impl Hooks for ProcessTable {
         // in roster-shard). The bit, if it was set already, was set by this same thread.
         fence(Ordering::SeqCst);
         self.state(pid.index())
-            .is_some_and(|w| w.load(Ordering::SeqCst) == pid.generation() << 1 | 1)
+            .is_some_and(|w| w.load(Ordering::SeqCst) == alive_word(pid))
     }
 
     fn detached(&self, owners: &[u64], _shard: usize) {
@@ -814,5 +839,49 @@ impl Spawn {
     pub fn handle<H: Clone + Send + Sync + 'static>(mut self, handle: H) -> Spawn {
         self.handle = Some(Arc::new(handle));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_words_match_only_their_own_live_pid() {
+        let table = ProcessTable::new(1, None, Hub::new(1, 0), false);
+        let never = Pid::new(1, 1);
+        assert!(
+            !table.is_alive(never),
+            "an index never used holds no live pid"
+        );
+        assert!(!table.is_alive(Pid::NONE));
+        let pid = table.spawn(0).expect("room");
+        assert_eq!((pid.index(), pid.generation()), (0, 1));
+        assert!(table.is_alive(pid));
+        for other in [Pid::NONE, Pid::new(0, 2), Pid::new(1, 1), Pid(pid.0 ^ 1)] {
+            assert!(!table.is_alive(other), "{other:?} is not {pid:?}");
+        }
+        assert!(table.kill(pid).is_some());
+        assert!(!table.is_alive(pid), "dead");
+        assert!(table.kill(pid).is_none(), "a second kill finds it dead");
+    }
+
+    #[test]
+    fn the_next_generation_follows_every_state_word() {
+        assert_eq!(next_generation(0), 1, "never used");
+        for g in [1, 2, 77, MAX_GENERATION - 1, MAX_GENERATION] {
+            let pid = Pid::new(5, g);
+            let want = if g == MAX_GENERATION { 1 } else { g + 1 };
+            assert_eq!(
+                next_generation(alive_word(pid)),
+                want,
+                "live, generation {g}"
+            );
+            assert_eq!(
+                next_generation(alive_word(pid) ^ DEAD),
+                want,
+                "dead, generation {g}"
+            );
+        }
     }
 }
