@@ -215,8 +215,11 @@ impl SlotView {
 #[derive(Clone, Copy)]
 pub(crate) struct Ring<'a> {
     slots: &'a [Slot],
-    /// `slots.len() - 1`, the length being a power of two.
+    /// The capacity (a power of two) - 1; `slots.len()` is the capacity + 1 (the guard).
     mask: usize,
+    /// The table's `shift`, `64 - log2(capacity)`: `hash >> shift` is a home, below the
+    /// capacity with no mask.
+    shift: u32,
 }
 
 impl<'a> Ring<'a> {
@@ -224,8 +227,7 @@ impl<'a> Ring<'a> {
     #[inline(always)]
     pub(crate) fn slot(self, i: usize) -> &'a Slot {
         // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
-        // `try_with_pages` (the test that sets `shift` by hand keeps its `mask` and
-        // slots): its capacity is a power of two, `mask` = capacity - 1 and
+        // `try_with_pages`: its capacity is a power of two, `mask` = capacity - 1 and
         // `slots.len()` = capacity + 1 (the guard), neither changing after. So
         // `i & mask < slots.len()`.
         unsafe { self.slots.get_unchecked(i & self.mask) }
@@ -243,13 +245,17 @@ impl<'a> Ring<'a> {
     /// always empty, not slot 0: the pair's second slot is then the first's neighbour in
     /// memory, with no wrap to compute (3 instructions a lookup), and an entry of the last
     /// home that wrapped to slot 0 is found by the caller's probe from home.
+    ///
+    /// It takes the hash, not a home: the home `hash >> shift` is below the capacity by
+    /// construction, so it indexes with no mask (2 instructions and a load a lookup).
     #[inline(always)]
-    pub(crate) fn head(self, home: usize, want: u32, order: Ordering) -> (&'a Slot, u64) {
-        let i = home & self.mask;
+    pub(crate) fn head(self, hash: u64, want: u32, order: Ordering) -> (&'a Slot, u64) {
+        let i = home_at(hash, self.shift);
         // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
-        // `try_with_pages` (the test that sets `shift` by hand keeps its `mask` and
-        // slots): `mask` = capacity - 1 and `slots.len()` = capacity + 1 (the guard),
-        // neither changing after. So `i <= mask` and `i + 1 <= capacity < slots.len()`.
+        // `try_with_pages`, whose fields never change after: `shift` = 64 - log2(cap)
+        // with `cap` = capacity, a power of two of at least `MIN_CAPACITY` (so `shift` is
+        // in 1..=63), and `slots.len()` = cap + 1 (the guard). So `i = hash >> shift <
+        // 2^log2(cap) = cap`, and `i + 1 <= cap < slots.len()`.
         let (s0, s1) = unsafe { (self.slots.get_unchecked(i), self.slots.get_unchecked(i + 1)) };
         let (w0, w1) = (s0.word.load(order), s1.word.load(order));
         if w0 as u32 == want {
@@ -275,6 +281,13 @@ impl WriterToken {
             _not_sync: PhantomData,
         }
     }
+}
+
+/// The home of `hash` in a table of `shift` ([`RawTable::home`]): its top `64 - shift`
+/// bits.
+#[inline(always)]
+fn home_at(hash: u64, shift: u32) -> usize {
+    (hash >> shift) as usize
 }
 
 /// The tag stored for a hash: its high half, never 0, so 0 can mean "empty", and odd, so
@@ -534,7 +547,7 @@ impl RawTable {
     /// The home slot of a hash.
     #[inline]
     pub fn home(&self, hash: u64) -> usize {
-        (hash >> self.shift) as usize
+        home_at(hash, self.shift)
     }
 
     /// The slots as a ring a probe indexes with no bounds check.
@@ -543,6 +556,7 @@ impl RawTable {
         Ring {
             slots: &self.slots,
             mask: self.mask,
+            shift: self.shift,
         }
     }
 
@@ -829,18 +843,11 @@ mod tests {
     #[test]
     fn a_tag_keeps_its_hash_home_in_every_table() {
         for bits in [3u32, 10, 20, 31] {
-            // `home` reads only `shift`; the slots (and `mask`) stay those of 8.
-            let t = RawTable {
-                shift: 64 - bits,
-                ..RawTable::with_capacity(8)
-            };
+            // The homes of a table of `2^bits` slots (`RawTable::home`), with no table.
+            let home = |h| home_at(h, 64 - bits);
             for k in 0..1000u64 {
                 let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k;
-                assert_eq!(
-                    t.home(hash_of_tag(tag(h))),
-                    t.home(h),
-                    "{bits} bits, {h:#x}"
-                );
+                assert_eq!(home(hash_of_tag(tag(h))), home(h), "{bits} bits, {h:#x}");
             }
         }
     }
