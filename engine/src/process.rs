@@ -151,13 +151,19 @@ const _: () = assert!(INDEX_BITS == roster_shard::OWNER_HINT_BITS);
 const MAX_GENERATION: u64 = (1 << (64 - INDEX_BITS)) - 1;
 /// The state word of a live pid (`ProcessTable::states`): the pid's bits inverted, so a
 /// liveness check is one compare of the word with the pid's complement (the lookup path
-/// compares it with the block's owner word as loaded, where `generation << 1 | 1` cost
-/// a shift and an or). Distinct pids have distinct words. An index never used has state
-/// 0, the word of pid `<2^28 - 1 . 2^36 - 1>`, whose index is never issued
-/// ([`MAX_PROCESSES`]); the word of a generation-0 pid ([`Pid::NONE`]) is never stored,
-/// as generations start at 1. So neither is ever alive, as before.
+/// compares it with the block's owner word and a `not`, where `generation << 1 | 1`
+/// cost a shift and an or). Distinct pids have distinct words. The word of a
+/// generation-0 pid ([`Pid::NONE`]) is never stored, as generations start at 1. An index
+/// never used has state 0, the word of pid `<2^28 - 1 . 2^36 - 1>`: that pid would read
+/// as alive, but it is never issued (indexes stay below [`MAX_PROCESSES`]) and cannot be
+/// made outside this crate, where every `Pid` is issued or read back from a stored owner
+/// word (the old encoding, with odd live words, matched no pid at 0 at all).
 #[inline(always)]
 fn alive_word(pid: Pid) -> u64 {
+    debug_assert!(
+        u64::from(pid.index()) < MAX_PROCESSES,
+        "never issued: {pid:?}"
+    );
     !pid.0
 }
 
@@ -858,6 +864,9 @@ mod tests {
         let pid = table.spawn(0).expect("room");
         assert_eq!((pid.index(), pid.generation()), (0, 1));
         assert!(table.is_alive(pid));
+        // Index 1 is still unused; its word is 0 in a reserved vector and in a chunked
+        // one (the chunk came with index 0's), and a generation-0 pid never matches it.
+        assert!(!table.is_alive(Pid::new(1, 0)));
         for other in [Pid::NONE, Pid::new(0, 2), Pid::new(1, 1), Pid(pid.0 ^ 1)] {
             assert!(!table.is_alive(other), "{other:?} is not {pid:?}");
         }

@@ -253,8 +253,8 @@ impl<'a> Ring<'a> {
         let i = home_at(hash, self.shift);
         // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
         // `try_with_pages`, whose fields never change after: `shift` = 64 - log2(cap)
-        // with `cap` = capacity, a power of two of at least `MIN_CAPACITY` (so `shift` is
-        // in 1..=63), and `slots.len()` = cap + 1 (the guard). So `i = hash >> shift <
+        // with `cap` = capacity, a power of two of at least `MIN_CAPACITY` and at most
+        // `MAX_CAPACITY` (so `shift` is in 33..=62), and `slots.len()` = cap + 1 (the guard). So `i = hash >> shift <
         // 2^log2(cap) = cap`, and `i + 1 <= cap < slots.len()`.
         let (s0, s1) = unsafe { (self.slots.get_unchecked(i), self.slots.get_unchecked(i + 1)) };
         let (w0, w1) = (s0.word.load(order), s1.word.load(order));
@@ -475,12 +475,13 @@ pub struct RawTable {
     /// miss is validated by comparing the whole word, and the read path's first test
     /// covers both bits.
     pub(crate) moves: AtomicU64,
-    /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`.
+    /// `64 - log2(capacity)`: a hash's home slot is `hash >> shift`, below the capacity
+    /// (`Ring::head` indexes with it unmasked).
     shift: u32,
     mask: usize,
     /// `capacity + 1` slots: the last is the guard (see `try_with_pages`). Never
-    /// reassigned after `try_with_pages` (`Ring::slot` and `Ring::head` rely on it, with
-    /// `mask`); not visible outside `raw`.
+    /// reassigned after `try_with_pages` (`Ring::slot` relies on it with `mask`, and
+    /// `Ring::head` with `shift`); not visible outside `raw`.
     pub(super) slots: Slots,
     /// The table this one replaced (null for the first). Only `Published::drop` follows it.
     pub(crate) prev: AtomicPtr<RawTable>,
