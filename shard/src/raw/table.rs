@@ -254,8 +254,9 @@ impl<'a> Ring<'a> {
         // SAFETY: a `Ring` is made only by `RawTable::ring`, from a table made by
         // `try_with_pages`, whose fields never change after: `shift` = 64 - log2(cap)
         // with `cap` = capacity, a power of two of at least `MIN_CAPACITY` and at most
-        // `MAX_CAPACITY` (so `shift` is in 33..=62), and `slots.len()` = cap + 1 (the guard). So `i = hash >> shift <
-        // 2^log2(cap) = cap`, and `i + 1 <= cap < slots.len()`.
+        // `MAX_CAPACITY` (so `shift` is in 33..=62), and `slots.len()` = cap + 1 (the
+        // guard). So `i = hash >> shift < 2^log2(cap) = cap`, and
+        // `i + 1 <= cap < slots.len()`.
         let (s0, s1) = unsafe { (self.slots.get_unchecked(i), self.slots.get_unchecked(i + 1)) };
         let (w0, w1) = (s0.word.load(order), s1.word.load(order));
         if w0 as u32 == want {
