@@ -22,7 +22,9 @@
 //! walk; `empty` registers every key with empty metadata (the smallest block, no
 //! postings), to see what the arena's footprint costs a lookup; `mixed` gives half the
 //! keys (drawn by a hash) an attribute more, 7 metadata words where the rest take 5, to
-//! see what a mix of shapes costs the read path's branches.
+//! see what a mix of shapes costs the read path's branches; `chain` makes each key depend
+//! on the last lookup's answer, so lookups run one at a time: the latency of one lookup,
+//! where the default loop measures throughput with lookups overlapping.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -103,6 +105,30 @@ fn random_order(keys: u64, n: u64) -> Vec<u64> {
         .collect()
 }
 
+/// [`hits`] with each key depending on the last lookup's answer (a zero taken from its
+/// pid), so no two lookups overlap: the time of one lookup alone, where [`hits`] times
+/// the loop's throughput with as many lookups in flight as the core overlaps.
+#[inline(never)]
+fn hits_chain(registry: &Registry, ns: Namespace, keys: u64, n: u64) -> u64 {
+    let mut entry = Entry::new();
+    let mut found = 0;
+    let mut walk = Walk::new(keys);
+    // Zero at run time; the compiler cannot see it, so the dependency stays.
+    let zero = black_box(0u64);
+    let mut carry = 0u64;
+    for _ in 0..n {
+        let k = walk.next_key() + carry;
+        if registry
+            .lookup_into(&Key::new(ns, k), &mut entry)
+            .unwrap_or(false)
+        {
+            found += 1;
+        }
+        carry = entry.pid().as_u64() & zero;
+    }
+    found
+}
+
 /// [`hits`] through `lookup`, which returns an owned entry per hit (what a new user
 /// writes first).
 #[inline(never)]
@@ -171,7 +197,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
     let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
-    let (mut random, mut empty, mut mixed) = (false, false, false);
+    let (mut random, mut empty, mut mixed, mut chain) = (false, false, false, false);
     let mut per_process = 16;
     let mut batch_size = BATCH;
     for option in std::env::args().skip(3) {
@@ -193,21 +219,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "random" => random = true,
             "empty" => empty = true,
             "mixed" => mixed = true,
+            "chain" => chain = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random`, `empty` or `mixed`"
+                    "unknown option {other:?}: expected `huge`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random`, `empty`, `mixed` or `chain`"
                 )
                 .into())
             }
         }
     }
-    if [batch, owned, short, long, random]
+    if [batch, owned, short, long, random, chain]
         .iter()
         .filter(|&&on| on)
         .count()
         > 1
     {
-        return Err("`batch`, `owned`, `short`, `long` and `random` exclude each other".into());
+        return Err(
+            "`batch`, `owned`, `short`, `long`, `random` and `chain` exclude each other".into(),
+        );
     }
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
     let registry = Registry::builder()
@@ -272,6 +301,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hits_many(&registry, ns, keys, lookups, batch_size)
     } else if owned {
         hits_owned(&registry, ns, keys, lookups)
+    } else if chain {
+        hits_chain(&registry, ns, keys, lookups)
     } else if random {
         hits_in_order(&registry, ns, &order)
     } else if !names.is_empty() {
