@@ -55,14 +55,17 @@ fn loom_a_command_sent_as_the_writer_exits_is_answered() {
 #[test]
 fn loom_attach_and_kill_never_both_miss() {
     loom::model(|| {
-        const ALIVE: u64 = 3;
+        // The state word as the process table stores it: a live pid's complement (here
+        // pid `1 << 28 | 5`, generation 1 at index 5); a kill flips bit 0 (`DEAD`).
+        const ALIVE: u64 = !(1 << 28 | 5);
+        const DEAD: u64 = 1;
         let state = Arc::new(AtomicU64::new(ALIVE));
         let mask = Arc::new(AtomicU64::new(0));
         let killer = {
             let (state, mask) = (state.clone(), mask.clone());
             thread::spawn(move || {
                 state
-                    .compare_exchange(ALIVE, ALIVE & !1, Ordering::SeqCst, Ordering::SeqCst)
+                    .compare_exchange(ALIVE, ALIVE ^ DEAD, Ordering::SeqCst, Ordering::SeqCst)
                     .unwrap();
                 fence(Ordering::SeqCst);
                 // The shards to notify.
