@@ -246,7 +246,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         > 1
     {
         return Err(
-            "`batch`, `owned`, `short`, `long` and `random` or `chain` exclude each other".into(),
+            "`batch`, `owned`, `short`, `long` and `random` exclude each other (`chain` combines with `random` only)".into(),
         );
     }
     // Prefill runs to completion under valgrind too, where 10 ms deadlines do not hold.
