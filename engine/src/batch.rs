@@ -152,7 +152,11 @@ impl Registry {
                 };
                 // Routed once, after either arm.
                 let shard = self.shard_of(hash);
-                shard.prefetch_slot(hash);
+                let key_words = match at {
+                    Words::Two(_) => 2,
+                    Words::Encoded(start, end) => end - start,
+                };
+                shard.prefetch_slot(hash, key_words);
                 group.push(Pending {
                     words: at,
                     hash,

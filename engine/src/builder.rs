@@ -62,6 +62,7 @@ pub struct RegistryBuilder {
     limits: Limits,
     pin: bool,
     huge_pages: bool,
+    line_cache: bool,
     max_load: u8,
     queue: usize,
     read_attempts: u32,
@@ -81,6 +82,7 @@ impl std::fmt::Debug for RegistryBuilder {
             .field("limits", &self.limits)
             .field("pin", &self.pin)
             .field("huge_pages", &self.huge_pages)
+            .field("line_cache", &self.line_cache)
             .field("max_load", &self.max_load)
             .field("queue", &self.queue)
             .field("read_attempts", &self.read_attempts)
@@ -102,6 +104,7 @@ impl Default for RegistryBuilder {
             limits: Limits::default(),
             pin: false,
             huge_pages: false,
+            line_cache: false,
             max_load: DEFAULT_MAX_LOAD,
             queue: 4096,
             read_attempts: 64,
@@ -216,6 +219,39 @@ impl RegistryBuilder {
     /// ```
     pub fn huge_pages(mut self, huge: bool) -> Self {
         self.huge_pages = huge;
+        self
+    }
+
+    /// Keep a line cache in each shard: one-line copies of short entries (integer names
+    /// and string names of up to 8 bytes, with metadata of up to five words, such as
+    /// three capabilities, a health and two short attributes), which lookups try first.
+    /// Default off.
+    ///
+    /// A lookup in the slot table reads two cache lines one after the other (the slot,
+    /// then the entry's block); a hit in the line cache reads one. At a million entries,
+    /// where each of those reads misses the cache, that made single lookups 1.7-2.0x and
+    /// batched ones 2.0x as fast on a 2-core guest (`results/2026-12-07-kvm-xeon-2c-
+    /// 0d228b0-v4`). The price is memory: 64 bytes a line, as many lines as the shards'
+    /// first slot tables have slots (sized from [`RegistryBuilder::capacity`]), beside
+    /// everything the registry keeps anyway. The cache does not grow: once seven eighths
+    /// of its lines are taken, further entries are read from the slot table only. So
+    /// set [`RegistryBuilder::capacity`] to the entries you expect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use roster::{Key, Metadata, Registry};
+    ///
+    /// let registry = Registry::builder().capacity(10_000).line_cache(true).build()?;
+    /// let ns = registry.namespace("agents")?;
+    /// let p = registry.spawn();
+    /// registry.register(&p, &Key::new(ns, 7), &Metadata::new().capability("plan"))?;
+    /// let entry = registry.lookup(&Key::new(ns, 7))?.expect("registered");
+    /// assert_eq!(entry.pid(), p.pid());
+    /// # Ok::<(), roster::Error>(())
+    /// ```
+    pub fn line_cache(mut self, on: bool) -> Self {
+        self.line_cache = on;
         self
     }
 
@@ -488,6 +524,7 @@ impl RegistryBuilder {
                     core: self.pin.then_some(index),
                     huge_pages: self.huge_pages,
                     max_load: self.max_load,
+                    line_cache: self.line_cache,
                 },
                 procs.clone(),
             )

@@ -537,6 +537,9 @@ impl Writer {
                 w.store(*x, Ordering::Relaxed);
             }
         });
+        if let Some(lines) = self.shared.lines() {
+            lines.insert(&self.token, hash, key, owner, meta);
+        }
         self.shared.len.fetch_add(1, Ordering::Relaxed);
         self.account();
         if self.hooks.watching() {
@@ -693,6 +696,8 @@ impl Writer {
         };
         let tail = self.index(terms, off, owner_index);
         let loc = Loc::new(off, key.len(), meta.len(), owner);
+        // The cached copy's section brackets the slot's write (`lines.rs`, L2).
+        let line = self.open_line(hash, key);
         let src = block_of(&self.shared, old_off, old.block_words());
         let dst = block_of(&self.shared, off, bh.block_words());
         self.table()
@@ -710,6 +715,12 @@ impl Writer {
                     w.store(*x, Ordering::Relaxed);
                 }
             });
+        if let Some(lines) = self.shared.lines() {
+            match line {
+                Some(i) => lines.close(&self.token, i, Some((key, owner, meta))),
+                None => lines.insert(&self.token, hash, key, owner, meta),
+            }
+        }
         if off != old_off {
             self.alloc.free(old_off, old.block_words());
             if let Some(list) = self.owners.get_mut(owner) {
@@ -829,7 +840,33 @@ impl Writer {
                 bytes + index_bytes
             ));
         }
+        self.audit_lines(&mut a.problems);
         a
+    }
+
+    /// Checks that every line of the line cache copies its entry exactly (`lines.rs`).
+    fn audit_lines(&self, problems: &mut Vec<String>) {
+        let Some(lines) = self.shared.lines() else {
+            return;
+        };
+        let mut entries = std::collections::HashMap::new();
+        for t in self.shared.tables(&self.token, Which::Entries) {
+            for j in 0..t.capacity() {
+                let v = t.view(&self.token, j);
+                if !v.is_entry() {
+                    continue;
+                }
+                let bh = self.block_head(v.loc.offset());
+                let words: Vec<u64> = self.block(v.loc)[HEADER_WORDS..]
+                    .iter()
+                    .take(bh.key_words + bh.meta_words)
+                    .map(|w| w.load(Ordering::Relaxed))
+                    .collect();
+                let (key, meta) = words.split_at(bh.key_words);
+                entries.insert(key.to_vec(), (self.owner_at(v.loc), meta.to_vec()));
+            }
+        }
+        lines.audit(&self.token, |key| entries.get(key).cloned(), problems);
     }
 
     /// Removes every entry of a dead owner (the caller then tells the hooks).
@@ -844,6 +881,15 @@ impl Writer {
     }
 
     /// Empties slot `i` of `t` with a backward shift, keeping probe invariant T1.
+    /// Opens the section of the line caching `key`, if the shard keeps a line cache and
+    /// it holds the key: the caller changes the entry's slot, then closes the line.
+    fn open_line(&self, hash: u64, key: &[u64]) -> Option<usize> {
+        let lines = self.shared.lines()?;
+        let i = lines.find(&self.token, hash, key)?;
+        lines.open(&self.token, i);
+        Some(i)
+    }
+
     pub(crate) fn vacate(&self, t: &RawTable, i: usize) {
         t.vacate(&self.token, i);
     }
@@ -853,18 +899,23 @@ impl Writer {
     fn remove_slot(&mut self, i: usize, unlink: bool, why: EventKind) {
         let gone = self.table().view(&self.token, i);
         let owner = self.owner_at(gone.loc);
-        self.vacate(self.shared.table(), i);
         let off = gone.loc.offset();
         let bh = self.block_head(off);
-        let index = self.owner_index(off, bh);
-        self.unindex(off, bh);
-        let block = block_of(&self.shared, off, bh.block_words());
         self.scratch.clear();
         self.scratch.extend(
-            block[HEADER_WORDS..HEADER_WORDS + bh.key_words]
+            block_of(&self.shared, off, bh.block_words())[HEADER_WORDS..][..bh.key_words]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed)),
         );
+        // The cached copy's section brackets the slot's removal (`lines.rs`, L2).
+        let line = self.open_line(hash_of_tag(gone.tag), &self.scratch);
+        self.vacate(self.shared.table(), i);
+        if let (Some(lines), Some(l)) = (self.shared.lines(), line) {
+            lines.close(&self.token, l, None);
+        }
+        let index = self.owner_index(off, bh);
+        self.unindex(off, bh);
+        let block = block_of(&self.shared, off, bh.block_words());
         if unlink {
             if let Some(list) = self.owners.get_mut(owner) {
                 list.swap_remove(index);
@@ -1015,8 +1066,13 @@ mod tests {
     }
 
     fn writer(capacity: usize) -> (Writer, Arc<TestHooks>) {
+        writer_with(capacity, false)
+    }
+
+    /// [`writer`], with a line cache if `line_cache`.
+    fn writer_with(capacity: usize, line_cache: bool) -> (Writer, Arc<TestHooks>) {
         let hooks = Arc::new(TestHooks::default());
-        let (p, token) = Published::new(3, capacity, 2);
+        let (p, token) = Published::try_new(3, capacity, 2, false, line_cache).unwrap();
         let w = Writer::new(Arc::new(p), token, hooks.clone(), 8, 0);
         (w, hooks)
     }
@@ -1041,6 +1097,25 @@ mod tests {
             }
             Attempt::NotFound => None,
             Attempt::Retry => panic!("no concurrent writer, yet asked to retry"),
+        }
+    }
+
+    /// [`read`] through the inlined fast path (`try_read_quick`), which tries the line
+    /// cache first and answers `Retry` while a migration runs.
+    fn read_quick(w: &Writer, h: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
+        let mut out = [0u64; 64];
+        match w.shared.try_read_quick(h, key, &mut out) {
+            Attempt::Found {
+                owner,
+                owner_hint,
+                meta_words,
+                ..
+            } => {
+                assert_eq!(owner_hint, owner & ((1 << OWNER_HINT_BITS) - 1), "hint");
+                Some((owner, out[..meta_words].to_vec()))
+            }
+            Attempt::NotFound => None,
+            Attempt::Retry => read(w, h, key),
         }
     }
 
@@ -1565,8 +1640,11 @@ mod tests {
 
         /// Differential test of the writer and the reader protocol against a `HashMap`.
         #[test]
-        fn writer_matches_hashmap_oracle(ops in proptest::collection::vec(op(), 1..ORACLE_OPS)) {
-            let (mut w, _) = writer(4);
+        fn writer_matches_hashmap_oracle(
+            ops in proptest::collection::vec(op(), 1..ORACLE_OPS),
+            line_cache in any::<bool>(),
+        ) {
+            let (mut w, _) = writer_with(4, line_cache);
             // key -> (owner, metadata, index terms)
             let mut oracle: StdMap<u64, (u64, Vec<u64>, Vec<u64>)> = StdMap::new();
             let h = |k: u64| hash(k % 3, k);
@@ -1614,7 +1692,8 @@ mod tests {
                 assert_probe_invariant(&w);
                 for k in 0..24u64 {
                     let want = oracle.get(&k).map(|(o, m, _)| (*o, m.clone()));
-                    prop_assert_eq!(read(&w, h(k), &[k, 1]), want, "key {}", k);
+                    prop_assert_eq!(read(&w, h(k), &[k, 1]), want.clone(), "key {}", k);
+                    prop_assert_eq!(read_quick(&w, h(k), &[k, 1]), want, "key {} (fast path)", k);
                 }
                 // Every term's postings resolve to exactly the keys that hold it (I2).
                 for term in 1..=5u64 {

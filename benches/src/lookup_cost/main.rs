@@ -11,7 +11,8 @@
 //!
 //! Instructions per lookup = the run's `Ir` total / `LOOKUPS`. Without valgrind it prints
 //! the lookups per second of the same loop. Options after the counts: `huge` builds the
-//! registry on huge pages (`RegistryBuilder::huge_pages`); `batch` looks the keys up
+//! registry on huge pages (`RegistryBuilder::huge_pages`); `lines` gives it a line cache
+//! (`RegistryBuilder::line_cache`); `batch` looks the keys up
 //! through `lookup_many`, 16 at a time (`batch=N`: N at a time; instructions per lookup then include the batch's
 //! share of building its key slice); `owned` looks them up through `lookup`, which returns
 //! an owned `Entry`; `short` and `long` use string names of at most 8 bytes (two key
@@ -208,6 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = args.next().transpose()?.unwrap_or(100_000);
     let lookups = args.next().transpose()?.unwrap_or(1_000_000);
     let (mut huge, mut batch, mut owned, mut short, mut long) = (false, false, false, false, false);
+    let mut lines = false;
     let (mut random, mut empty, mut mixed, mut chain) = (false, false, false, false);
     let mut per_process = 16;
     let mut batch_size = BATCH;
@@ -222,6 +224,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         match option.as_str() {
             "huge" => huge = true,
+            "lines" => lines = true,
             "batch" => batch = true,
             "owned" => owned = true,
             "short" => short = true,
@@ -233,7 +236,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "chain" => chain = true,
             other => {
                 return Err(format!(
-                    "unknown option {other:?}: expected `huge`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random`, `empty`, `mixed` or `chain`"
+                    "unknown option {other:?}: expected `huge`, `lines`, `batch`, `batch=N`, `owned`, `short`, `long`, `solo`, `random`, `empty`, `mixed` or `chain`"
                 )
                 .into())
             }
@@ -254,6 +257,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .capacity(keys as usize)
         .write_deadline(Duration::from_secs(60))
         .huge_pages(huge)
+        .line_cache(lines)
         .build()?;
     let ns = registry.namespace("cost")?;
     let meta = if empty {

@@ -60,6 +60,9 @@ struct Args {
     /// Build Roster's registries on transparent huge pages (`RegistryBuilder::huge_pages`).
     #[arg(long)]
     huge_pages: bool,
+    /// Give Roster's registries a line cache (`RegistryBuilder::line_cache`).
+    #[arg(long)]
+    line_cache: bool,
     /// The load (percent, 25 to 90) at which Roster's tables grow
     /// (`RegistryBuilder::max_load`).
     #[arg(long, default_value_t = roster::DEFAULT_MAX_LOAD,
@@ -416,6 +419,10 @@ fn main() {
     if args.huge_pages {
         maps::HUGE_PAGES.store(true, std::sync::atomic::Ordering::Relaxed);
         eprintln!("roster: on huge pages");
+    }
+    if args.line_cache {
+        maps::LINE_CACHE.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("roster: with a line cache");
     }
     maps::MAX_LOAD.store(args.max_load, std::sync::atomic::Ordering::Relaxed);
     if args.max_load != roster::DEFAULT_MAX_LOAD {

@@ -29,6 +29,10 @@ pub struct Value {
 /// any map is built.
 pub static HUGE_PAGES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether Roster's registries keep a line cache (`peers --line-cache`); set once, before
+/// any map is built.
+pub static LINE_CACHE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The load Roster's tables grow at (`peers --max-load`); set once, before any map is
 /// built.
 pub static MAX_LOAD: std::sync::atomic::AtomicU8 =
@@ -180,6 +184,7 @@ impl Map for RosterMap {
             .capacity(capacity)
             .write_deadline(std::time::Duration::from_secs(60))
             .huge_pages(HUGE_PAGES.load(std::sync::atomic::Ordering::Relaxed))
+            .line_cache(LINE_CACHE.load(std::sync::atomic::Ordering::Relaxed))
             .max_load(MAX_LOAD.load(std::sync::atomic::Ordering::Relaxed))
             .build()
             .expect("registry");

@@ -16,13 +16,17 @@ pub fn configs() -> Vec<(usize, u32)> {
     vec![(1, 64), (2, 64), (4, 1), (8, 64)]
 }
 
-/// Runs `test` against a fresh registry of each configuration.
+/// Runs `test` against a fresh registry of each configuration, then of one with a line
+/// cache (which caches the first keys of a test, up to seven eighths of its lines, and
+/// reads the rest from the slot tables).
 pub fn with_registry(mut test: impl FnMut(Registry)) {
-    for (shards, attempts) in configs() {
+    let plain = configs().into_iter().map(|(s, a)| (s, a, false));
+    for (shards, attempts, line_cache) in plain.chain([(2, 64, true)]) {
         let registry = builder()
             .shards(shards)
             .read_attempts(attempts)
-            .capacity(16)
+            .capacity(if line_cache { 256 } else { 16 })
+            .line_cache(line_cache)
             .build()
             .expect("registry builds");
         test(registry);

@@ -706,6 +706,7 @@ struct Config {
     shards: usize,
     read_attempts: u32,
     capacity: usize,
+    line_cache: bool,
 }
 
 /// Runs `rounds` rounds of `threads` x `steps` steps over `keys` keys on one registry of
@@ -723,6 +724,7 @@ fn run(
         .shards(config.shards)
         .read_attempts(config.read_attempts)
         .capacity(config.capacity)
+        .line_cache(config.line_cache)
         .build()
         .expect("registry builds");
     let ns = r.namespace("lin").unwrap();
@@ -769,26 +771,37 @@ fn run(
     total
 }
 
-const CONFIGS: [Config; 3] = [
+const CONFIGS: [Config; 4] = [
     Config {
         shards: 1,
         read_attempts: 64,
         capacity: 16,
+        line_cache: false,
     },
     Config {
         shards: 4,
         read_attempts: 1,
         capacity: 16,
+        line_cache: false,
     },
     Config {
         shards: 4,
         read_attempts: 64,
         capacity: 1024,
+        line_cache: false,
+    },
+    // Reads that hit the line cache, or meet a line being written and fall through.
+    Config {
+        shards: 2,
+        read_attempts: 64,
+        capacity: 1024,
+        line_cache: true,
     },
 ];
 
 /// SPEC S5: histories of concurrent single-key operations, deaths included, are
-/// linearizable, for one and several shards and with the reader's fallback path.
+/// linearizable, for one and several shards, with the reader's fallback path and with
+/// the line cache.
 #[test]
 fn s5_histories_are_linearizable() {
     let started = Instant::now();
@@ -797,7 +810,7 @@ fn s5_histories_are_linearizable() {
         let c = run(config, 2, 4, 300, 4 + i as u64, 0x5eed + i as u64);
         total.add(&c);
     }
-    assert!(total.ops >= 3 * 2 * 4 * 300, "{total:?}");
+    assert!(total.ops >= 4 * 2 * 4 * 300, "{total:?}");
     // Most operations overlap another of their key: the histories are concurrent.
     assert!(total.overlapping * 2 > total.events, "{total:?}");
     eprintln!("s5: {total:?} in {:?}", started.elapsed());

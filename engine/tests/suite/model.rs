@@ -69,8 +69,13 @@ fn normalize(pid: roster::Pid, m: &Metadata) -> View {
     (pid, m.get_health(), m.get_node(), caps, attrs)
 }
 
-fn run(shards: usize, ops: &[Op]) -> Result<(), TestCaseError> {
-    let r = builder().shards(shards).read_attempts(2).build().unwrap();
+fn run(shards: usize, line_cache: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+    let r = builder()
+        .shards(shards)
+        .read_attempts(2)
+        .line_cache(line_cache)
+        .build()
+        .unwrap();
     let ns = [r.namespace("a").unwrap(), r.namespace("b").unwrap()];
     let mut procs: Vec<Option<Process>> = Vec::new();
     let mut oracle: HashMap<(u32, u64), (roster::Pid, Metadata)> = HashMap::new();
@@ -148,7 +153,8 @@ proptest! {
 
     #[test]
     fn model_matches_hashmap_oracle(shards in prop::sample::select(vec![1usize, 2, 4, 8]),
+                                    line_cache in any::<bool>(),
                                     ops in prop::collection::vec(op(), 1..120)) {
-        run(shards, &ops)?;
+        run(shards, line_cache, &ops)?;
     }
 }

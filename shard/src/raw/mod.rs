@@ -11,6 +11,12 @@
 //! changes both; any number of readers read both with plain loads, no lock, no RMW, no
 //! store to shared memory.
 //!
+//! A shard may also keep a line cache (`lines.rs`, opt-in): one-line copies of short
+//! entries that [`Published::try_read_quick`] tries before the entry table. A line hit
+//! answers; anything else reads the entry table as below, which stays the record of
+//! every entry. The cache's own rules (L1, L2: the writer changes a cached entry inside
+//! its line's section) and why a hit is right are in `lines.rs`.
+//!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
 //! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; either flag set
 //!    (`MOVES_OPEN`, a section open, or `MOVES_MIGRATING`, R5) sends the read to the slow
@@ -169,6 +175,7 @@
 //! argument R1 uses; retiring instead of freeing follows the "leak until drop" option of
 //! crossbeam-epoch's docs on deferred destruction.
 
+pub(crate) mod lines;
 mod masked;
 mod pages;
 pub(crate) mod postings;
@@ -178,6 +185,7 @@ mod words;
 
 pub use prefetch::prefetch;
 
+use lines::LineTable;
 use table::{Slot, MOVES_OPEN, SEQ_ONE};
 
 /// Bytes of one table slot.
@@ -376,6 +384,8 @@ pub struct Published {
     pub table_bytes: AtomicU64,
     /// Whether big tables and the arena go on huge pages (`pages.rs`).
     huge_pages: bool,
+    /// One-line copies of short entries, read first (`lines.rs`), if the shard keeps them.
+    lines: Option<LineTable>,
 }
 
 impl Published {
@@ -383,15 +393,18 @@ impl Published {
     /// `capacity` slots, and its one writer token.
     #[cfg(test)]
     pub fn new(shard: usize, capacity: usize, arena_base_bits: u32) -> (Published, WriterToken) {
-        Self::try_new(shard, capacity, arena_base_bits, false).expect("slot table allocation")
+        Self::try_new(shard, capacity, arena_base_bits, false, false)
+            .expect("slot table allocation")
     }
 
-    /// [`Published::new`], or `None` if the first entry table cannot be allocated.
+    /// [`Published::new`], or `None` if the first entry table cannot be allocated; with a
+    /// line cache of `capacity` lines if `line_cache`.
     pub fn try_new(
         shard: usize,
         capacity: usize,
         arena_base_bits: u32,
         huge_pages: bool,
+        line_cache: bool,
     ) -> Option<(Published, WriterToken)> {
         let arena = AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits, huge_pages);
         let p = Published {
@@ -402,8 +415,10 @@ impl Published {
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
             huge_pages,
+            lines: line_cache.then(|| LineTable::new(capacity)),
         };
-        let bytes = p.entries.get().bytes() + p.terms.get().bytes();
+        let lines = p.lines.as_ref().map_or(0, LineTable::bytes);
+        let bytes = p.entries.get().bytes() + p.terms.get().bytes() + lines;
         p.table_bytes.store(bytes, Ordering::Relaxed);
         Some((p, WriterToken::new(shard)))
     }
@@ -513,17 +528,45 @@ impl Published {
         }
     }
 
-    /// [`Published::try_read`] for callers that inline it into a hot loop: while a
-    /// migration runs it answers [`Attempt::Retry`] without reading, so that the caller's
-    /// fallback (which calls `try_read`) reads both tables. No call is left on this path,
-    /// so its answer stays in registers.
+    /// [`Published::try_read`] for callers that inline it into a hot loop, after the line
+    /// cache if the shard keeps one (a hit there reads no block: the answer's `block` is
+    /// 0, and `out` gets at most five words). While a migration runs it answers
+    /// [`Attempt::Retry`] without reading the entry table, so that the caller's fallback
+    /// (which calls `try_read`) reads both tables. No call is left on this path, so its
+    /// answer stays in registers.
     #[inline(always)]
     pub fn try_read_quick(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Attempt {
+        if let Some(read) = self.try_read_line(hash, key, out) {
+            return read;
+        }
         let t = self.table();
         match t.quiet_moves() {
             Some(m1) => self.try_read_in(t, m1, hash, key, out),
             None => Attempt::Retry,
         }
+    }
+
+    /// A hit in the line cache, if the shard keeps one and it holds `key` (`lines.rs`);
+    /// `None`: read the slot table.
+    #[inline(always)]
+    fn try_read_line(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Option<Attempt> {
+        let lines = self.lines.as_ref()?;
+        let (Ok(&[k0, k1]), Some(out)) = (<&[u64; 2]>::try_from(key), out.first_chunk_mut()) else {
+            return None;
+        };
+        let (owner, meta_words) = lines.get(hash, k0, k1, out)?;
+        Some(Attempt::Found {
+            owner,
+            owner_hint: owner & ((1 << OWNER_HINT_BITS) - 1),
+            meta_words,
+            // No block was read; callers of `try_read_quick` do not use it.
+            block: 0,
+        })
+    }
+
+    /// The line cache, if the shard keeps one.
+    pub(crate) fn lines(&self) -> Option<&LineTable> {
+        self.lines.as_ref()
     }
 
     /// [`Published::try_read`] in `t`, whose `moves` word read `m1` (`Acquire`): even, and
@@ -617,7 +660,17 @@ impl Published {
     /// Prefetches the home slot of `hash` in the entry table: the first step of a batched
     /// read, which overlaps the cache misses of many keys. A hint; reads nothing racy.
     #[inline]
-    pub fn prefetch_home(&self, hash: u64) {
+    pub fn prefetch_home(&self, hash: u64, key_words: usize) {
+        // A key the line cache may hold is read from its line: its group word is what
+        // the next step peeks at. (Once the cache is full, new keys are not in it.)
+        if let Some(lines) = self
+            .lines
+            .as_ref()
+            .filter(|l| key_words == 2 && !l.is_full())
+        {
+            lines.prefetch_group(hash);
+            return;
+        }
         let t = self.table();
         // One line: a 16-byte slot never crosses one.
         prefetch(&t.ring().slot(t.home(hash)).word);
@@ -632,6 +685,10 @@ impl Published {
     /// next; the real read ([`Published::try_read`]) validates everything.
     #[inline]
     pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
+        // A cached key's read takes its line, not the block.
+        if self.lines.as_ref().is_some_and(|l| l.prefetch_line(hash)) {
+            return None;
+        }
         let loc = self.peek_loc(hash)?;
         // The lines `read_block`'s fast case reads: the owner, a two-word key and
         // `FAST_META` words, 80 bytes. The arena is line-aligned, so they span two lines,

@@ -5,6 +5,7 @@
 mod loom_grow;
 mod loom_handshake;
 mod loom_index;
+mod loom_lines;
 mod loom_reply;
 mod loom_seqlock;
 

@@ -1,0 +1,517 @@
+//! The line cache: one-line copies of short entries, which a reader tries before the
+//! slot table (opt-in: `ShardConfig::line_cache`). The first step of the v3 layout of
+//! `results/2026-12-07-kvm-xeon-2c-0d228b0-v4`: a hit reads one cache line where the slot
+//! table's read takes two in series (the slot, then the block).
+//!
+//! # Layout
+//!
+//! A tag array of one byte a line, eight to an atomic word (a *group*), and the lines, one
+//! 64-byte aligned line each, eight atomic words:
+//!
+//! ```text
+//! w0: seq:29 (bits 35..64, bit 35 = odd while written) | shape:3 | key word 0's low half
+//! w1: the owner        w2: key word 1        w3..w7: up to five metadata words
+//! ```
+//!
+//! `shape` is the number of metadata words, or [`DEAD`] for a line that holds no entry.
+//! Tag bytes: [`EMPTY`] (never used since the table was made), [`DELETED`] (used, now free)
+//! or `0x80 |` seven bits of the hash ([`tag8`]). A key's home is the group `hash >>
+//! shift`; a probe walks groups from there and stops at the first group with an empty
+//! byte (an insert takes the first free byte on the key's probe, so the key, if cached,
+//! lies before it). The table is never grown: once seven eighths of its lines are taken,
+//! new entries are not cached.
+//!
+//! Only entries whose key is two words, whose key word 0 has the high half the table
+//! adopted (its first cached key's: an engine gives every key of a registry the same one),
+//! and whose metadata is at most five words are cached. The slot table stays the record
+//! of every entry; the cache holds copies.
+//!
+//! # Protocol
+//!
+//! Writer (one, holding the shard's [`WriterToken`]):
+//! - L1: a line's content changes only inside its *section*: `w0 := w0 | odd` (Relaxed),
+//!   `fence(Release)`, the payload's stores, then `w0 :=` the next even seq with the new
+//!   shape and key half (Release). Its tag byte is stored (Release) after the section
+//!   closes.
+//! - L2: a cached entry's change in the slot table (an update, a removal) happens inside
+//!   its line's section: the section opens before the slot table's write section does,
+//!   and closes (with the new copy, or as [`DEAD`]) after it. A new entry is cached after
+//!   its slot is published.
+//!
+//! Reader ([`LineTable::get`]): the group word (Acquire), then for each byte that matches:
+//! `w0` (Acquire), the key compare and the payload (Relaxed), `fence(Acquire)`, `w0` again
+//! (Relaxed). A hit needs `w0` even, unchanged, not [`DEAD`], and the key's words. Anything
+//! else answers `None`, and the caller reads the slot table: a miss here is never an
+//! answer, so the cache needs no miss validation.
+//!
+//! Why a hit is right:
+//! - no torn hit (as R1): a payload load that read a store of a section begun after the
+//!   reader's first `w0` load makes that section's `fence(Release)` synchronise with the
+//!   reader's `fence(Acquire)`, so the reader's second `w0` load sees the odd (or a later)
+//!   value, and differs;
+//! - no stale hit (as R2): the first `w0` load (Acquire) reads the close of the last
+//!   section before it, so the payload is that section's;
+//! - no hit older than the slot table (L2): a reader that read a closed line read the
+//!   close of its last section, which came after the slot table's write for that change
+//!   in the writer's order. Every change of the entry after it opens the line first, so a
+//!   reader whose `w0` is unchanged across its read overlapped none of them: what it
+//!   answers is the entry as the slot table held it from that close until the next open.
+//!   A reader that meets an open line (or a changed one) reads the slot table instead,
+//!   whose own validation answers.
+//! - Liveness is checked by the caller from the owner, as for a slot table hit (SPEC I1).
+//!
+//! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
+//! writes of it, the same kind of bound as the slot table's (see `table.rs`).
+
+use super::table::WriterToken;
+use crate::sync::{fence, AtomicU64, Ordering};
+
+/// A tag byte never used since the table was made: a probe stops at its group.
+pub const EMPTY: u8 = 0;
+/// A tag byte whose line held an entry and is free now: probes go on past it.
+pub const DELETED: u8 = 1;
+/// The shape of a line that holds no entry.
+pub const DEAD: u64 = 7;
+/// The most metadata words a line holds.
+pub const LINE_META: usize = 5;
+
+/// The odd bit of a line's sequence number.
+const ODD: u64 = 1 << 35;
+/// The key half of `w0`.
+const LOW: u64 = 0xffff_ffff;
+/// A line's share of a table's load, as the slot table's: at most 7 of 8 lines taken.
+const MAX_LOAD_EIGHTHS: usize = 7;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// One cache line of atomic words.
+#[repr(C, align(64))]
+pub struct Line {
+    w: [AtomicU64; 8],
+}
+
+impl Line {
+    fn new() -> Line {
+        Line {
+            w: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The high bits of each byte of `group` that equals `byte` (exact for the lowest match;
+/// a byte above a true match may show as a false one, which the key compare rejects).
+#[inline(always)]
+fn matches(group: u64, byte: u8) -> u64 {
+    let x = group ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// A hash's tag byte: seven bits above the ones a home of up to 2^31 groups takes from
+/// the top, and below the low half (which the caller's tag, `table::tag`, drops), so
+/// `hash` and `hash_of_tag(tag(hash))` give the same byte and the same home.
+#[inline(always)]
+pub fn tag8(hash: u64) -> u8 {
+    (hash >> 33) as u8 | 0x80
+}
+
+/// A shard's line cache (see the module docs).
+pub struct LineTable {
+    /// `gmask + 1` groups (a power of two).
+    groups: Box<[AtomicU64]>,
+    /// `8 * groups.len()` lines.
+    lines: Box<[Line]>,
+    gmask: usize,
+    /// `64 - log2(groups.len())`: `hash >> shift` is a home, below `groups.len()`.
+    shift: u32,
+    /// The high half of key word 0 that cached keys have, `u64::MAX` until the first.
+    high: AtomicU64,
+    /// Lines taken (entries and [`DELETED`] ones): the writer's count.
+    taken: AtomicU64,
+}
+
+impl LineTable {
+    /// A table of at least `lines` lines (rounded up to a power of two of groups).
+    pub fn new(lines: usize) -> LineTable {
+        let groups = lines.div_ceil(8).next_power_of_two().max(2);
+        LineTable {
+            groups: (0..groups).map(|_| AtomicU64::new(0)).collect(),
+            lines: (0..groups * 8).map(|_| Line::new()).collect(),
+            gmask: groups - 1,
+            shift: 64 - groups.trailing_zeros(),
+            high: AtomicU64::new(u64::MAX),
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes the table holds.
+    pub fn bytes(&self) -> u64 {
+        (self.groups.len() * 8 + self.lines.len() * 64) as u64
+    }
+
+    /// The group `g` (any `g`, masked).
+    #[inline(always)]
+    fn group(&self, g: usize) -> &AtomicU64 {
+        // SAFETY: `gmask + 1 == groups.len()`, set in `new` and never changed, so
+        // `g & gmask < groups.len()`.
+        unsafe { self.groups.get_unchecked(g & self.gmask) }
+    }
+
+    /// The words of line `j` of group `g` (any `g`, masked; `j < 8`).
+    #[inline(always)]
+    fn line(&self, g: usize, j: usize) -> &[AtomicU64; 8] {
+        debug_assert!(j < 8);
+        let i = (g & self.gmask) * 8 + (j & 7);
+        // SAFETY: `lines.len() == 8 * groups.len() == 8 * (gmask + 1)` (`new`), so
+        // `i <= 8 * gmask + 7 < lines.len()`.
+        &unsafe { self.lines.get_unchecked(i) }.w
+    }
+
+    /// The home group of `hash`.
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// The cached entry `key = [k0, k1]` (hash `hash`): its owner and metadata length,
+    /// the metadata in `out[..5]` (`out[5..]` untouched). `None`: not cached, or being
+    /// written; read the slot table. Never blocks, never writes to shared memory.
+    #[inline(always)]
+    pub fn get(&self, hash: u64, k0: u64, k1: u64, out: &mut [u64; 7]) -> Option<(u64, usize)> {
+        if k0 >> 32 != self.high.load(Ordering::Relaxed) {
+            return None;
+        }
+        let byte = tag8(hash);
+        let mut g = self.home(hash);
+        let mut left = self.gmask;
+        loop {
+            let word = self.group(g).load(Ordering::Acquire);
+            let mut m = matches(word, byte);
+            while m != 0 {
+                let line = self.line(g, m.trailing_zeros() as usize / 8);
+                m &= m - 1;
+                let w0 = line[0].load(Ordering::Acquire);
+                // Even, and the key's half: one compare.
+                let hit = w0 & (ODD | LOW) == k0 & LOW && line[2].load(Ordering::Relaxed) == k1;
+                let owner = line[1].load(Ordering::Relaxed);
+                for (o, w) in out.iter_mut().zip(&line[3..]) {
+                    *o = w.load(Ordering::Relaxed);
+                }
+                fence(Ordering::Acquire);
+                if line[0].load(Ordering::Relaxed) != w0 {
+                    return None;
+                }
+                let shape = (w0 >> 32) & 7;
+                if hit && shape != DEAD {
+                    return Some((owner, shape as usize));
+                }
+            }
+            if matches(word, EMPTY) != 0 || left == 0 {
+                return None;
+            }
+            left -= 1;
+            g += 1;
+        }
+    }
+
+    /// Whether the table takes no more entries (seven eighths of its lines are taken).
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.taken.load(Ordering::Relaxed) as usize * 8 >= self.lines.len() * MAX_LOAD_EIGHTHS
+    }
+
+    /// Prefetches the home group's word of `hash`: the first step of a batched read.
+    #[inline]
+    pub fn prefetch_group(&self, hash: u64) {
+        super::prefetch::prefetch(self.group(self.home(hash)));
+    }
+
+    /// Peeks (unvalidated) at the home group of `hash` and prefetches the line of its
+    /// first matching byte; whether there was one.
+    #[inline]
+    pub fn prefetch_line(&self, hash: u64) -> bool {
+        let g = self.home(hash);
+        let m = matches(self.group(g).load(Ordering::Relaxed), tag8(hash));
+        if m == 0 {
+            return false;
+        }
+        super::prefetch::prefetch(&self.line(g, m.trailing_zeros() as usize / 8)[0]);
+        true
+    }
+
+    /// The line caching `key` (hash `hash`), as `group * 8 + byte`.
+    pub fn find(&self, _t: &WriterToken, hash: u64, key: &[u64]) -> Option<usize> {
+        let &[k0, k1] = key else { return None };
+        if k0 >> 32 != self.high.load(Ordering::Relaxed) {
+            return None;
+        }
+        let byte = tag8(hash);
+        let home = self.home(hash);
+        for g in home..=home + self.gmask {
+            let word = self.group(g).load(Ordering::Relaxed);
+            for j in 0..8 {
+                if (word >> (8 * j)) as u8 == byte {
+                    let line = self.line(g, j);
+                    let w0 = line[0].load(Ordering::Relaxed);
+                    if w0 & LOW == k0 & LOW
+                        && (w0 >> 32) & 7 != DEAD
+                        && line[2].load(Ordering::Relaxed) == k1
+                    {
+                        return Some((g & self.gmask) * 8 + j);
+                    }
+                }
+            }
+            if matches(word, EMPTY) != 0 {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Opens line `i`'s section (L1): readers of it read the slot table until
+    /// [`LineTable::close`]. Changes of the cached entry in the slot table go after this
+    /// (L2).
+    pub fn open(&self, _t: &WriterToken, i: usize) {
+        let w = &self.line(i / 8, i % 8)[0];
+        let w0 = w.load(Ordering::Relaxed);
+        debug_assert!(w0 & ODD == 0, "a line's section opened twice");
+        w.store(w0 | ODD, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+
+    /// Closes line `i`'s open section with a copy of `key -> (owner, meta)`, or, if the
+    /// entry is gone or no longer fits (`None`, or metadata past [`LINE_META`] words), as
+    /// [`DEAD`], its byte [`DELETED`].
+    pub fn close(&self, t: &WriterToken, i: usize, entry: Option<(&[u64], u64, &[u64])>) {
+        let line = self.line(i / 8, i % 8);
+        let w0 = line[0].load(Ordering::Relaxed);
+        debug_assert!(w0 & ODD != 0, "a line closed that was not open");
+        let next = ((w0 >> 35) + 1) << 35;
+        match entry.filter(|(key, _, meta)| self.fits(key, meta)) {
+            Some((key, owner, meta)) => {
+                self.fill(line, key, owner, meta);
+                line[0].store(
+                    next | (meta.len() as u64) << 32 | key[0] & LOW,
+                    Ordering::Release,
+                );
+            }
+            None => {
+                line[0].store(next | DEAD << 32 | w0 & LOW, Ordering::Release);
+                self.set_byte(t, i, DELETED);
+            }
+        }
+    }
+
+    /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
+    /// has published and the cache does not hold, if it fits and a line is free.
+    pub fn insert(&self, t: &WriterToken, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
+        if key.len() == 2 && self.high.load(Ordering::Relaxed) == u64::MAX {
+            self.high.store(key[0] >> 32, Ordering::Relaxed);
+        }
+        if !self.fits(key, meta) {
+            return;
+        }
+        debug_assert!(self.find(t, hash, key).is_none());
+        if self.is_full() {
+            return;
+        }
+        let Some(i) = self.free_line(hash) else {
+            return;
+        };
+        let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
+        if byte == EMPTY {
+            self.taken.fetch_add(1, Ordering::Relaxed);
+        }
+        self.open(t, i);
+        self.close(t, i, Some((key, owner, meta)));
+        self.set_byte(t, i, tag8(hash));
+    }
+
+    /// Whether an entry of `key` and `meta` is one a line caches.
+    fn fits(&self, key: &[u64], meta: &[u64]) -> bool {
+        key.len() == 2
+            && meta.len() <= LINE_META
+            && key[0] >> 32 == self.high.load(Ordering::Relaxed)
+    }
+
+    /// The first free line (empty or deleted byte) on the probe of `hash`.
+    fn free_line(&self, hash: u64) -> Option<usize> {
+        let home = self.home(hash);
+        for g in home..=home + self.gmask {
+            let word = self.group(g).load(Ordering::Relaxed);
+            let free = matches(word, EMPTY) | matches(word, DELETED);
+            if free != 0 {
+                return Some((g & self.gmask) * 8 + free.trailing_zeros() as usize / 8);
+            }
+        }
+        None
+    }
+
+    /// Stores the payload words of a line inside its open section.
+    fn fill(&self, line: &[AtomicU64; 8], key: &[u64], owner: u64, meta: &[u64]) {
+        line[1].store(owner, Ordering::Relaxed);
+        line[2].store(key[1], Ordering::Relaxed);
+        for (j, w) in line[3..].iter().enumerate() {
+            w.store(meta.get(j).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
+    /// Stores line `i`'s tag byte (Release: after its section's close).
+    fn set_byte(&self, _t: &WriterToken, i: usize, byte: u8) {
+        let group = self.group(i / 8);
+        let shift = 8 * (i % 8);
+        let word = group.load(Ordering::Relaxed);
+        group.store(
+            word & !(0xff << shift) | u64::from(byte) << shift,
+            Ordering::Release,
+        );
+    }
+
+    /// Checks every taken line against `present`, which answers the slot table's entry of
+    /// a key (owner and metadata): a cached copy must equal it. Descriptions of what
+    /// differs, for `Shard::audit`.
+    pub fn audit(
+        &self,
+        _t: &WriterToken,
+        mut present: impl FnMut(&[u64]) -> Option<(u64, Vec<u64>)>,
+        problems: &mut Vec<String>,
+    ) -> usize {
+        let mut cached = 0;
+        for i in 0..self.lines.len() {
+            let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
+            let line = self.line(i / 8, i % 8);
+            let w0 = line[0].load(Ordering::Relaxed);
+            let shape = (w0 >> 32) & 7;
+            if w0 & ODD != 0 {
+                problems.push(format!("line {i} left open"));
+            }
+            if byte & 0x80 == 0 {
+                if byte != EMPTY && shape != DEAD {
+                    problems.push(format!("line {i} is free but holds an entry"));
+                }
+                continue;
+            }
+            if shape as usize > LINE_META {
+                problems.push(format!("line {i} has a tag byte but no entry"));
+                continue;
+            }
+            let high = self.high.load(Ordering::Relaxed);
+            let key = [high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
+            let meta: Vec<u64> = line[3..3 + shape as usize]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect();
+            let owner = line[1].load(Ordering::Relaxed);
+            if present(&key) != Some((owner, meta)) {
+                problems.push(format!(
+                    "line {i} caches {key:x?}, which the table holds otherwise"
+                ));
+            }
+            cached += 1;
+        }
+        cached
+    }
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod tests {
+    use super::*;
+
+    /// A hash whose home group is `home` (of a table of `groups` groups) and whose tag
+    /// byte comes from `k`.
+    fn hash(groups: usize, home: u64, k: u64) -> u64 {
+        (home << (64 - groups.trailing_zeros())) | (k & 0x7f) << 33
+    }
+
+    fn get(t: &LineTable, h: u64, key: [u64; 2]) -> Option<(u64, Vec<u64>)> {
+        let mut out = [0u64; 7];
+        t.get(h, key[0], key[1], &mut out)
+            .map(|(owner, n)| (owner, out[..n].to_vec()))
+    }
+
+    #[test]
+    fn a_line_caches_a_short_entry_and_only_its_key() {
+        let t = LineTable::new(16);
+        let w = WriterToken::new(0);
+        let key = [7 << 32 | 0xabc, 42];
+        let h = hash(2, 1, 5);
+        assert_eq!(get(&t, h, key), None, "nothing cached yet");
+        t.insert(&w, h, &key, 9, &[1, 2, 3]);
+        assert_eq!(get(&t, h, key), Some((9, vec![1, 2, 3])));
+        assert_eq!(get(&t, h, [key[0], 43]), None, "another name");
+        assert_eq!(get(&t, h, [8 << 32 | 0xabc, 42]), None, "another high half");
+        assert_eq!(get(&t, hash(2, 0, 5), key), None, "another home");
+        // Keys of another high half, or longer metadata, are not cached.
+        t.insert(&w, h, &[8 << 32, 1], 9, &[]);
+        t.insert(&w, h, &[7 << 32, 1], 9, &[0; 6]);
+        assert_eq!(get(&t, h, [7 << 32, 1]), None);
+        let mut problems = Vec::new();
+        let cached = t.audit(
+            &w,
+            |k| (k == key).then(|| (9, vec![1, 2, 3])),
+            &mut problems,
+        );
+        assert_eq!((cached, problems), (1, Vec::<String>::new()));
+    }
+
+    #[test]
+    fn an_open_line_sends_readers_on_and_its_close_publishes_the_change() {
+        let t = LineTable::new(16);
+        let w = WriterToken::new(0);
+        let (h, key) = (hash(2, 0, 1), [0, 1]);
+        t.insert(&w, h, &key, 3, &[10]);
+        let i = t.find(&w, h, &key).unwrap();
+        t.open(&w, i);
+        assert_eq!(get(&t, h, key), None, "being written");
+        t.close(&w, i, Some((&key, 4, &[11, 12])));
+        assert_eq!(get(&t, h, key), Some((4, vec![11, 12])));
+        // An update past five words drops the copy.
+        t.open(&w, i);
+        t.close(&w, i, Some((&key, 4, &[0; 6])));
+        assert_eq!((get(&t, h, key), t.find(&w, h, &key)), (None, None));
+        t.insert(&w, h, &key, 5, &[]);
+        assert_eq!(
+            get(&t, h, key),
+            Some((5, vec![])),
+            "the deleted line is reused"
+        );
+        assert_eq!(t.find(&w, h, &key), Some(i));
+    }
+
+    #[test]
+    fn probes_pass_full_and_deleted_groups_and_stop_at_an_empty_byte() {
+        // 4 groups; 20 keys of one home fill it and two more groups.
+        let t = LineTable::new(32);
+        let w = WriterToken::new(0);
+        let keys: Vec<[u64; 2]> = (0..20).map(|k| [0, k]).collect();
+        let h = |k: u64| hash(4, 3, k);
+        for (k, key) in keys.iter().enumerate() {
+            t.insert(&w, h(k as u64), key, k as u64, &[k as u64]);
+        }
+        // Remove every other key of the home group and the next.
+        for k in (0..16).step_by(2) {
+            let i = t.find(&w, h(k), &keys[k as usize]).unwrap();
+            t.open(&w, i);
+            t.close(&w, i, None);
+        }
+        for (k, key) in keys.iter().enumerate() {
+            let want = (k % 2 == 1 || k >= 16).then(|| (k as u64, vec![k as u64]));
+            assert_eq!(get(&t, h(k as u64), *key), want, "key {k}");
+        }
+        // A key of the same home that was never cached: the probe ends at the third group.
+        assert_eq!(get(&t, h(99), [0, 99]), None);
+    }
+
+    #[test]
+    fn a_full_table_caches_nothing_more() {
+        let t = LineTable::new(16);
+        let w = WriterToken::new(0);
+        for k in 0..16u64 {
+            t.insert(&w, hash(2, k % 2, k), &[0, k], k, &[]);
+        }
+        let cached = (0..16u64)
+            .filter(|&k| get(&t, hash(2, k % 2, k), [0, k]).is_some())
+            .count();
+        assert_eq!(cached, 14, "seven eighths of 16 lines");
+    }
+}

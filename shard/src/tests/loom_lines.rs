@@ -1,0 +1,93 @@
+//! The line cache (`raw/lines.rs`): a reader that tries a key's line first, then the slot
+//! table, never sees a torn copy, and never an older state than one it saw before (L2).
+
+use std::sync::Arc;
+
+use loom::thread;
+
+use super::{hash, read, Seen};
+use crate::raw::{Attempt, Published};
+use crate::writer::Writer;
+use crate::AllAlive;
+
+/// A writer of a 4-slot table with a line cache.
+fn cached_writer() -> Writer {
+    let (p, token) = Published::try_new(0, 4, 3, false, true).expect("tables");
+    Writer::new(Arc::new(p), token, Arc::new(AllAlive), 1, 0)
+}
+
+/// The inlined read path: the line first (`try_read_quick`), the slot table's read if it
+/// does not answer.
+fn read_quick(p: &Published, hash: u64, key: &[u64]) -> Seen {
+    let mut out = [0u64; 8];
+    match p.try_read_quick(hash, key, &mut out) {
+        Attempt::Found {
+            owner, meta_words, ..
+        } => Seen::Hit(owner, out[..meta_words].to_vec()),
+        Attempt::NotFound => Seen::Miss,
+        Attempt::Retry => read(p, hash, key),
+    }
+}
+
+#[test]
+fn loom_a_cached_update_is_never_seen_torn_or_undone() {
+    loom::model(|| {
+        let mut w = cached_writer();
+        let (h, key) = (hash(0, 1), [0, 1]);
+        w.insert_plain(h, &key, 1, &[10, 10]).unwrap();
+        let p = w.shared.clone();
+        let reader = {
+            let p = p.clone();
+            thread::spawn(move || {
+                let first = read_quick(&p, h, &key);
+                let second = read_quick(&p, h, &key);
+                for seen in [&first, &second] {
+                    match seen {
+                        Seen::Hit(1, got) => {
+                            assert!(*got == [10, 10] || *got == [20, 20], "torn: {got:?}")
+                        }
+                        Seen::GaveUp => {}
+                        other => panic!("the key is always present: {other:?}"),
+                    }
+                }
+                let new = Seen::Hit(1, vec![20, 20]);
+                assert!(
+                    first != new || second != Seen::Hit(1, vec![10, 10]),
+                    "undone"
+                );
+            })
+        };
+        w.update_plain(h, &key, 1, &[20, 20]).unwrap();
+        reader.join().unwrap();
+        assert_eq!(read_quick(&p, h, &key), Seen::Hit(1, vec![20, 20]));
+    });
+}
+
+#[test]
+fn loom_a_removed_cached_key_never_comes_back() {
+    loom::model(|| {
+        let mut w = cached_writer();
+        let (h, key) = (hash(1, 2), [0, 2]);
+        w.insert_plain(h, &key, 1, &[5]).unwrap();
+        let p = w.shared.clone();
+        let reader = {
+            let p = p.clone();
+            thread::spawn(move || {
+                let first = read_quick(&p, h, &key);
+                let second = read_quick(&p, h, &key);
+                for seen in [&first, &second] {
+                    match seen {
+                        Seen::Hit(1, got) => assert_eq!(*got, [5], "torn"),
+                        Seen::Miss | Seen::GaveUp => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+                let back = matches!(second, Seen::Hit(..));
+                assert!(!(first == Seen::Miss && back), "came back");
+            })
+        };
+        w.remove(h, &key, 1).unwrap();
+        reader.join().unwrap();
+        assert_eq!(read_quick(&p, h, &key), Seen::Miss);
+    });
+}
