@@ -1085,26 +1085,22 @@ mod tests {
 
     fn read(w: &Writer, h: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
         let mut out = [0u64; 64];
-        match w.shared.try_read(h, key, &mut out) {
-            Attempt::Found {
-                owner,
-                owner_hint,
-                meta_words,
-                ..
-            } => {
-                assert_eq!(owner_hint, owner & ((1 << OWNER_HINT_BITS) - 1), "hint");
-                Some((owner, out[..meta_words].to_vec()))
-            }
-            Attempt::NotFound => None,
-            Attempt::Retry => panic!("no concurrent writer, yet asked to retry"),
-        }
+        let got = w.shared.try_read(h, key, &mut out);
+        answer(got, &out).expect("no concurrent writer, yet asked to retry")
     }
 
     /// [`read`] through the inlined fast path (`try_read_quick`), which tries the line
     /// cache first and answers `Retry` while a migration runs.
     fn read_quick(w: &Writer, h: u64, key: &[u64]) -> Option<(u64, Vec<u64>)> {
         let mut out = [0u64; 64];
-        match w.shared.try_read_quick(h, key, &mut out) {
+        let got = w.shared.try_read_quick(h, key, &mut out);
+        answer(got, &out).unwrap_or_else(|| read(w, h, key))
+    }
+
+    /// A read's answer: the owner and metadata of a hit (its hint checked), `Some(None)`
+    /// for a miss, `None` for `Retry`.
+    fn answer(got: Attempt, out: &[u64]) -> Option<Option<(u64, Vec<u64>)>> {
+        match got {
             Attempt::Found {
                 owner,
                 owner_hint,
@@ -1112,10 +1108,10 @@ mod tests {
                 ..
             } => {
                 assert_eq!(owner_hint, owner & ((1 << OWNER_HINT_BITS) - 1), "hint");
-                Some((owner, out[..meta_words].to_vec()))
+                Some(Some((owner, out[..meta_words].to_vec())))
             }
-            Attempt::NotFound => None,
-            Attempt::Retry => read(w, h, key),
+            Attempt::NotFound => Some(None),
+            Attempt::Retry => None,
         }
     }
 

@@ -29,6 +29,12 @@ fn read_quick(p: &Published, hash: u64, key: &[u64]) -> Seen {
     }
 }
 
+/// Two reads one after the other, on another thread.
+fn two_reads(p: &Arc<Published>, h: u64, key: [u64; 2]) -> thread::JoinHandle<(Seen, Seen)> {
+    let p = p.clone();
+    thread::spawn(move || (read_quick(&p, h, &key), read_quick(&p, h, &key)))
+}
+
 #[test]
 fn loom_a_cached_update_is_never_seen_torn_or_undone() {
     loom::model(|| {
@@ -36,30 +42,19 @@ fn loom_a_cached_update_is_never_seen_torn_or_undone() {
         let (h, key) = (hash(0, 1), [0, 1]);
         w.insert_plain(h, &key, 1, &[10, 10]).unwrap();
         let p = w.shared.clone();
-        let reader = {
-            let p = p.clone();
-            thread::spawn(move || {
-                let first = read_quick(&p, h, &key);
-                let second = read_quick(&p, h, &key);
-                for seen in [&first, &second] {
-                    match seen {
-                        Seen::Hit(1, got) => {
-                            assert!(*got == [10, 10] || *got == [20, 20], "torn: {got:?}")
-                        }
-                        Seen::GaveUp => {}
-                        other => panic!("the key is always present: {other:?}"),
-                    }
-                }
-                let new = Seen::Hit(1, vec![20, 20]);
-                assert!(
-                    first != new || second != Seen::Hit(1, vec![10, 10]),
-                    "undone"
-                );
-            })
-        };
+        let reader = two_reads(&p, h, key);
         w.update_plain(h, &key, 1, &[20, 20]).unwrap();
-        reader.join().unwrap();
-        assert_eq!(read_quick(&p, h, &key), Seen::Hit(1, vec![20, 20]));
+        let (first, second) = reader.join().unwrap();
+        for seen in [&first, &second] {
+            match seen {
+                Seen::Hit(1, got) => assert!(*got == [10, 10] || *got == [20, 20], "torn: {got:?}"),
+                Seen::GaveUp => {}
+                other => panic!("the key is always present: {other:?}"),
+            }
+        }
+        let (old, new) = (Seen::Hit(1, vec![10, 10]), Seen::Hit(1, vec![20, 20]));
+        assert!(!(first == new && second == old), "undone");
+        assert_eq!(read_quick(&p, h, &key), new);
     });
 }
 
@@ -70,24 +65,18 @@ fn loom_a_removed_cached_key_never_comes_back() {
         let (h, key) = (hash(1, 2), [0, 2]);
         w.insert_plain(h, &key, 1, &[5]).unwrap();
         let p = w.shared.clone();
-        let reader = {
-            let p = p.clone();
-            thread::spawn(move || {
-                let first = read_quick(&p, h, &key);
-                let second = read_quick(&p, h, &key);
-                for seen in [&first, &second] {
-                    match seen {
-                        Seen::Hit(1, got) => assert_eq!(*got, [5], "torn"),
-                        Seen::Miss | Seen::GaveUp => {}
-                        other => panic!("{other:?}"),
-                    }
-                }
-                let back = matches!(second, Seen::Hit(..));
-                assert!(!(first == Seen::Miss && back), "came back");
-            })
-        };
+        let reader = two_reads(&p, h, key);
         w.remove(h, &key, 1).unwrap();
-        reader.join().unwrap();
+        let (first, second) = reader.join().unwrap();
+        for seen in [&first, &second] {
+            match seen {
+                Seen::Hit(1, got) => assert_eq!(*got, [5], "torn"),
+                Seen::Miss | Seen::GaveUp => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let back = matches!(second, Seen::Hit(..));
+        assert!(!(first == Seen::Miss && back), "came back");
         assert_eq!(read_quick(&p, h, &key), Seen::Miss);
     });
 }
