@@ -222,10 +222,10 @@ impl RegistryBuilder {
         self
     }
 
-    /// Keep a line cache in each shard: one-line copies of short entries (integer names
-    /// and string names of up to 8 bytes, with metadata of up to five words, such as
-    /// three capabilities, a health and two short attributes), which lookups try first.
-    /// Default off.
+    /// Keep a line cache in each shard: one-line copies of short entries (keys of this
+    /// node with integer names or string names of up to 8 bytes, and metadata of up to
+    /// five words, such as three capabilities, a health and two short attributes), which
+    /// lookups try first. Default off.
     ///
     /// A lookup in the slot table reads two cache lines one after the other (the slot,
     /// then the entry's block); a hit in the line cache reads one. At a million entries,
@@ -233,9 +233,10 @@ impl RegistryBuilder {
     /// batched ones 2.0x as fast on a 2-core guest (`results/2026-12-07-kvm-xeon-2c-
     /// 0d228b0-v4`). The price is memory: 64 bytes a line, as many lines as the shards'
     /// first slot tables have slots (sized from [`RegistryBuilder::capacity`]), beside
-    /// everything the registry keeps anyway. The cache does not grow: once seven eighths
-    /// of its lines are taken, further entries are read from the slot table only. So
-    /// set [`RegistryBuilder::capacity`] to the entries you expect.
+    /// everything the registry keeps anyway. The cache does not grow: while seven
+    /// eighths of its lines are taken, further entries are read from the slot table
+    /// only (lines are freed as entries go). So set [`RegistryBuilder::capacity`] to the
+    /// entries you expect.
     ///
     /// # Examples
     ///
@@ -524,7 +525,8 @@ impl RegistryBuilder {
                     core: self.pin.then_some(index),
                     huge_pages: self.huge_pages,
                     max_load: self.max_load,
-                    line_cache: self.line_cache,
+                    // Keys of this node: a key's first word has its node as high half.
+                    line_cache: self.line_cache.then_some(crate::key::Node::LOCAL.0),
                 },
                 procs.clone(),
             )

@@ -275,12 +275,13 @@ pub struct ShardConfig {
     /// Lower is faster to read (a hit probes fewer slots past its home) and costs more
     /// memory: 16 bytes a slot.
     pub max_load: u8,
-    /// Keep one-line copies of short entries (two-word keys, at most five metadata words)
-    /// in a line cache that lookups try first: a hit reads one cache line where the slot
-    /// table's read takes two in series. It holds up to seven eighths of `capacity`'s
-    /// first table and does not grow; it costs 64 bytes a line beside the slot table.
-    /// Off by default.
-    pub line_cache: bool,
+    /// `Some(high)`: keep one-line copies of short entries (two-word keys whose first
+    /// word's high half is `high`, at most five metadata words) in a line cache that
+    /// lookups try first: a hit reads one cache line where the slot table's read takes
+    /// two in series. It has as many lines as the first slot table has slots, caches
+    /// while at most seven eighths of them are taken, and does not grow; it costs 64
+    /// bytes a line beside the slot table. `None` (the default): no cache.
+    pub line_cache: Option<u32>,
 }
 
 impl Default for ShardConfig {
@@ -295,7 +296,7 @@ impl Default for ShardConfig {
             core: None,
             huge_pages: false,
             max_load: DEFAULT_MAX_LOAD,
-            line_cache: false,
+            line_cache: None,
         }
     }
 }

@@ -880,7 +880,6 @@ impl Writer {
         }
     }
 
-    /// Empties slot `i` of `t` with a backward shift, keeping probe invariant T1.
     /// Opens the section of the line caching `key`, if the shard keeps a line cache and
     /// it holds the key: the caller changes the entry's slot, then closes the line.
     fn open_line(&self, hash: u64, key: &[u64]) -> Option<usize> {
@@ -890,6 +889,7 @@ impl Writer {
         Some(i)
     }
 
+    /// Empties slot `i` of `t` with a backward shift, keeping probe invariant T1.
     pub(crate) fn vacate(&self, t: &RawTable, i: usize) {
         t.vacate(&self.token, i);
     }
@@ -1072,7 +1072,8 @@ mod tests {
     /// [`writer`], with a line cache if `line_cache`.
     fn writer_with(capacity: usize, line_cache: bool) -> (Writer, Arc<TestHooks>) {
         let hooks = Arc::new(TestHooks::default());
-        let (p, token) = Published::try_new(3, capacity, 2, false, line_cache).unwrap();
+        let (p, token) =
+            Published::try_new(3, capacity, 2, false, line_cache.then_some(0)).unwrap();
         let w = Writer::new(Arc::new(p), token, hooks.clone(), 8, 0);
         (w, hooks)
     }

@@ -21,9 +21,9 @@
 //! lies before it). The table is never grown: once seven eighths of its lines are taken,
 //! new entries are not cached.
 //!
-//! Only entries whose key is two words, whose key word 0 has the high half the table
-//! adopted (its first cached key's: an engine gives every key of a registry the same one),
-//! and whose metadata is at most five words are cached. The slot table stays the record
+//! Only entries whose key is two words, whose key word 0 has the high half the table was
+//! made for (the engine's local node: keys of other nodes are not cached), and whose
+//! metadata is at most five words are cached. The slot table stays the record
 //! of every entry; the cache holds copies.
 //!
 //! # Protocol
@@ -61,7 +61,10 @@
 //! - Liveness is checked by the caller from the owner, as for a slot table hit (SPEC I1).
 //!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
-//! writes of it, the same kind of bound as the slot table's (see `table.rs`).
+//! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
+//! between its two `w0` loads while one key is rewritten 2^28 times (about two minutes of
+//! a writer doing nothing else) could take a changed line for an unchanged one; the
+//! protocol assumes no reader does, as the slot table's does for its bound.
 
 use super::table::WriterToken;
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -124,22 +127,23 @@ pub struct LineTable {
     gmask: usize,
     /// `64 - log2(groups.len())`: `hash >> shift` is a home, below `groups.len()`.
     shift: u32,
-    /// The high half of key word 0 that cached keys have, `u64::MAX` until the first.
-    high: AtomicU64,
+    /// The high half of key word 0 that cached keys have.
+    high: u64,
     /// Lines taken (entries and [`DELETED`] ones): the writer's count.
     taken: AtomicU64,
 }
 
 impl LineTable {
-    /// A table of at least `lines` lines (rounded up to a power of two of groups).
-    pub fn new(lines: usize) -> LineTable {
+    /// A table of at least `lines` lines (rounded up to a power of two of groups), for
+    /// keys whose word 0 has `high` as its high half.
+    pub fn new(lines: usize, high: u32) -> LineTable {
         let groups = lines.div_ceil(8).next_power_of_two().max(2);
         LineTable {
             groups: (0..groups).map(|_| AtomicU64::new(0)).collect(),
             lines: (0..groups * 8).map(|_| Line::new()).collect(),
             gmask: groups - 1,
             shift: 64 - groups.trailing_zeros(),
-            high: AtomicU64::new(u64::MAX),
+            high: u64::from(high),
             taken: AtomicU64::new(0),
         }
     }
@@ -178,7 +182,7 @@ impl LineTable {
     /// written; read the slot table. Never blocks, never writes to shared memory.
     #[inline(always)]
     pub fn get(&self, hash: u64, k0: u64, k1: u64, out: &mut [u64; 7]) -> Option<(u64, usize)> {
-        if k0 >> 32 != self.high.load(Ordering::Relaxed) {
+        if k0 >> 32 != self.high {
             return None;
         }
         let byte = tag8(hash);
@@ -242,7 +246,7 @@ impl LineTable {
     /// The line caching `key` (hash `hash`), as `group * 8 + byte`.
     pub fn find(&self, _t: &WriterToken, hash: u64, key: &[u64]) -> Option<usize> {
         let &[k0, k1] = key else { return None };
-        if k0 >> 32 != self.high.load(Ordering::Relaxed) {
+        if k0 >> 32 != self.high {
             return None;
         }
         let byte = tag8(hash);
@@ -297,7 +301,18 @@ impl LineTable {
             }
             None => {
                 line[0].store(next | DEAD << 32 | w0 & LOW, Ordering::Release);
-                self.set_byte(t, i, DELETED);
+                // A group that has an empty byte already stops every probe that reaches
+                // it, so no cached key lies past it on any probe, and this byte may be
+                // empty again (the line untaken). A group with none keeps it so: the
+                // byte is deleted, and probes go on past it. (By induction a group never
+                // regains an empty byte once it has none, so an insert that went past a
+                // full group finds it full at every later probe.)
+                if matches(self.group(i / 8).load(Ordering::Relaxed), EMPTY) != 0 {
+                    self.taken.fetch_sub(1, Ordering::Relaxed);
+                    self.set_byte(t, i, EMPTY);
+                } else {
+                    self.set_byte(t, i, DELETED);
+                }
             }
         }
     }
@@ -305,9 +320,6 @@ impl LineTable {
     /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
     /// has published and the cache does not hold, if it fits and a line is free.
     pub fn insert(&self, t: &WriterToken, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
-        if key.len() == 2 && self.high.load(Ordering::Relaxed) == u64::MAX {
-            self.high.store(key[0] >> 32, Ordering::Relaxed);
-        }
         if !self.fits(key, meta) {
             return;
         }
@@ -329,9 +341,7 @@ impl LineTable {
 
     /// Whether an entry of `key` and `meta` is one a line caches.
     fn fits(&self, key: &[u64], meta: &[u64]) -> bool {
-        key.len() == 2
-            && meta.len() <= LINE_META
-            && key[0] >> 32 == self.high.load(Ordering::Relaxed)
+        key.len() == 2 && meta.len() <= LINE_META && key[0] >> 32 == self.high
     }
 
     /// The first free line (empty or deleted byte) on the probe of `hash`.
@@ -395,8 +405,7 @@ impl LineTable {
                 problems.push(format!("line {i} has a tag byte but no entry"));
                 continue;
             }
-            let high = self.high.load(Ordering::Relaxed);
-            let key = [high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
+            let key = [self.high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
             let meta: Vec<u64> = line[3..3 + shape as usize]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
@@ -431,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_line_caches_a_short_entry_and_only_its_key() {
-        let t = LineTable::new(16);
+        let t = LineTable::new(16, 7);
         let w = WriterToken::new(0);
         let key = [7 << 32 | 0xabc, 42];
         let h = hash(2, 1, 5);
@@ -456,7 +465,7 @@ mod tests {
 
     #[test]
     fn an_open_line_sends_readers_on_and_its_close_publishes_the_change() {
-        let t = LineTable::new(16);
+        let t = LineTable::new(16, 0);
         let w = WriterToken::new(0);
         let (h, key) = (hash(2, 0, 1), [0, 1]);
         t.insert(&w, h, &key, 3, &[10]);
@@ -481,7 +490,7 @@ mod tests {
     #[test]
     fn probes_pass_full_and_deleted_groups_and_stop_at_an_empty_byte() {
         // 4 groups; 20 keys of one home fill it and two more groups.
-        let t = LineTable::new(32);
+        let t = LineTable::new(32, 0);
         let w = WriterToken::new(0);
         let keys: Vec<[u64; 2]> = (0..20).map(|k| [0, k]).collect();
         let h = |k: u64| hash(4, 3, k);
@@ -504,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_full_table_caches_nothing_more() {
-        let t = LineTable::new(16);
+        let t = LineTable::new(16, 0);
         let w = WriterToken::new(0);
         for k in 0..16u64 {
             t.insert(&w, hash(2, k % 2, k), &[0, k], k, &[]);
@@ -513,5 +522,22 @@ mod tests {
             .filter(|&k| get(&t, hash(2, k % 2, k), [0, k]).is_some())
             .count();
         assert_eq!(cached, 14, "seven eighths of 16 lines");
+    }
+
+    #[test]
+    fn churn_frees_lines_in_groups_that_still_have_empty_bytes() {
+        // Two groups; keys come and go one at a time, far more of them than lines.
+        let t = LineTable::new(16, 0);
+        let w = WriterToken::new(0);
+        for k in 0..200u64 {
+            let h = hash(2, k % 2, k);
+            t.insert(&w, h, &[0, k], k, &[k]);
+            assert_eq!(get(&t, h, [0, k]), Some((k, vec![k])), "key {k} cached");
+            let i = t.find(&w, h, &[0, k]).unwrap();
+            t.open(&w, i);
+            t.close(&w, i, None);
+            assert_eq!(get(&t, h, [0, k]), None);
+        }
+        assert!(!t.is_full());
     }
 }

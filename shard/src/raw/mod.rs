@@ -228,7 +228,8 @@ pub enum Attempt {
         owner_hint: u64,
         /// Metadata length, in words.
         meta_words: usize,
-        /// Arena offset of the entry's block.
+        /// Arena offset of the entry's block; 0 for a hit in the line cache
+        /// ([`Published::try_read_quick`]), which reads no block.
         block: u64,
     },
     /// The key was absent at some moment during the read.
@@ -393,18 +394,18 @@ impl Published {
     /// `capacity` slots, and its one writer token.
     #[cfg(test)]
     pub fn new(shard: usize, capacity: usize, arena_base_bits: u32) -> (Published, WriterToken) {
-        Self::try_new(shard, capacity, arena_base_bits, false, false)
-            .expect("slot table allocation")
+        Self::try_new(shard, capacity, arena_base_bits, false, None).expect("slot table allocation")
     }
 
     /// [`Published::new`], or `None` if the first entry table cannot be allocated; with a
-    /// line cache of `capacity` lines if `line_cache`.
+    /// line cache of `capacity` lines if `line_cache` is `Some(high)`, for two-word keys
+    /// whose first word's high half is `high`.
     pub fn try_new(
         shard: usize,
         capacity: usize,
         arena_base_bits: u32,
         huge_pages: bool,
-        line_cache: bool,
+        line_cache: Option<u32>,
     ) -> Option<(Published, WriterToken)> {
         let arena = AtomicWords::reserved(ARENA_RESERVE_WORDS, arena_base_bits, huge_pages);
         let p = Published {
@@ -415,7 +416,7 @@ impl Published {
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
             huge_pages,
-            lines: line_cache.then(|| LineTable::new(capacity)),
+            lines: line_cache.map(|high| LineTable::new(capacity, high)),
         };
         let lines = p.lines.as_ref().map_or(0, LineTable::bytes);
         let bytes = p.entries.get().bytes() + p.terms.get().bytes() + lines;

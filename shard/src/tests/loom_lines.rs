@@ -12,7 +12,7 @@ use crate::AllAlive;
 
 /// A writer of a 4-slot table with a line cache.
 fn cached_writer() -> Writer {
-    let (p, token) = Published::try_new(0, 4, 3, false, true).expect("tables");
+    let (p, token) = Published::try_new(0, 4, 3, false, Some(0)).expect("tables");
     Writer::new(Arc::new(p), token, Arc::new(AllAlive), 1, 0)
 }
 
@@ -78,5 +78,27 @@ fn loom_a_removed_cached_key_never_comes_back() {
         let back = matches!(second, Seen::Hit(..));
         assert!(!(first == Seen::Miss && back), "came back");
         assert_eq!(read_quick(&p, h, &key), Seen::Miss);
+    });
+}
+
+#[test]
+fn loom_a_line_hit_is_never_older_than_a_slot_table_read_before_it() {
+    loom::model(|| {
+        let mut w = cached_writer();
+        let (h, key) = (hash(0, 3), [0, 3]);
+        w.insert_plain(h, &key, 1, &[1]).unwrap();
+        let p = w.shared.clone();
+        // The slot table alone (as a query or the writer fallback reads), then the line.
+        let reader = {
+            let p = p.clone();
+            thread::spawn(move || (read(&p, h, &key), read_quick(&p, h, &key)))
+        };
+        w.update_plain(h, &key, 1, &[2]).unwrap();
+        let (first, second) = reader.join().unwrap();
+        let (old, new) = (Seen::Hit(1, vec![1]), Seen::Hit(1, vec![2]));
+        assert!(
+            !(first == new && second == old),
+            "the line undid the table's update"
+        );
     });
 }
