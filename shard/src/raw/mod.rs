@@ -228,8 +228,8 @@ pub enum Attempt {
         owner_hint: u64,
         /// Metadata length, in words.
         meta_words: usize,
-        /// Arena offset of the entry's block; 0 for a hit in the line cache
-        /// ([`Published::try_read_quick`]), which reads no block.
+        /// Arena offset of the entry's block; 0 for a hit in the line cache (the fast
+        /// path of `Shard::try_read`), which reads no block.
         block: u64,
     },
     /// The key was absent at some moment during the read.
