@@ -870,7 +870,7 @@ impl Shard {
     /// Memory the shard holds.
     pub fn memory(&self) -> ShardMemory {
         ShardMemory {
-            tables: self.shared.table_bytes.load(Ordering::Relaxed),
+            tables: self.shared.table_bytes(),
             arena: self.shared.arena().allocated_bytes(),
             live_blocks: self.gauges.live_bytes.load(Ordering::Relaxed),
             charged: self.gauges.charged.load(Ordering::Relaxed),

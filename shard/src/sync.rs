@@ -1,10 +1,16 @@
 //! The one place the shard takes its atomics from: `std` normally, loom's model-checked
-//! versions under `cfg(roster_loom)`. Nothing else in the crate names `std::sync::atomic`.
+//! versions under `cfg(roster_loom)`, except for words only the writer touches.
+//! Nothing else in the crate names `std::sync::atomic`.
 
 #[cfg(roster_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
 #[cfg(not(roster_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+/// Atomics for words only the shard's writer touches (counts, bookkeeping beside a table):
+/// std's under loom too. No reader loads them, so they take no part in any protocol, and
+/// modelling them would only slow the models down.
+pub(crate) use std::sync::atomic::{AtomicU32 as OwnU32, AtomicU64 as OwnU64};
 
 // The reply cell's lock, condition variable and shared pointer (see `reply.rs`), so loom
 // can model the claim/abandon decision.

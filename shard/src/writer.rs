@@ -251,6 +251,10 @@ impl Writer {
                 self.migrate_some(which, MIGRATE_IDLE);
                 continue;
             }
+            if let Some(lines) = self.shared.lines().filter(|l| l.migrating(&self.token)) {
+                lines.migrate_some(&self.token, MIGRATE_IDLE);
+                continue;
+            }
             // Idle. Poll a while before parking: a parked writer costs every synchronous
             // caller a futex wake-up (tens of microseconds on a busy machine). Yielding
             // keeps the poll polite where cores are scarce.
@@ -546,6 +550,7 @@ impl Writer {
             self.notify(EventKind::Inserted, key, owner, meta);
         }
         self.migrate_some(Which::Entries, MIGRATE_PER_INSERT);
+        self.migrate_lines(MIGRATE_PER_INSERT);
         Ok(())
     }
 
@@ -717,7 +722,7 @@ impl Writer {
             });
         if let Some(lines) = self.shared.lines() {
             match line {
-                Some(i) => lines.close(&self.token, i, Some((key, owner, meta))),
+                Some(i) => lines.get().close(&self.token, i, Some((key, owner, meta))),
                 None => lines.insert(&self.token, hash, key, owner, meta),
             }
         }
@@ -885,7 +890,7 @@ impl Writer {
     fn open_line(&self, hash: u64, key: &[u64]) -> Option<usize> {
         let lines = self.shared.lines()?;
         let i = lines.find(&self.token, hash, key)?;
-        lines.open(&self.token, i);
+        lines.get().open(&self.token, i);
         Some(i)
     }
 
@@ -911,7 +916,7 @@ impl Writer {
         let line = self.open_line(hash_of_tag(gone.tag), &self.scratch);
         self.vacate(self.shared.table(), i);
         if let (Some(lines), Some(l)) = (self.shared.lines(), line) {
-            lines.close(&self.token, l, None);
+            lines.get().close(&self.token, l, None);
         }
         let index = self.owner_index(off, bh);
         self.unindex(off, bh);
@@ -993,6 +998,17 @@ impl Writer {
     fn migrate_both(&mut self, slots: usize) {
         self.migrate_some(Which::Entries, slots);
         self.migrate_some(Which::Terms, slots);
+        self.migrate_lines(slots);
+    }
+
+    /// Moves the next `lines` lines of a line cache that grew, if one is moving (see
+    /// `lines.rs`, "Growth"): a grown cache, twice the size, has room for the lines it
+    /// takes over and as many again, and moving them takes 1/8 of the old table's lines
+    /// in inserts.
+    fn migrate_lines(&self, lines: usize) {
+        if let Some(cell) = self.shared.lines() {
+            cell.migrate_some(&self.token, lines);
+        }
     }
 
     /// Runs the migration of table `which`, if any, to its end.
@@ -1039,6 +1055,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::raw::lines::LINE_META;
     use crate::raw::{Attempt, OWNER_HINT_BITS};
     use crate::with_terms;
 
@@ -1235,6 +1252,55 @@ mod tests {
         let a = w.audit();
         assert_eq!((a.entries, a.postings, a.block_bytes), (0, 0, 0));
         assert!(a.problems.is_empty(), "{:?}", a.problems);
+    }
+
+    /// The line cache grows as entries come (it starts at the first table's 16 slots) and
+    /// moves its lines over a few at a time: once the move ends, every short entry is
+    /// read from its line, and the drained tables' memory is given back.
+    #[test]
+    fn a_line_cache_grows_and_keeps_every_short_entry_cached() {
+        let (mut w, _) = writer_with(16, true);
+        let keys: Vec<(u64, [u64; 2])> = (0..2000u64)
+            .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32, [k % 3, k]))
+            .collect();
+        let mut moving = 0;
+        for (n, &(h, key)) in keys.iter().enumerate() {
+            let meta = vec![n as u64; n % 7];
+            w.insert_plain(h, &key, 1, &meta).unwrap();
+            let lines = w.shared.lines().unwrap();
+            moving += u32::from(lines.migrating(&w.token));
+            if n % 97 == 0 {
+                let a = w.audit();
+                assert!(a.problems.is_empty(), "{:?}", a.problems);
+            }
+        }
+        assert!(moving > 0, "no insert saw lines moving");
+        let lines = w.shared.lines().unwrap();
+        lines.finish(&w.token);
+        assert!(lines.get().capacity() >= 2000, "{}", lines.get().capacity());
+        for (n, &(h, key)) in keys.iter().enumerate() {
+            let mut out = [0u64; 64];
+            let got = w.shared.try_read_quick(h, &key, &mut out);
+            let (block, meta_words) = match got {
+                Attempt::Found {
+                    block, meta_words, ..
+                } => (block, meta_words),
+                other => panic!("key {n}: {other:?}"),
+            };
+            // Metadata of up to five words is read from the line, which reads no block.
+            assert_eq!(block == 0, n % 7 <= LINE_META, "key {n}");
+            assert_eq!(out[..meta_words], vec![n as u64; n % 7][..], "key {n}");
+        }
+        let a = w.audit();
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+        // Only the current table's bytes count where drained tables were given back.
+        #[cfg(target_os = "linux")]
+        assert!(
+            lines.bytes() < 2 * lines.get().bytes(),
+            "{} bytes for a table of {}",
+            lines.bytes(),
+            lines.get().bytes()
+        );
     }
 
     #[test]

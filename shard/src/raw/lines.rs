@@ -18,8 +18,7 @@
 //! or `0x80 |` seven bits of the hash ([`tag8`]). A key's home is the group `hash >>
 //! shift`; a probe walks groups from there and stops at the first group with an empty
 //! byte (an insert takes the first free byte on the key's probe, so the key, if cached,
-//! lies before it). The table is never grown: once seven eighths of its lines are taken,
-//! new entries are not cached.
+//! lies before it). A table whose lines are seven eighths taken grows (see "Growth").
 //!
 //! Only entries whose key is two words, whose key word 0 has the high half the table was
 //! made for (the engine's local node: keys of other nodes are not cached), and whose
@@ -60,21 +59,53 @@
 //!   whose own validation answers.
 //! - Liveness is checked by the caller from the owner, as for a slot table hit (SPEC I1).
 //!
+//! # Growth
+//!
+//! A [`LineCell`] holds the current table. When an insert finds it full, the writer
+//! publishes (`Release`) an empty table with room for twice its entries (at least its
+//! size, so a table full of [`DELETED`] bytes is rebuilt clean), made of zeroed pages
+//! that cost nothing until touched, and moves the old table's lines over a few after
+//! each write, and in bigger steps while idle, as the slot table's migration does.
+//! Readers read only the current table: a key not moved yet misses there and is read
+//! from the slot table. The writer keeps, beside each line, the high half of its entry's
+//! hash, which gives the line's home and tag byte in any table (see [`tag8`]), since
+//! the line itself holds only the key.
+//!
+//! - G1: a cached entry has its line in exactly one table, the current one or the one
+//!   being drained. A move writes the copy in the current table (its own section), then
+//!   kills the old line (a section that closes it [`DEAD`]). The entry does not change
+//!   meanwhile, so each copy is the entry as it is.
+//! - G2: every change of a cached entry goes through [`LineCell::find`], which moves the
+//!   entry's line first if it is still in the old table; so the change happens in the
+//!   current table's line (L2 there), and a reader still on the old table finds that
+//!   line killed before the change (L2 there: the kill is the old line's last section).
+//! - G3: once every line of the old table has been passed, each of its lines is dead or
+//!   free, and stays so: the writer never writes it again. Its pages go back to the OS
+//!   (`Zeroed::release`), after a `fence(Release)`; a reader that still reads it reads
+//!   the values it held or zeros. Treat the zeroing as `Relaxed` stores of zero by the
+//!   writer after that fence: a zero group word has no full byte, a zero `w0` is a dead
+//!   line, and a line read whose payload load saw a zero has its second `w0` load see the
+//!   kill's odd value or a later one (R1's fence argument, the kill's fence preceding
+//!   the zeroing), so every read of the drained table is a miss. The table's memory
+//!   stays mapped until the cell drops, so no load faults.
+//!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
 //! between its two `w0` loads while one key is rewritten 2^28 times (about two minutes of
 //! a writer doing nothing else) could take a changed line for an unchanged one; the
 //! protocol assumes no reader does, as the slot table's does for its bound.
 
+use super::pages::{Zeroable, Zeroed};
 use super::table::WriterToken;
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering, OwnU32, OwnU64};
 
 /// A tag byte never used since the table was made: a probe stops at its group.
 pub const EMPTY: u8 = 0;
 /// A tag byte whose line held an entry and is free now: probes go on past it.
 pub const DELETED: u8 = 1;
-/// The shape of a line that holds no entry.
-pub const DEAD: u64 = 7;
+/// The shape of a line that holds no entry: 0, so zeroed memory is dead lines. A line
+/// holding an entry has shape `1 +` its metadata length.
+pub const DEAD: u64 = 0;
 /// The most metadata words a line holds.
 pub const LINE_META: usize = 5;
 
@@ -94,11 +125,30 @@ pub struct Line {
     w: [AtomicU64; 8],
 }
 
-impl Line {
-    fn new() -> Line {
+// SAFETY: `repr(C)` of eight `AtomicU64`s: all-zero bytes are eight zero atomics (a dead
+// line, `DEAD`), and no drop.
+unsafe impl Zeroable for Line {
+    #[cfg(roster_loom)]
+    fn zero() -> Line {
         Line {
             w: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+}
+
+// SAFETY: an atomic integer's all-zero bytes are the value 0, and it needs no drop.
+unsafe impl Zeroable for AtomicU64 {
+    #[cfg(roster_loom)]
+    fn zero() -> AtomicU64 {
+        AtomicU64::new(0)
+    }
+}
+
+// SAFETY: as for `AtomicU64`.
+unsafe impl Zeroable for OwnU32 {
+    #[cfg(roster_loom)]
+    fn zero() -> OwnU32 {
+        OwnU32::new(0)
     }
 }
 
@@ -121,42 +171,84 @@ pub fn tag8(hash: u64) -> u8 {
 /// A shard's line cache (see the module docs).
 pub struct LineTable {
     /// `gmask + 1` groups (a power of two).
-    groups: Box<[AtomicU64]>,
+    groups: Zeroed<AtomicU64>,
     /// `8 * groups.len()` lines.
-    lines: Box<[Line]>,
+    lines: Zeroed<Line>,
+    /// The writer's: the high half of the hash of each line's entry, for moving it to
+    /// the next table (readers never load these).
+    hashes: Zeroed<OwnU32>,
     gmask: usize,
     /// `64 - log2(groups.len())`: `hash >> shift` is a home, below `groups.len()`.
     shift: u32,
     /// The high half of key word 0 that cached keys have.
     high: u64,
     /// Lines taken (entries and [`DELETED`] ones): the writer's count.
-    taken: AtomicU64,
+    taken: OwnU64,
+    /// Lines holding entries: the writer's count.
+    live: OwnU64,
+    /// The table this one replaced (null for the first), owned: freed when the
+    /// [`LineCell`] drops.
+    prev: AtomicPtr<LineTable>,
 }
 
 impl LineTable {
     /// A table of at least `lines` lines (rounded up to a power of two of groups), for
-    /// keys whose word 0 has `high` as its high half.
-    pub fn new(lines: usize, high: u32) -> LineTable {
-        let groups = lines.div_ceil(8).next_power_of_two().max(2);
-        LineTable {
-            groups: (0..groups).map(|_| AtomicU64::new(0)).collect(),
-            lines: (0..groups * 8).map(|_| Line::new()).collect(),
-            gmask: groups - 1,
-            shift: 64 - groups.trailing_zeros(),
-            high: u64::from(high),
-            taken: AtomicU64::new(0),
+    /// keys whose word 0 has `high` as its high half, or `None` if the memory cannot be
+    /// had.
+    pub fn try_new(lines: usize, high: u64, huge: bool) -> Option<LineTable> {
+        let groups = lines.div_ceil(8).checked_next_power_of_two()?.max(2);
+        let gmask = groups - 1;
+        // The home takes at most 31 bits of the hash (see `tag8`).
+        if gmask >> 31 != 0 {
+            return None;
         }
+        Some(LineTable {
+            groups: Zeroed::new(groups, false)?,
+            lines: Zeroed::new(groups.checked_mul(8)?, huge)?,
+            hashes: Zeroed::new(groups * 8, false)?,
+            gmask,
+            shift: 64 - groups.trailing_zeros(),
+            high,
+            taken: OwnU64::new(0),
+            live: OwnU64::new(0),
+            prev: AtomicPtr::new(std::ptr::null_mut()),
+        })
     }
 
     /// Bytes the table holds.
     pub fn bytes(&self) -> u64 {
-        (self.groups.len() * 8 + self.lines.len() * 64) as u64
+        (self.groups.len() * 8 + self.lines.len() * 64 + self.hashes.len() * 4) as u64
+    }
+
+    /// Gives the memory of a drained table back to the OS where it can (`pages.rs`):
+    /// every word reads as zero from then on, which is a free group and a dead line. The
+    /// bytes given back.
+    fn release(&self) -> u64 {
+        [
+            (self.groups.release(), self.groups.len() * 8),
+            (self.lines.release(), self.lines.len() * 64),
+            (self.hashes.release(), self.hashes.len() * 4),
+        ]
+        .iter()
+        .filter(|(given, _)| *given)
+        .map(|(_, bytes)| *bytes as u64)
+        .sum()
+    }
+
+    /// How many lines the table has.
+    pub fn capacity(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Entries cached here.
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed) as usize
     }
 
     /// The group `g` (any `g`, masked).
     #[inline(always)]
     fn group(&self, g: usize) -> &AtomicU64 {
-        // SAFETY: `gmask + 1 == groups.len()`, set in `new` and never changed, so
+        // SAFETY: `gmask + 1 == groups.len()`, set in `try_new` and never changed, so
         // `g & gmask < groups.len()`.
         unsafe { self.groups.get_unchecked(g & self.gmask) }
     }
@@ -166,7 +258,7 @@ impl LineTable {
     fn line(&self, g: usize, j: usize) -> &[AtomicU64; 8] {
         debug_assert!(j < 8);
         let i = (g & self.gmask) * 8 + (j & 7);
-        // SAFETY: `lines.len() == 8 * groups.len() == 8 * (gmask + 1)` (`new`), so
+        // SAFETY: `lines.len() == 8 * groups.len() == 8 * (gmask + 1)` (`try_new`), so
         // `i <= 8 * gmask + 7 < lines.len()`.
         &unsafe { self.lines.get_unchecked(i) }.w
     }
@@ -207,7 +299,7 @@ impl LineTable {
                 }
                 let shape = (w0 >> 32) & 7;
                 if hit && shape != DEAD {
-                    return Some((owner, shape as usize));
+                    return Some((owner, shape as usize - 1));
                 }
             }
             if matches(word, EMPTY) != 0 || left == 0 {
@@ -295,12 +387,13 @@ impl LineTable {
             Some((key, owner, meta)) => {
                 self.fill(line, key, owner, meta);
                 line[0].store(
-                    next | (meta.len() as u64) << 32 | key[0] & LOW,
+                    next | (meta.len() as u64 + 1) << 32 | key[0] & LOW,
                     Ordering::Release,
                 );
             }
             None => {
                 line[0].store(next | DEAD << 32 | w0 & LOW, Ordering::Release);
+                self.live.fetch_sub(1, Ordering::Relaxed);
                 // A group that has an empty byte already stops every probe that reaches
                 // it, so no cached key lies past it on any probe, and this byte may be
                 // empty again (the line untaken). A group with none keeps it so: the
@@ -318,30 +411,65 @@ impl LineTable {
     }
 
     /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
-    /// has published and the cache does not hold, if it fits and a line is free.
-    pub fn insert(&self, t: &WriterToken, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
+    /// has published and the cache does not hold, if it fits and a line is free; its
+    /// line.
+    pub fn insert(
+        &self,
+        t: &WriterToken,
+        hash: u64,
+        key: &[u64],
+        owner: u64,
+        meta: &[u64],
+    ) -> Option<usize> {
         if !self.fits(key, meta) {
-            return;
+            return None;
         }
         debug_assert!(self.find(t, hash, key).is_none());
         if self.is_full() {
-            return;
+            return None;
         }
-        let Some(i) = self.free_line(hash) else {
-            return;
-        };
+        let i = self.free_line(hash)?;
         let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
         if byte == EMPTY {
             self.taken.fetch_add(1, Ordering::Relaxed);
         }
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.hashes[i].store((hash >> 32) as u32, Ordering::Relaxed);
         self.open(t, i);
         self.close(t, i, Some((key, owner, meta)));
         self.set_byte(t, i, tag8(hash));
+        Some(i)
     }
 
     /// Whether an entry of `key` and `meta` is one a line caches.
-    fn fits(&self, key: &[u64], meta: &[u64]) -> bool {
+    pub fn fits(&self, key: &[u64], meta: &[u64]) -> bool {
         key.len() == 2 && meta.len() <= LINE_META && key[0] >> 32 == self.high
+    }
+
+    /// The entry line `i` holds, if any, as `(hash, key, owner, meta)`: the hash's high
+    /// half (enough for its home and tag byte in any table), and the metadata in `meta`.
+    fn entry(
+        &self,
+        _t: &WriterToken,
+        i: usize,
+        meta: &mut Vec<u64>,
+    ) -> Option<(u64, [u64; 2], u64)> {
+        let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
+        let line = self.line(i / 8, i % 8);
+        let w0 = line[0].load(Ordering::Relaxed);
+        let shape = (w0 >> 32) & 7;
+        if byte & 0x80 == 0 || shape == DEAD {
+            return None;
+        }
+        meta.clear();
+        meta.extend(
+            line[3..][..shape as usize - 1]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed)),
+        );
+        let hash = u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32;
+        let key = [self.high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
+        Some((hash, key, line[1].load(Ordering::Relaxed)))
     }
 
     /// The first free line (empty or deleted byte) on the probe of `hash`.
@@ -358,11 +486,12 @@ impl LineTable {
     }
 
     /// Stores the payload words of a line inside its open section.
+    /// (Words past the metadata keep what they held: no one uses them.)
     fn fill(&self, line: &[AtomicU64; 8], key: &[u64], owner: u64, meta: &[u64]) {
         line[1].store(owner, Ordering::Relaxed);
         line[2].store(key[1], Ordering::Relaxed);
-        for (j, w) in line[3..].iter().enumerate() {
-            w.store(meta.get(j).copied().unwrap_or(0), Ordering::Relaxed);
+        for (w, &x) in line[3..].iter().zip(meta) {
+            w.store(x, Ordering::Relaxed);
         }
     }
 
@@ -396,17 +525,20 @@ impl LineTable {
                 problems.push(format!("line {i} left open"));
             }
             if byte & 0x80 == 0 {
-                if byte != EMPTY && shape != DEAD {
+                if shape != DEAD {
                     problems.push(format!("line {i} is free but holds an entry"));
                 }
                 continue;
             }
-            if shape as usize > LINE_META {
+            if shape == DEAD || shape as usize > LINE_META + 1 {
                 problems.push(format!("line {i} has a tag byte but no entry"));
                 continue;
             }
+            if tag8(u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32) != byte {
+                problems.push(format!("line {i}: its hash and tag byte differ"));
+            }
             let key = [self.high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
-            let meta: Vec<u64> = line[3..3 + shape as usize]
+            let meta: Vec<u64> = line[3..2 + shape as usize]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
                 .collect();
@@ -418,7 +550,208 @@ impl LineTable {
             }
             cached += 1;
         }
+        if cached != self.len() {
+            problems.push(format!(
+                "{cached} lines cached, the count says {}",
+                self.len()
+            ));
+        }
         cached
+    }
+}
+
+/// A shard's line cache as readers find it: the current [`LineTable`], with every table
+/// it replaced chained behind it until the cell drops, and, while the writer moves the
+/// lines of a replaced table over (see "Growth" in the module docs), that table.
+pub struct LineCell {
+    /// The current table: from `Box::into_raw`, never null, freed only in `Drop`.
+    current: AtomicPtr<LineTable>,
+    /// The writer's: the table whose lines are being moved into the current one, or
+    /// null.
+    source: AtomicPtr<LineTable>,
+    /// The writer's: the next line of `source` to move.
+    next: OwnU64,
+    /// Bytes of the tables that hold memory: the current one, and replaced ones whose
+    /// memory the OS has not taken back. Stored by the writer.
+    bytes: OwnU64,
+    /// Whether big tables go on huge pages.
+    huge: bool,
+}
+
+impl LineCell {
+    /// A cell whose first table has at least `lines` lines, for keys whose word 0 has
+    /// `high` as its high half; `None` if the memory cannot be had.
+    pub fn try_new(lines: usize, high: u32, huge: bool) -> Option<LineCell> {
+        let table = LineTable::try_new(lines, u64::from(high), huge)?;
+        Some(LineCell {
+            bytes: OwnU64::new(table.bytes()),
+            current: AtomicPtr::new(Box::into_raw(Box::new(table))),
+            source: AtomicPtr::new(std::ptr::null_mut()),
+            next: OwnU64::new(0),
+            huge,
+        })
+    }
+
+    /// The current table.
+    #[inline(always)]
+    pub fn get(&self) -> &LineTable {
+        let p = self.current.load(Ordering::Acquire);
+        // SAFETY:
+        // 1. `p` is non-null: set in `try_new` and `grow` from `Box::into_raw`.
+        // 2. The `Acquire` load pairs with the `Release` store that published it, so the
+        //    table's fields as made before publication are visible.
+        // 3. Tables are freed only in `Drop for LineCell`, which needs `&mut self`, so the
+        //    table outlives the `&self` borrow the result is tied to.
+        // 4. Every field reached through `&LineTable` is an atomic or immutable.
+        unsafe { &*p }
+    }
+
+    /// The table whose lines are being moved, if a move runs (the writer's).
+    pub fn source(&self, _t: &WriterToken) -> Option<&LineTable> {
+        let p = self.source.load(Ordering::Relaxed);
+        // SAFETY: a non-null `source` is a table `grow` replaced, owned by the `prev`
+        // chain of the current table, which frees it only in `Drop for LineCell` (with
+        // `&mut self`); only the writer stores `source`, so its own loads see what it
+        // stored.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// Bytes of the tables that hold memory.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The current table's line caching `key` (hash `hash`). A key still cached in the
+    /// table being drained is moved over first, so every change of a cached entry
+    /// happens in the current table.
+    pub fn find(&self, t: &WriterToken, hash: u64, key: &[u64]) -> Option<usize> {
+        let table = self.get();
+        if let Some(i) = table.find(t, hash, key) {
+            return Some(i);
+        }
+        let source = self.source(t)?;
+        let j = source.find(t, hash, key)?;
+        self.move_line(t, source, j, &mut Vec::new())
+    }
+
+    /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
+    /// has published and the cache does not hold, if it fits; grows the cache first if
+    /// it is full.
+    pub fn insert(&self, t: &WriterToken, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
+        let table = self.get();
+        if !table.fits(key, meta) {
+            return;
+        }
+        if table.is_full() && !self.grow(t) {
+            return;
+        }
+        self.get().insert(t, hash, key, owner, meta);
+    }
+
+    /// Publishes an empty table with room for twice the current one's entries (at least
+    /// its size) and starts moving the current one's lines over (see "Growth"); a move
+    /// still running is finished first (pacing makes that rare). `false` if the memory
+    /// cannot be had: the cache then takes no new entries until it has room.
+    pub fn grow(&self, t: &WriterToken) -> bool {
+        self.finish(t);
+        let old = self.get();
+        let lines = (2 * old.len()).max(old.capacity());
+        let Some(new) = LineTable::try_new(lines, old.high, self.huge) else {
+            return false;
+        };
+        self.bytes
+            .store(self.bytes() + new.bytes(), Ordering::Relaxed);
+        let old = self.current.load(Ordering::Relaxed);
+        new.prev.store(old, Ordering::Relaxed);
+        self.source.store(old, Ordering::Relaxed);
+        self.next.store(0, Ordering::Relaxed);
+        // Release: a reader that finds the new table finds it empty and made.
+        self.current
+            .store(Box::into_raw(Box::new(new)), Ordering::Release);
+        true
+    }
+
+    /// Moves the cached entries of the next `lines` lines of the table being drained, if
+    /// one is, and ends the move when it is drained: the writer's step after each write.
+    pub fn migrate_some(&self, t: &WriterToken, lines: usize) {
+        let Some(source) = self.source(t) else {
+            return;
+        };
+        let from = self.next.load(Ordering::Relaxed) as usize;
+        let end = from.saturating_add(lines).min(source.capacity());
+        let mut meta = Vec::with_capacity(LINE_META);
+        for i in from..end {
+            self.move_line(t, source, i, &mut meta);
+        }
+        self.next.store(end as u64, Ordering::Relaxed);
+        if end == source.capacity() {
+            debug_assert_eq!(source.len(), 0, "a drained table still caches entries");
+            self.source.store(std::ptr::null_mut(), Ordering::Relaxed);
+            // Every line of `source` is dead or free now, so a reader's use of any of its
+            // words, zero included, is a miss ("Growth"); fence(Release) orders the kills
+            // before the OS's zeroing, which the writer makes as if it stored zeros.
+            fence(Ordering::Release);
+            let freed = source.release();
+            self.bytes.store(self.bytes() - freed, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a move of lines runs.
+    pub fn migrating(&self, t: &WriterToken) -> bool {
+        self.source(t).is_some()
+    }
+
+    /// Runs the move of lines, if one runs, to its end.
+    pub fn finish(&self, t: &WriterToken) {
+        while self.migrating(t) {
+            self.migrate_some(t, 1 << 12);
+        }
+    }
+
+    /// Moves the entry of line `j` of `source`, if it holds one, to the current table: a
+    /// copy there first, then the line in `source` dies, so at every moment one of the
+    /// two copies is there, each of the entry as it is (the entry does not change
+    /// meanwhile). Its line in the current table, if it got one.
+    fn move_line(
+        &self,
+        t: &WriterToken,
+        source: &LineTable,
+        j: usize,
+        meta: &mut Vec<u64>,
+    ) -> Option<usize> {
+        let (hash, key, owner) = source.entry(t, j, meta)?;
+        let i = self.get().insert(t, hash, &key, owner, meta);
+        source.open(t, j);
+        source.close(t, j, None);
+        i
+    }
+
+    /// Checks the lines of the current table and of one being drained against `present`
+    /// (see [`LineTable::audit`]); how many entries they cache.
+    pub fn audit(
+        &self,
+        t: &WriterToken,
+        mut present: impl FnMut(&[u64]) -> Option<(u64, Vec<u64>)>,
+        problems: &mut Vec<String>,
+    ) -> usize {
+        [Some(self.get()), self.source(t)]
+            .into_iter()
+            .flatten()
+            .map(|table| table.audit(t, &mut present, problems))
+            .sum()
+    }
+}
+
+impl Drop for LineCell {
+    fn drop(&mut self) {
+        let mut p = self.current.load(Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: every table in the `prev` chain came from `Box::into_raw` (in
+            // `try_new` or `grow`), appears in the chain exactly once, and `&mut self`
+            // proves no reader holds a borrow.
+            let table = unsafe { Box::from_raw(p) };
+            p = table.prev.load(Ordering::Acquire);
+        }
     }
 }
 
@@ -440,7 +773,7 @@ mod tests {
 
     #[test]
     fn a_line_caches_a_short_entry_and_only_its_key() {
-        let t = LineTable::new(16, 7);
+        let t = LineTable::try_new(16, 7, false).unwrap();
         let w = WriterToken::new(0);
         let key = [7 << 32 | 0xabc, 42];
         let h = hash(2, 1, 5);
@@ -465,7 +798,7 @@ mod tests {
 
     #[test]
     fn an_open_line_sends_readers_on_and_its_close_publishes_the_change() {
-        let t = LineTable::new(16, 0);
+        let t = LineTable::try_new(16, 0, false).unwrap();
         let w = WriterToken::new(0);
         let (h, key) = (hash(2, 0, 1), [0, 1]);
         t.insert(&w, h, &key, 3, &[10]);
@@ -490,7 +823,7 @@ mod tests {
     #[test]
     fn probes_pass_full_and_deleted_groups_and_stop_at_an_empty_byte() {
         // 4 groups; 20 keys of one home fill it and two more groups.
-        let t = LineTable::new(32, 0);
+        let t = LineTable::try_new(32, 0, false).unwrap();
         let w = WriterToken::new(0);
         let keys: Vec<[u64; 2]> = (0..20).map(|k| [0, k]).collect();
         let h = |k: u64| hash(4, 3, k);
@@ -513,7 +846,7 @@ mod tests {
 
     #[test]
     fn a_full_table_caches_nothing_more() {
-        let t = LineTable::new(16, 0);
+        let t = LineTable::try_new(16, 0, false).unwrap();
         let w = WriterToken::new(0);
         for k in 0..16u64 {
             t.insert(&w, hash(2, k % 2, k), &[0, k], k, &[]);
@@ -527,7 +860,7 @@ mod tests {
     #[test]
     fn churn_frees_lines_in_groups_that_still_have_empty_bytes() {
         // Two groups; keys come and go one at a time, far more of them than lines.
-        let t = LineTable::new(16, 0);
+        let t = LineTable::try_new(16, 0, false).unwrap();
         let w = WriterToken::new(0);
         for k in 0..200u64 {
             let h = hash(2, k % 2, k);

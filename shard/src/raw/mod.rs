@@ -185,7 +185,7 @@ mod words;
 
 pub use prefetch::prefetch;
 
-use lines::LineTable;
+use lines::LineCell;
 use table::{Slot, MOVES_OPEN, SEQ_ONE};
 
 /// Bytes of one table slot.
@@ -381,12 +381,13 @@ pub struct Published {
     short_mask: u64,
     /// Live entries, stored by the writer after each change.
     pub len: AtomicU64,
-    /// Bytes of tables (current and retired), stored by the writer.
-    pub table_bytes: AtomicU64,
+    /// Bytes of slot tables (current and retired), stored by the writer (see
+    /// [`Published::table_bytes`]).
+    table_bytes: AtomicU64,
     /// Whether big tables and the arena go on huge pages (`pages.rs`).
     huge_pages: bool,
     /// One-line copies of short entries, read first (`lines.rs`), if the shard keeps them.
-    lines: Option<LineTable>,
+    lines: Option<LineCell>,
 }
 
 impl Published {
@@ -416,10 +417,12 @@ impl Published {
             len: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
             huge_pages,
-            lines: line_cache.map(|high| LineTable::new(capacity, high)),
+            lines: match line_cache {
+                Some(high) => Some(LineCell::try_new(capacity, high, huge_pages)?),
+                None => None,
+            },
         };
-        let lines = p.lines.as_ref().map_or(0, LineTable::bytes);
-        let bytes = p.entries.get().bytes() + p.terms.get().bytes() + lines;
+        let bytes = p.entries.get().bytes() + p.terms.get().bytes();
         p.table_bytes.store(bytes, Ordering::Relaxed);
         Some((p, WriterToken::new(shard)))
     }
@@ -551,7 +554,7 @@ impl Published {
     /// `None`: read the slot table.
     #[inline(always)]
     fn try_read_line(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Option<Attempt> {
-        let lines = self.lines.as_ref()?;
+        let lines = self.lines.as_ref()?.get();
         let (Ok(&[k0, k1]), Some(out)) = (<&[u64; 2]>::try_from(key), out.first_chunk_mut()) else {
             return None;
         };
@@ -566,8 +569,15 @@ impl Published {
     }
 
     /// The line cache, if the shard keeps one.
-    pub(crate) fn lines(&self) -> Option<&LineTable> {
+    pub(crate) fn lines(&self) -> Option<&LineCell> {
         self.lines.as_ref()
+    }
+
+    /// Bytes of the tables that hold memory: slot tables (current and retired) and the
+    /// line cache's.
+    pub fn table_bytes(&self) -> u64 {
+        let lines = self.lines.as_ref().map_or(0, LineCell::bytes);
+        self.table_bytes.load(Ordering::Relaxed) + lines
     }
 
     /// [`Published::try_read`] in `t`, whose `moves` word read `m1` (`Acquire`): even, and
@@ -667,6 +677,7 @@ impl Published {
         if let Some(lines) = self
             .lines
             .as_ref()
+            .map(LineCell::get)
             .filter(|l| key_words == 2 && !l.is_full())
         {
             lines.prefetch_group(hash);
@@ -687,7 +698,11 @@ impl Published {
     #[inline]
     pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
         // A cached key's read takes its line, not the block.
-        if self.lines.as_ref().is_some_and(|l| l.prefetch_line(hash)) {
+        if self
+            .lines
+            .as_ref()
+            .is_some_and(|l| l.get().prefetch_line(hash))
+        {
             return None;
         }
         let loc = self.peek_loc(hash)?;
@@ -1322,7 +1337,7 @@ mod tests {
         assert_eq!(p.try_read(5, &[7], &mut []), Attempt::NotFound);
         // Entry tables of 8 and 16 slots, and the first term table, each with its guard.
         assert_eq!(
-            p.table_bytes.load(Ordering::Relaxed),
+            p.table_bytes(),
             (8 + 16 + RawTable::MIN_CAPACITY as u64 + 3) * SLOT_BYTES
         );
     }

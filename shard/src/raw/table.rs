@@ -43,6 +43,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 
+use super::pages::{Zeroable, Zeroed};
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering};
 
 /// Words at the start of every entry block, before the key: the head word (`block.rs`'s
@@ -336,133 +337,19 @@ impl SlotView {
     }
 }
 
-/// A table's slots: `len` of them in one zeroed allocation, never moved or resized.
-/// Zeroed memory comes from the OS untouched, so a big table costs its page faults as it
-/// fills, not one pass of stores while the writer holds a write (SPEC L7). The global
-/// allocator zeroes with a pass of stores for alignments above 16, so tables of 1 MiB
-/// or more are mapped from the OS directly where it has `mmap`.
-#[cfg(not(roster_loom))]
-pub struct Slots {
-    /// Start of the slots: a live allocation of `len` slots (see `Slots::zeroed`).
-    ptr: std::ptr::NonNull<Slot>,
-    len: usize,
-    /// Whether `ptr` came from `mmap` (else from the global allocator).
-    mapped: bool,
-}
+/// A table's slots: one zeroed allocation (`pages.rs`), never moved or resized.
+type Slots = Zeroed<Slot>;
 
-// SAFETY: `Slots` owns its slots like a `Box<[Slot]>` does, and `Slot` is `Send + Sync`
-// (two atomics), so moving the owner to or sharing it with another thread is sound.
-#[cfg(not(roster_loom))]
-unsafe impl Send for Slots {}
-// SAFETY: as for `Send`: shared access only hands out `&[Slot]`.
-#[cfg(not(roster_loom))]
-unsafe impl Sync for Slots {}
-
-#[cfg(not(roster_loom))]
-impl Slots {
-    const MAP_AT_LEAST: usize = 1 << 20;
-
-    /// `len` zeroed slots (all-zero is two zero atomics: an empty slot), or `None` if
-    /// the size overflows or the memory cannot be had.
-    fn zeroed(len: usize, huge: bool) -> Option<Slots> {
-        let layout = std::alloc::Layout::array::<Slot>(len).ok()?;
-        if layout.size() == 0 {
-            return None;
+// SAFETY: two `AtomicU64`s, `repr(C)`: all-zero bytes are two zero atomics, an empty
+// slot.
+unsafe impl Zeroable for Slot {
+    #[cfg(roster_loom)]
+    fn zero() -> Slot {
+        Slot {
+            word: AtomicU64::new(0),
+            loc: AtomicU64::new(0),
         }
-        #[cfg(unix)]
-        if layout.size() >= Self::MAP_AT_LEAST {
-            // SAFETY: an anonymous private mapping of a non-zero size at an address of the
-            // kernel's choosing has no preconditions; the result is checked below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    layout.size(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return None;
-            }
-            if huge {
-                super::pages::advise_huge(p.cast(), layout.size());
-            }
-            // Page-aligned (so aligned for `Slot`) and zero-filled by the kernel.
-            let ptr = std::ptr::NonNull::new(p.cast::<Slot>())?;
-            return Some(Slots {
-                ptr,
-                len,
-                mapped: true,
-            });
-        }
-        // SAFETY: `layout` has a non-zero size (checked above), as `alloc_zeroed` requires.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
-        let ptr = std::ptr::NonNull::new(p)?;
-        Some(Slots {
-            ptr,
-            len,
-            mapped: false,
-        })
     }
-}
-
-#[cfg(not(roster_loom))]
-impl std::ops::Deref for Slots {
-    type Target = [Slot];
-
-    #[inline]
-    fn deref(&self) -> &[Slot] {
-        // SAFETY:
-        // 1. `ptr` is a live allocation of `len` slots, aligned for `Slot` (a page
-        //    boundary, or the allocator honouring `Layout::array::<Slot>`), freed only
-        //    in `Drop`, which needs `&mut self`.
-        // 2. Every slot is initialised: the memory was zero-filled, and all-zero bytes
-        //    are a valid `Slot` (`repr(C)` of two `AtomicU64`).
-        // 3. Only shared references are made, and all mutation goes through atomics.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-#[cfg(not(roster_loom))]
-impl Drop for Slots {
-    fn drop(&mut self) {
-        let layout = std::alloc::Layout::array::<Slot>(self.len).expect("made from it");
-        #[cfg(unix)]
-        if self.mapped {
-            // SAFETY: `ptr` and the size are exactly those `mmap` returned and was asked
-            // for, mapped once and unmapped only here; `&mut self` proves no borrow of
-            // the slots is alive.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), layout.size()) };
-            return;
-        }
-        // SAFETY: `ptr` came from `alloc_zeroed` with this same layout (`mapped` is
-        // false), and is freed once, here, with no borrow alive (`&mut self`).
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
-    }
-}
-
-#[cfg(not(roster_loom))]
-fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
-    Slots::zeroed(cap, huge)
-}
-
-/// Loom's atomics are not plain words: build them one by one.
-#[cfg(roster_loom)]
-type Slots = Box<[Slot]>;
-
-#[cfg(roster_loom)]
-fn zeroed_slots(cap: usize, huge: bool) -> Option<Slots> {
-    let _ = huge;
-    Some(
-        (0..cap)
-            .map(|_| Slot {
-                word: AtomicU64::new(0),
-                loc: AtomicU64::new(0),
-            })
-            .collect(),
-    )
 }
 
 /// A fixed-capacity table. Its capacity never changes; growth builds a new one.
@@ -523,7 +410,7 @@ impl RawTable {
         // One slot more than the capacity: the guard, after the last slot, which only
         // `Ring::head` reads (as the last home's neighbour) and no write ever touches
         // (every other index is masked), so it stays empty.
-        let slots = zeroed_slots(cap.checked_add(1)?, huge)?;
+        let slots = Zeroed::new(cap.checked_add(1)?, huge)?;
         Some(RawTable {
             moves: AtomicU64::new(0),
             shift: 64 - cap.trailing_zeros(),

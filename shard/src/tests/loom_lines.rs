@@ -6,7 +6,8 @@ use std::sync::Arc;
 use loom::thread;
 
 use super::{hash, read, Seen};
-use crate::raw::{Attempt, Published};
+use crate::raw::lines::LineCell;
+use crate::raw::{Attempt, Published, WriterToken};
 use crate::writer::Writer;
 use crate::AllAlive;
 
@@ -100,5 +101,45 @@ fn loom_a_line_hit_is_never_older_than_a_slot_table_read_before_it() {
             !(first == new && second == old),
             "the line undid the table's update"
         );
+    });
+}
+
+/// A line-only read of `[0, k1]`: the hit's owner and metadata, or `None` (not cached
+/// there, or being written).
+fn line_read(cell: &LineCell, h: u64, k1: u64) -> Option<(u64, Vec<u64>)> {
+    let mut out = [0u64; 7];
+    let (owner, n) = cell.get().get(h, 0, k1, &mut out)?;
+    Some((owner, out[..n].to_vec()))
+}
+
+#[test]
+fn loom_a_line_cache_that_grows_mid_read_answers_no_torn_or_undone_entry() {
+    loom::model(|| {
+        // The cache alone (the slot table's part in a change, L2, is the models' above).
+        let cell = Arc::new(LineCell::try_new(4, 0, false).expect("lines"));
+        let token = WriterToken::new(0);
+        let (h, k1) = (hash(0, 4), 4);
+        cell.insert(&token, h, &[0, k1], 1, &[10, 10]);
+        let reader = {
+            let cell = cell.clone();
+            thread::spawn(move || (line_read(&cell, h, k1), line_read(&cell, h, k1)))
+        };
+        // A new table, readers sent to it; the change of the key moves its line first
+        // (G2), then changes it there.
+        assert!(cell.grow(&token));
+        let i = cell.find(&token, h, &[0, k1]).expect("moved");
+        cell.get().open(&token, i);
+        cell.get().close(&token, i, Some((&[0, k1], 1, &[20, 20])));
+        let (first, second) = reader.join().unwrap();
+        let (old, new) = (Some((1, vec![10, 10])), Some((1, vec![20, 20])));
+        for seen in [&first, &second] {
+            assert!(
+                *seen == old || *seen == new || seen.is_none(),
+                "torn: {seen:?}"
+            );
+        }
+        assert!(!(first == new && second == old), "undone");
+        cell.finish(&token);
+        assert_eq!(line_read(&cell, h, k1), new);
     });
 }
