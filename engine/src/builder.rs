@@ -231,12 +231,13 @@ impl RegistryBuilder {
     /// then the entry's block); a hit in the line cache reads one. At a million entries,
     /// where each of those reads misses the cache, that made single lookups 1.7-2.0x and
     /// batched ones 2.0x as fast on a 2-core guest (`results/2026-12-07-kvm-xeon-2c-
-    /// 0d228b0-v4`). The price is memory: 64 bytes a line, as many lines as the shards'
-    /// first slot tables have slots (sized from [`RegistryBuilder::capacity`]), beside
-    /// everything the registry keeps anyway. The cache does not grow: while seven
-    /// eighths of its lines are taken, further entries are read from the slot table
-    /// only (lines are freed as entries go). So set [`RegistryBuilder::capacity`] to the
-    /// entries you expect.
+    /// 0d228b0-v4`). The price is memory: 68 bytes a line, at first as many lines as
+    /// the shards' first slot tables have slots (sized from
+    /// [`RegistryBuilder::capacity`]), beside everything the registry keeps anyway. The
+    /// cache doubles once seven eighths of its lines are taken, as the slot tables do,
+    /// without holding a write: the new table's pages are touched as it fills, lines
+    /// move over a few per write, and the old table's pages go back to the OS. While
+    /// they move, a lookup of an entry not moved yet reads the slot table.
     ///
     /// # Examples
     ///

@@ -278,9 +278,10 @@ pub struct ShardConfig {
     /// `Some(high)`: keep one-line copies of short entries (two-word keys whose first
     /// word's high half is `high`, at most five metadata words) in a line cache that
     /// lookups try first: a hit reads one cache line where the slot table's read takes
-    /// two in series. It has as many lines as the first slot table has slots, caches
-    /// while at most seven eighths of them are taken, and does not grow; it costs 64
-    /// bytes a line beside the slot table. `None` (the default): no cache.
+    /// two in series. It starts with as many lines as the first slot table has slots
+    /// and doubles (without a stall: lines move a few per write) once seven eighths of
+    /// them are taken; it costs 64 bytes a line, and 4 more for the writer, beside the
+    /// slot table. `None` (the default): no cache.
     pub line_cache: Option<u32>,
 }
 

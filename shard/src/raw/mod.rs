@@ -15,7 +15,7 @@
 //! entries that [`Published::try_read_quick`] tries before the entry table. A line hit
 //! answers; anything else reads the entry table as below, which stays the record of
 //! every entry. The cache's own rules (L1, L2: the writer changes a cached entry inside
-//! its line's section) and why a hit is right are in `lines.rs`.
+//! its line's section; G1-G3: how it grows) and why a hit is right are in `lines.rs`.
 //!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
 //! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; either flag set
@@ -399,8 +399,8 @@ impl Published {
     }
 
     /// [`Published::new`], or `None` if the first entry table cannot be allocated; with a
-    /// line cache of `capacity` lines if `line_cache` is `Some(high)`, for two-word keys
-    /// whose first word's high half is `high`.
+    /// line cache of at first `capacity` lines if `line_cache` is `Some(high)`, for
+    /// two-word keys whose first word's high half is `high`.
     pub fn try_new(
         shard: usize,
         capacity: usize,
@@ -673,7 +673,8 @@ impl Published {
     #[inline]
     pub fn prefetch_home(&self, hash: u64, key_words: usize) {
         // A key the line cache may hold is read from its line: its group word is what
-        // the next step peeks at. (Once the cache is full, new keys are not in it.)
+        // the next step peeks at. (In a full cache, one that could not grow, new keys are
+        // not.)
         if let Some(lines) = self
             .lines
             .as_ref()
