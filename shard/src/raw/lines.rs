@@ -136,22 +136,6 @@ unsafe impl Zeroable for Line {
     }
 }
 
-// SAFETY: an atomic integer's all-zero bytes are the value 0, and it needs no drop.
-unsafe impl Zeroable for AtomicU64 {
-    #[cfg(roster_loom)]
-    fn zero() -> AtomicU64 {
-        AtomicU64::new(0)
-    }
-}
-
-// SAFETY: as for `AtomicU64`.
-unsafe impl Zeroable for OwnU32 {
-    #[cfg(roster_loom)]
-    fn zero() -> OwnU32 {
-        OwnU32::new(0)
-    }
-}
-
 /// The high bits of each byte of `group` that equals `byte` (exact for the lowest match;
 /// a byte above a true match may show as a false one, which the key compare rejects).
 #[inline(always)]
@@ -170,15 +154,16 @@ pub fn tag8(hash: u64) -> u8 {
 
 /// A shard's line cache (see the module docs).
 pub struct LineTable {
-    /// `gmask + 1` groups (a power of two).
-    groups: Zeroed<AtomicU64>,
-    /// `8 * groups.len()` lines.
+    /// `8 * (gmask + 1)` lines, then the `gmask + 1` groups (a power of two, at least 8),
+    /// eight to a line: one allocation, so that a big table goes on huge pages whole.
     lines: Zeroed<Line>,
     /// The writer's: the high half of the hash of each line's entry, for moving it to
     /// the next table (readers never load these).
     hashes: Zeroed<OwnU32>,
     gmask: usize,
-    /// `64 - log2(groups.len())`: `hash >> shift` is a home, below `groups.len()`.
+    /// `8 * (gmask + 1)`: the index of the first line that holds groups.
+    glines: usize,
+    /// `64 - log2(gmask + 1)`: `hash >> shift` is a home, at most `gmask`.
     shift: u32,
     /// The high half of key word 0 that cached keys have.
     high: u64,
@@ -196,17 +181,17 @@ impl LineTable {
     /// keys whose word 0 has `high` as its high half, or `None` if the memory cannot be
     /// had.
     pub fn try_new(lines: usize, high: u64, huge: bool) -> Option<LineTable> {
-        let groups = lines.div_ceil(8).checked_next_power_of_two()?.max(2);
+        let groups = lines.div_ceil(8).checked_next_power_of_two()?.max(8);
         let gmask = groups - 1;
         // The home takes at most 31 bits of the hash (see `tag8`).
         if gmask >> 31 != 0 {
             return None;
         }
         Some(LineTable {
-            groups: Zeroed::new(groups, false)?,
-            lines: Zeroed::new(groups.checked_mul(8)?, huge)?,
+            lines: Zeroed::new(groups.checked_mul(8)? + groups / 8, huge)?,
             hashes: Zeroed::new(groups * 8, false)?,
             gmask,
+            glines: groups * 8,
             shift: 64 - groups.trailing_zeros(),
             high,
             taken: OwnU64::new(0),
@@ -217,7 +202,7 @@ impl LineTable {
 
     /// Bytes the table holds.
     pub fn bytes(&self) -> u64 {
-        (self.groups.len() * 8 + self.lines.len() * 64 + self.hashes.len() * 4) as u64
+        (self.lines.len() * 64 + self.hashes.len() * 4) as u64
     }
 
     /// Gives the memory of a drained table back to the OS where it can (`pages.rs`):
@@ -225,7 +210,6 @@ impl LineTable {
     /// bytes given back.
     fn release(&self) -> u64 {
         [
-            (self.groups.release(), self.groups.len() * 8),
             (self.lines.release(), self.lines.len() * 64),
             (self.hashes.release(), self.hashes.len() * 4),
         ]
@@ -237,7 +221,7 @@ impl LineTable {
 
     /// How many lines the table has.
     pub fn capacity(&self) -> usize {
-        self.lines.len()
+        self.glines
     }
 
     /// Entries cached here.
@@ -248,9 +232,20 @@ impl LineTable {
     /// The group `g` (any `g`, masked).
     #[inline(always)]
     fn group(&self, g: usize) -> &AtomicU64 {
-        // SAFETY: `gmask + 1 == groups.len()`, set in `try_new` and never changed, so
-        // `g & gmask < groups.len()`.
-        unsafe { self.groups.get_unchecked(g & self.gmask) }
+        let groups = self
+            .lines
+            .as_ptr()
+            .wrapping_add(self.glines)
+            .cast::<AtomicU64>();
+        // SAFETY: `lines.len() == glines + (gmask + 1) / 8`, with `glines = 8 * (gmask +
+        // 1)` and `gmask + 1` a power of two of at least 8 (`try_new`, never changed): the
+        // lines from `glines` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of
+        // eight `AtomicU64`s with no padding (a `Line` is 64 bytes, its alignment), so they
+        // are `gmask + 1` contiguous, aligned `AtomicU64`s starting at `groups`, inside the
+        // allocation, and `g & gmask` indexes one of them. They are only ever used as
+        // atomics (a shared reference to an atomic inside a `Line` the slice also lends
+        // out as a `&Line`: both are shared, and every access is atomic).
+        unsafe { &*groups.add(g & self.gmask) }
     }
 
     /// The words of line `j` of group `g` (any `g`, masked; `j < 8`).
@@ -258,8 +253,8 @@ impl LineTable {
     fn line(&self, g: usize, j: usize) -> &[AtomicU64; 8] {
         debug_assert!(j < 8);
         let i = (g & self.gmask) * 8 + (j & 7);
-        // SAFETY: `lines.len() == 8 * groups.len() == 8 * (gmask + 1)` (`try_new`), so
-        // `i <= 8 * gmask + 7 < lines.len()`.
+        // SAFETY: `lines.len() > glines == 8 * (gmask + 1)` (`try_new`, never changed),
+        // so `i <= 8 * gmask + 7 < lines.len()`.
         &unsafe { self.lines.get_unchecked(i) }.w
     }
 
@@ -313,7 +308,7 @@ impl LineTable {
     /// Whether the table takes no more entries (seven eighths of its lines are taken).
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.taken.load(Ordering::Relaxed) as usize * 8 >= self.lines.len() * MAX_LOAD_EIGHTHS
+        self.taken.load(Ordering::Relaxed) as usize * 8 >= self.capacity() * MAX_LOAD_EIGHTHS
     }
 
     /// Prefetches the home group's word of `hash`: the first step of a batched read.
@@ -516,7 +511,7 @@ impl LineTable {
         problems: &mut Vec<String>,
     ) -> usize {
         let mut cached = 0;
-        for i in 0..self.lines.len() {
+        for i in 0..self.capacity() {
             let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
             let line = self.line(i / 8, i % 8);
             let w0 = line[0].load(Ordering::Relaxed);
@@ -773,16 +768,16 @@ mod tests {
 
     #[test]
     fn a_line_caches_a_short_entry_and_only_its_key() {
-        let t = LineTable::try_new(16, 7, false).unwrap();
+        let t = LineTable::try_new(64, 7, false).unwrap();
         let w = WriterToken::new(0);
         let key = [7 << 32 | 0xabc, 42];
-        let h = hash(2, 1, 5);
+        let h = hash(8, 1, 5);
         assert_eq!(get(&t, h, key), None, "nothing cached yet");
         t.insert(&w, h, &key, 9, &[1, 2, 3]);
         assert_eq!(get(&t, h, key), Some((9, vec![1, 2, 3])));
         assert_eq!(get(&t, h, [key[0], 43]), None, "another name");
         assert_eq!(get(&t, h, [8 << 32 | 0xabc, 42]), None, "another high half");
-        assert_eq!(get(&t, hash(2, 0, 5), key), None, "another home");
+        assert_eq!(get(&t, hash(8, 0, 5), key), None, "another home");
         // Keys of another high half, or longer metadata, are not cached.
         t.insert(&w, h, &[8 << 32, 1], 9, &[]);
         t.insert(&w, h, &[7 << 32, 1], 9, &[0; 6]);
@@ -798,9 +793,9 @@ mod tests {
 
     #[test]
     fn an_open_line_sends_readers_on_and_its_close_publishes_the_change() {
-        let t = LineTable::try_new(16, 0, false).unwrap();
+        let t = LineTable::try_new(64, 0, false).unwrap();
         let w = WriterToken::new(0);
-        let (h, key) = (hash(2, 0, 1), [0, 1]);
+        let (h, key) = (hash(8, 0, 1), [0, 1]);
         t.insert(&w, h, &key, 3, &[10]);
         let i = t.find(&w, h, &key).unwrap();
         t.open(&w, i);
@@ -822,11 +817,11 @@ mod tests {
 
     #[test]
     fn probes_pass_full_and_deleted_groups_and_stop_at_an_empty_byte() {
-        // 4 groups; 20 keys of one home fill it and two more groups.
-        let t = LineTable::try_new(32, 0, false).unwrap();
+        // 8 groups; 20 keys of one home fill it and two more groups.
+        let t = LineTable::try_new(64, 0, false).unwrap();
         let w = WriterToken::new(0);
         let keys: Vec<[u64; 2]> = (0..20).map(|k| [0, k]).collect();
-        let h = |k: u64| hash(4, 3, k);
+        let h = |k: u64| hash(8, 3, k);
         for (k, key) in keys.iter().enumerate() {
             t.insert(&w, h(k as u64), key, k as u64, &[k as u64]);
         }
@@ -846,24 +841,26 @@ mod tests {
 
     #[test]
     fn a_full_table_caches_nothing_more() {
-        let t = LineTable::try_new(16, 0, false).unwrap();
+        // The smallest table: 8 groups, 64 lines.
+        let t = LineTable::try_new(1, 0, false).unwrap();
         let w = WriterToken::new(0);
-        for k in 0..16u64 {
-            t.insert(&w, hash(2, k % 2, k), &[0, k], k, &[]);
+        assert_eq!(t.capacity(), 64);
+        for k in 0..64u64 {
+            t.insert(&w, hash(8, k % 8, k), &[0, k], k, &[]);
         }
-        let cached = (0..16u64)
-            .filter(|&k| get(&t, hash(2, k % 2, k), [0, k]).is_some())
+        let cached = (0..64u64)
+            .filter(|&k| get(&t, hash(8, k % 8, k), [0, k]).is_some())
             .count();
-        assert_eq!(cached, 14, "seven eighths of 16 lines");
+        assert_eq!(cached, 56, "seven eighths of 64 lines");
     }
 
     #[test]
     fn churn_frees_lines_in_groups_that_still_have_empty_bytes() {
-        // Two groups; keys come and go one at a time, far more of them than lines.
-        let t = LineTable::try_new(16, 0, false).unwrap();
+        // 8 groups; keys come and go one at a time, far more of them than lines.
+        let t = LineTable::try_new(64, 0, false).unwrap();
         let w = WriterToken::new(0);
         for k in 0..200u64 {
-            let h = hash(2, k % 2, k);
+            let h = hash(8, k % 8, k);
             t.insert(&w, h, &[0, k], k, &[k]);
             assert_eq!(get(&t, h, [0, k]), Some((k, vec![k])), "key {k} cached");
             let i = t.find(&w, h, &[0, k]).unwrap();

@@ -15,13 +15,18 @@
 //! hit costs up to four dependent memory accesses instead of two. Linux's transparent
 //! huge pages back a region with 2 MiB pages when asked (`madvise(MADV_HUGEPAGE)`; most
 //! distributions ship THP in `madvise` mode, where nothing is backed so unless asked).
-//! Only regions past [`HUGE_FROM`] bytes are advised, so a small registry keeps its small
-//! footprint: huge pages round a region's resident size up to 2 MiB.
+//! Small regions stay on small pages, so a small registry keeps its small footprint (huge
+//! pages round a region's resident size up to 2 MiB): the arena is advised past its first
+//! [`HUGE_FROM`] bytes, and a [`Zeroed`] array of at least [`HUGE_FROM`] bytes is advised
+//! whole, mapped to start on a huge page's boundary (smaller ones are not advised).
 //!
 //! Elsewhere, under Miri and loom, and when the kernel refuses (THP off), this does
 //! nothing, and everything works the same, only slower at scale.
 //!
-//! It is opt-in (`ShardConfig::huge_pages`): lookups may gain, writes pay. Measured on a
+//! For slot tables and the arena it is opt-in (`ShardConfig::huge_pages`): lookups may
+//! gain, writes pay. The line cache (`lines.rs`) always asks: its lines are what a hit
+//! reads, one random line each, and without huge pages each was a TLB miss too (in
+//! `peers` at a million keys, 7.2-7.7 against 9.6 Mops/s on one thread). Measured on a
 //! 2-core KVM guest, `lookup_cost 1000000 20000000` ran at 5.06 against 4.47 Mops/s
 //! (medians of four alternating rounds) in one set and 4.39 against 4.38 in another,
 //! and `peers` showed no gain; but the writer takes the faults, each zeroing 2 MiB (and,
@@ -29,19 +34,22 @@
 //! and `bulk_load 2000000`'s p99.99 went from 0.35-1.8 ms to 1.7-5.6 ms. Write deadlines
 //! (SPEC L1) come first by default.
 
+use crate::sync::{AtomicU64, OwnU32};
+
 /// Bytes of a huge page (x86-64 and most arm64 Linux kernels).
 pub const HUGE_PAGE: usize = 2 << 20;
 
-/// Regions are advised from this many bytes into them: below it, small pages.
+/// The arena is advised from this many bytes into it, and arrays of fewer bytes not at
+/// all: below it, small pages.
 pub const HUGE_FROM: usize = 4 << 20;
 
-/// Advises the OS to back the 2 MiB-aligned part of `[ptr + HUGE_FROM, ptr + len)` with
-/// huge pages. `ptr` must start a mapping of `len` bytes that the caller owns.
+/// Advises the OS to back the 2 MiB-aligned part of `[ptr + from, ptr + len)` with huge
+/// pages. `ptr` must start a mapping of `len` bytes that the caller owns.
 #[cfg(all(target_os = "linux", not(miri), not(roster_loom)))]
-pub fn advise_huge(ptr: *mut u8, len: usize) {
+pub fn advise_huge(ptr: *mut u8, len: usize, from: usize) {
     let base = ptr as usize;
     let (Some(start), Some(end)) = (
-        base.checked_add(HUGE_FROM)
+        base.checked_add(from)
             .and_then(|a| a.checked_next_multiple_of(HUGE_PAGE)),
         base.checked_add(len).map(|e| e / HUGE_PAGE * HUGE_PAGE),
     ) else {
@@ -63,8 +71,8 @@ pub fn advise_huge(ptr: *mut u8, len: usize) {
 
 /// No huge-page advice off Linux, under Miri or under loom.
 #[cfg(not(all(target_os = "linux", not(miri), not(roster_loom))))]
-pub fn advise_huge(ptr: *mut u8, len: usize) {
-    let _ = (ptr, len);
+pub fn advise_huge(ptr: *mut u8, len: usize, from: usize) {
+    let _ = (ptr, len, from);
 }
 
 /// A type whose all-zero bytes are a valid value: atomics, and `repr(C)` structs and
@@ -79,6 +87,22 @@ pub unsafe trait Zeroable: Sized {
     fn zero() -> Self;
 }
 
+// SAFETY: an atomic integer's all-zero bytes are the value 0, and it needs no drop.
+unsafe impl Zeroable for AtomicU64 {
+    #[cfg(roster_loom)]
+    fn zero() -> AtomicU64 {
+        AtomicU64::new(0)
+    }
+}
+
+// SAFETY: as for `AtomicU64`.
+unsafe impl Zeroable for OwnU32 {
+    #[cfg(roster_loom)]
+    fn zero() -> OwnU32 {
+        OwnU32::new(0)
+    }
+}
+
 /// `len` zero-valued `T`s in one allocation, never moved or resized (see the module
 /// docs).
 #[cfg(not(roster_loom))]
@@ -86,8 +110,9 @@ pub struct Zeroed<T: Zeroable> {
     /// Start of the array: a live allocation of `len` values (see `Zeroed::new`).
     ptr: std::ptr::NonNull<T>,
     len: usize,
-    /// Whether `ptr` came from `mmap` (else from the global allocator).
-    mapped: bool,
+    /// The mapping `ptr` lies in, if it came from `mmap` (else from the global
+    /// allocator): its start and length.
+    map: Option<(std::ptr::NonNull<u8>, usize)>,
 }
 
 // SAFETY: `Zeroed` owns its values like a `Box<[T]>` does, so it may move to or be
@@ -111,12 +136,18 @@ impl<T: Zeroable> Zeroed<T> {
         }
         #[cfg(unix)]
         if layout.size() >= Self::MAP_AT_LEAST && layout.align() <= 4096 {
+            // An array of HUGE_FROM bytes or more on huge pages goes on them whole: mapped
+            // with a huge page's slack, it starts on a huge page's boundary.
+            let whole = huge && layout.size() >= HUGE_FROM;
+            let map_len = layout
+                .size()
+                .checked_add(if whole { HUGE_PAGE } else { 0 })?;
             // SAFETY: an anonymous private mapping of a non-zero size at an address of the
             // kernel's choosing has no preconditions; the result is checked below.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
-                    layout.size(),
+                    map_len,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                     -1,
@@ -126,16 +157,25 @@ impl<T: Zeroable> Zeroed<T> {
             if p == libc::MAP_FAILED {
                 return None;
             }
+            let base = std::ptr::NonNull::new(p.cast::<u8>())?;
+            let skip = if whole {
+                (p as usize).next_multiple_of(HUGE_PAGE) - p as usize
+            } else {
+                0
+            };
+            // `skip < HUGE_PAGE` (the slack) when `whole`, else 0: the array's `size`
+            // bytes from `p + skip` lie inside the mapping.
+            let start = p.cast::<u8>().wrapping_add(skip);
             if huge {
-                advise_huge(p.cast(), layout.size());
+                advise_huge(start, layout.size(), if whole { 0 } else { HUGE_FROM });
             }
             // Page-aligned (so aligned for `T`, checked above) and zero-filled by the
             // kernel.
-            let ptr = std::ptr::NonNull::new(p.cast::<T>())?;
+            let ptr = std::ptr::NonNull::new(start.cast::<T>())?;
             return Some(Zeroed {
                 ptr,
                 len,
-                mapped: true,
+                map: Some((base, map_len)),
             });
         }
         let _ = huge;
@@ -145,7 +185,7 @@ impl<T: Zeroable> Zeroed<T> {
         Some(Zeroed {
             ptr,
             len,
-            mapped: false,
+            map: None,
         })
     }
 
@@ -156,10 +196,10 @@ impl<T: Zeroable> Zeroed<T> {
     /// what the array held (see `lines.rs`, "Growth").
     pub fn release(&self) -> bool {
         #[cfg(all(target_os = "linux", not(miri)))]
-        if self.mapped {
+        if self.map.is_some() {
             let size = std::mem::size_of::<T>() * self.len;
-            // SAFETY: `[ptr, ptr + size)` is exactly the private anonymous mapping `new`
-            // made, still mapped (unmapped only in `Drop`). MADV_DONTNEED keeps the
+            // SAFETY: `[ptr, ptr + size)` lies in the private anonymous mapping `new`
+            // made, still mapped (unmapped only in `Drop`), and `ptr` is page-aligned. MADV_DONTNEED keeps the
             // mapping and its protection, so every reference into it stays valid; the
             // kernel backs the range with zero pages on the next touch, and all-zero
             // bytes are a valid `T` (`Zeroable`). What that does to readers is the
@@ -196,15 +236,15 @@ impl<T: Zeroable> Drop for Zeroed<T> {
     fn drop(&mut self) {
         let layout = std::alloc::Layout::array::<T>(self.len).expect("made from it");
         #[cfg(unix)]
-        if self.mapped {
-            // SAFETY: `ptr` and the size are exactly those `mmap` returned and was asked
+        if let Some((base, map_len)) = self.map {
+            // SAFETY: `base` and `map_len` are exactly those `mmap` returned and was asked
             // for, mapped once and unmapped only here; `&mut self` proves no borrow of
             // the values is alive. `T` needs no drop (`Zeroable`).
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), layout.size()) };
+            unsafe { libc::munmap(base.as_ptr().cast(), map_len) };
             return;
         }
-        // SAFETY: `ptr` came from `alloc_zeroed` with this same layout (`mapped` is
-        // false), and is freed once, here, with no borrow alive (`&mut self`); `T` needs
+        // SAFETY: `ptr` came from `alloc_zeroed` with this same layout (`map` is
+        // `None`), and is freed once, here, with no borrow alive (`&mut self`); `T` needs
         // no drop (`Zeroable`).
         unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
     }
@@ -234,5 +274,31 @@ impl<T: Zeroable> std::ops::Deref for Zeroed<T> {
 
     fn deref(&self) -> &[T] {
         &self.0
+    }
+}
+
+#[cfg(all(test, not(roster_loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::Ordering;
+
+    #[test]
+    fn zeroed_arrays_read_zero_and_a_released_one_reads_zero_again() {
+        for (len, huge) in [(1000, false), (1 << 17, false), (1 << 20, true)] {
+            let a = Zeroed::<AtomicU64>::new(len, huge).expect("memory");
+            assert_eq!(a.len(), len);
+            assert!(a.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+            if huge && cfg!(all(target_os = "linux", not(miri))) {
+                // 8 MiB on huge pages: mapped to start on a huge page's boundary.
+                assert_eq!(a.as_ptr() as usize % HUGE_PAGE, 0);
+            }
+            a[len - 1].store(7, Ordering::Relaxed);
+            a[0].store(7, Ordering::Relaxed);
+            if a.release() {
+                assert!(a.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+            } else {
+                assert_eq!(a[0].load(Ordering::Relaxed), 7, "kept as it was");
+            }
+        }
     }
 }

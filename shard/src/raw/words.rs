@@ -346,7 +346,7 @@ fn reserve(words: u64, huge: bool) -> Option<*const AtomicU64> {
         return None;
     }
     if huge {
-        super::pages::advise_huge(p.cast(), bytes);
+        super::pages::advise_huge(p.cast(), bytes, super::pages::HUGE_FROM);
     }
     Some(p.cast::<AtomicU64>().cast_const())
 }
