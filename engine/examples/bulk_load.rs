@@ -9,7 +9,8 @@
 //! With `distinct`, every entry has a capability of its own, so the index's term table
 //! and the capability interner grow with the entries too; with `owners`, every entry is
 //! registered by a process of its own, so the shards' owner lists do; with `lines`, the
-//! registry keeps a line cache (`RegistryBuilder::line_cache`), which grows too. Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
+//! registry keeps a line cache (`RegistryBuilder::line_cache`), which grows too; with
+//! `huge`, its tables go on huge pages (`RegistryBuilder::huge_pages`). Prints the timeouts and the latency percentiles of the calls; exits non-zero if any
 //! write timed out.
 
 use std::time::Instant;
@@ -22,21 +23,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(a) => a.parse().map_err(|e| format!("N must be a count: {e}"))?,
         None => 2_000_000,
     };
-    let (mut distinct, mut owners, mut lines) = (false, false, false);
+    let (mut distinct, mut owners, mut lines, mut huge) = (false, false, false, false);
     for mode in std::env::args().skip(2) {
         match mode.as_str() {
             "distinct" => distinct = true,
             "owners" => owners = true,
             "lines" => lines = true,
+            "huge" => huge = true,
             other => {
                 return Err(format!(
-                    "unknown mode {other:?}: expected `distinct`, `owners` or `lines`"
+                    "unknown mode {other:?}: expected `distinct`, `owners`, `lines` or `huge`"
                 )
                 .into())
             }
         }
     }
-    let registry = Registry::builder().line_cache(lines).build()?;
+    let registry = Registry::builder()
+        .line_cache(lines)
+        .huge_pages(huge)
+        .build()?;
     let ns = registry.namespace("bulk")?;
     let owner = registry.spawn();
     let mut held = Vec::new();

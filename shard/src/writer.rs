@@ -1003,8 +1003,8 @@ impl Writer {
 
     /// Moves the next `lines` lines of a line cache that grew, if one is moving (see
     /// `lines.rs`, "Growth"): a grown cache, twice the size, has room for the lines it
-    /// takes over and as many again, and moving them takes 1/8 of the old table's lines
-    /// in inserts.
+    /// takes over (at most 7/8 of the old table's) and 7/8 of the old table's more, and
+    /// moving them takes 1/8 of the old table's lines in writes.
     fn migrate_lines(&self, lines: usize) {
         if let Some(cell) = self.shared.lines() {
             cell.migrate_some(&self.token, lines);

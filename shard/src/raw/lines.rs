@@ -62,8 +62,8 @@
 //! # Growth
 //!
 //! A [`LineCell`] holds the current table. When an insert finds it full, the writer
-//! publishes (`Release`) an empty table with room for twice its entries (at least its
-//! size, so a table full of [`DELETED`] bytes is rebuilt clean), made of zeroed pages
+//! publishes (`Release`) an empty table twice its size (deleted bytes do not pile up:
+//! `LineTable::clear_deleted` empties those no probe needs), made of zeroed pages
 //! that cost nothing until touched, and moves the old table's lines over a few after
 //! each write, and in bigger steps while idle, as the slot table's migration does.
 //! Readers read only the current table: a key not moved yet misses there and is read
@@ -77,17 +77,24 @@
 //!   meanwhile, so each copy is the entry as it is.
 //! - G2: every change of a cached entry goes through [`LineCell::find`], which moves the
 //!   entry's line first if it is still in the old table; so the change happens in the
-//!   current table's line (L2 there), and a reader still on the old table finds that
-//!   line killed before the change (L2 there: the kill is the old line's last section).
+//!   current table's line (L2 there), after the old line's kill, its last section. A
+//!   reader still on the old table may read the line from before the kill after the
+//!   change is done, but then its two `w0` loads both precede the kill's open (in the
+//!   line's modification order), so nothing that happens after the kill, the change
+//!   included, happens before the read: the read is ordered before the change, as L2's
+//!   argument has it.
 //! - G3: once every line of the old table has been passed, each of its lines is dead or
 //!   free, and stays so: the writer never writes it again. Its pages go back to the OS
 //!   (`Zeroed::release`), after a `fence(Release)`; a reader that still reads it reads
-//!   the values it held or zeros. Treat the zeroing as `Relaxed` stores of zero by the
-//!   writer after that fence: a zero group word has no full byte, a zero `w0` is a dead
-//!   line, and a line read whose payload load saw a zero has its second `w0` load see the
-//!   kill's odd value or a later one (R1's fence argument, the kill's fence preceding
-//!   the zeroing), so every read of the drained table is a miss. The table's memory
-//!   stays mapped until the cell drops, so no load faults.
+//!   the values it held or zeros. This rests on an assumption outside Rust's memory
+//!   model: that the kernel's zeroing (`MADV_DONTNEED`, which shoots down every CPU's
+//!   TLB entries for the pages before it returns) acts as `Relaxed` stores of zero by
+//!   the writer after that fence. Granted that, a zero group word has no full byte, a
+//!   zero `w0` is a dead line, and a line read whose payload load saw a zero has its
+//!   second `w0` load see the kill's odd value or a later one (R1's fence argument, the
+//!   kill's fence preceding the zeroing), so every read of the drained table is a miss.
+//!   The table stays mapped until the cell drops, so a late load takes a minor fault at
+//!   worst (of a zero page: the range is advised off huge pages first), never a trap.
 //!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
@@ -113,6 +120,8 @@ pub const LINE_META: usize = 5;
 const ODD: u64 = 1 << 35;
 /// The key half of `w0`.
 const LOW: u64 = 0xffff_ffff;
+/// Groups `LineTable::clear_deleted` looks at, at most, past a group it would clear.
+const CLEAR_SCAN: usize = 8;
 /// A line's share of a table's load, as the slot table's: at most 7 of 8 lines taken.
 const MAX_LOAD_EIGHTHS: usize = 7;
 
@@ -124,6 +133,10 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 pub struct Line {
     w: [AtomicU64; 8],
 }
+
+// Lines are eight atomics each with no padding, so a run of lines is a run of atomics
+// (`LineTable::group` relies on it).
+const _: () = assert!(std::mem::size_of::<Line>() == 8 * std::mem::size_of::<AtomicU64>());
 
 // SAFETY: `repr(C)` of eight `AtomicU64`s: all-zero bytes are eight zero atomics (a dead
 // line, `DEAD`), and no drop.
@@ -144,9 +157,11 @@ fn matches(group: u64, byte: u8) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
-/// A hash's tag byte: seven bits above the ones a home of up to 2^31 groups takes from
-/// the top, and below the low half (which the caller's tag, `table::tag`, drops), so
-/// `hash` and `hash_of_tag(tag(hash))` give the same byte and the same home.
+/// A hash's tag byte: bits 33..40, below the bits a home of up to 2^24 groups takes from
+/// the top (past that they overlap, and the byte filters less: speed only), and above
+/// the low half (which the caller's tag, `table::tag`, drops), so `hash`,
+/// `hash_of_tag(tag(hash))` and a line's kept high half give the same byte and the same
+/// home.
 #[inline(always)]
 pub fn tag8(hash: u64) -> u8 {
     (hash >> 33) as u8 | 0x80
@@ -240,7 +255,7 @@ impl LineTable {
         // SAFETY: `lines.len() == glines + (gmask + 1) / 8`, with `glines = 8 * (gmask +
         // 1)` and `gmask + 1` a power of two of at least 8 (`try_new`, never changed): the
         // lines from `glines` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of
-        // eight `AtomicU64`s with no padding (a `Line` is 64 bytes, its alignment), so they
+        // eight `AtomicU64`s with no padding (asserted at `Line`), so they
         // are `gmask + 1` contiguous, aligned `AtomicU64`s starting at `groups`, inside the
         // allocation, and `g & gmask` indexes one of them. They are only ever used as
         // atomics (a shared reference to an atomic inside a `Line` the slice also lends
@@ -392,17 +407,73 @@ impl LineTable {
                 // A group that has an empty byte already stops every probe that reaches
                 // it, so no cached key lies past it on any probe, and this byte may be
                 // empty again (the line untaken). A group with none keeps it so: the
-                // byte is deleted, and probes go on past it. (By induction a group never
-                // regains an empty byte once it has none, so an insert that went past a
-                // full group finds it full at every later probe.)
+                // byte is deleted, and probes go on past it, unless no cached key's
+                // probe passes the group (`clear_deleted`).
                 if matches(self.group(i / 8).load(Ordering::Relaxed), EMPTY) != 0 {
                     self.taken.fetch_sub(1, Ordering::Relaxed);
                     self.set_byte(t, i, EMPTY);
                 } else {
                     self.set_byte(t, i, DELETED);
                 }
+                self.clear_deleted(t, i / 8);
             }
         }
+    }
+
+    /// Makes the deleted bytes of group `g` (or, if it has an empty byte, of the group
+    /// before it), and then of the groups before that, empty again while no cached key's
+    /// probe passes them, so that churn does not fill the table with deleted
+    /// bytes. Exact: a cached key lies at the first free byte its probe had when it was
+    /// cached, and every group from its home to its own has had no empty byte since
+    /// (a group gains one only here, or in `close` when it has one already); so a key
+    /// whose probe passes `g` lies in the groups after `g` up to the first with an empty
+    /// byte, which are checked (the writer's hashes give each line's home). Gives up,
+    /// leaving the bytes deleted, past [`CLEAR_SCAN`] groups.
+    fn clear_deleted(&self, t: &WriterToken, g: usize) {
+        // A group with an empty byte has nothing to clear, but the one before it may
+        // (its probes may have gone on through this one only for the line just freed);
+        // and clearing a group may let the one before it clear too.
+        let mut g = g & self.gmask;
+        if matches(self.group(g).load(Ordering::Relaxed), EMPTY) != 0 {
+            g = g.wrapping_sub(1) & self.gmask;
+        }
+        for _ in 0..CLEAR_SCAN.min(self.gmask) {
+            let word = self.group(g).load(Ordering::Relaxed);
+            let deleted = (0..8).any(|j| (word >> (8 * j)) as u8 == DELETED);
+            if matches(word, EMPTY) != 0 || !deleted || !self.try_clear(t, g) {
+                return;
+            }
+            g = g.wrapping_sub(1) & self.gmask;
+        }
+    }
+
+    /// [`LineTable::clear_deleted`] of group `g` alone; whether it cleared it.
+    fn try_clear(&self, t: &WriterToken, g: usize) -> bool {
+        for d in 1..=CLEAR_SCAN.min(self.gmask) {
+            let next = (g + d) & self.gmask;
+            let word = self.group(next).load(Ordering::Relaxed);
+            // Full bytes are exactly those with the high bit set.
+            let mut full = word & HIGHS;
+            while full != 0 {
+                let i = next * 8 + full.trailing_zeros() as usize / 8;
+                full &= full - 1;
+                let home = self.home(u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32);
+                // Whether `g` lies on the probe from `home` to `next` (cyclically).
+                let dist = |to: usize| to.wrapping_sub(home) & self.gmask;
+                if dist(g) < dist(next) {
+                    return false;
+                }
+            }
+            if matches(word, EMPTY) != 0 {
+                let word = self.group(g).load(Ordering::Relaxed);
+                for j in (0..8).filter(|j| (word >> (8 * j)) as u8 == DELETED) {
+                    self.set_byte(t, g * 8 + j, EMPTY);
+                    self.taken.fetch_sub(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
+        false
     }
 
     /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
@@ -643,15 +714,14 @@ impl LineCell {
         self.get().insert(t, hash, key, owner, meta);
     }
 
-    /// Publishes an empty table with room for twice the current one's entries (at least
-    /// its size) and starts moving the current one's lines over (see "Growth"); a move
+    /// Publishes an empty table twice the size of the current one and starts moving the
+    /// current one's lines over (see "Growth"); a move
     /// still running is finished first (pacing makes that rare). `false` if the memory
     /// cannot be had: the cache then takes no new entries until it has room.
     pub fn grow(&self, t: &WriterToken) -> bool {
         self.finish(t);
         let old = self.get();
-        let lines = (2 * old.len()).max(old.capacity());
-        let Some(new) = LineTable::try_new(lines, old.high, self.huge) else {
+        let Some(new) = LineTable::try_new(2 * old.capacity(), old.high, self.huge) else {
             return false;
         };
         self.bytes
@@ -666,17 +736,30 @@ impl LineCell {
         true
     }
 
-    /// Moves the cached entries of the next `lines` lines of the table being drained, if
-    /// one is, and ends the move when it is drained: the writer's step after each write.
+    /// Moves the cached entries of the next `lines` lines (rounded up to whole groups) of
+    /// the table being drained, if one is, and ends the move when it is drained: the
+    /// writer's step after each write.
     pub fn migrate_some(&self, t: &WriterToken, lines: usize) {
         let Some(source) = self.source(t) else {
             return;
         };
+        // Whole groups: one load of a group's word says which of its lines to move.
         let from = self.next.load(Ordering::Relaxed) as usize;
-        let end = from.saturating_add(lines).min(source.capacity());
+        let end = from
+            .saturating_add(lines.next_multiple_of(8))
+            .min(source.capacity());
         let mut meta = Vec::with_capacity(LINE_META);
-        for i in from..end {
-            self.move_line(t, source, i, &mut meta);
+        for g in from / 8..end / 8 {
+            let mut full = source.group(g).load(Ordering::Relaxed) & HIGHS;
+            while full != 0 {
+                self.move_line(
+                    t,
+                    source,
+                    g * 8 + full.trailing_zeros() as usize / 8,
+                    &mut meta,
+                );
+                full &= full - 1;
+            }
         }
         self.next.store(end as u64, Ordering::Relaxed);
         if end == source.capacity() {
@@ -729,6 +812,17 @@ impl LineCell {
         mut present: impl FnMut(&[u64]) -> Option<(u64, Vec<u64>)>,
         problems: &mut Vec<String>,
     ) -> usize {
+        if let Some(source) = self.source(t) {
+            // G1: a key cached in the table being drained is not in the current one.
+            let mut meta = Vec::new();
+            for j in 0..source.capacity() {
+                if let Some((hash, key, _)) = source.entry(t, j, &mut meta) {
+                    if self.get().find(t, hash, &key).is_some() {
+                        problems.push(format!("G1: {key:x?} is cached in both tables"));
+                    }
+                }
+            }
+        }
         [Some(self.get()), self.source(t)]
             .into_iter()
             .flatten()
@@ -869,5 +963,54 @@ mod tests {
             assert_eq!(get(&t, h, [0, k]), None);
         }
         assert!(!t.is_full());
+    }
+
+    /// Deleted bytes go once no probe needs them, so churn at any load short of full
+    /// never fills the table (which would make it grow, or stop caching).
+    #[test]
+    fn deleted_bytes_no_probe_needs_become_empty_again() {
+        let t = LineTable::try_new(64, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let remove = |h: u64, key: [u64; 2]| {
+            let i = t.find(&w, h, &key).unwrap();
+            t.open(&w, i);
+            t.close(&w, i, None);
+        };
+        // 16 keys of home 0 fill groups 0 and 1; group 0's go first, and stay deleted
+        // while group 1's keys probe through it; once those go too, both groups clear.
+        let h = |k: u64| hash(8, 0, k);
+        for k in 0..16 {
+            t.insert(&w, h(k), &[0, k], k, &[]);
+        }
+        (0..8).for_each(|k| remove(h(k), [0, k]));
+        assert_eq!(t.taken.load(Ordering::Relaxed), 16, "group 0 still needed");
+        assert_eq!(
+            (8..16).filter(|&k| get(&t, h(k), [0, k]).is_some()).count(),
+            8
+        );
+        (8..16).for_each(|k| remove(h(k), [0, k]));
+        assert_eq!(t.taken.load(Ordering::Relaxed), 0);
+        // Random churn at 28 live keys of 64 lines, homes drawn from the keys.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut live: Vec<(u64, [u64; 2])> = Vec::new();
+        for k in 100..100_000u64 {
+            let key = (next() & !LOW, [0, k]);
+            t.insert(&w, key.0, &key.1, k, &[]);
+            live.push(key);
+            if live.len() > 28 {
+                let (h, key) = live.swap_remove((next() % live.len() as u64) as usize);
+                remove(h, key);
+            }
+            assert!(!t.is_full(), "full after {k} keys");
+        }
+        for (h, key) in &live {
+            assert_eq!(get(&t, *h, *key).map(|(o, _)| o), Some(key[1]));
+        }
     }
 }

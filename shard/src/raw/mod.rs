@@ -418,7 +418,7 @@ impl Published {
             table_bytes: AtomicU64::new(0),
             huge_pages,
             lines: match line_cache {
-                Some(high) => Some(LineCell::try_new(capacity, high, true)?),
+                Some(high) => Some(LineCell::try_new(capacity, high, huge_pages)?),
                 None => None,
             },
         };

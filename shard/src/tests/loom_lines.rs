@@ -8,6 +8,7 @@ use loom::thread;
 use super::{hash, read, Seen};
 use crate::raw::lines::LineCell;
 use crate::raw::{Attempt, Published, WriterToken};
+use crate::sync::{AtomicBool, Ordering};
 use crate::writer::Writer;
 use crate::AllAlive;
 
@@ -141,5 +142,47 @@ fn loom_a_line_cache_that_grows_mid_read_answers_no_torn_or_undone_entry() {
         assert!(!(first == new && second == old), "undone");
         cell.finish(&token);
         assert_eq!(line_read(&cell, h, k1), new);
+    });
+}
+
+#[test]
+fn loom_a_key_removed_while_its_line_moves_is_never_read_after() {
+    loom::model(|| {
+        let cell = Arc::new(LineCell::try_new(4, 0, false).expect("lines"));
+        let token = WriterToken::new(0);
+        // Two keys in two groups: the sweep moves the first, then the second.
+        let (ha, hb) = (hash(0, 5), hash(1, 6));
+        cell.insert(&token, ha, &[0, 5], 1, &[5]);
+        cell.insert(&token, hb, &[0, 6], 1, &[6]);
+        // Set once the removal is done: a read that begins after it sees it gone.
+        let removed = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (cell, removed) = (cell.clone(), removed.clone());
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                for _ in 0..2 {
+                    let after = removed.load(Ordering::Acquire);
+                    seen.push((after, line_read(&cell, hb, 6)));
+                }
+                seen
+            })
+        };
+        // The sweep moves a group a step (one line a step under loom, rounded up): the
+        // first key's. The second is still in the old table when it is removed, so the
+        // removal moves it first (G2), and the sweep must not bring it back.
+        assert!(cell.grow(&token));
+        cell.migrate_some(&token, 1);
+        // Removed from the slot table: its line killed inside the removal (L2).
+        let i = cell.find(&token, hb, &[0, 6]).expect("moved");
+        cell.get().open(&token, i);
+        cell.get().close(&token, i, None);
+        removed.store(true, Ordering::Release);
+        for (after, got) in reader.join().unwrap() {
+            assert!(got == Some((1, vec![6])) || got.is_none(), "torn: {got:?}");
+            assert!(!(after && got.is_some()), "read after its removal");
+        }
+        cell.finish(&token);
+        assert_eq!(line_read(&cell, hb, 6), None);
+        assert_eq!(line_read(&cell, ha, 5), Some((1, vec![5])));
     });
 }
