@@ -195,8 +195,8 @@ impl RegistryBuilder {
         self
     }
 
-    /// Put the shards' big tables, their arenas and the process table on transparent
-    /// huge pages where the OS offers them (Linux, THP in `madvise` or `always` mode).
+    /// Put the shards' big tables, their arenas, their line caches
+    /// ([`RegistryBuilder::line_cache`]) and the process table on transparent huge pages where the OS offers them (Linux, THP in `madvise` or `always` mode).
     /// Default off.
     ///
     /// At a million entries and more, a lookup's two random memory accesses are also
@@ -238,6 +238,12 @@ impl RegistryBuilder {
     /// without holding a write: the new table's pages are touched as it fills, lines
     /// move over a few per write, and the old table's pages go back to the OS. While
     /// they move, a lookup of an entry not moved yet reads the slot table.
+    ///
+    /// With [`RegistryBuilder::huge_pages`] the cache goes on huge pages too, where it
+    /// gains most: a hit reads one random line, and on 4 KiB pages that is a TLB miss as
+    /// well. At a million entries on the same guest, single lookups ran 10.1-10.6
+    /// against 7.2-7.3 Mops/s; but the writer takes the 2 MiB faults, and a 2M-entry
+    /// bulk load had 10-18 calls past a 10 ms deadline against none.
     ///
     /// # Examples
     ///

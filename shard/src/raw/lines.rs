@@ -167,6 +167,13 @@ pub fn tag8(hash: u64) -> u8 {
     (hash >> 33) as u8 | 0x80
 }
 
+// SAFETY: `LineTable` owns everything it points at (`groups` points into its own
+// `lines`), and every shared access through it is to atomics, so it may move to or be
+// shared with another thread as its fields may.
+unsafe impl Send for LineTable {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for LineTable {}
+
 /// A shard's line cache (see the module docs).
 pub struct LineTable {
     /// `8 * (gmask + 1)` lines, then the `gmask + 1` groups (a power of two, at least 8),
@@ -178,6 +185,13 @@ pub struct LineTable {
     gmask: usize,
     /// `8 * (gmask + 1)`: the index of the first line that holds groups.
     glines: usize,
+    /// The first group: `lines.as_ptr() + glines` (the allocation's own pointer, so it
+    /// may reach every group). `lines.len() == glines + (gmask + 1) / 8`, with `gmask +
+    /// 1` a power of two of at least 8 (`try_new`, never changed): the lines from
+    /// `glines` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of eight
+    /// `AtomicU64`s with no padding (asserted at `Line`), so they are `gmask + 1`
+    /// contiguous, aligned `AtomicU64`s from here.
+    groups: std::ptr::NonNull<AtomicU64>,
     /// `64 - log2(gmask + 1)`: `hash >> shift` is a home, at most `gmask`.
     shift: u32,
     /// The high half of key word 0 that cached keys have.
@@ -202,8 +216,11 @@ impl LineTable {
         if gmask >> 31 != 0 {
             return None;
         }
+        let lines = Zeroed::<Line>::new(groups.checked_mul(8)? + groups / 8, huge)?;
+        let first = std::ptr::NonNull::new(lines.as_mut_ptr().wrapping_add(groups * 8))?;
         Some(LineTable {
-            lines: Zeroed::new(groups.checked_mul(8)? + groups / 8, huge)?,
+            groups: first.cast(),
+            lines,
             hashes: Zeroed::new(groups * 8, false)?,
             gmask,
             glines: groups * 8,
@@ -247,20 +264,12 @@ impl LineTable {
     /// The group `g` (any `g`, masked).
     #[inline(always)]
     fn group(&self, g: usize) -> &AtomicU64 {
-        let groups = self
-            .lines
-            .as_ptr()
-            .wrapping_add(self.glines)
-            .cast::<AtomicU64>();
-        // SAFETY: `lines.len() == glines + (gmask + 1) / 8`, with `glines = 8 * (gmask +
-        // 1)` and `gmask + 1` a power of two of at least 8 (`try_new`, never changed): the
-        // lines from `glines` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of
-        // eight `AtomicU64`s with no padding (asserted at `Line`), so they
-        // are `gmask + 1` contiguous, aligned `AtomicU64`s starting at `groups`, inside the
-        // allocation, and `g & gmask` indexes one of them. They are only ever used as
-        // atomics (a shared reference to an atomic inside a `Line` the slice also lends
-        // out as a `&Line`: both are shared, and every access is atomic).
-        unsafe { &*groups.add(g & self.gmask) }
+        // SAFETY: `groups` points at `gmask + 1` contiguous, aligned `AtomicU64`s inside
+        // `lines` (see the field), which lives as long as `self`; `g & gmask` indexes one
+        // of them. They are only ever used as atomics (a shared reference to an atomic
+        // inside a `Line` the slice also lends out as a `&Line`: both are shared, and
+        // every access is atomic).
+        unsafe { &*self.groups.as_ptr().add(g & self.gmask) }
     }
 
     /// The words of line `j` of group `g` (any `g`, masked; `j < 8`).
@@ -999,7 +1008,8 @@ mod tests {
             x
         };
         let mut live: Vec<(u64, [u64; 2])> = Vec::new();
-        for k in 100..100_000u64 {
+        let keys = if cfg!(miri) { 2_000 } else { 100_000 };
+        for k in 100..keys {
             let key = (next() & !LOW, [0, k]);
             t.insert(&w, key.0, &key.1, k, &[]);
             live.push(key);
