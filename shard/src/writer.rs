@@ -1254,7 +1254,7 @@ mod tests {
         assert!(a.problems.is_empty(), "{:?}", a.problems);
     }
 
-    /// The line cache grows as entries come (it starts at the first table's 16 slots) and
+    /// The line cache grows as entries come (from its smallest size, 64 lines) and
     /// moves its lines over a few at a time: once the move ends, every short entry is
     /// read from its line, and the drained tables' memory is given back.
     #[test]
