@@ -183,12 +183,10 @@ pub struct LineTable {
     /// the next table (readers never load these).
     hashes: Zeroed<OwnU32>,
     gmask: usize,
-    /// `8 * (gmask + 1)`: the index of the first line that holds groups.
-    glines: usize,
-    /// The first group: `lines.as_ptr() + glines` (the allocation's own pointer, so it
-    /// may reach every group). `lines.len() == glines + (gmask + 1) / 8`, with `gmask +
-    /// 1` a power of two of at least 8 (`try_new`, never changed): the lines from
-    /// `glines` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of eight
+    /// The first group: `lines.as_ptr() + 8 * (gmask + 1)` (the allocation's own
+    /// pointer, so it may reach every group). `lines.len() == 8 * (gmask + 1) + (gmask +
+    /// 1) / 8`, with `gmask + 1` a power of two of at least 8 (`try_new`, never
+    /// changed): the lines from `8 * (gmask + 1)` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of eight
     /// `AtomicU64`s with no padding (asserted at `Line`), so they are `gmask + 1`
     /// contiguous, aligned `AtomicU64`s from here.
     groups: std::ptr::NonNull<AtomicU64>,
@@ -223,7 +221,6 @@ impl LineTable {
             lines,
             hashes: Zeroed::new(groups * 8, false)?,
             gmask,
-            glines: groups * 8,
             shift: 64 - groups.trailing_zeros(),
             high,
             taken: OwnU64::new(0),
@@ -234,26 +231,29 @@ impl LineTable {
 
     /// Bytes the table holds.
     pub fn bytes(&self) -> u64 {
-        (self.lines.len() * 64 + self.hashes.len() * 4) as u64
+        self.lines.bytes() + self.hashes.bytes()
     }
 
     /// Gives the memory of a drained table back to the OS where it can (`pages.rs`):
     /// every word reads as zero from then on, which is a free group and a dead line. The
     /// bytes given back.
     fn release(&self) -> u64 {
-        [
-            (self.lines.release(), self.lines.len() * 64),
-            (self.hashes.release(), self.hashes.len() * 4),
-        ]
-        .iter()
-        .filter(|(given, _)| *given)
-        .map(|(_, bytes)| *bytes as u64)
-        .sum()
+        let lines = if self.lines.release() {
+            self.lines.bytes()
+        } else {
+            0
+        };
+        let hashes = if self.hashes.release() {
+            self.hashes.bytes()
+        } else {
+            0
+        };
+        lines + hashes
     }
 
     /// How many lines the table has.
     pub fn capacity(&self) -> usize {
-        self.glines
+        8 * (self.gmask + 1)
     }
 
     /// Entries cached here.
@@ -277,9 +277,14 @@ impl LineTable {
     fn line(&self, g: usize, j: usize) -> &[AtomicU64; 8] {
         debug_assert!(j < 8);
         let i = (g & self.gmask) * 8 + (j & 7);
-        // SAFETY: `lines.len() > glines == 8 * (gmask + 1)` (`try_new`, never changed),
-        // so `i <= 8 * gmask + 7 < lines.len()`.
+        // SAFETY: `lines.len() > 8 * (gmask + 1)` (`try_new`, never changed), so
+        // `i <= 8 * gmask + 7 < lines.len()`.
         &unsafe { self.lines.get_unchecked(i) }.w
+    }
+
+    /// Line `i`'s tag byte (the writer's view).
+    fn byte(&self, i: usize) -> u8 {
+        (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8
     }
 
     /// The home group of `hash`.
@@ -504,7 +509,7 @@ impl LineTable {
             return None;
         }
         let i = self.free_line(hash)?;
-        let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
+        let byte = self.byte(i);
         if byte == EMPTY {
             self.taken.fetch_add(1, Ordering::Relaxed);
         }
@@ -529,7 +534,7 @@ impl LineTable {
         i: usize,
         meta: &mut Vec<u64>,
     ) -> Option<(u64, [u64; 2], u64)> {
-        let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
+        let byte = self.byte(i);
         let line = self.line(i / 8, i % 8);
         let w0 = line[0].load(Ordering::Relaxed);
         let shape = (w0 >> 32) & 7;
@@ -586,13 +591,13 @@ impl LineTable {
     /// differs, for `Shard::audit`.
     pub fn audit(
         &self,
-        _t: &WriterToken,
+        t: &WriterToken,
         mut present: impl FnMut(&[u64]) -> Option<(u64, Vec<u64>)>,
         problems: &mut Vec<String>,
     ) -> usize {
         let mut cached = 0;
         for i in 0..self.capacity() {
-            let byte = (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8;
+            let byte = self.byte(i);
             let line = self.line(i / 8, i % 8);
             let w0 = line[0].load(Ordering::Relaxed);
             let shape = (w0 >> 32) & 7;
@@ -609,15 +614,11 @@ impl LineTable {
                 problems.push(format!("line {i} has a tag byte but no entry"));
                 continue;
             }
-            if tag8(u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32) != byte {
+            let mut meta = Vec::new();
+            let (hash, key, owner) = self.entry(t, i, &mut meta).expect("full and not dead");
+            if tag8(hash) != byte {
                 problems.push(format!("line {i}: its hash and tag byte differ"));
             }
-            let key = [self.high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
-            let meta: Vec<u64> = line[3..2 + shape as usize]
-                .iter()
-                .map(|w| w.load(Ordering::Relaxed))
-                .collect();
-            let owner = line[1].load(Ordering::Relaxed);
             if present(&key) != Some((owner, meta)) {
                 problems.push(format!(
                     "line {i} caches {key:x?}, which the table holds otherwise"

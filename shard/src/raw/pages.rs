@@ -191,6 +191,11 @@ impl<T: Zeroable> Zeroed<T> {
         })
     }
 
+    /// Bytes of the array.
+    pub fn bytes(&self) -> u64 {
+        (std::mem::size_of::<T>() * self.len) as u64
+    }
+
     /// The array's start, with the allocation's own provenance (it may reach every
     /// value, as no pointer made through a reference to some of them would).
     pub fn as_mut_ptr(&self) -> *mut T {
@@ -205,7 +210,7 @@ impl<T: Zeroable> Zeroed<T> {
     pub fn release(&self) -> bool {
         #[cfg(all(target_os = "linux", not(miri)))]
         if self.map.is_some() {
-            let size = std::mem::size_of::<T>() * self.len;
+            let size = self.bytes() as usize;
             // SAFETY: `[ptr, ptr + size)` lies in the private anonymous mapping `new`
             // made, still mapped (unmapped only in `Drop`), and `ptr` is page-aligned. MADV_DONTNEED keeps the
             // mapping and its protection, so every reference into it stays valid; the
@@ -270,6 +275,11 @@ impl<T: Zeroable> Zeroed<T> {
     pub fn new(len: usize, huge: bool) -> Option<Zeroed<T>> {
         let _ = huge;
         (len > 0).then(|| Zeroed((0..len).map(|_| T::zero()).collect()))
+    }
+
+    /// Bytes of the array.
+    pub fn bytes(&self) -> u64 {
+        std::mem::size_of_val(&*self.0) as u64
     }
 
     /// The array's start.

@@ -463,7 +463,7 @@ impl RawTable {
 
     /// Bytes of slot memory (the guard's included).
     pub fn bytes(&self) -> u64 {
-        (self.slots.len() * std::mem::size_of::<Slot>()) as u64
+        self.slots.bytes()
     }
 
     /// The payload of slot `i`. Only the writer calls this: it sees its own latest stores,
