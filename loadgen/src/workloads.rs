@@ -27,6 +27,7 @@ pub struct Config {
     pub zipf: Option<f64>,
     pub pin: bool,
     pub huge_pages: bool,
+    pub line_cache: bool,
     pub max_load: u8,
     pub seed: u64,
     pub read_ratio: f64,
@@ -65,6 +66,7 @@ impl Config {
         );
         put("pin", self.pin.to_string());
         put("huge_pages", self.huge_pages.to_string());
+        put("line_cache", self.line_cache.to_string());
         put("max_load", self.max_load.to_string());
         put("seed", self.seed.to_string());
         put("read_ratio", self.read_ratio.to_string());
@@ -94,6 +96,7 @@ impl Config {
             .capacity(self.entries as usize + 100_000)
             .pin_writers(self.pin)
             .huge_pages(self.huge_pages)
+            .line_cache(self.line_cache)
             .max_load(self.max_load)
             .write_deadline(Duration::from_secs(60));
         if let Some(s) = self.shards {
