@@ -167,6 +167,40 @@ pub fn tag8(hash: u64) -> u8 {
     (hash >> 33) as u8 | 0x80
 }
 
+/// What one validated read of a line found.
+enum LineRead {
+    /// The key's entry: its owner and metadata length (the metadata copied out).
+    Hit(u64, usize),
+    /// Another key's line, or a dead one, unchanged while read.
+    Other,
+    /// Written while read (or being written): no answer.
+    Changed,
+}
+
+/// Reads `line` for the key `[k0, k1]`, whose word 0's high half the caller has checked
+/// against the table's: `w0` (Acquire), the key compare and the payload (Relaxed, the
+/// metadata into `out[..5]`), `fence(Acquire)`, `w0` again (the module's reader).
+#[inline(always)]
+fn read_line(line: &[AtomicU64; 8], k0: u64, k1: u64, out: &mut [u64; 7]) -> LineRead {
+    let w0 = line[0].load(Ordering::Acquire);
+    // Even, and the key's half: one compare.
+    let hit = w0 & (ODD | LOW) == k0 & LOW && line[2].load(Ordering::Relaxed) == k1;
+    let owner = line[1].load(Ordering::Relaxed);
+    for (o, w) in out.iter_mut().zip(&line[3..]) {
+        *o = w.load(Ordering::Relaxed);
+    }
+    fence(Ordering::Acquire);
+    if line[0].load(Ordering::Relaxed) != w0 {
+        return LineRead::Changed;
+    }
+    let shape = (w0 >> 32) & 7;
+    if hit && shape != DEAD {
+        LineRead::Hit(owner, shape as usize - 1)
+    } else {
+        LineRead::Other
+    }
+}
+
 // SAFETY: `LineTable` owns everything it points at (`groups` points into its own
 // `lines`), and every shared access through it is to atomics, so it may move to or be
 // shared with another thread as its fields may.
@@ -310,20 +344,10 @@ impl LineTable {
             while m != 0 {
                 let line = self.line(g, m.trailing_zeros() as usize / 8);
                 m &= m - 1;
-                let w0 = line[0].load(Ordering::Acquire);
-                // Even, and the key's half: one compare.
-                let hit = w0 & (ODD | LOW) == k0 & LOW && line[2].load(Ordering::Relaxed) == k1;
-                let owner = line[1].load(Ordering::Relaxed);
-                for (o, w) in out.iter_mut().zip(&line[3..]) {
-                    *o = w.load(Ordering::Relaxed);
-                }
-                fence(Ordering::Acquire);
-                if line[0].load(Ordering::Relaxed) != w0 {
-                    return None;
-                }
-                let shape = (w0 >> 32) & 7;
-                if hit && shape != DEAD {
-                    return Some((owner, shape as usize - 1));
+                match read_line(line, k0, k1, out) {
+                    LineRead::Hit(owner, meta_words) => return Some((owner, meta_words)),
+                    LineRead::Other => {}
+                    LineRead::Changed => return None,
                 }
             }
             if matches(word, EMPTY) != 0 || left == 0 {
