@@ -26,8 +26,16 @@ use serde::Serialize;
 use maps::{DashMap, Kind, Locked, Map, Papaya, RosterMap, Scc, Values};
 use run::Workload;
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The allocator this build runs on (the `mimalloc` feature, on by default).
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "the system allocator"
+};
 
 /// Roster against papaya, dashmap, `scc::HashMap` and `RwLock<HashMap>`, side by side.
 #[derive(Parser, Debug)]
@@ -437,7 +445,7 @@ fn main() {
     };
     let started = Instant::now();
     eprintln!(
-        "peers: {} keys, threads {:?}, {:.1} s per cell, {} cells, on {} ({} cores)",
+        "peers: {} keys, threads {:?}, {:.1} s per cell, {} cells, on {} ({} cores), {ALLOCATOR}",
         plan.keys,
         plan.threads,
         plan.cell.as_secs_f64(),
@@ -468,7 +476,7 @@ fn main() {
         }
     }
     println!(
-        "## peers: {} keys on {} ({} cores), {:.1} s per cell",
+        "## peers: {} keys on {} ({} cores), {:.1} s per cell, on {ALLOCATOR}",
         plan.keys,
         cpu_model(),
         plan.cores,
