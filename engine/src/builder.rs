@@ -233,19 +233,27 @@ impl RegistryBuilder {
     /// batched ones 2.0x as fast on a 2-core guest (`results/2026-12-07-kvm-xeon-2c-
     /// 0d228b0-v4`). The price is memory: 68 bytes a line, at first as many lines as
     /// the shards' first slot tables have slots (sized from
-    /// [`RegistryBuilder::capacity`]), beside everything the registry keeps anyway (P4's
+    /// [`RegistryBuilder::capacity`]; at most 32768 on Linux, see below), beside
+    /// everything the registry keeps anyway (P4's
     /// million entries, which it holds, took 295 bytes an entry with it against 151
     /// without: `loadgen run memory --line-cache`). The
     /// cache doubles once seven eighths of its lines are taken, as the slot tables do,
-    /// without holding a write: the new table's pages are touched as it fills, lines
-    /// move over a few per write, and the old table's pages go back to the OS. While
-    /// they move, a lookup of an entry not moved yet reads the slot table.
+    /// without holding a write: lines move over a few per write, and the old table's
+    /// pages go back to the OS. While they move, a lookup of an entry not moved yet reads
+    /// the slot table.
     ///
-    /// With [`RegistryBuilder::huge_pages`] the cache goes on huge pages too, where it
-    /// gains most: a hit reads one random line, and on 4 KiB pages that is a TLB miss as
-    /// well. At a million entries on the same guest, single lookups ran 10.1-10.6
-    /// against 7.2-7.3 Mops/s; but the writer takes the 2 MiB faults, and a 2M-entry
-    /// bulk load had 10-18 calls past a 10 ms deadline against none.
+    /// On Linux, every table of 4 MiB or more is made by a helper thread before the
+    /// writer needs it (from five eighths taken): mapped on transparent huge pages where
+    /// the OS has them (THP in `madvise` or `always` mode), and faulted in whole, so a hit
+    /// reads one line without a TLB miss, and no write takes a page fault for it. Entries
+    /// registered while a full table waits for the next one go uncached (they are read
+    /// from the slot table) until their next write; in a 1M-entry test load, 0.8% did. At
+    /// a million entries on a 2-core guest, single lookups with the cache ran 10.6-10.7
+    /// Mops/s against 8.2-9.3 with tables made by the writer on small pages, and a 2M-entry
+    /// one-by-one load's calls were as fast as before (`results/2026-12-07-kvm-xeon-2c-
+    /// line-prepare`). Elsewhere the writer makes every table itself; with huge pages
+    /// ([`RegistryBuilder::huge_pages`]) those go on huge pages too, and the writer takes
+    /// their 2 MiB faults.
     ///
     /// # Examples
     ///

@@ -1312,6 +1312,47 @@ mod tests {
         );
     }
 
+    /// Past 4 MiB, the next line table is made by a helper thread (`LineCell::prepare`)
+    /// and published once made: the cache grows through such tables, every entry stays
+    /// readable with its metadata (from its line or the slot table), and the audit holds.
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri makes no table off the writer's path")]
+    fn a_line_cache_grows_through_tables_made_off_the_writers_path() {
+        let (mut w, _) = writer_with(16, true);
+        let n: u64 = 100_000;
+        let keys: Vec<(u64, [u64; 2])> = (0..n)
+            .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32, [k % 3, k]))
+            .collect();
+        for (n, &(h, key)) in keys.iter().enumerate() {
+            w.insert_plain(h, &key, 1, &vec![n as u64; n % 6]).unwrap();
+        }
+        w.finish_migration(Which::Entries);
+        let shared = w.shared.clone();
+        let lines = shared.lines().unwrap();
+        lines.finish(&w.token);
+        // The first table has 2^15 lines; the ones after it (2^16 lines and up, 4.5 MiB
+        // and more) were all made off the writer's path.
+        #[cfg(target_os = "linux")]
+        assert!(
+            lines.get().capacity() >= 1 << 16,
+            "{}",
+            lines.get().capacity()
+        );
+        assert!(lines.get().len() > 0);
+        for (n, &(h, key)) in keys.iter().enumerate() {
+            let mut out = [0u64; 64];
+            match w.shared.try_read_quick(h, &key, &mut out) {
+                Attempt::Found { meta_words, .. } => {
+                    assert_eq!(out[..meta_words], vec![n as u64; n % 6][..], "key {n}")
+                }
+                other => panic!("key {n}: {other:?}"),
+            }
+        }
+        let a = w.audit();
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+        assert!(lines.bytes() >= lines.get().bytes());
+    }
+
     #[test]
     fn backward_shift_keeps_colliding_keys_reachable() {
         let (mut w, _) = writer(8);

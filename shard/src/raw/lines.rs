@@ -96,6 +96,19 @@
 //!   The table stays mapped until the cell drops, so a late load takes a minor fault at
 //!   worst (of a zero page: the range is advised off huge pages first), never a trap.
 //!
+//! Tables of [`PREPARE_FROM`] bytes (4 MiB) and more are made off the writer's path: once
+//! the current table is five eighths taken, a helper thread maps the next one on huge
+//! pages and faults all of it in (`Zeroed::populate`), and the writer publishes it when
+//! it needs it, at seven eighths, if it is made (until then new entries go uncached, as
+//! a cache may leave them). The table is no one else's until published: the helper's
+//! only link to the writer is the join that hands it over, which orders the helper's
+//! page faults (zeroing, nothing else: the table is born zero) before the writer's
+//! `Release` store that publishes it, so readers see it as G1-G3 have it. A hit then
+//! reads one line on a huge page (on small pages it pays a TLB miss too), and no write
+//! waits for a huge page's fault. Where it cannot be done (Miri, loom, other systems),
+//! or for smaller tables, the writer makes the table itself, as above; the first table
+//! is kept below `PREPARE_FROM` where it can be done, so that every big one is.
+//!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
 //! between its two `w0` loads while one key is rewritten 2^28 times (about two minutes of
@@ -124,6 +137,9 @@ const LOW: u64 = 0xffff_ffff;
 const CLEAR_SCAN: usize = 8;
 /// A line's share of a table's load, as the slot table's: at most 7 of 8 lines taken.
 const MAX_LOAD_EIGHTHS: usize = 7;
+/// The load at which the next table starts being made off the writer's path (5 of 8
+/// lines taken), so that it is ready by [`MAX_LOAD_EIGHTHS`].
+const PREPARE_EIGHTHS: usize = 5;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -261,6 +277,17 @@ impl LineTable {
             live: OwnU64::new(0),
             prev: AtomicPtr::new(std::ptr::null_mut()),
         })
+    }
+
+    /// The bytes [`LineTable::try_new`]`(lines, ..)` holds (`LineTable::bytes`), or
+    /// `u64::MAX` past any table's size.
+    fn bytes_for(lines: usize) -> u64 {
+        let Some(groups) = lines.div_ceil(8).checked_next_power_of_two() else {
+            return u64::MAX;
+        };
+        let groups = groups.max(8) as u64;
+        (8 * groups + groups / 8) * std::mem::size_of::<Line>() as u64
+            + 8 * groups * std::mem::size_of::<OwnU32>() as u64
     }
 
     /// Bytes the table holds.
@@ -674,14 +701,38 @@ pub struct LineCell {
     /// Bytes of the tables that hold memory: the current one, and replaced ones whose
     /// memory the OS has not taken back. Stored by the writer.
     bytes: OwnU64,
-    /// Whether big tables go on huge pages.
+    /// Whether tables the writer makes itself go on huge pages (`ShardConfig::
+    /// huge_pages`; those made off its path always do).
     huge: bool,
+    /// The writer's: the next table, being made off the writer's path (see "Growth"):
+    /// the helper thread that maps and faults it in, and the bytes counted for it.
+    next_table: std::sync::Mutex<Option<(std::thread::JoinHandle<Option<LineTable>>, u64)>>,
 }
+
+/// Tables of at least this many bytes are made off the writer's path, on huge pages: a
+/// helper thread maps the next table and faults all of it in before the writer needs it.
+const PREPARE_FROM: u64 = super::pages::HUGE_FROM as u64;
+
+/// The most lines a first table has where tables are made off the writer's path: the
+/// biggest table of fewer than [`PREPARE_FROM`] bytes (2.2 MiB).
+const FIRST_LINES_MAX: usize = 1 << 15;
+
+/// Whether this build can make tables off the writer's path (not under Miri or loom,
+/// which model neither the helper thread's `madvise` nor huge pages).
+const CAN_PREPARE: bool = cfg!(all(target_os = "linux", not(miri), not(roster_loom)));
 
 impl LineCell {
     /// A cell whose first table has at least `lines` lines, for keys whose word 0 has
     /// `high` as its high half; `None` if the memory cannot be had.
     pub fn try_new(lines: usize, high: u32, huge: bool) -> Option<LineCell> {
+        // Where tables past `PREPARE_FROM` bytes are made off the writer's path, the first
+        // one is smaller than that, so that every big one is: made before it is needed,
+        // faulted in whole, on huge pages.
+        let lines = if CAN_PREPARE {
+            lines.min(FIRST_LINES_MAX)
+        } else {
+            lines
+        };
         let table = LineTable::try_new(lines, u64::from(high), huge)?;
         Some(LineCell {
             bytes: OwnU64::new(table.bytes()),
@@ -689,6 +740,7 @@ impl LineCell {
             source: AtomicPtr::new(std::ptr::null_mut()),
             next: OwnU64::new(0),
             huge,
+            next_table: std::sync::Mutex::new(None),
         })
     }
 
@@ -742,10 +794,68 @@ impl LineCell {
         if !table.fits(key, meta) {
             return;
         }
+        if table.taken.load(Ordering::Relaxed) as usize * 8 >= table.capacity() * PREPARE_EIGHTHS {
+            self.prepare(t);
+        }
         if table.is_full() && !self.grow(t) {
             return;
         }
         self.get().insert(t, hash, key, owner, meta);
+    }
+
+    /// Starts making the next table (twice the current one) off the writer's path, if it
+    /// is big enough to be worth it and none is being made: a helper thread maps it on
+    /// huge pages and faults it in whole (`Zeroed::populate`), so neither the writer nor
+    /// a reader ever waits for its pages. Its bytes are counted from now on.
+    fn prepare(&self, _t: &WriterToken) {
+        let old = self.get();
+        let lines = 2 * old.capacity();
+        let bytes = LineTable::bytes_for(lines);
+        if !CAN_PREPARE || bytes < PREPARE_FROM {
+            return;
+        }
+        let mut next = self.next_table.lock().unwrap_or_else(|e| e.into_inner());
+        if next.is_some() {
+            return;
+        }
+        let high = old.high;
+        let helper = std::thread::Builder::new()
+            .name("roster-lines".into())
+            .spawn(move || {
+                let table = LineTable::try_new(lines, high, true)?;
+                table.lines.populate();
+                table.hashes.populate();
+                Some(table)
+            });
+        if let Ok(helper) = helper {
+            self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
+            *next = Some((helper, bytes));
+        }
+    }
+
+    /// The next table, if [`LineCell::prepare`] made one: `Ok(Some(table))` when made,
+    /// `Ok(None)` when none was started, `Err(())` while its helper still works (or it
+    /// failed), when the writer goes on without growing.
+    fn take_prepared(&self, _t: &WriterToken) -> Result<Option<LineTable>, ()> {
+        let mut next = self.next_table.lock().unwrap_or_else(|e| e.into_inner());
+        match next.as_ref() {
+            None => return Ok(None),
+            Some((helper, _)) if !helper.is_finished() => return Err(()),
+            Some(_) => {}
+        }
+        let (helper, bytes) = next.take().expect("checked above");
+        match helper.join().ok().flatten() {
+            Some(table) => {
+                debug_assert_eq!(table.bytes(), bytes, "bytes_for and try_new agree");
+                Ok(Some(table))
+            }
+            None => {
+                // The helper could not get the memory: uncounted again, and the next
+                // `prepare` tries anew.
+                self.bytes.store(self.bytes() - bytes, Ordering::Relaxed);
+                Err(())
+            }
+        }
     }
 
     /// Publishes an empty table twice the size of the current one and starts moving the
@@ -755,11 +865,25 @@ impl LineCell {
     pub fn grow(&self, t: &WriterToken) -> bool {
         self.finish(t);
         let old = self.get();
-        let Some(new) = LineTable::try_new(2 * old.capacity(), old.high, self.huge) else {
-            return false;
+        let new = match self.take_prepared(t) {
+            Ok(Some(new)) => new,
+            // Being made (or it failed): the cache takes no new entries meanwhile.
+            Err(()) => return false,
+            Ok(None) if CAN_PREPARE && LineTable::bytes_for(2 * old.capacity()) >= PREPARE_FROM => {
+                // Big enough to be made off the writer's path, and not started yet.
+                self.prepare(t);
+                return false;
+            }
+            Ok(None) => {
+                let Some(new) = LineTable::try_new(2 * old.capacity(), old.high, self.huge) else {
+                    return false;
+                };
+                self.bytes
+                    .store(self.bytes() + new.bytes(), Ordering::Relaxed);
+                new
+            }
         };
-        self.bytes
-            .store(self.bytes() + new.bytes(), Ordering::Relaxed);
+        debug_assert_eq!(new.capacity(), 2 * old.capacity());
         let old = self.current.load(Ordering::Relaxed);
         new.prev.store(old, Ordering::Relaxed);
         self.source.store(old, Ordering::Relaxed);
@@ -867,6 +991,11 @@ impl LineCell {
 
 impl Drop for LineCell {
     fn drop(&mut self) {
+        // A table still being made is waited for, and dropped with its helper's result.
+        let next = self.next_table.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some((helper, _)) = next.take() {
+            let _ = helper.join();
+        }
         let mut p = self.current.load(Ordering::Acquire);
         while !p.is_null() {
             // SAFETY: every table in the `prev` chain came from `Box::into_raw` (in
