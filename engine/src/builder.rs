@@ -243,11 +243,14 @@ impl RegistryBuilder {
     /// the slot table.
     ///
     /// On Linux, every table of 4 MiB or more is made by a helper thread before the
-    /// writer needs it (from five eighths taken): mapped on transparent huge pages where
-    /// the OS has them (THP in `madvise` or `always` mode), and faulted in whole, so a hit
-    /// reads one line without a TLB miss, and no write takes a page fault for it. Entries
-    /// registered while a full table waits for the next one go uncached (they are read
-    /// from the slot table) until their next write; in a 1M-entry test load, 0.8% did. At
+    /// writer needs it (from five eighths taken): its lines mapped on transparent huge
+    /// pages where the OS has them (THP in `madvise` or `always` mode), and faulted in
+    /// whole, so a hit pays far fewer TLB misses, and no write takes a fault of its
+    /// lines. So from five eighths on, the next table (twice the size) is resident
+    /// beside the current one, and stays so while the load stays below seven eighths.
+    /// Entries registered while a full table waits for the next one go uncached (they
+    /// are read from the slot table) until their next write; in a 1M-entry test load,
+    /// 0.8% did. Where no helper thread can be started, the writer makes its tables. At
     /// a million entries on a 2-core guest, single lookups with the cache ran 10.6-10.7
     /// Mops/s against 8.2-9.3 with tables made by the writer on small pages, and a 2M-entry
     /// one-by-one load's calls were as fast as before (`results/2026-12-07-kvm-xeon-2c-

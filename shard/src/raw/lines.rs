@@ -97,8 +97,9 @@
 //!   worst (of a zero page: the range is advised off huge pages first), never a trap.
 //!
 //! Tables of [`PREPARE_FROM`] bytes (4 MiB) and more are made off the writer's path: once
-//! the current table is five eighths taken, a helper thread maps the next one on huge
-//! pages and faults all of it in (`Zeroed::populate`), and the writer publishes it when
+//! the current table is five eighths taken, a helper thread maps the next one's lines on
+//! huge pages and faults them all in (`Zeroed::populate`, or a store into each page
+//! where the kernel refuses it), and the writer publishes it when
 //! it needs it, at seven eighths, if it is made (until then new entries go uncached, as
 //! a cache may leave them). The table is no one else's until published: the helper's
 //! only link to the writer is the join that hands it over, which orders the helper's
@@ -288,6 +289,16 @@ impl LineTable {
         let groups = groups.max(8) as u64;
         (8 * groups + groups / 8) * std::mem::size_of::<Line>() as u64
             + 8 * groups * std::mem::size_of::<OwnU32>() as u64
+    }
+
+    /// Faults in every page of the lines by a store of zero into one word of each (they
+    /// are zero already): where `Zeroed::populate` is refused (kernels before 5.14), for
+    /// a table no other thread can reach yet, by the helper that made it.
+    fn touch_pages(&self) {
+        let per_page = 4096 / std::mem::size_of::<Line>();
+        for line in self.lines.iter().step_by(per_page) {
+            line.w[0].store(0, Ordering::Relaxed);
+        }
     }
 
     /// Bytes the table holds.
@@ -698,8 +709,9 @@ pub struct LineCell {
     source: AtomicPtr<LineTable>,
     /// The writer's: the next line of `source` to move.
     next: OwnU64,
-    /// Bytes of the tables that hold memory: the current one, and replaced ones whose
-    /// memory the OS has not taken back. Stored by the writer.
+    /// Bytes of the tables that hold memory: the current one, replaced ones whose memory
+    /// the OS has not taken back, and the next one while a helper makes it. Stored by
+    /// the writer.
     bytes: OwnU64,
     /// Whether tables the writer makes itself go on huge pages (`ShardConfig::
     /// huge_pages`; those made off its path always do).
@@ -707,7 +719,30 @@ pub struct LineCell {
     /// The writer's: the next table, being made off the writer's path (see "Growth"):
     /// the helper thread that maps and faults it in, and the bytes counted for it.
     next_table: std::sync::Mutex<Option<(std::thread::JoinHandle<Option<LineTable>>, u64)>>,
+    /// The writer's: 1 once a helper thread could not be started.
+    no_helper: OwnU64,
 }
+
+/// Sets the calling thread's CPU affinity to the process's main thread's (a helper made
+/// by a pinned writer would otherwise share its one core). Best effort.
+#[cfg(all(target_os = "linux", not(miri), not(roster_loom)))]
+fn unpin() {
+    // SAFETY: `set` is a plain bit array, valid zeroed; both calls take its size and a
+    // pointer to it, and only read (`sched_setaffinity`) or write (`sched_getaffinity`)
+    // within it. Pid 0 is the calling thread; `getpid()` names the main thread, whose
+    // mask is read. A failure of either leaves the affinity as it was.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(libc::getpid(), size, &mut set) == 0 {
+            libc::sched_setaffinity(0, size, &set);
+        }
+    }
+}
+
+/// Nothing to unpin where no helper is made.
+#[cfg(not(all(target_os = "linux", not(miri), not(roster_loom))))]
+fn unpin() {}
 
 /// Tables of at least this many bytes are made off the writer's path, on huge pages: a
 /// helper thread maps the next table and faults all of it in before the writer needs it.
@@ -741,6 +776,7 @@ impl LineCell {
             next: OwnU64::new(0),
             huge,
             next_table: std::sync::Mutex::new(None),
+            no_helper: OwnU64::new(0),
         })
     }
 
@@ -807,30 +843,50 @@ impl LineCell {
     /// is big enough to be worth it and none is being made: a helper thread maps it on
     /// huge pages and faults it in whole (`Zeroed::populate`), so neither the writer nor
     /// a reader ever waits for its pages. Its bytes are counted from now on.
-    fn prepare(&self, _t: &WriterToken) {
+    fn prepare(&self, _t: &WriterToken) -> bool {
         let old = self.get();
         let lines = 2 * old.capacity();
         let bytes = LineTable::bytes_for(lines);
-        if !CAN_PREPARE || bytes < PREPARE_FROM {
-            return;
+        if !self.can_prepare(bytes) {
+            return false;
         }
         let mut next = self.next_table.lock().unwrap_or_else(|e| e.into_inner());
         if next.is_some() {
-            return;
+            return true;
         }
         let high = old.high;
         let helper = std::thread::Builder::new()
             .name("roster-lines".into())
+            .stack_size(64 << 10)
             .spawn(move || {
+                // Off a pinned writer's core: the helper inherits its creator's affinity.
+                unpin();
                 let table = LineTable::try_new(lines, high, true)?;
-                table.lines.populate();
+                if !table.lines.populate() {
+                    table.touch_pages();
+                }
                 table.hashes.populate();
                 Some(table)
             });
-        if let Ok(helper) = helper {
-            self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
-            *next = Some((helper, bytes));
+        match helper {
+            Ok(helper) => {
+                self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
+                *next = Some((helper, bytes));
+                true
+            }
+            Err(_) => {
+                // No thread to be had: the writer makes its tables itself from now on.
+                self.no_helper.store(1, Ordering::Relaxed);
+                false
+            }
         }
+    }
+
+    /// Whether a next table of `bytes` bytes is made off the writer's path: where this
+    /// build can, for tables of at least [`PREPARE_FROM`] bytes, unless a helper thread
+    /// could not be started once.
+    fn can_prepare(&self, bytes: u64) -> bool {
+        CAN_PREPARE && bytes >= PREPARE_FROM && self.no_helper.load(Ordering::Relaxed) == 0
     }
 
     /// The next table, if [`LineCell::prepare`] made one: `Ok(Some(table))` when made,
@@ -861,7 +917,8 @@ impl LineCell {
     /// Publishes an empty table twice the size of the current one and starts moving the
     /// current one's lines over (see "Growth"); a move
     /// still running is finished first (pacing makes that rare). `false` if the memory
-    /// cannot be had: the cache then takes no new entries until it has room.
+    /// cannot be had, or the next table is still being made off the writer's path
+    /// ([`LineCell::prepare`]): the cache then takes no new entries until it has room.
     pub fn grow(&self, t: &WriterToken) -> bool {
         self.finish(t);
         let old = self.get();
@@ -869,11 +926,9 @@ impl LineCell {
             Ok(Some(new)) => new,
             // Being made (or it failed): the cache takes no new entries meanwhile.
             Err(()) => return false,
-            Ok(None) if CAN_PREPARE && LineTable::bytes_for(2 * old.capacity()) >= PREPARE_FROM => {
-                // Big enough to be made off the writer's path, and not started yet.
-                self.prepare(t);
-                return false;
-            }
+            // Big enough to be made off the writer's path, and not started yet: started
+            // now (or, if no helper can be had, made below).
+            Ok(None) if self.prepare(t) => return false,
             Ok(None) => {
                 let Some(new) = LineTable::try_new(2 * old.capacity(), old.high, self.huge) else {
                     return false;

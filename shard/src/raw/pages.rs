@@ -200,8 +200,9 @@ impl<T: Zeroable> Zeroed<T> {
     /// Linux 5.14 and later), as zero pages of its own, on huge pages where it was
     /// advised onto them: for an array no other thread uses yet, so that the thread
     /// that will write it takes none of its faults. A refusal (an older kernel) leaves
-    /// the pages to fault as they are touched.
-    pub fn populate(&self) {
+    /// the pages to fault as they are touched: whether it did (`true` for an array not
+    /// mapped, whose memory came zeroed and touched from the allocator).
+    pub fn populate(&self) -> bool {
         #[cfg(all(target_os = "linux", not(miri)))]
         if self.map.is_some() {
             // SAFETY: `[ptr, ptr + bytes())` lies in the private anonymous mapping `new`
@@ -209,14 +210,15 @@ impl<T: Zeroable> Zeroed<T> {
             // MADV_POPULATE_WRITE faults pages in as a write would, without writing:
             // every value keeps its contents (zero, for pages not touched before), so no
             // reference into the array is invalidated and no value changes.
-            unsafe {
+            return unsafe {
                 libc::madvise(
                     self.ptr.as_ptr().cast(),
                     self.bytes() as usize,
                     libc::MADV_POPULATE_WRITE,
-                );
-            }
+                ) == 0
+            };
         }
+        self.map.is_none()
     }
 
     /// The array's start, with the allocation's own provenance (it may reach every
@@ -316,7 +318,9 @@ impl<T: Zeroable> Zeroed<T> {
     }
 
     /// Nothing to fault in under loom.
-    pub fn populate(&self) {}
+    pub fn populate(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(roster_loom)]
