@@ -1,4 +1,8 @@
 fn main() {
+    // SAFETY: a probe that assumes its maps succeed (MAP_FAILED is not checked); granted
+    // that, every address advised lies inside the anonymous mapping just made (`a` is `p`
+    // rounded up to 2 MiB, within the 2 MiB of slack mapped beyond `len`), which nothing
+    // else refers to, and madvise changes only how its pages are backed.
     unsafe {
         for round in 0..3 {
             let len = 64usize << 20;

@@ -259,7 +259,7 @@ impl LineTable {
     /// keys whose word 0 has `high` as its high half, or `None` if the memory cannot be
     /// had.
     pub fn try_new(lines: usize, high: u64, huge: bool) -> Option<LineTable> {
-        let groups = lines.div_ceil(8).checked_next_power_of_two()?.max(8);
+        let groups = Self::groups_for(lines)?;
         let gmask = groups - 1;
         // The home takes at most 31 bits of the hash (see `tag8`).
         if gmask >> 31 != 0 {
@@ -280,13 +280,18 @@ impl LineTable {
         })
     }
 
+    /// The groups of a table of at least `lines` lines: a power of two, at least 8.
+    fn groups_for(lines: usize) -> Option<usize> {
+        Some(lines.div_ceil(8).checked_next_power_of_two()?.max(8))
+    }
+
     /// The bytes [`LineTable::try_new`]`(lines, ..)` holds (`LineTable::bytes`), or
     /// `u64::MAX` past any table's size.
     fn bytes_for(lines: usize) -> u64 {
-        let Some(groups) = lines.div_ceil(8).checked_next_power_of_two() else {
+        let Some(groups) = Self::groups_for(lines) else {
             return u64::MAX;
         };
-        let groups = groups.max(8) as u64;
+        let groups = groups as u64;
         (8 * groups + groups / 8) * std::mem::size_of::<Line>() as u64
             + 8 * groups * std::mem::size_of::<OwnU32>() as u64
     }

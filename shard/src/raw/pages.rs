@@ -24,11 +24,13 @@
 //! nothing, and everything works the same, only slower at scale.
 //!
 //! It is opt-in (`ShardConfig::huge_pages`, for slot tables, the arena and the line
-//! cache): lookups may gain, writes pay. The line cache gains most, since a hit reads
-//! one random line and nothing else: in `peers` at a million keys, one thread, 9.6-10.2
-//! against 7.2-7.7 Mops/s without huge pages; but `bulk_load 2000000 lines` had its
-//! p99.99 at 2.8-4.0 ms against 0.28-0.51 ms, and 3 and 11 calls past the 10 ms
-//! deadline against none. Measured on a
+//! tables the writer makes itself): lookups may gain, writes pay. The line cache gains
+//! most, since a hit reads one random line and nothing else: in `peers` at a million
+//! keys, one thread, 9.6-10.2 against 7.2-7.7 Mops/s without huge pages; but `bulk_load
+//! 2000000 lines` had its p99.99 at 2.8-4.0 ms against 0.28-0.51 ms, and 3 and 11 calls
+//! past the 10 ms deadline against none. So line tables of 4 MiB and more are now made
+//! by a helper thread, on huge pages always, and faulted in whole before the writer
+//! publishes them ([`Zeroed::populate`]; `lines.rs`, "Growth"). Measured on a
 //! 2-core KVM guest, `lookup_cost 1000000 20000000` ran at 5.06 against 4.47 Mops/s
 //! (medians of four alternating rounds) in one set and 4.39 against 4.38 in another,
 //! and `peers` showed no gain; but the writer takes the faults, each zeroing 2 MiB (and,
@@ -229,9 +231,10 @@ impl<T: Zeroable> Zeroed<T> {
 
     /// Gives the array's pages back to the OS if it was mapped (Linux only): each value
     /// reads as zero from then on, and the pages cost nothing until touched again. Whether
-    /// it did (a refusal, such as for locked pages, leaves the values as they were). The caller must treat this as a store of zero into every value by the
-    /// thread that calls it: made where no reader's use of a value could tell zero from
-    /// what the array held (see `lines.rs`, "Growth").
+    /// it did (a refusal, such as for locked pages, leaves the values as they were). The
+    /// caller must treat this as a store of zero into every value by the thread that
+    /// calls it: made where no reader's use of a value could tell zero from what the
+    /// array held (see `lines.rs`, "Growth").
     pub fn release(&self) -> bool {
         #[cfg(all(target_os = "linux", not(miri)))]
         if self.map.is_some() {
