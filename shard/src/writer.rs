@@ -1369,6 +1369,82 @@ mod tests {
         assert!(lines.bytes() >= lines.get().bytes());
     }
 
+    /// A next table made off the writer's path is dropped, once made, when the cache's
+    /// entries fall below half its lines (`DROP_EIGHTHS`), and made again when they
+    /// climb back past five eighths, so churn below seven eighths keeps no unused table.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "Miri makes no table off the writer's path")]
+    fn a_line_cache_drops_a_table_made_for_it_when_its_load_falls_back() {
+        let (mut w, _) = writer_with(16, true);
+        let hash = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32;
+        let shared = w.shared.clone();
+        let lines = shared.lines().unwrap();
+        // 24k short entries: the writer grows the cache to 2^15 lines, five eighths of
+        // which (20480) start the next table's helper.
+        let mut next = 0u64;
+        let mut alone = 0;
+        while next < 24_000 {
+            if next == 20_000 {
+                lines.finish(&w.token);
+                assert_eq!(lines.get().capacity(), 1 << 15);
+                alone = lines.bytes();
+            }
+            w.insert_plain(hash(next), &[0, next], 1, &[next]).unwrap();
+            next += 1;
+        }
+        assert_eq!(lines.get().capacity(), 1 << 15);
+        assert!(
+            lines.bytes() >= alone + (4 << 20),
+            "no next table was started"
+        );
+        // Down to 15k entries, below half the lines; then inserts (each removing a key
+        // too) until the helper is done and its table dropped.
+        let mut first = 0u64;
+        while first < 9_000 {
+            w.remove(hash(first), &[0, first], 1).unwrap();
+            first += 1;
+        }
+        let started = std::time::Instant::now();
+        while lines.bytes() != alone {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the made table was never dropped: {} bytes against {alone}",
+                lines.bytes()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            w.insert_plain(hash(next), &[0, next], 1, &[next]).unwrap();
+            next += 1;
+            w.remove(hash(first), &[0, first], 1).unwrap();
+            first += 1;
+        }
+        assert_eq!(lines.get().capacity(), 1 << 15, "dropped, not published");
+        // Back past five eighths and on: a table is made again, and published.
+        let started = std::time::Instant::now();
+        while lines.get().capacity() < 1 << 16 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "never grew again"
+            );
+            w.insert_plain(hash(next), &[0, next], 1, &[next]).unwrap();
+            next += 1;
+            if next % 64 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        w.finish_migration(Which::Entries);
+        lines.finish(&w.token);
+        for k in first..next {
+            let mut out = [0u64; 64];
+            match w.shared.try_read_quick(hash(k), &[0, k], &mut out) {
+                Attempt::Found { meta_words: 1, .. } => assert_eq!(out[0], k),
+                other => panic!("key {k}: {other:?}"),
+            }
+        }
+        let a = w.audit();
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+    }
+
     #[test]
     fn backward_shift_keeps_colliding_keys_reachable() {
         let (mut w, _) = writer(8);

@@ -108,7 +108,9 @@
 //! reads one line on a huge page (on small pages it pays a TLB miss too), and no write
 //! waits for a huge page's fault. Where it cannot be done (Miri, loom, other systems),
 //! or for smaller tables, the writer makes the table itself, as above; the first table
-//! is kept below `PREPARE_FROM` where it can be done, so that every big one is.
+//! is kept below `PREPARE_FROM` where it can be done, so that every big one is. A made
+//! table that the load has not come to need is dropped once the entries fall below half
+//! the current table's lines (`DROP_EIGHTHS`), and made again from five eighths.
 //!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
@@ -141,6 +143,10 @@ const MAX_LOAD_EIGHTHS: usize = 7;
 /// The load at which the next table starts being made off the writer's path (5 of 8
 /// lines taken), so that it is ready by [`MAX_LOAD_EIGHTHS`].
 const PREPARE_EIGHTHS: usize = 5;
+/// The load below which a next table made off the writer's path and not yet published
+/// is dropped (4 of 8 lines holding entries), below `PREPARE_EIGHTHS` so that a load
+/// that wavers around one of them neither makes nor drops a table at every write.
+const DROP_EIGHTHS: usize = 4;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -724,6 +730,9 @@ pub struct LineCell {
     /// The writer's: the next table, being made off the writer's path (see "Growth"):
     /// the helper thread that maps and faults it in, and the bytes counted for it.
     next_table: std::sync::Mutex<Option<(std::thread::JoinHandle<Option<LineTable>>, u64)>>,
+    /// The writer's: 1 while `next_table` holds a helper, so that inserts from five
+    /// eighths on take its lock only to hand a made table over or to drop it.
+    preparing: OwnU64,
     /// The writer's: 1 once a helper thread could not be started.
     no_helper: OwnU64,
 }
@@ -781,6 +790,7 @@ impl LineCell {
             next: OwnU64::new(0),
             huge,
             next_table: std::sync::Mutex::new(None),
+            preparing: OwnU64::new(0),
             no_helper: OwnU64::new(0),
         })
     }
@@ -835,8 +845,15 @@ impl LineCell {
         if !table.fits(key, meta) {
             return;
         }
-        if table.taken.load(Ordering::Relaxed) as usize * 8 >= table.capacity() * PREPARE_EIGHTHS {
-            self.prepare(t);
+        let taken = table.taken.load(Ordering::Relaxed) as usize * 8;
+        if taken >= table.capacity() * PREPARE_EIGHTHS {
+            if self.preparing.load(Ordering::Relaxed) == 0 {
+                self.prepare(t);
+            }
+        } else if self.preparing.load(Ordering::Relaxed) != 0
+            && table.len() * 8 < table.capacity() * DROP_EIGHTHS
+        {
+            self.drop_prepared(t);
         }
         if table.is_full() && !self.grow(t) {
             return;
@@ -877,6 +894,7 @@ impl LineCell {
             Ok(helper) => {
                 self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
                 *next = Some((helper, bytes));
+                self.preparing.store(1, Ordering::Relaxed);
                 true
             }
             Err(_) => {
@@ -905,6 +923,7 @@ impl LineCell {
             Some(_) => {}
         }
         let (helper, bytes) = next.take().expect("checked above");
+        self.preparing.store(0, Ordering::Relaxed);
         match helper.join().ok().flatten() {
             Some(table) => {
                 debug_assert_eq!(table.bytes(), bytes, "bytes_for and try_new agree");
@@ -916,6 +935,18 @@ impl LineCell {
                 self.bytes.store(self.bytes() - bytes, Ordering::Relaxed);
                 Err(())
             }
+        }
+    }
+
+    /// Drops the next table [`LineCell::prepare`] made, once made, because the current
+    /// table's entries fell below [`DROP_EIGHTHS`] of its lines: churn that stays below
+    /// seven eighths would otherwise keep a table twice the current one resident
+    /// without ever using it. One still being made is left to finish (and checked again
+    /// at a later insert); one made again is made at five eighths, as the first was.
+    fn drop_prepared(&self, t: &WriterToken) {
+        if let Ok(Some(table)) = self.take_prepared(t) {
+            self.bytes
+                .store(self.bytes() - table.bytes(), Ordering::Relaxed);
         }
     }
 
