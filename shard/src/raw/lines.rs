@@ -109,8 +109,9 @@
 //! waits for a huge page's fault. Where it cannot be done (Miri, loom, other systems),
 //! or for smaller tables, the writer makes the table itself, as above; the first table
 //! is kept below `PREPARE_FROM` where it can be done, so that every big one is. A made
-//! table that the load has not come to need is dropped once the entries fall below half
-//! the current table's lines (`DROP_EIGHTHS`), and made again from five eighths.
+//! table that the load has not come to need is dropped, off the writer's path too, at an
+//! insert that finds the entries below half the current table's lines (`DROP_EIGHTHS`)
+//! and fewer than five eighths taken; one is made again from five eighths taken.
 //!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
@@ -938,8 +939,9 @@ impl LineCell {
         }
     }
 
-    /// Drops the next table [`LineCell::prepare`] made, once made, because the current
-    /// table's entries fell below [`DROP_EIGHTHS`] of its lines: churn that stays below
+    /// Drops the next table [`LineCell::prepare`] made, once made, because at an insert
+    /// the current table's entries were below [`DROP_EIGHTHS`] of its lines (and its
+    /// taken lines, deleted ones included, below five eighths): churn that stays below
     /// seven eighths would otherwise keep a table twice the current one resident
     /// without ever using it. One still being made is left to finish (and checked again
     /// at a later insert); one made again is made at five eighths, as the first was.
@@ -947,6 +949,13 @@ impl LineCell {
         if let Ok(Some(table)) = self.take_prepared(t) {
             self.bytes
                 .store(self.bytes() - table.bytes(), Ordering::Relaxed);
+            // Unmapped off the writer's path too: a faulted-in table of 2^21 lines is
+            // 128 MiB. If no thread can be had, `spawn` drops the closure, and the
+            // table with it, here.
+            let _ = std::thread::Builder::new()
+                .name("roster-lines".into())
+                .stack_size(64 << 10)
+                .spawn(move || drop(table));
         }
     }
 
