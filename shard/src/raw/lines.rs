@@ -755,6 +755,14 @@ fn unpin() {
     }
 }
 
+/// A line cache's helper thread: named, on a 64 KiB stack (it maps, faults in or unmaps
+/// a table, and needs no more).
+fn helper_thread() -> std::thread::Builder {
+    std::thread::Builder::new()
+        .name("roster-lines".into())
+        .stack_size(64 << 10)
+}
+
 /// Nothing to unpin where no helper is made.
 #[cfg(not(all(target_os = "linux", not(miri), not(roster_loom))))]
 fn unpin() {}
@@ -878,19 +886,16 @@ impl LineCell {
             return true;
         }
         let high = old.high;
-        let helper = std::thread::Builder::new()
-            .name("roster-lines".into())
-            .stack_size(64 << 10)
-            .spawn(move || {
-                // Off a pinned writer's core: the helper inherits its creator's affinity.
-                unpin();
-                let table = LineTable::try_new(lines, high, true)?;
-                if !table.lines.populate() {
-                    table.touch_pages();
-                }
-                table.hashes.populate();
-                Some(table)
-            });
+        let helper = helper_thread().spawn(move || {
+            // Off a pinned writer's core: the helper inherits its creator's affinity.
+            unpin();
+            let table = LineTable::try_new(lines, high, true)?;
+            if !table.lines.populate() {
+                table.touch_pages();
+            }
+            table.hashes.populate();
+            Some(table)
+        });
         match helper {
             Ok(helper) => {
                 self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
@@ -952,10 +957,7 @@ impl LineCell {
             // Unmapped off the writer's path too: a faulted-in table of 2^21 lines is
             // 128 MiB. If no thread can be had, `spawn` drops the closure, and the
             // table with it, here.
-            let _ = std::thread::Builder::new()
-                .name("roster-lines".into())
-                .stack_size(64 << 10)
-                .spawn(move || drop(table));
+            let _ = helper_thread().spawn(move || drop(table));
         }
     }
 
