@@ -16,6 +16,7 @@ use crossbeam_channel::{select, Receiver, TryRecvError};
 use crate::arena::{class_words, ArenaAlloc};
 use crate::block::{block_of, BlockHead, MAX_TERMS};
 use crate::owners::OwnerLists;
+use crate::raw::lines::LineAt;
 use crate::raw::{
     hash_of_tag, tag, Loc, Published, RawTable, SlotView, Which, WriterToken, HEADER_WORDS,
     MAX_KEY_WORDS, MAX_META_WORDS, OWNER_WORD,
@@ -249,10 +250,6 @@ impl Writer {
                 .find(|&which| self.shared.source(&self.token, which).is_some());
             if let Some(which) = migrating {
                 self.migrate_some(which, MIGRATE_IDLE);
-                continue;
-            }
-            if let Some(lines) = self.shared.lines().filter(|l| l.migrating(&self.token)) {
-                lines.migrate_some(&self.token, MIGRATE_IDLE);
                 continue;
             }
             // Idle. Poll a while before parking: a parked writer costs every synchronous
@@ -550,7 +547,6 @@ impl Writer {
             self.notify(EventKind::Inserted, key, owner, meta);
         }
         self.migrate_some(Which::Entries, MIGRATE_PER_INSERT);
-        self.migrate_lines(MIGRATE_PER_INSERT);
         Ok(())
     }
 
@@ -722,7 +718,7 @@ impl Writer {
             });
         if let Some(lines) = self.shared.lines() {
             match line {
-                Some(i) => lines.get().close(&self.token, i, Some((key, owner, meta))),
+                Some(at) => lines.close(&self.token, at, Some((key, owner, meta))),
                 None => lines.insert(&self.token, hash, key, owner, meta),
             }
         }
@@ -887,11 +883,11 @@ impl Writer {
 
     /// Opens the section of the line caching `key`, if the shard keeps a line cache and
     /// it holds the key: the caller changes the entry's slot, then closes the line.
-    fn open_line(&self, hash: u64, key: &[u64]) -> Option<usize> {
+    fn open_line(&self, hash: u64, key: &[u64]) -> Option<LineAt<'_>> {
         let lines = self.shared.lines()?;
-        let i = lines.find(&self.token, hash, key)?;
-        lines.get().open(&self.token, i);
-        Some(i)
+        let at = lines.find(&self.token, hash, key)?;
+        lines.open(&self.token, at);
+        Some(at)
     }
 
     /// Empties slot `i` of `t` with a backward shift, keeping probe invariant T1.
@@ -916,7 +912,7 @@ impl Writer {
         let line = self.open_line(hash_of_tag(gone.tag), &self.scratch);
         self.vacate(self.shared.table(), i);
         if let (Some(lines), Some(l)) = (self.shared.lines(), line) {
-            lines.get().close(&self.token, l, None);
+            lines.close(&self.token, l, None);
         }
         let index = self.owner_index(off, bh);
         self.unindex(off, bh);
@@ -998,17 +994,6 @@ impl Writer {
     fn migrate_both(&mut self, slots: usize) {
         self.migrate_some(Which::Entries, slots);
         self.migrate_some(Which::Terms, slots);
-        self.migrate_lines(slots);
-    }
-
-    /// Moves the next `lines` lines of a line cache that grew, if one is moving (see
-    /// `lines.rs`, "Growth"): a grown cache, twice the size, has room for the lines it
-    /// takes over (at most 7/8 of the old table's) and 7/8 of the old table's more, and
-    /// moving them takes 1/8 of the old table's lines in writes.
-    fn migrate_lines(&self, lines: usize) {
-        if let Some(cell) = self.shared.lines() {
-            cell.migrate_some(&self.token, lines);
-        }
     }
 
     /// Runs the migration of table `which`, if any, to its end.
@@ -1254,39 +1239,29 @@ mod tests {
         assert!(a.problems.is_empty(), "{:?}", a.problems);
     }
 
-    /// The line cache grows as entries come (from its smallest size, 64 lines) and
-    /// moves its lines over a few at a time: once the move ends, every short entry is
-    /// read from its line, and the drained tables' memory is given back.
+    /// The line cache splits its segments as entries come, a segment at a time: every
+    /// short entry is read from its line all along, and the audit holds.
     #[test]
-    fn a_line_cache_grows_and_keeps_every_short_entry_cached() {
+    fn a_line_cache_splits_as_entries_come_and_keeps_every_short_entry_cached() {
         let (mut w, _) = writer_with(16, true);
         // (Fewer under Miri, where each audit takes seconds.)
-        let n: u64 = if cfg!(miri) { 120 } else { 2000 };
+        let (n, every): (u64, usize) = if cfg!(miri) { (1200, 400) } else { (5000, 97) };
         let keys: Vec<(u64, [u64; 2])> = (0..n)
             .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32, [k % 3, k]))
             .collect();
-        let mut moving = 0;
+        let shared = w.shared.clone();
+        let lines = shared.lines().unwrap();
         for (n, &(h, key)) in keys.iter().enumerate() {
             let meta = vec![n as u64; n % 7];
             w.insert_plain(h, &key, 1, &meta).unwrap();
-            let lines = w.shared.lines().unwrap();
-            moving += u32::from(lines.migrating(&w.token));
-            if n % 97 == 0 {
+            if n % every == 0 {
                 let a = w.audit();
                 assert!(a.problems.is_empty(), "{:?}", a.problems);
             }
         }
-        assert!(moving > 0, "no insert saw lines moving");
+        assert!(lines.segment_count() > 1, "no segment split");
         // (The slot table too: `try_read_quick` answers `Retry` while it migrates.)
         w.finish_migration(Which::Entries);
-        let lines = w.shared.clone();
-        let lines = lines.lines().unwrap();
-        lines.finish(&w.token);
-        assert!(
-            lines.get().capacity() as u64 >= n,
-            "{}",
-            lines.get().capacity()
-        );
         for (n, &(h, key)) in keys.iter().enumerate() {
             let mut out = [0u64; 64];
             let got = w.shared.try_read_quick(h, &key, &mut out);
@@ -1302,142 +1277,47 @@ mod tests {
         }
         let a = w.audit();
         assert!(a.problems.is_empty(), "{:?}", a.problems);
-        // Only the current table's bytes count where drained tables were given back.
-        #[cfg(target_os = "linux")]
-        assert!(
-            lines.bytes() < 2 * lines.get().bytes(),
-            "{} bytes for a table of {}",
-            lines.bytes(),
-            lines.get().bytes()
-        );
+        let cached = keys.iter().enumerate().filter(|(n, _)| n % 7 <= LINE_META);
+        assert_eq!(lines.len(), cached.count());
     }
 
-    /// Past 4 MiB, the next line table is made by a helper thread (`LineCell::prepare`)
-    /// and published once made: the cache grows through such tables, every entry stays
-    /// readable with its metadata (from its line or the slot table), and the audit holds.
+    /// Churn at a steady count of entries keeps the line cache's memory steady: segments
+    /// retired by splits and rebuilds are made again, and deleted lines are cleared, so
+    /// the cache holds what the live entries need.
     #[test]
-    #[cfg_attr(miri, ignore = "Miri makes no table off the writer's path")]
-    fn a_line_cache_grows_through_tables_made_off_the_writers_path() {
-        let (mut w, _) = writer_with(16, true);
-        let n: u64 = 100_000;
-        let keys: Vec<(u64, [u64; 2])> = (0..n)
-            .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32, [k % 3, k]))
-            .collect();
-        for (n, &(h, key)) in keys.iter().enumerate() {
-            w.insert_plain(h, &key, 1, &vec![n as u64; n % 6]).unwrap();
-        }
-        let shared = w.shared.clone();
-        let lines = shared.lines().unwrap();
-        // The writer grows the cache itself up to 2^15 lines; the tables after it (2^16
-        // lines and up, 4.5 MiB and more) are made off its path, and one is published at
-        // an insert once made: a slow machine's helper is waited for, with more inserts.
-        #[cfg(target_os = "linux")]
-        {
-            let started = std::time::Instant::now();
-            let mut k = n;
-            while lines.get().capacity() < 1 << 16 {
-                assert!(
-                    started.elapsed() < std::time::Duration::from_secs(30),
-                    "never grew past {} lines",
-                    lines.get().capacity()
-                );
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                w.insert_plain(
-                    k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32,
-                    &[0, k],
-                    1,
-                    &[],
-                )
-                .unwrap();
-                k += 1;
-            }
-        }
-        w.finish_migration(Which::Entries);
-        lines.finish(&w.token);
-        assert!(lines.get().len() > 0);
-        for (n, &(h, key)) in keys.iter().enumerate() {
-            let mut out = [0u64; 64];
-            match w.shared.try_read_quick(h, &key, &mut out) {
-                Attempt::Found { meta_words, .. } => {
-                    assert_eq!(out[..meta_words], vec![n as u64; n % 6][..], "key {n}")
-                }
-                other => panic!("key {n}: {other:?}"),
-            }
-        }
-        let a = w.audit();
-        assert!(a.problems.is_empty(), "{:?}", a.problems);
-        assert!(lines.bytes() >= lines.get().bytes());
-    }
-
-    /// A next table made off the writer's path is dropped, once made, when the cache's
-    /// entries fall below half its lines (`DROP_EIGHTHS`), and made again when they
-    /// climb back past five eighths, so churn below seven eighths keeps no unused table.
-    #[test]
-    #[cfg(target_os = "linux")]
-    #[cfg_attr(miri, ignore = "Miri makes no table off the writer's path")]
-    fn a_line_cache_drops_a_table_made_for_it_when_its_load_falls_back() {
+    #[cfg_attr(miri, ignore = "a hundred thousand writes take Miri too long")]
+    fn churn_keeps_the_line_cache_at_the_size_its_entries_need() {
         let (mut w, _) = writer_with(16, true);
         let hash = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32;
         let shared = w.shared.clone();
         let lines = shared.lines().unwrap();
-        // 24k short entries: the writer grows the cache to 2^15 lines, five eighths of
-        // which (20480) start the next table's helper.
-        let mut next = 0u64;
-        let mut alone = 0;
-        while next < 24_000 {
-            if next == 20_000 {
-                lines.finish(&w.token);
-                assert_eq!(lines.get().capacity(), 1 << 15);
-                alone = lines.bytes();
-            }
-            w.insert_plain(hash(next), &[0, next], 1, &[next]).unwrap();
-            next += 1;
+        let live = 20_000;
+        for k in 0..live {
+            w.insert_plain(hash(k), &[0, k], 1, &[k]).unwrap();
         }
-        assert_eq!(lines.get().capacity(), 1 << 15);
+        let grown = lines.bytes();
+        let segments = lines.segment_count();
+        for k in live..6 * live {
+            w.insert_plain(hash(k), &[0, k], 1, &[k]).unwrap();
+            w.remove(hash(k - live), &[0, k - live], 1).unwrap();
+        }
+        assert_eq!(lines.len() as u64, live);
+        // Each churned-through segment is split or rebuilt at most as its entries need.
         assert!(
-            lines.bytes() >= alone + (4 << 20),
-            "no next table was started"
+            lines.segment_count() <= segments * 2 && lines.bytes() <= 2 * grown,
+            "{} segments and {} bytes, from {segments} and {grown}",
+            lines.segment_count(),
+            lines.bytes()
         );
-        // Down to 15k entries, below half the lines; then inserts (each removing a key
-        // too) until the helper is done and its table dropped.
-        let mut first = 0u64;
-        while first < 9_000 {
-            w.remove(hash(first), &[0, first], 1).unwrap();
-            first += 1;
-        }
-        let started = std::time::Instant::now();
-        while lines.bytes() != alone {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "the made table was never dropped: {} bytes against {alone}",
-                lines.bytes()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            w.insert_plain(hash(next), &[0, next], 1, &[next]).unwrap();
-            next += 1;
-            w.remove(hash(first), &[0, first], 1).unwrap();
-            first += 1;
-        }
-        assert_eq!(lines.get().capacity(), 1 << 15, "dropped, not published");
-        // Back past five eighths and on: a table is made again, and published.
-        let started = std::time::Instant::now();
-        while lines.get().capacity() < 1 << 16 {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "never grew again"
-            );
-            w.insert_plain(hash(next), &[0, next], 1, &[next]).unwrap();
-            next += 1;
-            if next % 64 == 0 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
         w.finish_migration(Which::Entries);
-        lines.finish(&w.token);
-        for k in first..next {
+        for k in 5 * live..6 * live {
             let mut out = [0u64; 64];
             match w.shared.try_read_quick(hash(k), &[0, k], &mut out) {
-                Attempt::Found { meta_words: 1, .. } => assert_eq!(out[0], k),
+                Attempt::Found {
+                    meta_words: 1,
+                    block: 0,
+                    ..
+                } => assert_eq!(out[0], k),
                 other => panic!("key {k}: {other:?}"),
             }
         }

@@ -5,25 +5,31 @@
 //!
 //! # Layout
 //!
-//! A tag array of one byte a line, eight to an atomic word (a *group*), and the lines, one
-//! 64-byte aligned line each, eight atomic words:
+//! The cache is a directory of *segments* (extendible hashing). A segment is fixed: 64
+//! *groups* of eight lines, a tag word per group (one byte a line), a `moves` word, and
+//! the writer's bookkeeping. A line is 64-byte aligned, eight atomic words:
 //!
 //! ```text
 //! w0: seq:29 (bits 35..64, bit 35 = odd while written) | shape:3 | key word 0's low half
 //! w1: the owner        w2: key word 1        w3..w7: up to five metadata words
 //! ```
 //!
-//! `shape` is the number of metadata words, or [`DEAD`] for a line that holds no entry.
-//! Tag bytes: [`EMPTY`] (never used since the table was made), [`DELETED`] (used, now free)
-//! or `0x80 |` seven bits of the hash ([`tag8`]). A key's home is the group `hash >>
-//! shift`; a probe walks groups from there and stops at the first group with an empty
-//! byte (an insert takes the first free byte on the key's probe, so the key, if cached,
-//! lies before it). A table whose lines are seven eighths taken grows (see "Growth").
+//! `shape` is the number of metadata words plus one, or [`DEAD`] for a line that holds
+//! no entry. Tag bytes: [`EMPTY`] (never used since the segment was made), [`DELETED`]
+//! (used, now free) or `0x80 |` seven bits of the hash ([`tag8`]).
 //!
-//! Only entries whose key is two words, whose key word 0 has the high half the table was
+//! A key's segment is the directory entry `(hash >> 40) & (2^G - 1)`, where `G` is the
+//! directory's depth; its home group in the segment is the hash's top six bits. A probe
+//! walks the segment's groups from home (wrapping within the segment) and stops at the
+//! first group with an empty byte: an insert takes the first free byte on the key's
+//! probe, so the key, if cached, lies before it. A segment has a depth `d <= G` of its
+//! own and a prefix: it holds the keys whose hash bits `40..40 + d` are the prefix, and
+//! the `2^(G - d)` directory entries whose low `d` bits are the prefix point at it.
+//!
+//! Only entries whose key is two words, whose key word 0 has the high half the cache was
 //! made for (the engine's local node: keys of other nodes are not cached), and whose
-//! metadata is at most five words are cached. The slot table stays the record
-//! of every entry; the cache holds copies.
+//! metadata is at most five words are cached. The slot table stays the record of every
+//! entry; the cache holds copies.
 //!
 //! # Protocol
 //!
@@ -36,12 +42,28 @@
 //!   its line's section: the section opens before the slot table's write section does,
 //!   and closes (with the new copy, or as [`DEAD`]) after it. A new entry is cached after
 //!   its slot is published.
+//! - S1: a segment lives from its *making* to its *retirement*. Made: its tag words are
+//!   zero (a fresh one is born so; a reused one's are stored zero, and its old lines
+//!   killed, all after the `fence(Release)` of its retirement), then `moves :=` an even
+//!   value no segment of the cache has had before (Release), then it is published by the
+//!   directory entries' stores (Release). Retired: `moves := moves | 1` (Relaxed, odd for
+//!   good), then `fence(Release)`; no store into it follows until it is made again.
+//! - S2: a segment that is full (seven eighths of its lines taken) is *split*: two fresh
+//!   segments of depth `d + 1` (after doubling the directory if `d == G`) get copies of
+//!   its entries, each by its hash bit `40 + d`; the directory entries that pointed at it
+//!   are repointed (Release) at the two; then it is retired (S1). One whose entries fill
+//!   less than three eighths of it is rebuilt instead, into one fresh segment of its own
+//!   depth, the same way. No entry changes between the copies and the retirement.
+//! - S3: the directory doubles in place: entries `2^G..2^(G+1)` get copies of entries
+//!   `0..2^G` (Release), then the depth's mask `2^(G+1) - 1` is stored (Release).
 //!
-//! Reader ([`LineTable::get`]): the group word (Acquire), then for each byte that matches:
-//! `w0` (Acquire), the key compare and the payload (Relaxed), `fence(Acquire)`, `w0` again
-//! (Relaxed). A hit needs `w0` even, unchanged, not [`DEAD`], and the key's words. Anything
-//! else answers `None`, and the caller reads the slot table: a miss here is never an
-//! answer, so the cache needs no miss validation.
+//! Reader ([`LineCell::get`]): the depth's mask (Acquire), the key's directory entry
+//! (Acquire), the segment's `moves` (Acquire) as `m1`, which must be even; then the group
+//! words (Acquire) from home, and for each byte that matches: `w0` (Acquire), the key
+//! compare and the payload (Relaxed), `fence(Acquire)`, `w0` again (Relaxed), and
+//! `moves` again (Relaxed). A hit needs `w0` even, unchanged, not [`DEAD`], the key's
+//! words, and `moves` unchanged. Anything else answers `None`, and the caller reads the
+//! slot table: a miss here is never an answer, so the cache needs no miss validation.
 //!
 //! Why a hit is right:
 //! - no torn hit (as R1): a payload load that read a store of a section begun after the
@@ -57,61 +79,38 @@
 //!   answers is the entry as the slot table held it from that close until the next open.
 //!   A reader that meets an open line (or a changed one) reads the slot table instead,
 //!   whose own validation answers.
+//! - no hit from a retired segment's stale copy (S1, S2): a retired segment's lines keep
+//!   the copies they held, and the entry may change afterwards in the segment that took
+//!   it over. Every such change comes after the retirement in the writer's order (S2),
+//!   and the line's close that publishes it is a Release store, so a reader that has seen
+//!   anything of the change (or of any later write: its own earlier read, say) has the
+//!   retirement's odd `moves` happen before its own loads, and its `m1` or `m2` is odd or
+//!   newer: no hit. A reader that has seen nothing written after the retirement reads the
+//!   segment as it was before it, when its copies were the entries as they were (S2: no
+//!   change between the copies and the retirement): its hit is ordered before the change.
+//! - no hit from a reused segment's old life (S1): a reader whose `m1` is the segment's
+//!   old value and whose group or line loads read a store of its new life has that store
+//!   come after the retirement's `fence(Release)`, so the loads (the group word's Acquire,
+//!   or the payload's through the reader's `fence(Acquire)`) make the retirement happen
+//!   before its `m2` load, which differs. A reader whose `m1` is the new value (Acquire,
+//!   from the Release store that made it) sees the zeroed tag words or later ones, so it
+//!   reads only lines of the new life, which L1 validates. Values of `moves` never
+//!   repeat within a cache, so no reader takes a new life's `moves` for an old one's.
+//! - S3 and S2's repointing only decide which segment a reader reads; a reader on a stale
+//!   directory entry reads a segment that is live (its hits are current copies) or
+//!   retired (as above). The mask and entry loads (Acquire) make the segment's making
+//!   happen before the reader's loads of it, so it reads zeroed or later tag words.
 //! - Liveness is checked by the caller from the owner, as for a slot table hit (SPEC I1).
 //!
-//! # Growth
-//!
-//! A [`LineCell`] holds the current table. When an insert finds it full, the writer
-//! publishes (`Release`) an empty table twice its size (deleted bytes do not pile up:
-//! `LineTable::clear_deleted` empties those no probe needs), made of zeroed pages
-//! that cost nothing until touched, and moves the old table's lines over a few after
-//! each write, and in bigger steps while idle, as the slot table's migration does.
-//! Readers read only the current table: a key not moved yet misses there and is read
-//! from the slot table. The writer keeps, beside each line, the high half of its entry's
-//! hash, which gives the line's home and tag byte in any table (see [`tag8`]), since
-//! the line itself holds only the key.
-//!
-//! - G1: a cached entry has its line in exactly one table, the current one or the one
-//!   being drained. A move writes the copy in the current table (its own section), then
-//!   kills the old line (a section that closes it [`DEAD`]). The entry does not change
-//!   meanwhile, so each copy is the entry as it is.
-//! - G2: every change of a cached entry goes through [`LineCell::find`], which moves the
-//!   entry's line first if it is still in the old table; so the change happens in the
-//!   current table's line (L2 there), after the old line's kill, its last section. A
-//!   reader still on the old table may read the line from before the kill after the
-//!   change is done, but then its two `w0` loads both precede the kill's open (in the
-//!   line's modification order), so nothing that happens after the kill, the change
-//!   included, happens before the read: the read is ordered before the change, as L2's
-//!   argument has it.
-//! - G3: once every line of the old table has been passed, each of its lines is dead or
-//!   free, and stays so: the writer never writes it again. Its pages go back to the OS
-//!   (`Zeroed::release`), after a `fence(Release)`; a reader that still reads it reads
-//!   the values it held or zeros. This rests on an assumption outside Rust's memory
-//!   model: that the kernel's zeroing (`MADV_DONTNEED`, which shoots down every CPU's
-//!   TLB entries for the pages before it returns) acts as `Relaxed` stores of zero by
-//!   the writer after that fence. Granted that, a zero group word has no full byte, a
-//!   zero `w0` is a dead line, and a line read whose payload load saw a zero has its
-//!   second `w0` load see the kill's odd value or a later one (R1's fence argument, the
-//!   kill's fence preceding the zeroing), so every read of the drained table is a miss.
-//!   The table stays mapped until the cell drops, so a late load takes a minor fault at
-//!   worst (of a zero page: the range is advised off huge pages first), never a trap.
-//!
-//! Tables of [`PREPARE_FROM`] bytes (4 MiB) and more are made off the writer's path: once
-//! the current table is five eighths taken, a helper thread maps the next one's lines on
-//! huge pages and faults them all in (`Zeroed::populate`, or a store into each page
-//! where the kernel refuses it), and the writer publishes it when
-//! it needs it, at seven eighths, if it is made (until then new entries go uncached, as
-//! a cache may leave them). The table is no one else's until published: the helper's
-//! only link to the writer is the join that hands it over, which orders the helper's
-//! page faults (zeroing, nothing else: the table is born zero) before the writer's
-//! `Release` store that publishes it, so readers see it as G1-G3 have it. A hit then
-//! reads one line on a huge page (on small pages it pays a TLB miss too), and no write
-//! waits for a huge page's fault. Where it cannot be done (Miri, loom, other systems),
-//! or for smaller tables, the writer makes the table itself, as above; the first table
-//! is kept below `PREPARE_FROM` where it can be done, so that every big one is. A made
-//! table that the load has not come to need is dropped, off the writer's path too, at an
-//! insert that finds the entries below half the current table's lines (`DROP_EIGHTHS`)
-//! and fewer than five eighths taken; one is made again from five eighths taken.
+//! A split copies at most seven eighths of a segment's 512 lines, and so bounds the
+//! writer's step whatever the cache holds: no write waits for a whole table's copy.
+//! Segments come from *slabs* of about 8 MiB (the first, and every one under Miri and
+//! loom, smaller), mapped zeroed and faulted in as they are used, on huge pages where
+//! `huge` asks for it (the first slab never, so that a small cache stays small); retired
+//! segments are made again before the slabs give new ones, so memory follows the
+//! largest the cache has been. Segments at load between seven sixteenths (just split)
+//! and seven eighths hold an entry in about 106 bytes of lines, tag bytes and the
+//! writer's hash halves on average.
 //!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
@@ -123,7 +122,7 @@ use super::pages::{Zeroable, Zeroed};
 use super::table::WriterToken;
 use crate::sync::{fence, AtomicPtr, AtomicU64, Ordering, OwnU32, OwnU64};
 
-/// A tag byte never used since the table was made: a probe stops at its group.
+/// A tag byte never used since the segment was made: a probe stops at its group.
 pub const EMPTY: u8 = 0;
 /// A tag byte whose line held an entry and is free now: probes go on past it.
 pub const DELETED: u8 = 1;
@@ -137,40 +136,51 @@ pub const LINE_META: usize = 5;
 const ODD: u64 = 1 << 35;
 /// The key half of `w0`.
 const LOW: u64 = 0xffff_ffff;
-/// Groups `LineTable::clear_deleted` looks at, at most, past a group it would clear.
+/// Groups `Segment::clear_deleted` looks at, at most, past a group it would clear.
 const CLEAR_SCAN: usize = 8;
-/// A line's share of a table's load, as the slot table's: at most 7 of 8 lines taken.
+/// A segment takes at most 7 of 8 lines (entries and deleted ones), as a slot table.
 const MAX_LOAD_EIGHTHS: usize = 7;
-/// The load at which the next table starts being made off the writer's path (5 of 8
-/// lines taken), so that it is ready by [`MAX_LOAD_EIGHTHS`].
-const PREPARE_EIGHTHS: usize = 5;
-/// The load below which a next table made off the writer's path and not yet published
-/// is dropped (4 of 8 lines holding entries), below `PREPARE_EIGHTHS` so that a load
-/// that wavers around one of them neither makes nor drops a table at every write.
-const DROP_EIGHTHS: usize = 4;
+/// A full segment whose entries fill fewer than 3 of its 8 lines is rebuilt alone, at its
+/// depth, rather than split (its other taken lines are deleted ones).
+const REBUILD_EIGHTHS: usize = 3;
+
+/// Groups of a segment: 64 (a 32 KiB segment of lines); 2 under loom, whose models
+/// check every interleaving of every atomic they touch.
+const GROUPS: usize = if cfg!(roster_loom) { 2 } else { 64 };
+/// Lines of a segment.
+const SEG_LINES: usize = 8 * GROUPS;
+/// `hash >> HOME_SHIFT` is a key's home group in its segment: the hash's top bits.
+const HOME_SHIFT: u32 = 64 - GROUPS.trailing_zeros();
+/// The directory is indexed by the hash's bits from here: above [`tag8`]'s byte
+/// (33..40), below the home's top six.
+const DIR_SHIFT: u32 = 40;
+/// The directory's most bits: 18 (hash bits 40..58, up to the home's); fewer under Miri
+/// and loom, which make the whole directory.
+const MAX_DEPTH: u32 = if cfg!(roster_loom) {
+    2
+} else if cfg!(miri) {
+    8
+} else {
+    18
+};
+/// Segments a slab holds: 8 MiB's worth (whole huge pages; fewer under Miri and loom).
+const SLAB: usize = if cfg!(any(miri, roster_loom)) {
+    2
+} else {
+    (8 << 20) / std::mem::size_of::<Segment>()
+};
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+// The home and directory bits do not overlap, nor does the tag byte's, so a segment's
+// keys spread over its groups as all keys do.
+const _: () = assert!(DIR_SHIFT + MAX_DEPTH <= HOME_SHIFT && 40 <= DIR_SHIFT);
 
 /// One cache line of atomic words.
 #[repr(C, align(64))]
 pub struct Line {
     w: [AtomicU64; 8],
-}
-
-// Lines are eight atomics each with no padding, so a run of lines is a run of atomics
-// (`LineTable::group` relies on it).
-const _: () = assert!(std::mem::size_of::<Line>() == 8 * std::mem::size_of::<AtomicU64>());
-
-// SAFETY: `repr(C)` of eight `AtomicU64`s: all-zero bytes are eight zero atomics (a dead
-// line, `DEAD`), and no drop.
-unsafe impl Zeroable for Line {
-    #[cfg(roster_loom)]
-    fn zero() -> Line {
-        Line {
-            w: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
 }
 
 /// The high bits of each byte of `group` that equals `byte` (exact for the lowest match;
@@ -181,11 +191,10 @@ fn matches(group: u64, byte: u8) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
-/// A hash's tag byte: bits 33..40, below the bits a home of up to 2^24 groups takes from
-/// the top (past that they overlap, and the byte filters less: speed only), and above
-/// the low half (which the caller's tag, `table::tag`, drops), so `hash`,
-/// `hash_of_tag(tag(hash))` and a line's kept high half give the same byte and the same
-/// home.
+/// A hash's tag byte: bits 33..40, above the low half (which the caller's tag,
+/// `table::tag`, drops) and below the directory's and the home's bits, so `hash`,
+/// `hash_of_tag(tag(hash))` and a line's kept high half give the same byte, home and
+/// segment.
 #[inline(always)]
 pub fn tag8(hash: u64) -> u8 {
     (hash >> 33) as u8 | 0x80
@@ -202,7 +211,7 @@ enum LineRead {
 }
 
 /// Reads `line` for the key `[k0, k1]`, whose word 0's high half the caller has checked
-/// against the table's: `w0` (Acquire), the key compare and the payload (Relaxed, the
+/// against the cache's: `w0` (Acquire), the key compare and the payload (Relaxed, the
 /// metadata into `out[..5]`), `fence(Acquire)`, `w0` again (the module's reader).
 #[inline(always)]
 fn read_line(line: &[AtomicU64; 8], k0: u64, k1: u64, out: &mut [u64; 7]) -> LineRead {
@@ -225,145 +234,75 @@ fn read_line(line: &[AtomicU64; 8], k0: u64, k1: u64, out: &mut [u64; 7]) -> Lin
     }
 }
 
-// SAFETY: `LineTable` owns everything it points at (`groups` points into its own
-// `lines`), and every shared access through it is to atomics, so it may move to or be
-// shared with another thread as its fields may.
-unsafe impl Send for LineTable {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for LineTable {}
-
-/// A shard's line cache (see the module docs).
-pub struct LineTable {
-    /// `8 * (gmask + 1)` lines, then the `gmask + 1` groups (a power of two, at least 8),
-    /// eight to a line: one allocation, so that a big table goes on huge pages whole.
-    lines: Zeroed<Line>,
-    /// The writer's: the high half of the hash of each line's entry, for moving it to
-    /// the next table (readers never load these).
-    hashes: Zeroed<OwnU32>,
-    gmask: usize,
-    /// The first group: `lines.as_ptr() + 8 * (gmask + 1)` (the allocation's own
-    /// pointer, so it may reach every group). `lines.len() == 8 * (gmask + 1) + (gmask +
-    /// 1) / 8`, with `gmask + 1` a power of two of at least 8 (`try_new`, never
-    /// changed): the lines from `8 * (gmask + 1)` on are `(gmask + 1) / 8` whole `Line`s, each `repr(C)` of eight
-    /// `AtomicU64`s with no padding (asserted at `Line`), so they are `gmask + 1`
-    /// contiguous, aligned `AtomicU64`s from here.
-    groups: std::ptr::NonNull<AtomicU64>,
-    /// `64 - log2(gmask + 1)`: `hash >> shift` is a home, at most `gmask`.
-    shift: u32,
-    /// The high half of key word 0 that cached keys have.
-    high: u64,
+/// A segment: [`GROUPS`] groups of eight lines, their tag words, its `moves` word, and
+/// the writer's bookkeeping (see the module docs).
+#[repr(C, align(64))]
+pub struct Segment {
+    lines: [Line; SEG_LINES],
+    /// One tag byte a line, eight to a word.
+    groups: [AtomicU64; GROUPS],
+    /// Even while the segment is live, a value no earlier life of any segment of the
+    /// cache had; odd once retired (S1).
+    moves: AtomicU64,
+    /// The writer's: the high half of the hash of each line's entry, for its home and for
+    /// splits (readers never load these).
+    hashes: [OwnU32; SEG_LINES],
     /// Lines taken (entries and [`DELETED`] ones): the writer's count.
     taken: OwnU64,
     /// Lines holding entries: the writer's count.
     live: OwnU64,
-    /// The table this one replaced (null for the first), owned: freed when the
-    /// [`LineCell`] drops.
-    prev: AtomicPtr<LineTable>,
+    /// The writer's: the segment's depth, and its prefix (the hash bits `40..40 + depth`
+    /// of its keys).
+    depth: OwnU64,
+    prefix: OwnU64,
+    /// The writer's: where the segment lies, `slab << 32 | index`.
+    id: OwnU64,
 }
 
-impl LineTable {
-    /// A table of at least `lines` lines (rounded up to a power of two of groups), for
-    /// keys whose word 0 has `high` as its high half, or `None` if the memory cannot be
-    /// had.
-    pub fn try_new(lines: usize, high: u64, huge: bool) -> Option<LineTable> {
-        let groups = Self::groups_for(lines)?;
-        let gmask = groups - 1;
-        // The home takes at most 31 bits of the hash (see `tag8`).
-        if gmask >> 31 != 0 {
-            return None;
-        }
-        let lines = Zeroed::<Line>::new(groups.checked_mul(8)? + groups / 8, huge)?;
-        let first = std::ptr::NonNull::new(lines.as_mut_ptr().wrapping_add(groups * 8))?;
-        Some(LineTable {
-            groups: first.cast(),
-            lines,
-            hashes: Zeroed::new(groups * 8, false)?,
-            gmask,
-            shift: 64 - groups.trailing_zeros(),
-            high,
+// SAFETY: `repr(C)` of atomics and arrays of them (`Line`: eight `AtomicU64`s): all-zero
+// bytes are zero atomics (dead lines, empty groups, counts of zero), and no drop.
+unsafe impl Zeroable for Segment {
+    #[cfg(roster_loom)]
+    fn zero() -> Segment {
+        Segment {
+            lines: std::array::from_fn(|_| Line {
+                w: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+            groups: std::array::from_fn(|_| AtomicU64::new(0)),
+            moves: AtomicU64::new(0),
+            hashes: std::array::from_fn(|_| OwnU32::new(0)),
             taken: OwnU64::new(0),
             live: OwnU64::new(0),
-            prev: AtomicPtr::new(std::ptr::null_mut()),
-        })
-    }
-
-    /// The groups of a table of at least `lines` lines: a power of two, at least 8.
-    fn groups_for(lines: usize) -> Option<usize> {
-        Some(lines.div_ceil(8).checked_next_power_of_two()?.max(8))
-    }
-
-    /// The bytes [`LineTable::try_new`]`(lines, ..)` holds (`LineTable::bytes`), or
-    /// `u64::MAX` past any table's size.
-    fn bytes_for(lines: usize) -> u64 {
-        let Some(groups) = Self::groups_for(lines) else {
-            return u64::MAX;
-        };
-        let groups = groups as u64;
-        (8 * groups + groups / 8) * std::mem::size_of::<Line>() as u64
-            + 8 * groups * std::mem::size_of::<OwnU32>() as u64
-    }
-
-    /// Faults in every page of the lines by a store of zero into one word of each (they
-    /// are zero already): where `Zeroed::populate` is refused (kernels before 5.14), for
-    /// a table no other thread can reach yet, by the helper that made it.
-    fn touch_pages(&self) {
-        let per_page = 4096 / std::mem::size_of::<Line>();
-        for line in self.lines.iter().step_by(per_page) {
-            line.w[0].store(0, Ordering::Relaxed);
+            depth: OwnU64::new(0),
+            prefix: OwnU64::new(0),
+            id: OwnU64::new(0),
         }
     }
+}
 
-    /// Bytes the table holds.
-    pub fn bytes(&self) -> u64 {
-        self.lines.bytes() + self.hashes.bytes()
-    }
+/// The home group of `hash` in its segment.
+#[inline(always)]
+fn home(hash: u64) -> usize {
+    (hash >> HOME_SHIFT) as usize
+}
 
-    /// Gives the memory of a drained table back to the OS where it can (`pages.rs`):
-    /// every word reads as zero from then on, which is a free group and a dead line. The
-    /// bytes given back.
-    fn release(&self) -> u64 {
-        let lines = if self.lines.release() {
-            self.lines.bytes()
-        } else {
-            0
-        };
-        let hashes = if self.hashes.release() {
-            self.hashes.bytes()
-        } else {
-            0
-        };
-        lines + hashes
-    }
-
-    /// How many lines the table has.
-    pub fn capacity(&self) -> usize {
-        8 * (self.gmask + 1)
-    }
-
-    /// Entries cached here.
-    pub fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed) as usize
-    }
-
-    /// The group `g` (any `g`, masked).
+impl Segment {
+    /// Group `g` (any `g`, masked).
     #[inline(always)]
     fn group(&self, g: usize) -> &AtomicU64 {
-        // SAFETY: `groups` points at `gmask + 1` contiguous, aligned `AtomicU64`s inside
-        // `lines` (see the field), which lives as long as `self`; `g & gmask` indexes one
-        // of them. They are only ever used as atomics (a shared reference to an atomic
-        // inside a `Line` the slice also lends out as a `&Line`: both are shared, and
-        // every access is atomic).
-        unsafe { &*self.groups.as_ptr().add(g & self.gmask) }
+        &self.groups[g % GROUPS]
     }
 
     /// The words of line `j` of group `g` (any `g`, masked; `j < 8`).
     #[inline(always)]
     fn line(&self, g: usize, j: usize) -> &[AtomicU64; 8] {
         debug_assert!(j < 8);
-        let i = (g & self.gmask) * 8 + (j & 7);
-        // SAFETY: `lines.len() > 8 * (gmask + 1)` (`try_new`, never changed), so
-        // `i <= 8 * gmask + 7 < lines.len()`.
-        &unsafe { self.lines.get_unchecked(i) }.w
+        &self.lines[(g % GROUPS) * 8 + (j & 7)].w
+    }
+
+    /// The words of line `i`.
+    fn at(&self, i: usize) -> &[AtomicU64; 8] {
+        self.line(i / 8, i % 8)
     }
 
     /// Line `i`'s tag byte (the writer's view).
@@ -371,77 +310,57 @@ impl LineTable {
         (self.group(i / 8).load(Ordering::Relaxed) >> (8 * (i % 8))) as u8
     }
 
-    /// The home group of `hash`.
-    #[inline(always)]
-    fn home(&self, hash: u64) -> usize {
-        (hash >> self.shift) as usize
+    /// Entries cached here.
+    fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed) as usize
     }
 
-    /// The cached entry `key = [k0, k1]` (hash `hash`): its owner and metadata length,
-    /// the metadata in `out[..5]` (`out[5..]` untouched). `None`: not cached, or being
-    /// written; read the slot table. Never blocks, never writes to shared memory.
+    /// Whether the segment takes no more entries (seven eighths of its lines are taken).
+    fn is_full(&self) -> bool {
+        self.taken.load(Ordering::Relaxed) as usize * 8 >= SEG_LINES * MAX_LOAD_EIGHTHS
+    }
+
+    /// The cached entry `[k0, k1]` (hash `hash`) if this segment holds it: the module's
+    /// reader, from the group words on, for a segment whose `moves` read `m1` (even).
     #[inline(always)]
-    pub fn get(&self, hash: u64, k0: u64, k1: u64, out: &mut [u64; 7]) -> Option<(u64, usize)> {
-        if k0 >> 32 != self.high {
-            return None;
-        }
+    fn get(
+        &self,
+        m1: u64,
+        hash: u64,
+        k0: u64,
+        k1: u64,
+        out: &mut [u64; 7],
+    ) -> Option<(u64, usize)> {
         let byte = tag8(hash);
-        let mut g = self.home(hash);
-        let mut left = self.gmask;
-        loop {
+        let home = home(hash);
+        for g in home..home + GROUPS {
             let word = self.group(g).load(Ordering::Acquire);
             let mut m = matches(word, byte);
             while m != 0 {
                 let line = self.line(g, m.trailing_zeros() as usize / 8);
                 m &= m - 1;
                 match read_line(line, k0, k1, out) {
-                    LineRead::Hit(owner, meta_words) => return Some((owner, meta_words)),
+                    // After `read_line`'s fence(Acquire): the segment was live throughout.
+                    LineRead::Hit(owner, meta_words) => {
+                        return (self.moves.load(Ordering::Relaxed) == m1)
+                            .then_some((owner, meta_words))
+                    }
                     LineRead::Other => {}
                     LineRead::Changed => return None,
                 }
             }
-            if matches(word, EMPTY) != 0 || left == 0 {
+            if matches(word, EMPTY) != 0 {
                 return None;
             }
-            left -= 1;
-            g += 1;
         }
+        None
     }
 
-    /// Whether the table takes no more entries (seven eighths of its lines are taken).
-    #[inline]
-    pub fn is_full(&self) -> bool {
-        self.taken.load(Ordering::Relaxed) as usize * 8 >= self.capacity() * MAX_LOAD_EIGHTHS
-    }
-
-    /// Prefetches the home group's word of `hash`: the first step of a batched read.
-    #[inline]
-    pub fn prefetch_group(&self, hash: u64) {
-        super::prefetch::prefetch(self.group(self.home(hash)));
-    }
-
-    /// Peeks (unvalidated) at the home group of `hash` and prefetches the line of its
-    /// first matching byte; whether there was one.
-    #[inline]
-    pub fn prefetch_line(&self, hash: u64) -> bool {
-        let g = self.home(hash);
-        let m = matches(self.group(g).load(Ordering::Relaxed), tag8(hash));
-        if m == 0 {
-            return false;
-        }
-        super::prefetch::prefetch(&self.line(g, m.trailing_zeros() as usize / 8)[0]);
-        true
-    }
-
-    /// The line caching `key` (hash `hash`), as `group * 8 + byte`.
-    pub fn find(&self, _t: &WriterToken, hash: u64, key: &[u64]) -> Option<usize> {
-        let &[k0, k1] = key else { return None };
-        if k0 >> 32 != self.high {
-            return None;
-        }
+    /// The line caching `[k0, k1]` (hash `hash`), as `group * 8 + byte` (the writer's).
+    fn find(&self, hash: u64, k0: u64, k1: u64) -> Option<usize> {
         let byte = tag8(hash);
-        let home = self.home(hash);
-        for g in home..=home + self.gmask {
+        let home = home(hash);
+        for g in home..home + GROUPS {
             let word = self.group(g).load(Ordering::Relaxed);
             for j in 0..8 {
                 if (word >> (8 * j)) as u8 == byte {
@@ -451,7 +370,7 @@ impl LineTable {
                         && (w0 >> 32) & 7 != DEAD
                         && line[2].load(Ordering::Relaxed) == k1
                     {
-                        return Some((g & self.gmask) * 8 + j);
+                        return Some((g % GROUPS) * 8 + j);
                     }
                 }
             }
@@ -462,28 +381,31 @@ impl LineTable {
         None
     }
 
-    /// Opens line `i`'s section (L1): readers of it read the slot table until
-    /// [`LineTable::close`]. Changes of the cached entry in the slot table go after this
-    /// (L2).
-    pub fn open(&self, _t: &WriterToken, i: usize) {
-        let w = &self.line(i / 8, i % 8)[0];
+    /// Opens line `i`'s section (L1).
+    fn open(&self, i: usize) {
+        let w = &self.at(i)[0];
         let w0 = w.load(Ordering::Relaxed);
         debug_assert!(w0 & ODD == 0, "a line's section opened twice");
         w.store(w0 | ODD, Ordering::Relaxed);
         fence(Ordering::Release);
     }
 
-    /// Closes line `i`'s open section with a copy of `key -> (owner, meta)`, or, if the
-    /// entry is gone or no longer fits (`None`, or metadata past [`LINE_META`] words), as
-    /// [`DEAD`], its byte [`DELETED`].
-    pub fn close(&self, t: &WriterToken, i: usize, entry: Option<(&[u64], u64, &[u64])>) {
-        let line = self.line(i / 8, i % 8);
+    /// Closes line `i`'s open section with a copy of `key -> (owner, meta)` (which the
+    /// caller has checked fits a line), or, for `None`, as [`DEAD`], its byte [`DELETED`]
+    /// (or [`EMPTY`], where no probe needs it).
+    fn close(&self, i: usize, entry: Option<(&[u64], u64, &[u64])>) {
+        let line = self.at(i);
         let w0 = line[0].load(Ordering::Relaxed);
         debug_assert!(w0 & ODD != 0, "a line closed that was not open");
         let next = ((w0 >> 35) + 1) << 35;
-        match entry.filter(|(key, _, meta)| self.fits(key, meta)) {
+        match entry {
             Some((key, owner, meta)) => {
-                self.fill(line, key, owner, meta);
+                line[1].store(owner, Ordering::Relaxed);
+                line[2].store(key[1], Ordering::Relaxed);
+                // (Words past the metadata keep what they held: no one uses them.)
+                for (w, &x) in line[3..].iter().zip(meta) {
+                    w.store(x, Ordering::Relaxed);
+                }
                 line[0].store(
                     next | (meta.len() as u64 + 1) << 32 | key[0] & LOW,
                     Ordering::Release,
@@ -499,55 +421,55 @@ impl LineTable {
                 // probe passes the group (`clear_deleted`).
                 if matches(self.group(i / 8).load(Ordering::Relaxed), EMPTY) != 0 {
                     self.taken.fetch_sub(1, Ordering::Relaxed);
-                    self.set_byte(t, i, EMPTY);
+                    self.set_byte(i, EMPTY);
                 } else {
-                    self.set_byte(t, i, DELETED);
+                    self.set_byte(i, DELETED);
                 }
-                self.clear_deleted(t, i / 8);
+                self.clear_deleted(i / 8);
             }
         }
     }
 
     /// Makes the deleted bytes of group `g` (or, if it has an empty byte, of the group
     /// before it), and then of the groups before that, empty again while no cached key's
-    /// probe passes them, so that churn does not fill the table with deleted
+    /// probe passes them, so that churn does not fill the segment with deleted
     /// bytes. Exact: a cached key lies at the first free byte its probe had when it was
     /// cached, and every group from its home to its own has had no empty byte since
     /// (a group gains one only here, or in `close` when it has one already); so a key
     /// whose probe passes `g` lies in the groups after `g` up to the first with an empty
     /// byte, which are checked (the writer's hashes give each line's home). Gives up,
     /// leaving the bytes deleted, past [`CLEAR_SCAN`] groups.
-    fn clear_deleted(&self, t: &WriterToken, g: usize) {
+    fn clear_deleted(&self, g: usize) {
         // A group with an empty byte has nothing to clear, but the one before it may
         // (its probes may have gone on through this one only for the line just freed);
         // and clearing a group may let the one before it clear too.
-        let mut g = g & self.gmask;
+        let mut g = g % GROUPS;
         if matches(self.group(g).load(Ordering::Relaxed), EMPTY) != 0 {
-            g = g.wrapping_sub(1) & self.gmask;
+            g = (g + GROUPS - 1) % GROUPS;
         }
-        for _ in 0..CLEAR_SCAN.min(self.gmask) {
+        for _ in 0..CLEAR_SCAN.min(GROUPS - 1) {
             let word = self.group(g).load(Ordering::Relaxed);
             let deleted = (0..8).any(|j| (word >> (8 * j)) as u8 == DELETED);
-            if matches(word, EMPTY) != 0 || !deleted || !self.try_clear(t, g) {
+            if matches(word, EMPTY) != 0 || !deleted || !self.try_clear(g) {
                 return;
             }
-            g = g.wrapping_sub(1) & self.gmask;
+            g = (g + GROUPS - 1) % GROUPS;
         }
     }
 
-    /// [`LineTable::clear_deleted`] of group `g` alone; whether it cleared it.
-    fn try_clear(&self, t: &WriterToken, g: usize) -> bool {
-        for d in 1..=CLEAR_SCAN.min(self.gmask) {
-            let next = (g + d) & self.gmask;
+    /// [`Segment::clear_deleted`] of group `g` alone; whether it cleared it.
+    fn try_clear(&self, g: usize) -> bool {
+        for d in 1..=CLEAR_SCAN.min(GROUPS - 1) {
+            let next = (g + d) % GROUPS;
             let word = self.group(next).load(Ordering::Relaxed);
             // Full bytes are exactly those with the high bit set.
             let mut full = word & HIGHS;
             while full != 0 {
                 let i = next * 8 + full.trailing_zeros() as usize / 8;
                 full &= full - 1;
-                let home = self.home(u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32);
+                let home = home(u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32);
                 // Whether `g` lies on the probe from `home` to `next` (cyclically).
-                let dist = |to: usize| to.wrapping_sub(home) & self.gmask;
+                let dist = |to: usize| (to + GROUPS - home) % GROUPS;
                 if dist(g) < dist(next) {
                     return false;
                 }
@@ -555,7 +477,7 @@ impl LineTable {
             if matches(word, EMPTY) != 0 {
                 let word = self.group(g).load(Ordering::Relaxed);
                 for j in (0..8).filter(|j| (word >> (8 * j)) as u8 == DELETED) {
-                    self.set_byte(t, g * 8 + j, EMPTY);
+                    self.set_byte(g * 8 + j, EMPTY);
                     self.taken.fetch_sub(1, Ordering::Relaxed);
                 }
                 return true;
@@ -564,52 +486,30 @@ impl LineTable {
         false
     }
 
-    /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
-    /// has published and the cache does not hold, if it fits and a line is free; its
-    /// line.
-    pub fn insert(
-        &self,
-        t: &WriterToken,
-        hash: u64,
-        key: &[u64],
-        owner: u64,
-        meta: &[u64],
-    ) -> Option<usize> {
-        if !self.fits(key, meta) {
-            return None;
-        }
-        debug_assert!(self.find(t, hash, key).is_none());
-        if self.is_full() {
-            return None;
-        }
-        let i = self.free_line(hash)?;
-        let byte = self.byte(i);
-        if byte == EMPTY {
+    /// Caches `key -> (owner, meta)` (hash `hash`, which fits a line and is not cached
+    /// here) in the first free line of its probe, which a segment short of full has.
+    fn insert(&self, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
+        debug_assert!(!self.is_full() && self.find(hash, key[0], key[1]).is_none());
+        let Some(i) = self.free_line(hash) else {
+            debug_assert!(false, "a segment short of full has a free line");
+            return;
+        };
+        if self.byte(i) == EMPTY {
             self.taken.fetch_add(1, Ordering::Relaxed);
         }
         self.live.fetch_add(1, Ordering::Relaxed);
         self.hashes[i].store((hash >> 32) as u32, Ordering::Relaxed);
-        self.open(t, i);
-        self.close(t, i, Some((key, owner, meta)));
-        self.set_byte(t, i, tag8(hash));
-        Some(i)
+        self.open(i);
+        self.close(i, Some((key, owner, meta)));
+        self.set_byte(i, tag8(hash));
     }
 
-    /// Whether an entry of `key` and `meta` is one a line caches.
-    pub fn fits(&self, key: &[u64], meta: &[u64]) -> bool {
-        key.len() == 2 && meta.len() <= LINE_META && key[0] >> 32 == self.high
-    }
-
-    /// The entry line `i` holds, if any, as `(hash, key, owner, meta)`: the hash's high
-    /// half (enough for its home and tag byte in any table), and the metadata in `meta`.
-    fn entry(
-        &self,
-        _t: &WriterToken,
-        i: usize,
-        meta: &mut Vec<u64>,
-    ) -> Option<(u64, [u64; 2], u64)> {
+    /// The entry line `i` holds, if any, as `(hash, key word 0's low half, key word 1,
+    /// owner)`: the hash's high half (enough for its tag byte, segment and home), and
+    /// the metadata in `meta`.
+    fn entry(&self, i: usize, meta: &mut Vec<u64>) -> Option<(u64, u64, u64, u64)> {
         let byte = self.byte(i);
-        let line = self.line(i / 8, i % 8);
+        let line = self.at(i);
         let w0 = line[0].load(Ordering::Relaxed);
         let shape = (w0 >> 32) & 7;
         if byte & 0x80 == 0 || shape == DEAD {
@@ -622,35 +522,28 @@ impl LineTable {
                 .map(|w| w.load(Ordering::Relaxed)),
         );
         let hash = u64::from(self.hashes[i].load(Ordering::Relaxed)) << 32;
-        let key = [self.high << 32 | w0 & LOW, line[2].load(Ordering::Relaxed)];
-        Some((hash, key, line[1].load(Ordering::Relaxed)))
+        let (k1, owner) = (
+            line[2].load(Ordering::Relaxed),
+            line[1].load(Ordering::Relaxed),
+        );
+        Some((hash, w0 & LOW, k1, owner))
     }
 
     /// The first free line (empty or deleted byte) on the probe of `hash`.
     fn free_line(&self, hash: u64) -> Option<usize> {
-        let home = self.home(hash);
-        for g in home..=home + self.gmask {
+        let home = home(hash);
+        for g in home..home + GROUPS {
             let word = self.group(g).load(Ordering::Relaxed);
             let free = matches(word, EMPTY) | matches(word, DELETED);
             if free != 0 {
-                return Some((g & self.gmask) * 8 + free.trailing_zeros() as usize / 8);
+                return Some((g % GROUPS) * 8 + free.trailing_zeros() as usize / 8);
             }
         }
         None
     }
 
-    /// Stores the payload words of a line inside its open section.
-    /// (Words past the metadata keep what they held: no one uses them.)
-    fn fill(&self, line: &[AtomicU64; 8], key: &[u64], owner: u64, meta: &[u64]) {
-        line[1].store(owner, Ordering::Relaxed);
-        line[2].store(key[1], Ordering::Relaxed);
-        for (w, &x) in line[3..].iter().zip(meta) {
-            w.store(x, Ordering::Relaxed);
-        }
-    }
-
     /// Stores line `i`'s tag byte (Release: after its section's close).
-    fn set_byte(&self, _t: &WriterToken, i: usize, byte: u8) {
+    fn set_byte(&self, i: usize, byte: u8) {
         let group = self.group(i / 8);
         let shift = 8 * (i % 8);
         let word = group.load(Ordering::Relaxed);
@@ -659,453 +552,436 @@ impl LineTable {
             Ordering::Release,
         );
     }
+}
 
-    /// Checks every taken line against `present`, which answers the slot table's entry of
-    /// a key (owner and metadata): a cached copy must equal it. Descriptions of what
-    /// differs, for `Shard::audit`.
-    pub fn audit(
-        &self,
-        t: &WriterToken,
-        mut present: impl FnMut(&[u64]) -> Option<(u64, Vec<u64>)>,
-        problems: &mut Vec<String>,
-    ) -> usize {
-        let mut cached = 0;
-        for i in 0..self.capacity() {
-            let byte = self.byte(i);
-            let line = self.line(i / 8, i % 8);
-            let w0 = line[0].load(Ordering::Relaxed);
-            let shape = (w0 >> 32) & 7;
-            if w0 & ODD != 0 {
-                problems.push(format!("line {i} left open"));
-            }
-            if byte & 0x80 == 0 {
-                if shape != DEAD {
-                    problems.push(format!("line {i} is free but holds an entry"));
-                }
-                continue;
-            }
-            if shape == DEAD || shape as usize > LINE_META + 1 {
-                problems.push(format!("line {i} has a tag byte but no entry"));
-                continue;
-            }
-            let mut meta = Vec::new();
-            let (hash, key, owner) = self.entry(t, i, &mut meta).expect("full and not dead");
-            if tag8(hash) != byte {
-                problems.push(format!("line {i}: its hash and tag byte differ"));
-            }
-            if present(&key) != Some((owner, meta)) {
-                problems.push(format!(
-                    "line {i} caches {key:x?}, which the table holds otherwise"
-                ));
-            }
-            cached += 1;
-        }
-        if cached != self.len() {
-            problems.push(format!(
-                "{cached} lines cached, the count says {}",
-                self.len()
-            ));
-        }
-        cached
+/// A cached entry's line, as [`LineCell::find`] gives it to the writer: good until the
+/// writer's next insert (which may split its segment).
+#[derive(Clone, Copy)]
+pub struct LineAt<'a> {
+    segment: &'a Segment,
+    i: usize,
+}
+
+/// The writer's store of segments: the slabs, how many of the last one's segments are
+/// in use, the retired segments, and the count that gives each life of a segment its
+/// `moves`.
+struct Pool {
+    slabs: Vec<Zeroed<Segment>>,
+    used: usize,
+    /// Retired segments, as `Segment::id`s.
+    retired: Vec<u64>,
+    /// Lives of segments made so far.
+    lives: u64,
+}
+
+impl Pool {
+    /// Segment `id` (`slab << 32 | index`), as a pointer with its slab's provenance.
+    fn pointer(&self, id: u64) -> *mut Segment {
+        let (slab, i) = ((id >> 32) as usize, (id & LOW) as usize);
+        debug_assert!(i < self.slabs[slab].len());
+        self.slabs[slab].as_mut_ptr().wrapping_add(i)
     }
 }
 
-/// A shard's line cache as readers find it: the current [`LineTable`], with every table
-/// it replaced chained behind it until the cell drops, and, while the writer moves the
-/// lines of a replaced table over (see "Growth" in the module docs), that table.
+/// A shard's line cache: a directory of segments (see the module docs).
 pub struct LineCell {
-    /// The current table: from `Box::into_raw`, never null, freed only in `Drop`.
-    current: AtomicPtr<LineTable>,
-    /// The writer's: the table whose lines are being moved into the current one, or
-    /// null.
-    source: AtomicPtr<LineTable>,
-    /// The writer's: the next line of `source` to move.
-    next: OwnU64,
-    /// Bytes of the tables that hold memory: the current one, replaced ones whose memory
-    /// the OS has not taken back, and the next one while a helper makes it. Stored by
-    /// the writer.
-    bytes: OwnU64,
-    /// Whether tables the writer makes itself go on huge pages (`ShardConfig::
-    /// huge_pages`; those made off its path always do).
+    /// `2^MAX_DEPTH` segment pointers (zeroed pages that cost nothing until touched):
+    /// entries `0..=dmask` are non-null, each a segment of the pool's slabs.
+    dir: Zeroed<AtomicPtr<Segment>>,
+    /// `2^G - 1`, where `G <= MAX_DEPTH` is the directory's depth.
+    dmask: AtomicU64,
+    /// The high half of key word 0 that cached keys have.
+    high: u64,
+    /// Whether slabs after the first go on huge pages (`ShardConfig::huge_pages`).
     huge: bool,
-    /// The writer's: the next table, being made off the writer's path (see "Growth"):
-    /// the helper thread that maps and faults it in, and the bytes counted for it.
-    next_table: std::sync::Mutex<Option<(std::thread::JoinHandle<Option<LineTable>>, u64)>>,
-    /// The writer's: 1 while `next_table` holds a helper, so that inserts from five
-    /// eighths on take its lock only to hand a made table over or to drop it.
-    preparing: OwnU64,
-    /// The writer's: 1 once a helper thread could not be started.
-    no_helper: OwnU64,
+    /// Bytes of the segments handed out and of the directory's entries in use.
+    bytes: OwnU64,
+    /// The writer's (no reader takes it; a `Mutex` only to lend it out through `&self`).
+    pool: std::sync::Mutex<Pool>,
 }
-
-/// Sets the calling thread's CPU affinity to the process's main thread's (a helper made
-/// by a pinned writer would otherwise share its one core). Best effort.
-#[cfg(all(target_os = "linux", not(miri), not(roster_loom)))]
-fn unpin() {
-    // SAFETY: `set` is a plain bit array, valid zeroed; both calls take its size and a
-    // pointer to it, and only read (`sched_setaffinity`) or write (`sched_getaffinity`)
-    // within it. Pid 0 is the calling thread; `getpid()` names the main thread, whose
-    // mask is read. A failure of either leaves the affinity as it was.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(libc::getpid(), size, &mut set) == 0 {
-            libc::sched_setaffinity(0, size, &set);
-        }
-    }
-}
-
-/// A line cache's helper thread: named, on a 64 KiB stack (it maps, faults in or unmaps
-/// a table, and needs no more).
-fn helper_thread() -> std::thread::Builder {
-    std::thread::Builder::new()
-        .name("roster-lines".into())
-        .stack_size(64 << 10)
-}
-
-/// Nothing to unpin where no helper is made.
-#[cfg(not(all(target_os = "linux", not(miri), not(roster_loom))))]
-fn unpin() {}
-
-/// Tables of at least this many bytes are made off the writer's path, on huge pages: a
-/// helper thread maps the next table and faults all of it in before the writer needs it.
-const PREPARE_FROM: u64 = super::pages::HUGE_FROM as u64;
-
-/// The most lines a first table has where tables are made off the writer's path: the
-/// biggest table of fewer than [`PREPARE_FROM`] bytes (2.2 MiB).
-const FIRST_LINES_MAX: usize = 1 << 15;
-
-/// Whether this build can make tables off the writer's path (not under Miri or loom,
-/// which model neither the helper thread's `madvise` nor huge pages).
-const CAN_PREPARE: bool = cfg!(all(target_os = "linux", not(miri), not(roster_loom)));
 
 impl LineCell {
-    /// A cell whose first table has at least `lines` lines, for keys whose word 0 has
-    /// `high` as its high half; `None` if the memory cannot be had.
+    /// A cache with room for about `lines` entries to start with (at least one segment),
+    /// for keys whose word 0 has `high` as its high half; `None` if the memory cannot be
+    /// had.
     pub fn try_new(lines: usize, high: u32, huge: bool) -> Option<LineCell> {
-        // Where tables past `PREPARE_FROM` bytes are made off the writer's path, the first
-        // one is smaller than that, so that every big one is: made before it is needed,
-        // faulted in whole, on huge pages.
-        let lines = if CAN_PREPARE {
-            lines.min(FIRST_LINES_MAX)
-        } else {
-            lines
-        };
-        let table = LineTable::try_new(lines, u64::from(high), huge)?;
-        Some(LineCell {
-            bytes: OwnU64::new(table.bytes()),
-            current: AtomicPtr::new(Box::into_raw(Box::new(table))),
-            source: AtomicPtr::new(std::ptr::null_mut()),
-            next: OwnU64::new(0),
+        let segments = lines
+            .div_ceil(SEG_LINES)
+            .checked_next_power_of_two()?
+            .min(1 << MAX_DEPTH);
+        let cell = LineCell {
+            dir: Zeroed::new(1 << MAX_DEPTH, false)?,
+            dmask: AtomicU64::new(segments as u64 - 1),
+            high: u64::from(high),
             huge,
-            next_table: std::sync::Mutex::new(None),
-            preparing: OwnU64::new(0),
-            no_helper: OwnU64::new(0),
-        })
+            bytes: OwnU64::new(0),
+            pool: std::sync::Mutex::new(Pool {
+                slabs: Vec::new(),
+                used: 0,
+                retired: Vec::new(),
+                lives: 0,
+            }),
+        };
+        {
+            let mut pool = cell.pool();
+            for prefix in 0..segments {
+                let s = cell.make(&mut pool, segments.trailing_zeros(), prefix as u64)?;
+                cell.dir[prefix].store(s, Ordering::Relaxed);
+            }
+        }
+        let entries = (segments * std::mem::size_of::<AtomicPtr<Segment>>()) as u64;
+        cell.bytes.store(cell.bytes() + entries, Ordering::Relaxed);
+        Some(cell)
     }
 
-    /// The current table.
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The segment of `hash` (the module's reader, its first two loads).
     #[inline(always)]
-    pub fn get(&self) -> &LineTable {
-        let p = self.current.load(Ordering::Acquire);
+    fn segment(&self, hash: u64) -> &Segment {
+        let i = (hash >> DIR_SHIFT) & self.dmask.load(Ordering::Acquire);
+        debug_assert!(i < self.dir.len() as u64);
+        // SAFETY: `dmask < 2^MAX_DEPTH = dir.len()` (stored only in `try_new` and
+        // `double`, which keep it so), so `i` is in bounds.
+        let p = unsafe { self.dir.get_unchecked(i as usize) }.load(Ordering::Acquire);
+        debug_assert!(!p.is_null());
         // SAFETY:
-        // 1. `p` is non-null: set in `try_new` and `grow` from `Box::into_raw`.
-        // 2. The `Acquire` load pairs with the `Release` store that published it, so the
-        //    table's fields as made before publication are visible.
-        // 3. Tables are freed only in `Drop for LineCell`, which needs `&mut self`, so the
-        //    table outlives the `&self` borrow the result is tied to.
-        // 4. Every field reached through `&LineTable` is an atomic or immutable.
+        // 1. Entries `0..=dmask` are non-null: each is stored a segment pointer before
+        //    the mask that covers it is stored (`try_new` before the cell is shared;
+        //    `double`'s copies before its Release store of the mask, which the Acquire
+        //    load above read or followed), and none is stored null.
+        // 2. Every segment pointer is into a slab of the pool (`Pool::pointer`), with the
+        //    slab's provenance, aligned and in bounds; slabs are dropped only with the
+        //    cell, so the segment outlives `&self`.
+        // 3. Its making happens before this read (S1: the entry's store is Release and
+        //    the load above Acquire), and every field reached through `&Segment` is an
+        //    atomic.
         unsafe { &*p }
     }
 
-    /// The table whose lines are being moved, if a move runs (the writer's).
-    pub fn source(&self, _t: &WriterToken) -> Option<&LineTable> {
-        let p = self.source.load(Ordering::Relaxed);
-        // SAFETY: a non-null `source` is a table `grow` replaced, owned by the `prev`
-        // chain of the current table, which frees it only in `Drop for LineCell` (with
-        // `&mut self`); only the writer stores `source`, so its own loads see what it
-        // stored.
-        (!p.is_null()).then(|| unsafe { &*p })
+    /// The cached entry `key = [k0, k1]` (hash `hash`): its owner and metadata length,
+    /// the metadata in `out[..5]` (`out[5..]` untouched). `None`: not cached, or being
+    /// written; read the slot table. Never blocks, never writes to shared memory.
+    #[inline(always)]
+    pub fn get(&self, hash: u64, k0: u64, k1: u64, out: &mut [u64; 7]) -> Option<(u64, usize)> {
+        if k0 >> 32 != self.high {
+            return None;
+        }
+        let segment = self.segment(hash);
+        let m1 = segment.moves.load(Ordering::Acquire);
+        if m1 & 1 != 0 {
+            return None;
+        }
+        segment.get(m1, hash, k0, k1, out)
     }
 
-    /// Bytes of the tables that hold memory.
+    /// Prefetches the home group's word of `hash`: the first step of a batched read.
+    #[inline]
+    pub fn prefetch_group(&self, hash: u64) {
+        super::prefetch::prefetch(self.segment(hash).group(home(hash)));
+    }
+
+    /// Peeks (unvalidated) at the home group of `hash` and prefetches the line of its
+    /// first matching byte; whether there was one.
+    #[inline]
+    pub fn prefetch_line(&self, hash: u64) -> bool {
+        let segment = self.segment(hash);
+        let g = home(hash);
+        let m = matches(segment.group(g).load(Ordering::Relaxed), tag8(hash));
+        if m == 0 {
+            return false;
+        }
+        super::prefetch::prefetch(&segment.line(g, m.trailing_zeros() as usize / 8)[0]);
+        true
+    }
+
+    /// Whether an entry of `key` and `meta` is one a line caches.
+    pub fn fits(&self, key: &[u64], meta: &[u64]) -> bool {
+        key.len() == 2 && meta.len() <= LINE_META && key[0] >> 32 == self.high
+    }
+
+    /// Bytes of the segments handed out (live and retired) and of the directory's
+    /// entries in use.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// The current table's line caching `key` (hash `hash`). A key still cached in the
-    /// table being drained is moved over first, so every change of a cached entry
-    /// happens in the current table.
-    pub fn find(&self, t: &WriterToken, hash: u64, key: &[u64]) -> Option<usize> {
-        let table = self.get();
-        if let Some(i) = table.find(t, hash, key) {
-            return Some(i);
+    /// The line caching `key` (hash `hash`).
+    pub fn find(&self, _t: &WriterToken, hash: u64, key: &[u64]) -> Option<LineAt<'_>> {
+        let &[k0, k1] = key else { return None };
+        if k0 >> 32 != self.high {
+            return None;
         }
-        let source = self.source(t)?;
-        let j = source.find(t, hash, key)?;
-        self.move_line(t, source, j, &mut Vec::new())
+        let segment = self.segment(hash);
+        let i = segment.find(hash, k0, k1)?;
+        Some(LineAt { segment, i })
+    }
+
+    /// Opens the section of the line `at` (L1): readers of it read the slot table until
+    /// [`LineCell::close`]. Changes of the cached entry in the slot table go after this
+    /// (L2).
+    pub fn open(&self, _t: &WriterToken, at: LineAt<'_>) {
+        at.segment.open(at.i);
+    }
+
+    /// Closes the open section of the line `at` with a copy of `key -> (owner, meta)`,
+    /// or, if the entry is gone or no longer fits (`None`, or metadata past
+    /// [`LINE_META`] words), as [`DEAD`], its line free.
+    pub fn close(&self, _t: &WriterToken, at: LineAt<'_>, entry: Option<(&[u64], u64, &[u64])>) {
+        at.segment
+            .close(at.i, entry.filter(|(key, _, meta)| self.fits(key, meta)));
     }
 
     /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
-    /// has published and the cache does not hold, if it fits; grows the cache first if
-    /// it is full.
+    /// has published and the cache does not hold, if it fits; splits its segment first
+    /// if it is full (S2), and leaves it uncached if the segment cannot split (the
+    /// directory at its most bits, or no memory).
     pub fn insert(&self, t: &WriterToken, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
-        let table = self.get();
-        if !table.fits(key, meta) {
+        if !self.fits(key, meta) {
             return;
         }
-        let taken = table.taken.load(Ordering::Relaxed) as usize * 8;
-        if taken >= table.capacity() * PREPARE_EIGHTHS {
-            if self.preparing.load(Ordering::Relaxed) == 0 {
-                self.prepare(t);
+        loop {
+            let segment = self.segment(hash);
+            if !segment.is_full() {
+                segment.insert(hash, key, owner, meta);
+                return;
             }
-        } else if self.preparing.load(Ordering::Relaxed) != 0
-            && table.len() * 8 < table.capacity() * DROP_EIGHTHS
-        {
-            self.drop_prepared(t);
+            if !self.split(t, segment) {
+                return;
+            }
         }
-        if table.is_full() && !self.grow(t) {
-            return;
-        }
-        self.get().insert(t, hash, key, owner, meta);
     }
 
-    /// Starts making the next table (twice the current one) off the writer's path, if it
-    /// is big enough to be worth it and none is being made: a helper thread maps it on
-    /// huge pages and faults it in whole (`Zeroed::populate`), so neither the writer nor
-    /// a reader ever waits for its pages. Its bytes are counted from now on.
-    fn prepare(&self, _t: &WriterToken) -> bool {
-        let old = self.get();
-        let lines = 2 * old.capacity();
-        let bytes = LineTable::bytes_for(lines);
-        if !self.can_prepare(bytes) {
+    /// Splits (or rebuilds) the full segment `old` (S2); whether it did.
+    fn split(&self, t: &WriterToken, old: &Segment) -> bool {
+        self.split_as(t, old, old.len() * 8 < SEG_LINES * REBUILD_EIGHTHS)
+    }
+
+    /// Splits `old` in two, or rebuilds it alone if `rebuild` (S2); whether it did.
+    fn split_as(&self, _t: &WriterToken, old: &Segment, rebuild: bool) -> bool {
+        let depth = old.depth.load(Ordering::Relaxed) as u32;
+        let prefix = old.prefix.load(Ordering::Relaxed);
+        let mut pool = self.pool();
+        let mask = self.dmask.load(Ordering::Relaxed);
+        if !rebuild && 1 << depth == mask + 1 && !self.double(mask) {
             return false;
         }
-        let mut next = self.next_table.lock().unwrap_or_else(|e| e.into_inner());
-        if next.is_some() {
-            return true;
-        }
-        let high = old.high;
-        let helper = helper_thread().spawn(move || {
-            // Off a pinned writer's core: the helper inherits its creator's affinity.
-            unpin();
-            let table = LineTable::try_new(lines, high, true)?;
-            if !table.lines.populate() {
-                table.touch_pages();
-            }
-            table.hashes.populate();
-            Some(table)
-        });
-        match helper {
-            Ok(helper) => {
-                self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
-                *next = Some((helper, bytes));
-                self.preparing.store(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => {
-                // No thread to be had: the writer makes its tables itself from now on.
-                self.no_helper.store(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Whether a next table of `bytes` bytes is made off the writer's path: where this
-    /// build can, for tables of at least [`PREPARE_FROM`] bytes, unless a helper thread
-    /// could not be started once.
-    fn can_prepare(&self, bytes: u64) -> bool {
-        CAN_PREPARE && bytes >= PREPARE_FROM && self.no_helper.load(Ordering::Relaxed) == 0
-    }
-
-    /// The next table, if [`LineCell::prepare`] made one: `Ok(Some(table))` when made,
-    /// `Ok(None)` when none was started, `Err(())` while its helper still works (or it
-    /// failed), when the writer goes on without growing.
-    fn take_prepared(&self, _t: &WriterToken) -> Result<Option<LineTable>, ()> {
-        let mut next = self.next_table.lock().unwrap_or_else(|e| e.into_inner());
-        match next.as_ref() {
-            None => return Ok(None),
-            Some((helper, _)) if !helper.is_finished() => return Err(()),
-            Some(_) => {}
-        }
-        let (helper, bytes) = next.take().expect("checked above");
-        self.preparing.store(0, Ordering::Relaxed);
-        match helper.join().ok().flatten() {
-            Some(table) => {
-                debug_assert_eq!(table.bytes(), bytes, "bytes_for and try_new agree");
-                Ok(Some(table))
-            }
-            None => {
-                // The helper could not get the memory: uncounted again, and the next
-                // `prepare` tries anew.
-                self.bytes.store(self.bytes() - bytes, Ordering::Relaxed);
-                Err(())
-            }
-        }
-    }
-
-    /// Drops the next table [`LineCell::prepare`] made, once made, because at an insert
-    /// the current table's entries were below [`DROP_EIGHTHS`] of its lines (and its
-    /// taken lines, deleted ones included, below five eighths): churn that stays below
-    /// seven eighths would otherwise keep a table twice the current one resident
-    /// without ever using it. One still being made is left to finish (and checked again
-    /// at a later insert); one made again is made at five eighths, as the first was.
-    fn drop_prepared(&self, t: &WriterToken) {
-        if let Ok(Some(table)) = self.take_prepared(t) {
-            self.bytes
-                .store(self.bytes() - table.bytes(), Ordering::Relaxed);
-            // Unmapped off the writer's path too: a faulted-in table of 2^21 lines is
-            // 128 MiB. If no thread can be had, `spawn` drops the closure, and the
-            // table with it, here.
-            let _ = helper_thread().spawn(move || drop(table));
-        }
-    }
-
-    /// Publishes an empty table twice the size of the current one and starts moving the
-    /// current one's lines over (see "Growth"); a move
-    /// still running is finished first (pacing makes that rare). `false` if the memory
-    /// cannot be had, or the next table is still being made off the writer's path
-    /// ([`LineCell::prepare`]): the cache then takes no new entries until it has room.
-    pub fn grow(&self, t: &WriterToken) -> bool {
-        self.finish(t);
-        let old = self.get();
-        let new = match self.take_prepared(t) {
-            Ok(Some(new)) => new,
-            // Being made (or it failed): the cache takes no new entries meanwhile.
-            Err(()) => return false,
-            // Big enough to be made off the writer's path, and not started yet: started
-            // now (or, if no helper can be had, made below).
-            Ok(None) if self.prepare(t) => return false,
-            Ok(None) => {
-                let Some(new) = LineTable::try_new(2 * old.capacity(), old.high, self.huge) else {
-                    return false;
-                };
-                self.bytes
-                    .store(self.bytes() + new.bytes(), Ordering::Relaxed);
-                new
-            }
+        let kids = if rebuild {
+            let Some(kid) = self.make(&mut pool, depth, prefix) else {
+                return false;
+            };
+            [kid, kid]
+        } else {
+            let Some(low) = self.make(&mut pool, depth + 1, prefix) else {
+                return false;
+            };
+            let Some(high) = self.make(&mut pool, depth + 1, prefix | 1 << depth) else {
+                // Back with the retired ones, to be made again.
+                // SAFETY: as in `LineCell::segment`, point 2: a pointer into a live slab.
+                pool.retired
+                    .push(unsafe { &*low }.id.load(Ordering::Relaxed));
+                return false;
+            };
+            [low, high]
         };
-        debug_assert_eq!(new.capacity(), 2 * old.capacity());
-        let old = self.current.load(Ordering::Relaxed);
-        new.prev.store(old, Ordering::Relaxed);
-        self.source.store(old, Ordering::Relaxed);
-        self.next.store(0, Ordering::Relaxed);
-        // Release: a reader that finds the new table finds it empty and made.
-        self.current
-            .store(Box::into_raw(Box::new(new)), Ordering::Release);
+        // SAFETY: as in `LineCell::segment`, point 2: pointers into live slabs.
+        let [low, high] = kids.map(|p| unsafe { &*p });
+        let mut meta = Vec::with_capacity(LINE_META);
+        for i in 0..SEG_LINES {
+            if let Some((hash, k0, k1, owner)) = old.entry(i, &mut meta) {
+                let kid = if (hash >> (DIR_SHIFT + depth)) & 1 == 0 {
+                    low
+                } else {
+                    high
+                };
+                kid.insert(hash, &[self.high << 32 | k0, k1], owner, &meta);
+            }
+        }
+        // Repointed (Release: a reader that loads an entry finds its segment made).
+        let mask = self.dmask.load(Ordering::Relaxed);
+        for i in (prefix..=mask).step_by(1 << depth) {
+            let kid = kids[((i >> depth) & 1) as usize];
+            self.dir[i as usize].store(kid, Ordering::Release);
+        }
+        // Retired (S1): odd for good, and no store into it until it is made again.
+        let m = old.moves.load(Ordering::Relaxed);
+        old.moves.store(m | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        pool.retired.push(old.id.load(Ordering::Relaxed));
         true
     }
 
-    /// Moves the cached entries of the next `lines` lines (rounded up to whole groups) of
-    /// the table being drained, if one is, and ends the move when it is drained: the
-    /// writer's step after each write.
-    pub fn migrate_some(&self, t: &WriterToken, lines: usize) {
-        let Some(source) = self.source(t) else {
-            return;
-        };
-        // Whole groups: one load of a group's word says which of its lines to move.
-        let from = self.next.load(Ordering::Relaxed) as usize;
-        let end = from
-            .saturating_add(lines.next_multiple_of(8))
-            .min(source.capacity());
-        let mut meta = Vec::with_capacity(LINE_META);
-        for g in from / 8..end / 8 {
-            let mut full = source.group(g).load(Ordering::Relaxed) & HIGHS;
-            while full != 0 {
-                self.move_line(
-                    t,
-                    source,
-                    g * 8 + full.trailing_zeros() as usize / 8,
-                    &mut meta,
-                );
-                full &= full - 1;
+    /// Doubles the directory (S3), whose mask is `mask`; `false` at its most bits.
+    fn double(&self, mask: u64) -> bool {
+        let n = mask as usize + 1;
+        if 2 * n > self.dir.len() {
+            return false;
+        }
+        for i in 0..n {
+            let p = self.dir[i].load(Ordering::Relaxed);
+            self.dir[n + i].store(p, Ordering::Release);
+        }
+        self.dmask.store(2 * n as u64 - 1, Ordering::Release);
+        let entries = (n * std::mem::size_of::<AtomicPtr<Segment>>()) as u64;
+        self.bytes.store(self.bytes() + entries, Ordering::Relaxed);
+        true
+    }
+
+    /// Makes a segment of `depth` and `prefix` (S1): a retired one made again, or a fresh
+    /// one from the slabs; `None` if no memory can be had.
+    fn make(&self, pool: &mut Pool, depth: u32, prefix: u64) -> Option<*mut Segment> {
+        let p = match pool.retired.pop() {
+            Some(id) => {
+                let p = pool.pointer(id);
+                // SAFETY: as in `LineCell::segment`, point 2.
+                let s = unsafe { &*p };
+                // Its old life's lines die and its tag words empty, after its
+                // retirement's fence(Release) (S1).
+                for i in 0..SEG_LINES {
+                    let line = &s.at(i)[0];
+                    let w0 = line.load(Ordering::Relaxed);
+                    if (w0 >> 32) & 7 != DEAD {
+                        line.store(((w0 >> 35) + 2) << 35 | DEAD << 32, Ordering::Relaxed);
+                    }
+                }
+                for group in &s.groups {
+                    group.store(0, Ordering::Relaxed);
+                }
+                s.taken.store(0, Ordering::Relaxed);
+                s.live.store(0, Ordering::Relaxed);
+                p
             }
-        }
-        self.next.store(end as u64, Ordering::Relaxed);
-        if end == source.capacity() {
-            debug_assert_eq!(source.len(), 0, "a drained table still caches entries");
-            self.source.store(std::ptr::null_mut(), Ordering::Relaxed);
-            // Every line of `source` is dead or free now, so a reader's use of any of its
-            // words, zero included, is a miss ("Growth"); fence(Release) orders the kills
-            // before the OS's zeroing, which the writer makes as if it stored zeros.
-            fence(Ordering::Release);
-            let freed = source.release();
-            self.bytes.store(self.bytes() - freed, Ordering::Relaxed);
-        }
+            None => {
+                if pool.slabs.last().is_none_or(|slab| pool.used == slab.len()) {
+                    // The first slab is small and on small pages: a small cache stays so.
+                    let first = pool.slabs.is_empty();
+                    let len = if first { SLAB.min(4) } else { SLAB };
+                    pool.slabs.push(Zeroed::new(len, self.huge && !first)?);
+                    pool.used = 0;
+                }
+                let id = ((pool.slabs.len() - 1) as u64) << 32 | pool.used as u64;
+                pool.used += 1;
+                let p = pool.pointer(id);
+                // SAFETY: as in `LineCell::segment`, point 2 (zeroed: a dead, empty
+                // segment).
+                unsafe { &*p }.id.store(id, Ordering::Relaxed);
+                let bytes = std::mem::size_of::<Segment>() as u64;
+                self.bytes.store(self.bytes() + bytes, Ordering::Relaxed);
+                p
+            }
+        };
+        // SAFETY: as in `LineCell::segment`, point 2.
+        let s = unsafe { &*p };
+        s.depth.store(u64::from(depth), Ordering::Relaxed);
+        s.prefix.store(prefix, Ordering::Relaxed);
+        pool.lives += 1;
+        // Release: a reader whose `m1` is this value sees the emptied tag words (S1).
+        s.moves.store(2 * pool.lives, Ordering::Release);
+        Some(p)
     }
 
-    /// Whether a move of lines runs.
-    pub fn migrating(&self, t: &WriterToken) -> bool {
-        self.source(t).is_some()
+    /// The live segments, each once (the directory's entry at its prefix).
+    fn segments(&self) -> impl Iterator<Item = &Segment> + '_ {
+        let mask = self.dmask.load(Ordering::Acquire);
+        (0..=mask).filter_map(move |i| {
+            let s = self.segment(i << DIR_SHIFT);
+            (s.prefix.load(Ordering::Relaxed) == i).then_some(s)
+        })
     }
 
-    /// Runs the move of lines, if one runs, to its end.
-    pub fn finish(&self, t: &WriterToken) {
-        while self.migrating(t) {
-            self.migrate_some(t, 1 << 12);
-        }
+    /// Entries cached.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.segments().map(Segment::len).sum()
     }
 
-    /// Moves the entry of line `j` of `source`, if it holds one, to the current table: a
-    /// copy there first, then the line in `source` dies, so at every moment one of the
-    /// two copies is there, each of the entry as it is (the entry does not change
-    /// meanwhile). Its line in the current table, if it got one.
-    fn move_line(
-        &self,
-        t: &WriterToken,
-        source: &LineTable,
-        j: usize,
-        meta: &mut Vec<u64>,
-    ) -> Option<usize> {
-        let (hash, key, owner) = source.entry(t, j, meta)?;
-        let i = self.get().insert(t, hash, &key, owner, meta);
-        source.open(t, j);
-        source.close(t, j, None);
-        i
+    /// Live segments.
+    #[cfg(test)]
+    pub fn segment_count(&self) -> usize {
+        self.segments().count()
     }
 
-    /// Checks the lines of the current table and of one being drained against `present`
-    /// (see [`LineTable::audit`]); how many entries they cache.
+    /// Checks every segment's place in the directory, and every taken line against
+    /// `present`, which answers the slot table's entry of a key (owner and metadata): a
+    /// cached copy must equal it. Descriptions of what differs, for `Shard::audit`; how
+    /// many entries are cached.
     pub fn audit(
         &self,
-        t: &WriterToken,
+        _t: &WriterToken,
         mut present: impl FnMut(&[u64]) -> Option<(u64, Vec<u64>)>,
         problems: &mut Vec<String>,
     ) -> usize {
-        if let Some(source) = self.source(t) {
-            // G1: a key cached in the table being drained is not in the current one.
-            let mut meta = Vec::new();
-            for j in 0..source.capacity() {
-                if let Some((hash, key, _)) = source.entry(t, j, &mut meta) {
-                    if self.get().find(t, hash, &key).is_some() {
-                        problems.push(format!("G1: {key:x?} is cached in both tables"));
-                    }
-                }
+        let mask = self.dmask.load(Ordering::Relaxed);
+        for i in 0..=mask {
+            let s = self.segment(i << DIR_SHIFT);
+            let depth = s.depth.load(Ordering::Relaxed);
+            if (1 << depth) > mask + 1 || i & ((1 << depth) - 1) != s.prefix.load(Ordering::Relaxed)
+            {
+                problems.push(format!("directory entry {i} points at a segment not of it"));
+            }
+            if s.moves.load(Ordering::Relaxed) & 1 != 0 {
+                problems.push(format!("directory entry {i} points at a retired segment"));
             }
         }
-        [Some(self.get()), self.source(t)]
-            .into_iter()
-            .flatten()
-            .map(|table| table.audit(t, &mut present, problems))
-            .sum()
+        let mut cached = 0;
+        for (n, s) in self.segments().enumerate() {
+            let (depth, prefix) = (
+                s.depth.load(Ordering::Relaxed),
+                s.prefix.load(Ordering::Relaxed),
+            );
+            let mut live = 0;
+            for i in 0..SEG_LINES {
+                let byte = s.byte(i);
+                let w0 = s.at(i)[0].load(Ordering::Relaxed);
+                let shape = (w0 >> 32) & 7;
+                if w0 & ODD != 0 {
+                    problems.push(format!("segment {n}: line {i} left open"));
+                }
+                if byte & 0x80 == 0 {
+                    if shape != DEAD {
+                        problems.push(format!("segment {n}: line {i} is free but holds an entry"));
+                    }
+                    continue;
+                }
+                if shape == DEAD || shape as usize > LINE_META + 1 {
+                    problems.push(format!("segment {n}: line {i} has a tag byte but no entry"));
+                    continue;
+                }
+                let mut meta = Vec::new();
+                let (hash, k0, k1, owner) = s.entry(i, &mut meta).expect("full and not dead");
+                let key = [self.high << 32 | k0, k1];
+                if tag8(hash) != byte {
+                    problems.push(format!(
+                        "segment {n}: line {i}: its hash and tag byte differ"
+                    ));
+                }
+                if (hash >> DIR_SHIFT) & ((1 << depth) - 1) != prefix {
+                    problems.push(format!("segment {n}: {key:x?} belongs to another segment"));
+                }
+                if present(&key) != Some((owner, meta)) {
+                    problems.push(format!(
+                        "segment {n}: line {i} caches {key:x?}, which the table holds otherwise"
+                    ));
+                }
+                live += 1;
+            }
+            if live != s.len() {
+                problems.push(format!(
+                    "segment {n}: {live} lines cached, the count says {}",
+                    s.len()
+                ));
+            }
+            cached += live;
+        }
+        cached
     }
-}
 
-impl Drop for LineCell {
-    fn drop(&mut self) {
-        // A table still being made is waited for, and dropped with its helper's result.
-        let next = self.next_table.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some((helper, _)) = next.take() {
-            let _ = helper.join();
-        }
-        let mut p = self.current.load(Ordering::Acquire);
-        while !p.is_null() {
-            // SAFETY: every table in the `prev` chain came from `Box::into_raw` (in
-            // `try_new` or `grow`), appears in the chain exactly once, and `&mut self`
-            // proves no reader holds a borrow.
-            let table = unsafe { Box::from_raw(p) };
-            p = table.prev.load(Ordering::Acquire);
-        }
+    /// Splits the segment of `hash` now, full or not (tests of splits).
+    #[cfg(test)]
+    pub fn split_for(&self, t: &WriterToken, hash: u64) -> bool {
+        self.split_as(t, self.segment(hash), false)
     }
 }
 
@@ -1113,170 +989,283 @@ impl Drop for LineCell {
 mod tests {
     use super::*;
 
-    /// A hash whose home group is `home` (of a table of `groups` groups) and whose tag
-    /// byte comes from `k`.
-    fn hash(groups: usize, home: u64, k: u64) -> u64 {
-        (home << (64 - groups.trailing_zeros())) | (k & 0x7f) << 33
+    /// A hash whose home group is `home`, whose directory bits (40 up) are `dir`, and
+    /// whose tag byte comes from `k`.
+    fn hash(home: u64, dir: u64, k: u64) -> u64 {
+        home << HOME_SHIFT | dir << DIR_SHIFT | (k & 0x7f) << 33
     }
 
-    fn get(t: &LineTable, h: u64, key: [u64; 2]) -> Option<(u64, Vec<u64>)> {
+    fn get(c: &LineCell, h: u64, key: [u64; 2]) -> Option<(u64, Vec<u64>)> {
         let mut out = [0u64; 7];
-        t.get(h, key[0], key[1], &mut out)
+        c.get(h, key[0], key[1], &mut out)
             .map(|(owner, n)| (owner, out[..n].to_vec()))
     }
 
-    #[test]
-    fn a_line_caches_a_short_entry_and_only_its_key() {
-        let t = LineTable::try_new(64, 7, false).unwrap();
-        let w = WriterToken::new(0);
-        let key = [7 << 32 | 0xabc, 42];
-        let h = hash(8, 1, 5);
-        assert_eq!(get(&t, h, key), None, "nothing cached yet");
-        t.insert(&w, h, &key, 9, &[1, 2, 3]);
-        assert_eq!(get(&t, h, key), Some((9, vec![1, 2, 3])));
-        assert_eq!(get(&t, h, [key[0], 43]), None, "another name");
-        assert_eq!(get(&t, h, [8 << 32 | 0xabc, 42]), None, "another high half");
-        assert_eq!(get(&t, hash(8, 0, 5), key), None, "another home");
-        // Keys of another high half, or longer metadata, are not cached.
-        t.insert(&w, h, &[8 << 32, 1], 9, &[]);
-        t.insert(&w, h, &[7 << 32, 1], 9, &[0; 6]);
-        assert_eq!(get(&t, h, [7 << 32, 1]), None);
-        let mut problems = Vec::new();
-        let cached = t.audit(
-            &w,
-            |k| (k == key).then(|| (9, vec![1, 2, 3])),
-            &mut problems,
-        );
-        assert_eq!((cached, problems), (1, Vec::<String>::new()));
+    fn remove(c: &LineCell, w: &WriterToken, h: u64, key: [u64; 2]) {
+        let at = c.find(w, h, &key).expect("cached");
+        c.open(w, at);
+        c.close(w, at, None);
     }
 
-    #[test]
-    fn an_open_line_sends_readers_on_and_its_close_publishes_the_change() {
-        let t = LineTable::try_new(64, 0, false).unwrap();
-        let w = WriterToken::new(0);
-        let (h, key) = (hash(8, 0, 1), [0, 1]);
-        t.insert(&w, h, &key, 3, &[10]);
-        let i = t.find(&w, h, &key).unwrap();
-        t.open(&w, i);
-        assert_eq!(get(&t, h, key), None, "being written");
-        t.close(&w, i, Some((&key, 4, &[11, 12])));
-        assert_eq!(get(&t, h, key), Some((4, vec![11, 12])));
-        // An update past five words drops the copy.
-        t.open(&w, i);
-        t.close(&w, i, Some((&key, 4, &[0; 6])));
-        assert_eq!((get(&t, h, key), t.find(&w, h, &key)), (None, None));
-        t.insert(&w, h, &key, 5, &[]);
-        assert_eq!(
-            get(&t, h, key),
-            Some((5, vec![])),
-            "the deleted line is reused"
-        );
-        assert_eq!(t.find(&w, h, &key), Some(i));
-    }
-
-    #[test]
-    fn probes_pass_full_and_deleted_groups_and_stop_at_an_empty_byte() {
-        // 8 groups; 20 keys of one home fill it and two more groups.
-        let t = LineTable::try_new(64, 0, false).unwrap();
-        let w = WriterToken::new(0);
-        let keys: Vec<[u64; 2]> = (0..20).map(|k| [0, k]).collect();
-        let h = |k: u64| hash(8, 3, k);
-        for (k, key) in keys.iter().enumerate() {
-            t.insert(&w, h(k as u64), key, k as u64, &[k as u64]);
-        }
-        // Remove every other key of the home group and the next.
-        for k in (0..16).step_by(2) {
-            let i = t.find(&w, h(k), &keys[k as usize]).unwrap();
-            t.open(&w, i);
-            t.close(&w, i, None);
-        }
-        for (k, key) in keys.iter().enumerate() {
-            let want = (k % 2 == 1 || k >= 16).then(|| (k as u64, vec![k as u64]));
-            assert_eq!(get(&t, h(k as u64), *key), want, "key {k}");
-        }
-        // A key of the same home that was never cached: the probe ends at the third group.
-        assert_eq!(get(&t, h(99), [0, 99]), None);
-    }
-
-    #[test]
-    fn a_full_table_caches_nothing_more() {
-        // The smallest table: 8 groups, 64 lines.
-        let t = LineTable::try_new(1, 0, false).unwrap();
-        let w = WriterToken::new(0);
-        assert_eq!(t.capacity(), 64);
-        for k in 0..64u64 {
-            t.insert(&w, hash(8, k % 8, k), &[0, k], k, &[]);
-        }
-        let cached = (0..64u64)
-            .filter(|&k| get(&t, hash(8, k % 8, k), [0, k]).is_some())
-            .count();
-        assert_eq!(cached, 56, "seven eighths of 64 lines");
-    }
-
-    #[test]
-    fn churn_frees_lines_in_groups_that_still_have_empty_bytes() {
-        // 8 groups; keys come and go one at a time, far more of them than lines.
-        let t = LineTable::try_new(64, 0, false).unwrap();
-        let w = WriterToken::new(0);
-        for k in 0..200u64 {
-            let h = hash(8, k % 8, k);
-            t.insert(&w, h, &[0, k], k, &[k]);
-            assert_eq!(get(&t, h, [0, k]), Some((k, vec![k])), "key {k} cached");
-            let i = t.find(&w, h, &[0, k]).unwrap();
-            t.open(&w, i);
-            t.close(&w, i, None);
-            assert_eq!(get(&t, h, [0, k]), None);
-        }
-        assert!(!t.is_full());
-    }
-
-    /// Deleted bytes go once no probe needs them, so churn at any load short of full
-    /// never fills the table (which would make it grow, or stop caching).
-    #[test]
-    fn deleted_bytes_no_probe_needs_become_empty_again() {
-        let t = LineTable::try_new(64, 0, false).unwrap();
-        let w = WriterToken::new(0);
-        let remove = |h: u64, key: [u64; 2]| {
-            let i = t.find(&w, h, &key).unwrap();
-            t.open(&w, i);
-            t.close(&w, i, None);
-        };
-        // 16 keys of home 0 fill groups 0 and 1; group 0's go first, and stay deleted
-        // while group 1's keys probe through it; once those go too, both groups clear.
-        let h = |k: u64| hash(8, 0, k);
-        for k in 0..16 {
-            t.insert(&w, h(k), &[0, k], k, &[]);
-        }
-        (0..8).for_each(|k| remove(h(k), [0, k]));
-        assert_eq!(t.taken.load(Ordering::Relaxed), 16, "group 0 still needed");
-        assert_eq!(
-            (8..16).filter(|&k| get(&t, h(k), [0, k]).is_some()).count(),
-            8
-        );
-        (8..16).for_each(|k| remove(h(k), [0, k]));
-        assert_eq!(t.taken.load(Ordering::Relaxed), 0);
-        // Random churn at 28 live keys of 64 lines, homes drawn from the keys.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
+    /// xorshift64.
+    fn rng(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    fn audit(
+        c: &LineCell,
+        w: &WriterToken,
+        want: impl Fn(&[u64]) -> Option<(u64, Vec<u64>)>,
+    ) -> usize {
+        let mut problems = Vec::new();
+        let cached = c.audit(w, want, &mut problems);
+        assert_eq!(problems, Vec::<String>::new());
+        cached
+    }
+
+    #[test]
+    fn a_line_caches_a_short_entry_and_only_its_key() {
+        let c = LineCell::try_new(64, 7, false).unwrap();
+        let w = WriterToken::new(0);
+        let key = [7 << 32 | 0xabc, 42];
+        let h = hash(1, 0, 5);
+        assert_eq!(get(&c, h, key), None, "nothing cached yet");
+        c.insert(&w, h, &key, 9, &[1, 2, 3]);
+        assert_eq!(get(&c, h, key), Some((9, vec![1, 2, 3])));
+        assert_eq!(get(&c, h, [key[0], 43]), None, "another name");
+        assert_eq!(get(&c, h, [8 << 32 | 0xabc, 42]), None, "another high half");
+        assert_eq!(get(&c, hash(0, 0, 5), key), None, "another home");
+        // Keys of another high half, or longer metadata, are not cached.
+        c.insert(&w, h, &[8 << 32, 1], 9, &[]);
+        c.insert(&w, h, &[7 << 32, 1], 9, &[0; 6]);
+        assert_eq!(get(&c, h, [7 << 32, 1]), None);
+        let cached = audit(&c, &w, |k| (k == key).then(|| (9, vec![1, 2, 3])));
+        assert_eq!((cached, c.len()), (1, 1));
+    }
+
+    #[test]
+    fn an_open_line_sends_readers_on_and_its_close_publishes_the_change() {
+        let c = LineCell::try_new(64, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let (h, key) = (hash(0, 0, 1), [0, 1]);
+        c.insert(&w, h, &key, 3, &[10]);
+        let at = c.find(&w, h, &key).unwrap();
+        c.open(&w, at);
+        assert_eq!(get(&c, h, key), None, "being written");
+        c.close(&w, at, Some((&key, 4, &[11, 12])));
+        assert_eq!(get(&c, h, key), Some((4, vec![11, 12])));
+        // An update past five words drops the copy.
+        c.open(&w, at);
+        c.close(&w, at, Some((&key, 4, &[0; 6])));
+        assert!(get(&c, h, key).is_none() && c.find(&w, h, &key).is_none());
+        c.insert(&w, h, &key, 5, &[]);
+        assert_eq!(get(&c, h, key), Some((5, vec![])), "cached again");
+        assert_eq!(
+            c.find(&w, h, &key).map(|a| a.i),
+            Some(at.i),
+            "in the freed line"
+        );
+    }
+
+    #[test]
+    fn probes_pass_full_and_deleted_groups_and_stop_at_an_empty_byte() {
+        // 20 keys of one home fill it and the next group, and four lines of the third.
+        let c = LineCell::try_new(1, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let keys: Vec<[u64; 2]> = (0..20).map(|k| [0, k]).collect();
+        let h = |k: u64| hash(3, 0, k);
+        for (k, key) in keys.iter().enumerate() {
+            c.insert(&w, h(k as u64), key, k as u64, &[k as u64]);
+        }
+        // Remove every other key of the home group and the next.
+        for k in (0..16).step_by(2) {
+            remove(&c, &w, h(k), keys[k as usize]);
+        }
+        for (k, key) in keys.iter().enumerate() {
+            let want = (k % 2 == 1 || k >= 16).then(|| (k as u64, vec![k as u64]));
+            assert_eq!(get(&c, h(k as u64), *key), want, "key {k}");
+        }
+        // A key of the same home that was never cached: the probe ends at the third group.
+        assert_eq!(get(&c, h(99), [0, 99]), None);
+    }
+
+    /// Deleted bytes go once no probe needs them, so churn at any load short of full
+    /// never fills a segment (which would make it split, or be rebuilt).
+    #[test]
+    fn deleted_bytes_no_probe_needs_become_empty_again() {
+        let c = LineCell::try_new(1, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let s = c.segment(0);
+        // 16 keys of home 0 fill groups 0 and 1; group 0's go first, and stay deleted
+        // while group 1's keys probe through it; once those go too, both groups clear.
+        let h = |k: u64| hash(0, 0, k);
+        for k in 0..16 {
+            c.insert(&w, h(k), &[0, k], k, &[]);
+        }
+        (0..8).for_each(|k| remove(&c, &w, h(k), [0, k]));
+        assert_eq!(s.taken.load(Ordering::Relaxed), 16, "group 0 still needed");
+        assert_eq!(
+            (8..16).filter(|&k| get(&c, h(k), [0, k]).is_some()).count(),
+            8
+        );
+        (8..16).for_each(|k| remove(&c, &w, h(k), [0, k]));
+        assert_eq!(s.taken.load(Ordering::Relaxed), 0);
+        // Random churn at 3/8 of the lines live, one directory entry.
+        let mut next = rng(0x2545_f491_4f6c_dd1d);
         let mut live: Vec<(u64, [u64; 2])> = Vec::new();
         let keys = if cfg!(miri) { 2_000 } else { 100_000 };
         for k in 100..keys {
-            let key = (next() & !LOW, [0, k]);
-            t.insert(&w, key.0, &key.1, k, &[]);
+            let key = (
+                next() & !LOW & !(((1 << MAX_DEPTH) - 1) << DIR_SHIFT),
+                [0, k],
+            );
+            c.insert(&w, key.0, &key.1, k, &[]);
             live.push(key);
-            if live.len() > 28 {
+            if live.len() > SEG_LINES * 3 / 8 {
                 let (h, key) = live.swap_remove((next() % live.len() as u64) as usize);
-                remove(h, key);
+                remove(&c, &w, h, key);
             }
-            assert!(!t.is_full(), "full after {k} keys");
         }
+        assert_eq!(c.segment_count(), 1, "churn below the load never split it");
         for (h, key) in &live {
-            assert_eq!(get(&t, *h, *key).map(|(o, _)| o), Some(key[1]));
+            assert_eq!(get(&c, *h, *key).map(|(o, _)| o), Some(key[1]));
         }
+    }
+
+    /// Segments split as keys come, every key stays cached and readable, and the
+    /// retired segments are made again: the cache holds about the segments it needs.
+    #[test]
+    fn full_segments_split_and_every_key_stays_cached() {
+        let c = LineCell::try_new(1, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let n: u64 = if cfg!(miri) { 3_000 } else { 200_000 };
+        let mut next = rng(0x9e37_79b9_7f4a_7c15);
+        let keys: Vec<(u64, [u64; 2])> = (0..n).map(|k| (next() & !LOW, [k >> 32, k])).collect();
+        for (k, (h, key)) in keys.iter().enumerate() {
+            c.insert(&w, *h, key, k as u64, &[k as u64, 1]);
+        }
+        let present = |key: &[u64]| Some((key[1], vec![key[1], 1]));
+        assert_eq!(audit(&c, &w, present), n as usize);
+        for (h, key) in &keys {
+            assert_eq!(get(&c, *h, *key), Some((key[1], vec![key[1], 1])));
+        }
+        let segments = c.segment_count();
+        // Each segment between 7/16 (just split) and 7/8 full.
+        assert!(
+            segments * SEG_LINES * 7 / 16 <= n as usize * 11 / 10,
+            "{segments} segments"
+        );
+        assert!(
+            segments * SEG_LINES * 7 / 8 >= n as usize,
+            "{segments} segments"
+        );
+        // Retired segments are made again: at most one spare.
+        let size = std::mem::size_of::<Segment>() as u64;
+        let dir = 8 * (c.dmask.load(Ordering::Relaxed) + 1);
+        assert!(
+            c.bytes() - dir <= (segments as u64 + 1) * size,
+            "{} bytes",
+            c.bytes()
+        );
+    }
+
+    /// A full segment of deleted lines is rebuilt alone, not split.
+    #[test]
+    fn a_segment_full_of_deleted_lines_is_rebuilt_at_its_depth() {
+        let c = LineCell::try_new(1, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let filled = GROUPS * MAX_LOAD_EIGHTHS / 8;
+        // Groups `0..filled` full of keys of their own home: seven eighths taken.
+        let key = |g: usize, j: usize| {
+            (
+                hash(g as u64, 0, (g * 8 + j) as u64),
+                [0, (g * 8 + j) as u64],
+            )
+        };
+        for g in 0..filled {
+            for j in 0..8 {
+                let (h, k) = key(g, j);
+                c.insert(&w, h, &k, k[1], &[]);
+            }
+        }
+        // Seven of each group's keys go: the groups far from an empty byte keep them
+        // as deleted bytes (`clear_deleted` looks a few groups on, no further).
+        for g in 0..filled {
+            for j in 1..8 {
+                let (h, k) = key(g, j);
+                remove(&c, &w, h, k);
+            }
+        }
+        let before = c.segment(0) as *const Segment;
+        let mut k = 10_000;
+        while std::ptr::eq(c.segment(0), before) {
+            assert!(k < 10_000 + SEG_LINES as u64, "never rebuilt");
+            // Into a group's empty byte, so that each insert takes a line.
+            let s = c.segment(0);
+            let empty = |g: &usize| matches(s.group(*g).load(Ordering::Relaxed), EMPTY) != 0;
+            let g = (0..GROUPS).find(empty).expect("a free line") as u64;
+            c.insert(&w, hash(g, 0, k), &[0, k], k, &[]);
+            k += 1;
+        }
+        assert_eq!(c.dmask.load(Ordering::Relaxed), 0, "rebuilt, not split");
+        let cached = filled + (k - 10_000) as usize;
+        assert_eq!(audit(&c, &w, |key| Some((key[1], vec![]))), cached);
+    }
+
+    /// A reader that found a segment before it was retired gets no hit from its stale
+    /// copies, not after the entry changed in the segment that took it over, and not
+    /// after the retired segment was made again for other keys.
+    #[test]
+    fn a_retired_segment_answers_no_stale_hit_and_no_hit_of_its_new_life() {
+        let c = LineCell::try_new(1, 0, false).unwrap();
+        let w = WriterToken::new(0);
+        let (h, key) = (hash(5, 1, 9), [0, 9]);
+        c.insert(&w, h, &key, 1, &[10]);
+        // A reader's first loads: the segment and its `moves`.
+        let old = c.segment(h);
+        let m1 = old.moves.load(Ordering::Acquire);
+        let mut out = [0; 7];
+        assert_eq!(old.get(m1, h, key[0], key[1], &mut out), Some((1, 1)));
+        assert!(c.split_for(&w, h));
+        let at = c.find(&w, h, &key).expect("copied");
+        c.open(&w, at);
+        c.close(&w, at, Some((&key, 1, &[20])));
+        assert_eq!(get(&c, h, key), Some((1, vec![20])));
+        assert!(
+            old.find(h, key[0], key[1]).is_some(),
+            "the stale copy is still there"
+        );
+        assert_eq!(
+            old.get(m1, h, key[0], key[1], &mut out),
+            None,
+            "a stale hit"
+        );
+        // The next split makes `old` again, for the keys of directory bits 0b00.
+        assert!(c.split_for(&w, hash(0, 0, 0)));
+        assert!(std::ptr::eq(c.segment(hash(0, 0, 0)), old), "made again");
+        let other = (hash(5, 0, 10), [0, 10]);
+        c.insert(&w, other.0, &other.1, 2, &[30]);
+        assert_eq!(get(&c, other.0, other.1), Some((2, vec![30])));
+        let m = old.moves.load(Ordering::Relaxed);
+        assert!(m > m1 && m & 1 == 0, "a new life: {m1} then {m}");
+        assert!(old.find(other.0, 0, 10).is_some());
+        assert_eq!(
+            old.get(m1, other.0, 0, 10, &mut out),
+            None,
+            "a hit of its new life"
+        );
+        let present = |k: &[u64]| {
+            Some(if k == key {
+                (1, vec![20])
+            } else {
+                (2, vec![30])
+            })
+        };
+        assert_eq!(audit(&c, &w, present), 2);
     }
 }

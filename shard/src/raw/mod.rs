@@ -554,7 +554,7 @@ impl Published {
     /// `None`: read the slot table.
     #[inline(always)]
     fn try_read_line(&self, hash: u64, key: &[u64], out: &mut [u64]) -> Option<Attempt> {
-        let lines = self.lines.as_ref()?.get();
+        let lines = self.lines.as_ref()?;
         let (Ok(&[k0, k1]), Some(out)) = (<&[u64; 2]>::try_from(key), out.first_chunk_mut()) else {
             return None;
         };
@@ -673,14 +673,8 @@ impl Published {
     #[inline]
     pub fn prefetch_home(&self, hash: u64, key_words: usize) {
         // A key the line cache may hold is read from its line: its group word is what
-        // the next step peeks at. (In a full cache, one that could not grow, new keys are
-        // not.)
-        if let Some(lines) = self
-            .lines
-            .as_ref()
-            .map(LineCell::get)
-            .filter(|l| key_words == 2 && !l.is_full())
-        {
+        // the next step peeks at.
+        if let Some(lines) = self.lines.as_ref().filter(|_| key_words == 2) {
             lines.prefetch_group(hash);
             return;
         }
@@ -699,11 +693,7 @@ impl Published {
     #[inline]
     pub fn prefetch_block(&self, hash: u64) -> Option<u64> {
         // A cached key's read takes its line, not the block.
-        if self
-            .lines
-            .as_ref()
-            .is_some_and(|l| l.get().prefetch_line(hash))
-        {
+        if self.lines.as_ref().is_some_and(|l| l.prefetch_line(hash)) {
             return None;
         }
         let loc = self.peek_loc(hash)?;

@@ -5,8 +5,7 @@
 //! a big table costs its page faults as it fills, not one pass of stores while the
 //! writer holds a write (SPEC L7). The global allocator zeroes with a pass of stores for
 //! alignments above 16, so arrays of 1 MiB or more are mapped from the OS directly where
-//! it has `mmap`, and [`Zeroed::release`] can give their pages back while readers may
-//! still read them (they read zeros).
+//! it has `mmap`.
 //!
 //! Huge pages are a hint to the OS, never a requirement.
 //!
@@ -24,13 +23,12 @@
 //! nothing, and everything works the same, only slower at scale.
 //!
 //! It is opt-in (`ShardConfig::huge_pages`, for slot tables, the arena and the line
-//! tables the writer makes itself): lookups may gain, writes pay. The line cache gains
+//! cache's slabs after its first): lookups may gain, writes pay. The line cache gains
 //! most, since a hit reads one random line and nothing else: in `peers` at a million
-//! keys, one thread, 9.6-10.2 against 7.2-7.7 Mops/s without huge pages; but `bulk_load
-//! 2000000 lines` had its p99.99 at 2.8-4.0 ms against 0.28-0.51 ms, and 3 and 11 calls
-//! past the 10 ms deadline against none. So line tables of 4 MiB and more are now made
-//! by a helper thread, on huge pages always, and faulted in whole before the writer
-//! publishes them ([`Zeroed::populate`]; `lines.rs`, "Growth"). Measured on a
+//! keys, one thread, 9.6-10.2 against 7.2-7.7 Mops/s without huge pages (its doubling
+//! tables of then); but `bulk_load 2000000 lines` had its p99.99 at 2.8-4.0 ms against
+//! 0.28-0.51 ms, and 3 and 11 calls past the 10 ms deadline against none, the writer
+//! taking each huge page's fault (zeroing 2 MiB). For slot tables, measured on a
 //! 2-core KVM guest, `lookup_cost 1000000 20000000` ran at 5.06 against 4.47 Mops/s
 //! (medians of four alternating rounds) in one set and 4.39 against 4.38 in another,
 //! and `peers` showed no gain; but the writer takes the faults, each zeroing 2 MiB (and,
@@ -38,7 +36,7 @@
 //! and `bulk_load 2000000`'s p99.99 went from 0.35-1.8 ms to 1.7-5.6 ms. Write deadlines
 //! (SPEC L1) come first by default.
 
-use crate::sync::{AtomicU64, OwnU32};
+use crate::sync::{AtomicPtr, AtomicU64, OwnU32};
 
 /// Bytes of a huge page (x86-64 and most arm64 Linux kernels).
 pub const HUGE_PAGE: usize = 2 << 20;
@@ -89,6 +87,14 @@ pub unsafe trait Zeroable: Sized {
     /// The all-zero value, built field by field (loom's atomics are not plain words).
     #[cfg(roster_loom)]
     fn zero() -> Self;
+}
+
+// SAFETY: an atomic pointer's all-zero bytes are the null pointer, and it needs no drop.
+unsafe impl<T> Zeroable for AtomicPtr<T> {
+    #[cfg(roster_loom)]
+    fn zero() -> AtomicPtr<T> {
+        AtomicPtr::new(std::ptr::null_mut())
+    }
 }
 
 // SAFETY: an atomic integer's all-zero bytes are the value 0, and it needs no drop.
@@ -198,61 +204,10 @@ impl<T: Zeroable> Zeroed<T> {
         (std::mem::size_of::<T>() * self.len) as u64
     }
 
-    /// Faults in every page of a mapped array now (`madvise(MADV_POPULATE_WRITE)`,
-    /// Linux 5.14 and later), as zero pages of its own, on huge pages where it was
-    /// advised onto them: for an array no other thread uses yet, so that the thread
-    /// that will write it takes none of its faults. A refusal (an older kernel) leaves
-    /// the pages to fault as they are touched: whether it did (`true` for an array not
-    /// mapped, whose memory came zeroed and touched from the allocator).
-    pub fn populate(&self) -> bool {
-        #[cfg(all(target_os = "linux", not(miri)))]
-        if self.map.is_some() {
-            // SAFETY: `[ptr, ptr + bytes())` lies in the private anonymous mapping `new`
-            // made, still mapped (unmapped only in `Drop`), and `ptr` is page-aligned.
-            // MADV_POPULATE_WRITE faults pages in as a write would, without writing:
-            // every value keeps its contents (zero, for pages not touched before), so no
-            // reference into the array is invalidated and no value changes.
-            return unsafe {
-                libc::madvise(
-                    self.ptr.as_ptr().cast(),
-                    self.bytes() as usize,
-                    libc::MADV_POPULATE_WRITE,
-                ) == 0
-            };
-        }
-        self.map.is_none()
-    }
-
     /// The array's start, with the allocation's own provenance (it may reach every
     /// value, as no pointer made through a reference to some of them would).
     pub fn as_mut_ptr(&self) -> *mut T {
         self.ptr.as_ptr()
-    }
-
-    /// Gives the array's pages back to the OS if it was mapped (Linux only): each value
-    /// reads as zero from then on, and the pages cost nothing until touched again. Whether
-    /// it did (a refusal, such as for locked pages, leaves the values as they were). The
-    /// caller must treat this as a store of zero into every value by the thread that
-    /// calls it: made where no reader's use of a value could tell zero from what the
-    /// array held (see `lines.rs`, "Growth").
-    pub fn release(&self) -> bool {
-        #[cfg(all(target_os = "linux", not(miri)))]
-        if self.map.is_some() {
-            let size = self.bytes() as usize;
-            // SAFETY: `[ptr, ptr + size)` lies in the private anonymous mapping `new`
-            // made, still mapped (unmapped only in `Drop`), and `ptr` is page-aligned. MADV_DONTNEED keeps the
-            // mapping and its protection, so every reference into it stays valid; the
-            // kernel backs the range with zero pages on the next touch, and all-zero
-            // bytes are a valid `T` (`Zeroable`). What that does to readers is the
-            // caller's contract above.
-            // Off huge pages first, so that a late read's fault maps a small zero page
-            // (and khugepaged leaves the range alone).
-            unsafe {
-                libc::madvise(self.ptr.as_ptr().cast(), size, libc::MADV_NOHUGEPAGE);
-                return libc::madvise(self.ptr.as_ptr().cast(), size, libc::MADV_DONTNEED) == 0;
-            }
-        }
-        false
     }
 }
 
@@ -266,8 +221,8 @@ impl<T: Zeroable> std::ops::Deref for Zeroed<T> {
         // 1. `ptr` is a live allocation of `len` values, aligned for `T` (a page
         //    boundary, checked to suffice in `new`, or the allocator honouring
         //    `Layout::array::<T>`), freed only in `Drop`, which needs `&mut self`.
-        // 2. Every value is initialised: the memory was zero-filled (and `release` only
-        //    zeroes it again), and all-zero bytes are a valid `T` (`Zeroable`).
+        // 2. Every value is initialised: the memory was zero-filled, and all-zero bytes
+        //    are a valid `T` (`Zeroable`).
         // 3. Only shared references are made, so the values are mutated only through
         //    what `T` allows through `&T` (atomics).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
@@ -314,16 +269,6 @@ impl<T: Zeroable> Zeroed<T> {
     pub fn as_mut_ptr(&self) -> *mut T {
         self.0.as_ptr().cast_mut()
     }
-
-    /// Gives nothing back under loom.
-    pub fn release(&self) -> bool {
-        false
-    }
-
-    /// Nothing to fault in under loom.
-    pub fn populate(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(roster_loom)]
@@ -341,7 +286,7 @@ mod tests {
     use crate::sync::Ordering;
 
     #[test]
-    fn zeroed_arrays_read_zero_and_a_released_one_reads_zero_again() {
+    fn zeroed_arrays_read_zero_and_keep_what_is_stored() {
         // (Under Miri, the allocator's case only: a million atomic loads take minutes.)
         let cases: &[(usize, bool)] = if cfg!(miri) {
             &[(1000, false)]
@@ -358,11 +303,8 @@ mod tests {
             }
             a[len - 1].store(7, Ordering::Relaxed);
             a[0].store(7, Ordering::Relaxed);
-            if a.release() {
-                assert!(a.iter().all(|w| w.load(Ordering::Relaxed) == 0));
-            } else {
-                assert_eq!(a[0].load(Ordering::Relaxed), 7, "kept as it was");
-            }
+            assert_eq!(a[0].load(Ordering::Relaxed), 7);
+            assert_eq!(a[len - 1].load(Ordering::Relaxed), 7);
         }
     }
 }
