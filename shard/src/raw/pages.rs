@@ -204,6 +204,31 @@ impl<T: Zeroable> Zeroed<T> {
         (std::mem::size_of::<T>() * self.len) as u64
     }
 
+    /// Faults in every page of a mapped array now (`madvise(MADV_POPULATE_WRITE)`,
+    /// Linux 5.14 and later), as zero pages of its own, on huge pages where it was
+    /// advised onto them: for an array no other thread uses yet, so that the thread
+    /// that will write it takes none of its faults. A refusal (an older kernel) leaves
+    /// the pages to fault as they are touched: whether it did (`true` for an array not
+    /// mapped, whose memory came zeroed and touched from the allocator).
+    pub fn populate(&self) -> bool {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if self.map.is_some() {
+            // SAFETY: `[ptr, ptr + bytes())` lies in the private anonymous mapping `new`
+            // made, still mapped (unmapped only in `Drop`), and `ptr` is page-aligned.
+            // MADV_POPULATE_WRITE faults pages in as a write would, without writing:
+            // every value keeps its contents (zero, for pages not touched before), so no
+            // reference into the array is invalidated and no value changes.
+            return unsafe {
+                libc::madvise(
+                    self.ptr.as_ptr().cast(),
+                    self.bytes() as usize,
+                    libc::MADV_POPULATE_WRITE,
+                ) == 0
+            };
+        }
+        self.map.is_none()
+    }
+
     /// The array's start, with the allocation's own provenance (it may reach every
     /// value, as no pointer made through a reference to some of them would).
     pub fn as_mut_ptr(&self) -> *mut T {
@@ -268,6 +293,11 @@ impl<T: Zeroable> Zeroed<T> {
     /// The array's start.
     pub fn as_mut_ptr(&self) -> *mut T {
         self.0.as_ptr().cast_mut()
+    }
+
+    /// Nothing to fault in under loom.
+    pub fn populate(&self) -> bool {
+        true
     }
 }
 
