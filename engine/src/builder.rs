@@ -231,32 +231,25 @@ impl RegistryBuilder {
     /// then the entry's block); a hit in the line cache reads one. At a million entries,
     /// where each of those reads misses the cache, that made single lookups 1.7-2.0x and
     /// batched ones 2.0x as fast on a 2-core guest (`results/2026-12-07-kvm-xeon-2c-
-    /// 0d228b0-v4`). The price is memory: 68 bytes a line, at first as many lines as
-    /// the shards' first slot tables have slots (sized from
-    /// [`RegistryBuilder::capacity`]; at most 32768 on Linux, see below), beside
-    /// everything the registry keeps anyway (P4's
-    /// million entries, which it holds, took 295 bytes an entry with it against 151
-    /// without: `loadgen run memory --line-cache`). The
-    /// cache doubles once seven eighths of its lines are taken, as the slot tables do,
-    /// without holding a write: lines move over a few per write, and the old table's
-    /// pages go back to the OS. While they move, a lookup of an entry not moved yet reads
-    /// the slot table.
+    /// 0d228b0-v4`). The price is memory: about 70 bytes a line, lines that are
+    /// between 7/16 and 7/8 taken, so at a million entries about 155 bytes an entry
+    /// beside everything the registry keeps anyway (P4's million entries took 306 bytes
+    /// an entry with it against 151 without: `loadgen run memory --line-cache`).
     ///
-    /// On Linux, every table of 4 MiB or more is made by a helper thread before the
-    /// writer needs it (from five eighths taken): its lines mapped on transparent huge
-    /// pages where the OS has them (THP in `madvise` or `always` mode), and faulted in
-    /// whole, so a hit pays far fewer TLB misses, and no write takes a fault of its
-    /// lines. So from five eighths on, the next table (twice the size) is resident
-    /// beside the current one, and stays so while the load stays below seven eighths.
-    /// Entries registered while a full table waits for the next one go uncached (they
-    /// are read from the slot table) until their next write; in a 1M-entry test load,
-    /// 0.8% did. Where no helper thread can be started, the writer makes its tables. At
-    /// a million entries on a 2-core guest, single lookups with the cache ran 10.6-10.7
-    /// Mops/s against 8.2-9.3 with tables made by the writer on small pages, and a 2M-entry
-    /// one-by-one load's calls were as fast as before (`results/2026-12-07-kvm-xeon-2c-
-    /// line-prepare`). Elsewhere the writer makes every table itself; with huge pages
-    /// ([`RegistryBuilder::huge_pages`]) those go on huge pages too, and the writer takes
-    /// their 2 MiB faults.
+    /// The cache is made of fixed segments of 512 lines behind a directory (extendible
+    /// hashing): a full segment splits in two, copying at most 448 lines, so it grows
+    /// with the entries without ever holding a write for a table's copy, and it starts
+    /// with room for [`RegistryBuilder::capacity`]'s entries (up to about 28 thousand a
+    /// shard on Linux, see below). On Linux, segments past the first 64 of a shard come
+    /// from 8 MiB slabs that a helper thread maps on transparent huge pages where the
+    /// OS has them (THP in `madvise` or `always` mode) and faults in whole before the
+    /// writer needs them, so a hit pays far fewer TLB misses, and no write takes a fault
+    /// of its lines; one slab is being made ahead of the writer at any time. Entries
+    /// registered while a full segment waits for a slab go uncached (they are read from
+    /// the slot table) until their next write: 13 of a million in a test load. Where no
+    /// helper thread can be started, or elsewhere, the writer maps its slabs; with huge
+    /// pages ([`RegistryBuilder::huge_pages`]) those go on huge pages too, and the
+    /// writer takes their 2 MiB faults.
     ///
     /// # Examples
     ///

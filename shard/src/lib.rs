@@ -278,10 +278,11 @@ pub struct ShardConfig {
     /// `Some(high)`: keep one-line copies of short entries (two-word keys whose first
     /// word's high half is `high`, at most five metadata words) in a line cache that
     /// lookups try first: a hit reads one cache line where the slot table's read takes
-    /// two in series. It starts with as many lines as the first slot table has slots
-    /// and doubles (without a stall: lines move a few per write) once seven eighths of
-    /// them are taken; it costs 64 bytes a line, and 4 more for the writer, beside the
-    /// slot table. `None` (the default): no cache.
+    /// two in series. It starts with room for as many entries as the first slot table
+    /// has slots (at most 64 segments of 512 lines where a helper thread makes the
+    /// later ones) and grows a segment at a time, each split copying at most 448 lines
+    /// (`raw/lines.rs`); it costs about 70 bytes a line, lines 7/16 to 7/8 taken, beside
+    /// the slot table. `None` (the default): no cache.
     pub line_cache: Option<u32>,
 }
 
