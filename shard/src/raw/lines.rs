@@ -92,14 +92,17 @@
 //!   way the reader came to it; a reader that reads an old tag word reads a line that is
 //!   dead, or of the new life, or of the old life before its kill (as above). Sequence
 //!   numbers never go back, so no section of the new life looks like the old one's.
-//! - S3 and S2's repointing only decide which segment a reader reads; a reader on a stale
+//! - S3 and S1's repointing only decide which segment a reader reads; a reader on a stale
 //!   directory entry reads a segment that is live (its hits are current copies) or
 //!   retired (as above). The mask and entry loads (Acquire) make the segment's making
 //!   happen before the reader's loads of it, so it reads zeroed or later tag words.
 //! - Liveness is checked by the caller from the owner, as for a slot table hit (SPEC I1).
 //!
-//! A split copies at most seven eighths of a segment's 512 lines, and so bounds the
-//! writer's step whatever the cache holds: no write waits for a whole table's copy.
+//! A split copies at most seven eighths of a segment's 512 lines, whatever the cache
+//! holds: no write waits for a whole table's copy. The directory's doubling copies its
+//! `2^G` pointers (8 bytes each: at most 1 MiB, at 2^17 entries, against the 4.6 GiB
+//! of segments that takes); a split whose keys all go to one side splits again, as
+//! extendible hashing does, which random hashes make rare.
 //! Segments come from *slabs* of about 8 MiB (the first, and every one under Miri and
 //! loom, smaller), mapped zeroed and faulted in as they are used, on huge pages where
 //! `huge` asks for it (the first slab never, so that a small cache stays small); retired
@@ -141,8 +144,15 @@ const MAX_LOAD_EIGHTHS: usize = 7;
 const REBUILD_EIGHTHS: usize = 3;
 
 /// Groups of a segment: 64 (a 32 KiB segment of lines); 2 under loom, whose models
-/// check every interleaving of every atomic they touch.
-const GROUPS: usize = if cfg!(roster_loom) { 2 } else { 64 };
+/// check every interleaving of every atomic they touch, and 8 under Miri, which checks
+/// every access of the same code on a smaller segment.
+const GROUPS: usize = if cfg!(roster_loom) {
+    2
+} else if cfg!(miri) {
+    8
+} else {
+    64
+};
 /// Lines of a segment.
 const SEG_LINES: usize = 8 * GROUPS;
 /// `hash >> HOME_SHIFT` is a key's home group in its segment: the hash's top bits.
@@ -691,9 +701,10 @@ impl LineCell {
         // 2. Every segment pointer is into a slab of the pool (`Pool::pointer`), with the
         //    slab's provenance, aligned and in bounds; slabs are dropped only with the
         //    cell, so the segment outlives `&self`.
-        // 3. Its making happens before this read (S1: the entry's store is Release and
-        //    the load above Acquire), and every field reached through `&Segment` is an
-        //    atomic.
+        // 3. Every field reached through `&Segment` is an atomic (or a writer's count
+        //    of std atomics), so any thread may read it at any time. (Which life of the
+        //    segment the reader sees, if it was retired and made again since the entry
+        //    was stored, is a matter of the module's proof, not of soundness.)
         unsafe { &*p }
     }
 
@@ -767,7 +778,7 @@ impl LineCell {
 
     /// Caches the new entry `key -> (owner, meta)` (hash `hash`), which the slot table
     /// has published and the cache does not hold, if it fits; splits its segment first
-    /// if it is full (S2), and leaves it uncached if the segment cannot split (the
+    /// if it is full (S1), and leaves it uncached if the segment cannot split (the
     /// directory at its most bits, or no memory).
     pub fn insert(&self, t: &WriterToken, hash: u64, key: &[u64], owner: u64, meta: &[u64]) {
         if !self.fits(key, meta) {
@@ -785,19 +796,24 @@ impl LineCell {
         }
     }
 
-    /// Splits (or rebuilds) the full segment `old` (S2); whether it did.
+    /// Splits (or rebuilds) the full segment `old` (S1); whether it did.
     fn split(&self, t: &WriterToken, old: &Segment) -> bool {
         self.split_as(t, old, old.len() * 8 < SEG_LINES * REBUILD_EIGHTHS)
     }
 
-    /// Splits `old` in two, or rebuilds it alone if `rebuild` (S2); whether it did.
+    /// Splits `old` in two, or rebuilds it alone if `rebuild` (S1); whether it did. At
+    /// the directory's most bits, a segment that holds deleted lines is rebuilt instead.
     fn split_as(&self, _t: &WriterToken, old: &Segment, rebuild: bool) -> bool {
         let depth = old.depth.load(Ordering::Relaxed) as u32;
         let prefix = old.prefix.load(Ordering::Relaxed);
         let mut pool = self.pool();
         let mask = self.dmask.load(Ordering::Relaxed);
+        let mut rebuild = rebuild;
         if !rebuild && 1 << depth == mask + 1 && !self.double(mask) {
-            return false;
+            if old.len() as u64 >= old.taken.load(Ordering::Relaxed) {
+                return false;
+            }
+            rebuild = true;
         }
         let kids = if rebuild {
             let Some(kid) = self.make(&mut pool, depth, prefix) else {
@@ -871,7 +887,7 @@ impl LineCell {
         true
     }
 
-    /// Makes a segment of `depth` and `prefix` (S1): a retired one made again, or a fresh
+    /// Makes a segment of `depth` and `prefix` (S2): a retired one made again, or a fresh
     /// one from the slabs; `None` if no memory can be had.
     fn make(&self, pool: &mut Pool, depth: u32, prefix: u64) -> Option<*mut Segment> {
         let p = match pool.retired.pop() {

@@ -8,7 +8,6 @@ use loom::thread;
 use super::{hash, read, Seen};
 use crate::raw::lines::LineCell;
 use crate::raw::{Attempt, Published, WriterToken};
-use crate::sync::{AtomicBool, Ordering};
 use crate::writer::Writer;
 use crate::AllAlive;
 
@@ -137,7 +136,7 @@ fn loom_a_line_cache_that_splits_mid_read_answers_no_torn_or_undone_entry() {
             let cell = cell.clone();
             thread::spawn(move || (line_read(&cell, h, k1), line_read(&cell, h, k1)))
         };
-        // The segment splits (S2: copies, repointing, retirement); then the key changes in
+        // The segment splits (S1: copies, repointing, its lines killed); then the key changes in
         // the segment that took it over, while the retired one keeps the old copy.
         assert!(cell.split_for(&token, h));
         update(&cell, &token, h, k1, &[20, 20]);
@@ -159,39 +158,31 @@ fn loom_a_segment_made_again_mid_read_answers_no_old_copy() {
     loom::model(|| {
         let cell = Arc::new(LineCell::try_new(1, 0, false).expect("lines"));
         let token = WriterToken::new(0);
-        let (h, k1) = (line_hash(0, 5), 5);
-        cell.insert(&token, h, &[0, k1], 1, &[5]);
-        // Set once the key has changed: a read that begins after it sees the change.
-        let changed = Arc::new(AtomicBool::new(false));
+        // Key `a` (directory bits 0) and key `b` (bits 0b01), both in the first segment.
+        let (ha, hb) = (line_hash(0, 5), line_hash(1, 6));
+        cell.insert(&token, ha, &[0, 5], 1, &[5]);
+        cell.insert(&token, hb, &[0, 6], 1, &[6]);
         let reader = {
-            let (cell, changed) = (cell.clone(), changed.clone());
-            thread::spawn(move || {
-                let mut seen = Vec::new();
-                for _ in 0..2 {
-                    let after = changed.load(Ordering::Acquire);
-                    seen.push((after, line_read(&cell, h, k1)));
-                }
-                seen
-            })
+            let cell = cell.clone();
+            thread::spawn(move || (line_read(&cell, hb, 6), line_read(&cell, hb, 6)))
         };
-        // The key's segment splits and is retired; the key changes in its new segment;
-        // the other new segment splits, which makes the retired one again (its lines
-        // killed, its tag words emptied, a new `moves`) for other keys, one cached there.
-        assert!(cell.split_for(&token, h));
-        update(&cell, &token, h, k1, &[6]);
-        changed.store(true, Ordering::Release);
-        assert!(cell.split_for(&token, line_hash(1, 0)));
-        cell.insert(&token, line_hash(1, 5), &[0, 7], 2, &[7]);
-        for (after, got) in reader.join().unwrap() {
+        // The first segment splits and its lines die (S1): `b` goes to the high side.
+        // Then the high side splits, which makes the first segment again (S2) as its low
+        // side, for bits 0b01: `b` is copied back into it, over its own dead line, and
+        // reached through a current directory entry; then `b` changes there.
+        assert!(cell.split_for(&token, ha));
+        assert!(cell.split_for(&token, hb));
+        update(&cell, &token, hb, 6, &[7]);
+        let (first, second) = reader.join().unwrap();
+        let (old, new) = (Some((1, vec![6])), Some((1, vec![7])));
+        for seen in [&first, &second] {
             assert!(
-                got == Some((1, vec![5])) || got == Some((1, vec![6])) || got.is_none(),
-                "torn: {got:?}"
-            );
-            assert!(
-                !(after && got == Some((1, vec![5]))),
-                "an old copy after the change"
+                *seen == old || *seen == new || seen.is_none(),
+                "torn: {seen:?}"
             );
         }
-        assert_eq!(line_read(&cell, h, k1), Some((1, vec![6])));
+        assert!(!(first == new && second == old), "undone");
+        assert_eq!(line_read(&cell, hb, 6), new);
+        assert_eq!(line_read(&cell, ha, 5), Some((1, vec![5])));
     });
 }
