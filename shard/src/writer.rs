@@ -1245,7 +1245,7 @@ mod tests {
     fn a_line_cache_splits_as_entries_come_and_keeps_every_short_entry_cached() {
         let (mut w, _) = writer_with(16, true);
         // (Fewer under Miri, where each audit takes seconds.)
-        let (n, every): (u64, usize) = if cfg!(miri) { (1200, 400) } else { (5000, 97) };
+        let (n, every): (u64, usize) = if cfg!(miri) { (300, 100) } else { (5000, 97) };
         let keys: Vec<(u64, [u64; 2])> = (0..n)
             .map(|k| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1 << 32, [k % 3, k]))
             .collect();
