@@ -298,6 +298,9 @@ pub struct Segment {
     prefix: OwnU64,
     /// The writer's: where the segment lies, `slab << 32 | index`.
     id: OwnU64,
+    /// The writer's: how many times the segment was made or retired (a [`LineAt`]'s
+    /// check).
+    lives: OwnU64,
 }
 
 // SAFETY: `repr(C)` of atomics and arrays of them (`Line`: eight `AtomicU64`s): all-zero
@@ -316,6 +319,7 @@ unsafe impl Zeroable for Segment {
             depth: OwnU64::new(0),
             prefix: OwnU64::new(0),
             id: OwnU64::new(0),
+            lives: OwnU64::new(0),
         }
     }
 }
@@ -584,11 +588,13 @@ impl Segment {
 }
 
 /// A cached entry's line, as [`LineCell::find`] gives it to the writer: good until the
-/// writer's next insert (which may split its segment).
+/// writer's next insert (which may split its segment; debug builds check it).
 #[derive(Clone, Copy)]
 pub struct LineAt<'a> {
     segment: &'a Segment,
     i: usize,
+    /// The segment's `lives` when found.
+    life: u64,
 }
 
 /// The writer's store of segments: the slabs, how many of the last one's segments are
@@ -758,13 +764,19 @@ impl LineCell {
         }
         let segment = self.segment(hash);
         let i = segment.find(hash, k0, k1)?;
-        Some(LineAt { segment, i })
+        let life = segment.lives.load(Ordering::Relaxed);
+        Some(LineAt { segment, i, life })
     }
 
     /// Opens the section of the line `at` (L1): readers of it read the slot table until
     /// [`LineCell::close`]. Changes of the cached entry in the slot table go after this
     /// (L2).
     pub fn open(&self, _t: &WriterToken, at: LineAt<'_>) {
+        debug_assert_eq!(
+            at.segment.lives.load(Ordering::Relaxed),
+            at.life,
+            "a stale line"
+        );
         at.segment.open(at.i);
     }
 
@@ -772,6 +784,11 @@ impl LineCell {
     /// or, if the entry is gone or no longer fits (`None`, or metadata past
     /// [`LINE_META`] words), as [`DEAD`], its line free.
     pub fn close(&self, _t: &WriterToken, at: LineAt<'_>, entry: Option<(&[u64], u64, &[u64])>) {
+        debug_assert_eq!(
+            at.segment.lives.load(Ordering::Relaxed),
+            at.life,
+            "a stale line"
+        );
         at.segment
             .close(at.i, entry.filter(|(key, _, meta)| self.fits(key, meta)));
     }
@@ -867,6 +884,7 @@ impl LineCell {
             }
         }
         debug_assert_eq!(full, old.len());
+        old.lives.fetch_add(1, Ordering::Relaxed);
         pool.retired.push(old.id.load(Ordering::Relaxed));
         true
     }
@@ -931,6 +949,7 @@ impl LineCell {
         let s = unsafe { &*p };
         s.depth.store(u64::from(depth), Ordering::Relaxed);
         s.prefix.store(prefix, Ordering::Relaxed);
+        s.lives.fetch_add(1, Ordering::Relaxed);
         Some(p)
     }
 
