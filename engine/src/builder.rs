@@ -232,8 +232,8 @@ impl RegistryBuilder {
     /// where each of those reads misses the cache, that made single lookups 1.7-2.0x and
     /// batched ones 2.0x as fast on a 2-core guest (`results/2026-12-07-kvm-xeon-2c-
     /// 0d228b0-v4`). The price is memory: about 70 bytes a line, lines that are
-    /// between 7/16 and 7/8 taken, so at a million entries about 155 bytes an entry
-    /// beside everything the registry keeps anyway (P4's million entries took 306 bytes
+    /// between 7/16 and 7/8 taken, so at a million entries about 146 bytes an entry
+    /// beside everything the registry keeps anyway (P4's million entries took 297 bytes
     /// an entry with it against 151 without: `loadgen run memory --line-cache`).
     ///
     /// The cache is made of fixed segments of 512 lines behind a directory (extendible
@@ -241,7 +241,7 @@ impl RegistryBuilder {
     /// with the entries without ever holding a write for a table's copy, and it starts
     /// with room for [`RegistryBuilder::capacity`]'s entries (up to about 28 thousand a
     /// shard on Linux, see below). On Linux, segments past the first 64 of a shard come
-    /// from 8 MiB slabs that a helper thread maps on transparent huge pages where the
+    /// from 2 MiB slabs that a helper thread maps on transparent huge pages where the
     /// OS has them (THP in `madvise` or `always` mode) and faults in whole before the
     /// writer needs them, so a hit pays far fewer TLB misses, and no write takes a fault
     /// of its lines; one slab is being made ahead of the writer at any time. Entries

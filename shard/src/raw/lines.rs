@@ -103,13 +103,17 @@
 //! `2^G` pointers (8 bytes each: at most 1 MiB, at 2^17 entries, against the 4.6 GiB
 //! of segments that takes); a split whose keys all go to one side splits again, as
 //! extendible hashing does, which random hashes make rare.
-//! Segments come from *slabs* of about 8 MiB (the first, and every one under Miri and
-//! loom, smaller), mapped zeroed and faulted in as they are used, on huge pages where
-//! `huge` asks for it (the first slab never, so that a small cache stays small); retired
-//! segments are made again before the slabs give new ones, so memory follows the
-//! largest the cache has been. Segments at load between seven sixteenths (just split)
-//! and seven eighths hold an entry in about 106 bytes of lines, tag bytes and the
-//! writer's hash halves on average.
+//! Segments come from *slabs* of a huge page's worth (59 segments; fewer under Miri and
+//! loom). The first (64 segments) is on small pages, faulted in as it is used, so that a
+//! small cache stays small. Past it, on Linux, each slab is mapped on huge pages and
+//! faulted in whole by a helper thread (`LineCell::prepare`), started when the current
+//! slab is half used; a full segment whose split needs a new slab while the helper
+//! works does not split, and its new entries go uncached, as a cache may leave them.
+//! Elsewhere, or where no helper can be started, the writer maps the slabs (on huge
+//! pages if `huge`, taking their faults). Retired segments are made again before the
+//! slabs give new ones, so memory follows the largest the cache has been. Segments
+//! average about ln 2 of their most (seven eighths), as extendible hashing does: about
+//! 120 bytes of lines, tag bytes and the writer's hash halves an entry.
 //!
 //! Sequence numbers have 29 bits and grow by 2 a section: one line's wrap after 2^28
 //! writes of it, eight times fewer than a slot's (see `table.rs`). A reader stalled
@@ -169,16 +173,20 @@ const MAX_DEPTH: u32 = if cfg!(roster_loom) {
 } else {
     18
 };
-/// Segments a slab holds: 8 MiB's worth (whole huge pages; fewer under Miri and loom).
+/// Segments a slab holds: a huge page's worth (59; fewer under Miri and loom).
 const SLAB: usize = if cfg!(any(miri, roster_loom)) {
     2
 } else {
-    (8 << 20) / std::mem::size_of::<Segment>()
+    super::pages::HUGE_PAGE / std::mem::size_of::<Segment>()
 };
 
 /// Segments of the first slab: 64 (2.2 MiB, on small pages, faulted in as used), so
 /// that a cache of up to about 14k entries takes no huge page.
-const FIRST_SLAB: usize = if SLAB < 64 { SLAB } else { 64 };
+const FIRST_SLAB: usize = if cfg!(any(miri, roster_loom)) {
+    SLAB
+} else {
+    64
+};
 /// Bytes of a slab.
 const SLAB_BYTES: u64 = (SLAB * std::mem::size_of::<Segment>()) as u64;
 /// Whether this build makes slabs off the writer's path (not under Miri or loom, which
@@ -975,7 +983,11 @@ impl LineCell {
             None if pool.next.is_some() => return None,
             None => {}
         }
-        Zeroed::new(SLAB, self.huge)
+        if self.huge {
+            Zeroed::new_on_huge_pages(SLAB)
+        } else {
+            Zeroed::new(SLAB, false)
+        }
     }
 
     /// Starts making the next slab off the writer's path, where this build can: a helper
@@ -991,7 +1003,7 @@ impl LineCell {
         let helper = helper_thread().spawn(|| {
             // Off a pinned writer's core: the helper inherits its creator's affinity.
             unpin();
-            let slab = Zeroed::<Segment>::new(SLAB, true)?;
+            let slab = Zeroed::<Segment>::new_on_huge_pages(SLAB)?;
             if !slab.populate() {
                 for segment in slab.iter() {
                     for line in segment.lines.iter().step_by(4096 / 64) {

@@ -140,18 +140,36 @@ impl<T: Zeroable> Zeroed<T> {
     /// `len` zero values (on huge pages past [`HUGE_FROM`] if `huge`), or `None` if the
     /// size overflows or is zero, or the memory cannot be had.
     pub fn new(len: usize, huge: bool) -> Option<Zeroed<T>> {
+        Self::make(len, huge, HUGE_FROM)
+    }
+
+    /// `len` zero values on huge pages whole (from a huge page's boundary, the last huge
+    /// page's rest unused) if they take 1 MiB or more, as [`Zeroed::new`] puts arrays
+    /// of [`HUGE_FROM`] bytes or more: for an array that is worth a huge page of its
+    /// own (the line cache's slabs).
+    pub fn new_on_huge_pages(len: usize) -> Option<Zeroed<T>> {
+        Self::make(len, true, Self::MAP_AT_LEAST)
+    }
+
+    /// [`Zeroed::new`], arrays of `whole_from` bytes or more on huge pages whole if
+    /// `huge`.
+    fn make(len: usize, huge: bool, whole_from: usize) -> Option<Zeroed<T>> {
         let layout = std::alloc::Layout::array::<T>(len).ok()?;
         if layout.size() == 0 {
             return None;
         }
         #[cfg(unix)]
         if layout.size() >= Self::MAP_AT_LEAST && layout.align() <= 4096 {
-            // An array of HUGE_FROM bytes or more on huge pages goes on them whole: mapped
-            // with a huge page's slack, it starts on a huge page's boundary.
-            let whole = huge && layout.size() >= HUGE_FROM;
-            let map_len = layout
-                .size()
-                .checked_add(if whole { HUGE_PAGE } else { 0 })?;
+            // An array of `whole_from` bytes or more on huge pages goes on them whole:
+            // mapped with a huge page's slack, it starts on a huge page's boundary, and
+            // its whole huge pages (the last one's rest included) lie in the mapping.
+            let whole = huge && layout.size() >= whole_from;
+            let span = layout.size().checked_next_multiple_of(HUGE_PAGE)?;
+            let map_len = if whole {
+                span.checked_add(HUGE_PAGE)?
+            } else {
+                layout.size()
+            };
             // SAFETY: an anonymous private mapping of a non-zero size at an address of the
             // kernel's choosing has no preconditions; the result is checked below.
             let p = unsafe {
@@ -174,10 +192,13 @@ impl<T: Zeroable> Zeroed<T> {
                 0
             };
             // `skip < HUGE_PAGE` (the slack) when `whole`, else 0: the array's `size`
-            // bytes from `p + skip` lie inside the mapping.
+            // bytes from `p + skip` (and, when `whole`, `span` bytes) lie inside the
+            // mapping.
             let start = p.cast::<u8>().wrapping_add(skip);
-            if huge {
-                advise_huge(start, layout.size(), if whole { 0 } else { HUGE_FROM });
+            if whole {
+                advise_huge(start, span, 0);
+            } else if huge {
+                advise_huge(start, layout.size(), HUGE_FROM);
             }
             // Page-aligned (so aligned for `T`, checked above) and zero-filled by the
             // kernel.
@@ -283,6 +304,11 @@ impl<T: Zeroable> Zeroed<T> {
     pub fn new(len: usize, huge: bool) -> Option<Zeroed<T>> {
         let _ = huge;
         (len > 0).then(|| Zeroed((0..len).map(|_| T::zero()).collect()))
+    }
+
+    /// [`Zeroed::new`]: no huge pages under loom.
+    pub fn new_on_huge_pages(len: usize) -> Option<Zeroed<T>> {
+        Self::new(len, true)
     }
 
     /// Bytes of the array.
