@@ -15,7 +15,7 @@
 //! entries that [`Published::try_read_quick`] tries before the entry table. A line hit
 //! answers; anything else reads the entry table as below, which stays the record of
 //! every entry. The cache's own rules (L1, L2: the writer changes a cached entry inside
-//! its line's section; G1-G3: how it grows) and why a hit is right are in `lines.rs`.
+//! its line's section; S1-S3: its segments) and why a hit is right are in `lines.rs`.
 //!
 //! Reader ([`Published::try_read`]), one attempt (while a migration runs, see R5):
 //! 1. `t = current.load(Acquire)`; `m1 = t.moves.load(Acquire)`; either flag set
