@@ -642,7 +642,9 @@ pub struct LineCell {
     high: u64,
     /// Whether slabs after the first go on huge pages (`ShardConfig::huge_pages`).
     huge: bool,
-    /// Bytes of the segments handed out and of the directory's entries in use.
+    /// Bytes the cache holds: the segments handed out from slabs the writer mapped,
+    /// every slab a helper made (faulted in whole) and the one being made, and the
+    /// directory's entries in use.
     bytes: OwnU64,
     /// The writer's (no reader takes it; a `Mutex` only to lend it out through `&self`).
     pool: std::sync::Mutex<Pool>,
@@ -758,8 +760,9 @@ impl LineCell {
         key.len() == 2 && meta.len() <= LINE_META && key[0] >> 32 == self.high
     }
 
-    /// Bytes of the segments handed out (live and retired) and of the directory's
-    /// entries in use.
+    /// Bytes the cache holds: the segments handed out (live and retired) from slabs the
+    /// writer mapped, the slabs a helper made and faulted in (whole, and from the time
+    /// one is started), and the directory's entries in use.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
