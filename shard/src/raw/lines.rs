@@ -431,6 +431,19 @@ impl Segment {
         fence(Ordering::Release);
     }
 
+    /// Kills line `i` of a segment being retired (S1): a section that closes it
+    /// [`DEAD`], its tag byte and the counts left as they are (the segment is made again
+    /// before they matter).
+    fn kill(&self, i: usize) {
+        self.open(i);
+        let w = &self.at(i)[0];
+        let w0 = w.load(Ordering::Relaxed);
+        w.store(
+            ((w0 >> 35) + 1) << 35 | DEAD << 32 | w0 & LOW,
+            Ordering::Release,
+        );
+    }
+
     /// Closes line `i`'s open section with a copy of `key -> (owner, meta)` (which the
     /// caller has checked fits a line), or, for `None`, as [`DEAD`], its byte [`DELETED`]
     /// (or [`EMPTY`], where no probe needs it).
@@ -884,13 +897,7 @@ impl LineCell {
         let mut full = 0;
         for i in 0..SEG_LINES {
             if old.byte(i) & 0x80 != 0 {
-                old.open(i);
-                let w = &old.at(i)[0];
-                let w0 = w.load(Ordering::Relaxed);
-                w.store(
-                    ((w0 >> 35) + 1) << 35 | DEAD << 32 | w0 & LOW,
-                    Ordering::Release,
-                );
+                old.kill(i);
                 full += 1;
             }
         }

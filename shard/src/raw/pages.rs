@@ -164,11 +164,16 @@ impl<T: Zeroable> Zeroed<T> {
             // mapped with a huge page's slack, it starts on a huge page's boundary, and
             // its whole huge pages (the last one's rest included) lie in the mapping.
             let whole = huge && layout.size() >= whole_from;
-            let span = layout.size().checked_next_multiple_of(HUGE_PAGE)?;
+            // The whole huge pages an array on them takes.
+            let span = if whole {
+                layout.size().checked_next_multiple_of(HUGE_PAGE)?
+            } else {
+                layout.size()
+            };
             let map_len = if whole {
                 span.checked_add(HUGE_PAGE)?
             } else {
-                layout.size()
+                span
             };
             // SAFETY: an anonymous private mapping of a non-zero size at an address of the
             // kernel's choosing has no preconditions; the result is checked below.
